@@ -1,0 +1,85 @@
+"""Flows: deploy a model version to a target, update it, roll it back, undeploy it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from targets.base import DeployConfig
+from tasks.deploy import (
+    create_deployment,
+    delete_deployment,
+    find_rollback_version,
+    get_deployment,
+    plan_deployment,
+    resolve_model_uri,
+    switch_deployment,
+    target_needs_image,
+    validate_deployment_name,
+)
+
+
+def build_image_tag(model_uri: str, base_image: str | None) -> str:
+    """Build the scoring image for an image-based target and return its tag."""
+    # imported here: only image targets need the Docker SDK
+    from tasks.images import build_image
+
+    return build_image(model_uri, base_image=base_image).tag
+
+
+@flow(name="deploy", log_prints=False)
+def deploy(
+    model_uri: str,
+    name: str,
+    target: str = "local:",
+    port: int | None = None,
+    capture_uri: str | None = None,
+    sample_rate: float = 1.0,
+    api_key_file: str | None = None,
+    workers: int = 1,
+    base_image: str | None = None,
+    ready_timeout: float = 180.0,
+) -> dict[str, Any]:
+    """Serve MODEL_URI as NAME on TARGET (building an image when the target needs one);
+    when NAME already serves this model, update it with zero downtime instead."""
+    validate_deployment_name(name)
+    model = resolve_model_uri(model_uri)
+    action = plan_deployment(name, model, target, port)
+    image = build_image_tag(model.uri, base_image) if target_needs_image(target) else None
+    if action == "update":
+        return switch_deployment(name, model, None, image).model_dump(mode="json")
+    config = DeployConfig(
+        port=port,
+        capture_uri=capture_uri,
+        sample_rate=sample_rate,
+        api_key_file=api_key_file,
+        workers=workers,
+        ready_timeout=ready_timeout,
+    )
+    return create_deployment(name, model, target, config, image).model_dump(mode="json")
+
+
+@flow(name="update-deployment", log_prints=False)
+def update_deployment(
+    name: str, model_uri: str, base_image: str | None = None, reason: str | None = None
+) -> dict[str, Any]:
+    """Switch deployment NAME to MODEL_URI with zero downtime, keeping its settings."""
+    current = get_deployment(name)
+    model = resolve_model_uri(model_uri)
+    needs_image = target_needs_image(current.target_uri)
+    image = build_image_tag(model.uri, base_image) if needs_image else None
+    return switch_deployment(name, model, None, image, "update", reason).model_dump(mode="json")
+
+
+@flow(name="rollback-deployment", log_prints=False)
+def rollback_deployment(name: str, reason: str | None = None) -> dict[str, Any]:
+    """Return deployment NAME to the version it served before, with zero downtime."""
+    model, image = find_rollback_version(name)
+    return switch_deployment(name, model, None, image, "rollback", reason).model_dump(mode="json")
+
+
+@flow(name="undeploy", log_prints=False)
+def undeploy(name: str, reason: str | None = None) -> dict[str, Any]:
+    """Stop deployment NAME and release the model version it served."""
+    return delete_deployment(name, reason).model_dump(mode="json")

@@ -1,0 +1,89 @@
+"""Deployment records shared by targets, the ledger, tasks and the CLI.
+
+They live in the core (not in targets/) because the ledger stores them and imports go one way:
+targets -> mlops core. targets.base re-exports them for target implementers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DeploymentStatus(StrEnum):
+    """Lifecycle of a deployment as the ledger and `mlops status` report it."""
+
+    CREATING = "creating"
+    READY = "ready"
+    UPDATING = "updating"
+    UNHEALTHY = "unhealthy"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version, already resolved from `models:/name@alias` or `/version`."""
+
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+class DeployConfig(BaseModel):
+    """Settings of one deployment; stored in the ledger so update and rollback reuse them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Stable port; a free one is picked when unset."
+    )
+    capture_uri: str | None = Field(
+        default=None, description="Where the scoring service writes captures (dir or fsspec URI)."
+    )
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Capture sample rate.")
+    api_key_file: str | None = Field(
+        default=None, description="File with the API key(s) the scoring service accepts."
+    )
+    workers: int = Field(default=1, ge=1, description="Scoring service worker processes.")
+    ready_timeout: float = Field(
+        default=180.0, gt=0, description="Seconds a new version gets to answer /ready."
+    )
+    drain_timeout: float = Field(
+        default=30.0, ge=0, description="Seconds in-flight requests get on the old version."
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="Target-specific settings (see each target's docs)."
+    )
+
+
+class Deployment(BaseModel):
+    """One named deployment: what it serves, where, and how to reach it."""
+
+    name: str
+    target_uri: str
+    model_name: str
+    model_version: str
+    model_uri: str
+    image: str | None = None
+    endpoint_url: str | None = None
+    status: DeploymentStatus = DeploymentStatus.READY
+    capture_uri: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def model(self) -> ModelRef:
+        return ModelRef(self.model_name, self.model_version)
+
+    @property
+    def deploy_config(self) -> DeployConfig:
+        return DeployConfig.model_validate(self.config)

@@ -1,0 +1,283 @@
+"""The deployment ledger: current deployments plus an append-only history of every change.
+
+SQLAlchemy over `settings.resolved_ledger_uri` (sqlite in MLOPS_HOME by default, PostgreSQL
+works the same). Writing a deployment also maintains the registry in-use tags (mlops.inuse), so
+the guard that refuses deleting a served model version always agrees with the ledger.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel
+
+from mlops import inuse
+from mlops.deployment import Deployment, ModelRef
+from mlops.errors import BackendError, NotFoundError
+from mlops.settings import get_settings
+from mlops.tracking import connect
+
+Action = Literal["create", "update", "rollback", "delete"]
+Result = Literal["succeeded", "failed"]
+
+metadata = sa.MetaData()
+
+deployments_table = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("target_uri", sa.String(500), nullable=False),
+    sa.Column("model_name", sa.String(500), nullable=False),
+    sa.Column("model_version", sa.String(50), nullable=False),
+    sa.Column("model_uri", sa.String(600), nullable=False),
+    sa.Column("image", sa.String(500)),
+    sa.Column("endpoint_url", sa.String(500)),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("capture_uri", sa.String(1000)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+)
+
+events_table = sa.Table(
+    "deployment_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("deployment", sa.String(200), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("target_uri", sa.String(500)),
+    sa.Column("model_name", sa.String(500)),
+    sa.Column("from_version", sa.String(50)),
+    sa.Column("to_version", sa.String(50)),
+    sa.Column("image", sa.String(500)),
+    sa.Column("result", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text),
+)
+
+
+class DeploymentEvent(BaseModel):
+    """One ledger entry: who changed which deployment, when, from what to what, and how it went."""
+
+    id: int
+    deployment: str
+    at: datetime
+    who: str
+    action: Action
+    target_uri: str | None = None
+    model_name: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    image: str | None = None
+    result: Result
+    reason: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(uri: str) -> sa.Engine:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(uri, connect_args={"timeout": 30})
+    else:
+        engine = sa.create_engine(uri, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+def engine() -> sa.Engine:
+    """The ledger database engine for the current settings (tables created on first use)."""
+    uri = get_settings().resolved_ledger_uri
+    try:
+        return _engine(uri)
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackendError(
+            f"The deployment ledger at {uri} cannot be opened: {exc.__class__.__name__}.",
+            hint="Check MLOPS_LEDGER_URI / MLOPS_HOME.",
+        ) from exc
+
+
+def actor() -> str:
+    """Who is acting: MLOPS_ACTOR (CI, service accounts) or the OS user."""
+    return os.environ.get("MLOPS_ACTOR") or getpass.getuser()
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _to_deployment(row: sa.Row) -> Deployment:
+    data = dict(row._mapping)
+    data["created_at"] = _utc(data["created_at"])
+    data["updated_at"] = _utc(data["updated_at"])
+    return Deployment.model_validate(data)
+
+
+def mark_in_use(deployment: str, model: ModelRef, target_uri: str) -> None:
+    """Tag `model` as served by `deployment` (before it starts serving, so the guard holds)."""
+    try:
+        inuse.mark_in_use(connect(), model.name, model.version, deployment, target_uri)
+    except MlflowException as exc:
+        raise BackendError(
+            f"Could not tag {model.uri} as used by deployment '{deployment}': {exc.message}"
+        ) from exc
+
+
+def release_in_use(deployment: str, model: ModelRef) -> None:
+    """Remove the in-use tag of `deployment` from `model`; a deleted version counts as released."""
+    try:
+        inuse.release(connect(), model.name, model.version, deployment)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return
+        raise BackendError(
+            f"Could not release {model.uri} from deployment '{deployment}': {exc.message}"
+        ) from exc
+
+
+def find_deployment(name: str) -> Deployment | None:
+    """The ledger record of `name`, or None."""
+    with engine().connect() as conn:
+        row = conn.execute(
+            sa.select(deployments_table).where(deployments_table.c.name == name)
+        ).first()
+    return _to_deployment(row) if row else None
+
+
+def get_deployment(name: str) -> Deployment:
+    """The ledger record of `name`; NotFoundError names the deployments that do exist."""
+    found = find_deployment(name)
+    if found is None:
+        known = [d.name for d in list_deployments()]
+        raise NotFoundError(
+            f"No deployment named '{name}'.",
+            hint=f"Known deployments: {', '.join(known)}."
+            if known
+            else "Create one with `mlops deploy MODEL_URI --target local: --name NAME`.",
+            deployment=name,
+        )
+    return found
+
+
+def list_deployments(target_uri: str | None = None) -> list[Deployment]:
+    """All current deployments, by name; optionally only those on one target."""
+    query = sa.select(deployments_table).order_by(deployments_table.c.name)
+    if target_uri is not None:
+        query = query.where(deployments_table.c.target_uri == target_uri)
+    with engine().connect() as conn:
+        return [_to_deployment(row) for row in conn.execute(query)]
+
+
+def upsert_deployment(deployment: Deployment) -> Deployment:
+    """Store `deployment`; tag its version in use and release the version it replaced."""
+    previous = find_deployment(deployment.name)
+    mark_in_use(deployment.name, deployment.model, deployment.target_uri)
+    values = deployment.model_dump(mode="python")
+    values["status"] = str(deployment.status)
+    with engine().begin() as conn:
+        if previous is None:
+            conn.execute(sa.insert(deployments_table).values(**values))
+        else:
+            values["created_at"] = previous.created_at
+            conn.execute(
+                sa.update(deployments_table)
+                .where(deployments_table.c.name == deployment.name)
+                .values(**values)
+            )
+    if previous is not None and previous.model != deployment.model:
+        release_in_use(previous.name, previous.model)
+    return find_deployment(deployment.name) or deployment
+
+
+def set_status(name: str, status: str) -> None:
+    """Record the live status of `name` (e.g. unhealthy) without touching anything else."""
+    with engine().begin() as conn:
+        conn.execute(
+            sa.update(deployments_table)
+            .where(deployments_table.c.name == name)
+            .values(status=status, updated_at=datetime.now(UTC))
+        )
+
+
+def delete_deployment(name: str) -> Deployment | None:
+    """Forget `name` and release its model version; returns what was removed (idempotent)."""
+    previous = find_deployment(name)
+    if previous is None:
+        return None
+    with engine().begin() as conn:
+        conn.execute(sa.delete(deployments_table).where(deployments_table.c.name == name))
+    release_in_use(name, previous.model)
+    return previous
+
+
+def record_event(
+    deployment: str,
+    action: Action,
+    result: Result,
+    *,
+    target_uri: str | None = None,
+    model_name: str | None = None,
+    from_version: str | None = None,
+    to_version: str | None = None,
+    image: str | None = None,
+    reason: str | None = None,
+) -> DeploymentEvent:
+    """Append one entry to the history of `deployment` (never updated or deleted)."""
+    values: dict[str, Any] = {
+        "deployment": deployment,
+        "at": datetime.now(UTC),
+        "who": actor(),
+        "action": action,
+        "target_uri": target_uri,
+        "model_name": model_name,
+        "from_version": from_version,
+        "to_version": to_version,
+        "image": image,
+        "result": result,
+        "reason": reason,
+    }
+    with engine().begin() as conn:
+        event_id = conn.execute(sa.insert(events_table).values(**values)).inserted_primary_key[0]
+    return DeploymentEvent(id=event_id, **values)
+
+
+def history(name: str) -> list[DeploymentEvent]:
+    """Every recorded event of `name`, oldest first (also after it was deleted)."""
+    query = sa.select(events_table).where(events_table.c.deployment == name)
+    with engine().connect() as conn:
+        rows = conn.execute(query.order_by(events_table.c.id)).all()
+    if not rows:
+        raise NotFoundError(f"No history for a deployment named '{name}'.", deployment=name)
+    events = []
+    for row in rows:
+        data = dict(row._mapping)
+        data["at"] = _utc(data["at"])
+        events.append(DeploymentEvent.model_validate(data))
+    return events
+
+
+def rollback_point(name: str) -> tuple[ModelRef, str | None] | None:
+    """The version (and image) `name` served before its current one, undoing like a stack.
+
+    create and update push a version, rollback pops one: create v1, update v2, update v3,
+    rollback -> v2, rollback -> v1, rollback -> None. Only the life since the last create counts.
+    """
+    stack: list[tuple[ModelRef, str | None]] = []
+    for event in history(name):
+        if event.result != "succeeded" or event.to_version is None:
+            continue
+        entry = (ModelRef(event.model_name or "", event.to_version), event.image)
+        if event.action == "create":
+            stack = [entry]
+        elif event.action == "update":
+            stack.append(entry)
+        elif event.action == "rollback" and len(stack) > 1:
+            stack.pop()
+    return stack[-2] if len(stack) > 1 else None

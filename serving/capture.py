@@ -1,0 +1,386 @@
+"""Lossless, bounded data capture: requests queue records, two threads move them to the sink.
+
+hot path   -> in-memory queue (bounded by rows; a full queue drops and counts)
+writer     -> every flush interval, one Parquet file per partition into a local spool dir
+              (temp name + atomic rename); the spool holds at most `spool_max_bytes` of backlog,
+              beyond which new batches are dropped and counted
+uploader   -> copies spool files to <capture_uri>/<same relative path> under a hidden temp
+              name, renames them into place, then deletes the spool copy; a failing or slow
+              sink only grows the spool, it never blocks a request
+
+Every row ends up in exactly one of: the sink, the spool (uploaded later, also by the next
+process that finds it), or the dropped counter. Re-uploading a file after a crash writes the
+same final name again, so readers never see duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from serving import metrics
+
+log = logging.getLogger(__name__)
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(slots=True)
+class Record:
+    """One captured /invocations request; `n_rows` is 0 for a rejected request."""
+
+    request_id: str
+    ts: float
+    status: int
+    error_code: str | None
+    latency_ms: float
+    n_rows: int
+    features: dict[str, np.ndarray] | None
+    predictions: dict[str, np.ndarray] | None
+
+
+@dataclass(slots=True)
+class Feedback:
+    """One ground-truth label; `row` None means every row of the request."""
+
+    request_id: str
+    row: int | None
+    label: Any
+    ts: float
+
+
+def _column(chunks: list[np.ndarray | None], counts: list[int], typ: pa.DataType | None):
+    """One Arrow column from per-record chunks; a None chunk becomes `count` nulls."""
+    sample = next((c for c in chunks if c is not None), None)
+    if sample is None:
+        return pa.nulls(sum(counts), typ or pa.null())
+    parts, masks, has_null = [], [], False
+    for chunk, n in zip(chunks, counts, strict=True):
+        if chunk is None:
+            parts.append(np.zeros(n, dtype=sample.dtype))
+            masks.append(np.ones(n, dtype=bool))
+            has_null = True
+        else:
+            parts.append(chunk)
+            masks.append(np.zeros(len(chunk), dtype=bool))
+    values = np.concatenate(parts)
+    mask = np.concatenate(masks) if has_null else None
+    try:
+        return pa.array(values, type=typ, mask=mask)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        # a model whose output type drifts from its signature still gets captured, as text
+        return pa.array(values.astype(str), type=pa.string(), mask=mask)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CaptureWriter:
+    """Queue + background writer + uploader for one model version in one process."""
+
+    def __init__(
+        self,
+        uri: str,
+        model_name: str,
+        model_version: str,
+        *,
+        feature_types: dict[str, pa.DataType],
+        prediction_types: dict[str, pa.DataType],
+        label_type: pa.DataType | None,
+        flush_seconds: float,
+        queue_rows: int,
+        spool_dir: Path | None,
+        spool_max_bytes: int,
+    ) -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self._fs, self._root = fsspec.core.url_to_fs(uri)
+        self._root = self._root.rstrip("/")
+        self._feature_types = feature_types
+        self._prediction_types = prediction_types
+        self._label_type = label_type
+        self._flush_seconds = flush_seconds
+        self._queue_rows = queue_rows
+        self._spool_max = spool_max_bytes
+        spool_root = (spool_dir or Path(tempfile.gettempdir()) / "mlops-capture-spool").resolve()
+        self._spool_parent = spool_root / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        self._spool = self._spool_parent / str(os.getpid())
+        self._partition = f"model={model_name}/version={model_version}"
+
+        self._lock = threading.Lock()
+        self._queue: deque[Record | Feedback] = deque()
+        self._queued = 0
+        self._pending: dict[Path, tuple[int, int]] = {}  # spool file -> (rows, bytes)
+        self._pending_bytes = 0
+        self._wake_writer = threading.Event()
+        self._wake_uploader = threading.Event()
+        self._stop = threading.Event()
+        self._writer_done = threading.Event()
+        self._upload_deadline: float | None = None
+        self._threads: list[threading.Thread] = []
+
+        labels = (model_name, model_version)
+        self._m_written = metrics.CAPTURE_WRITTEN.labels(*labels)
+        self._m_dropped = {
+            reason: metrics.CAPTURE_DROPPED.labels(*labels, reason)
+            for reason in ("queue_full", "spool_full", "spool_error")
+        }
+        self._m_memory = metrics.CAPTURE_QUEUED.labels(*labels, "memory")
+        self._m_spool = metrics.CAPTURE_QUEUED.labels(*labels, "spool")
+        self._m_sink_errors = metrics.CAPTURE_SINK_ERRORS.labels(*labels)
+
+    # -- hot path -------------------------------------------------------------------------
+
+    def submit(self, item: Record | Feedback) -> bool:
+        """Queue one record without blocking; False (and counted) when the queue is full."""
+        rows = max(item.n_rows, 1) if isinstance(item, Record) else 1
+        with self._lock:
+            if self._queued + rows > self._queue_rows:
+                full = True
+            else:
+                full = False
+                self._queue.append(item)
+                self._queued += rows
+        if full:
+            self._m_dropped["queue_full"].inc(rows)
+            return False
+        self._m_memory.inc(rows)
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spool.mkdir(parents=True, exist_ok=True)
+        self._adopt_spool()
+        for target, name in ((self._run_writer, "capture-writer"), (self._run_uploader, "upload")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self, timeout: float) -> None:
+        """Flush everything queued to the spool, then upload until `timeout` runs out."""
+        deadline = time.monotonic() + timeout
+        self._upload_deadline = deadline
+        self._stop.set()
+        self._wake_writer.set()
+        self._wake_uploader.set()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = sum(rows for rows, _ in self._pending.values())
+        if left:
+            log.warning(
+                "capture: %d rows are still in the spool %s; the next start uploads them",
+                left,
+                self._spool,
+            )
+
+    def _adopt_spool(self) -> None:
+        """Take over spool files left by this or any dead process writing to the same sink."""
+        for sibling in self._spool_parent.iterdir():
+            if sibling != self._spool and (
+                not sibling.name.isdigit() or _pid_alive(int(sibling.name))
+            ):
+                continue
+            for path in sorted(sibling.rglob("*.parquet")):
+                rel = path.relative_to(sibling)
+                if path.name.startswith("."):
+                    path.unlink(missing_ok=True)
+                    continue
+                target = self._spool / rel
+                try:
+                    if target != path:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(path, target)
+                    rows = pq.read_metadata(target).num_rows
+                except OSError:
+                    continue  # another worker adopted it first
+                except pa.ArrowException:
+                    log.warning("capture: skipping unreadable spool file %s", target)
+                    continue
+                self._add_pending(target, rows)
+
+    # -- writer ---------------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                if not stopping:
+                    self._wake_writer.wait(self._flush_seconds)
+                    self._wake_writer.clear()
+                with self._lock:
+                    batch = list(self._queue)
+                    self._queue.clear()
+                    self._queued = 0
+                if batch:
+                    self._write_batch(batch)
+                if stopping:
+                    break
+        finally:
+            self._writer_done.set()
+            self._wake_uploader.set()
+
+    def _write_batch(self, batch: list[Record | Feedback]) -> None:
+        groups: dict[tuple[bool, str], list] = {}
+        for item in batch:
+            day = dt.datetime.fromtimestamp(item.ts, dt.UTC).strftime("%Y-%m-%d")
+            groups.setdefault((isinstance(item, Feedback), day), []).append(item)
+        for (is_feedback, day), items in groups.items():
+            rows = len(items) if is_feedback else sum(max(r.n_rows, 1) for r in items)
+            self._m_memory.dec(rows)
+            try:
+                table = self._feedback_table(items) if is_feedback else self._capture_table(items)
+            except (pa.ArrowException, TypeError, ValueError):
+                log.exception("capture: could not build a table from %d rows", rows)
+                self._m_dropped["spool_error"].inc(rows)
+                continue
+            prefix = "feedback/" if is_feedback else ""
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            rel = f"{prefix}{self._partition}/date={day}/part-{stamp}-{uuid.uuid4().hex}.parquet"
+            self._spool_table(table, self._spool / rel, rows)
+
+    def _spool_table(self, table: pa.Table, path: Path, rows: int) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, tmp)
+            size = tmp.stat().st_size
+        except OSError:
+            log.exception("capture: could not write the spool file %s", tmp)
+            tmp.unlink(missing_ok=True)
+            self._m_dropped["spool_error"].inc(rows)
+            return
+        with self._lock:
+            # the batch in hand is always staged; only a backlog beyond the limit drops rows
+            over = self._pending and self._pending_bytes + size > self._spool_max
+        if over:
+            tmp.unlink(missing_ok=True)
+            self._m_dropped["spool_full"].inc(rows)
+            return
+        os.replace(tmp, path)
+        self._add_pending(path, rows, size)
+
+    def _add_pending(self, path: Path, rows: int, size: int | None = None) -> None:
+        size = path.stat().st_size if size is None else size
+        with self._lock:
+            self._pending[path] = (rows, size)
+            self._pending_bytes += size
+        self._m_spool.inc(rows)
+        self._wake_uploader.set()
+
+    def _capture_table(self, records: list[Record]) -> pa.Table:
+        counts = [max(r.n_rows, 1) for r in records]
+        scored = np.repeat(np.array([r.n_rows > 0 for r in records]), counts)
+        row_index = np.concatenate([np.arange(c) for c in counts])
+        columns: dict[str, Any] = {}
+        feature_names = dict.fromkeys(self._feature_types)
+        prediction_names = dict.fromkeys(self._prediction_types)
+        for r in records:
+            if r.features:
+                feature_names.update(dict.fromkeys(r.features))
+            if r.predictions:
+                prediction_names.update(dict.fromkeys(r.predictions))
+        for name in feature_names:
+            chunks = [r.features.get(name) if r.features else None for r in records]
+            columns[name] = _column(chunks, counts, self._feature_types.get(name))
+        for name in prediction_names:
+            chunks = [r.predictions.get(name) if r.predictions else None for r in records]
+            columns[name] = _column(chunks, counts, self._prediction_types.get(name))
+        total = len(row_index)
+
+        def repeat(values: list, typ: pa.DataType) -> pa.Array:
+            return pa.array(np.repeat(np.array(values, dtype=object), counts), type=typ)
+
+        columns["_request_id"] = repeat([r.request_id for r in records], pa.string())
+        columns["_row"] = pa.array(row_index, type=pa.int64(), mask=~scored)
+        ts_us = np.repeat(np.array([int(r.ts * 1e6) for r in records], dtype=np.int64), counts)
+        columns["_ts"] = pa.array(ts_us, type=pa.int64()).cast(_TS)
+        columns["_model_name"] = pa.array([self.model_name] * total, type=pa.string())
+        columns["_model_version"] = pa.array([self.model_version] * total, type=pa.string())
+        columns["_status"] = pa.array(np.repeat([r.status for r in records], counts), pa.int32())
+        columns["_error_code"] = repeat([r.error_code for r in records], pa.string())
+        latency = np.repeat(np.array([r.latency_ms for r in records], dtype=np.float64), counts)
+        columns["_latency_ms"] = pa.array(latency, type=pa.float64())
+        return pa.table(columns)
+
+    def _feedback_table(self, items: list[Feedback]) -> pa.Table:
+        labels = [f.label for f in items]
+        try:
+            label = pa.array(labels, type=self._label_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            label = pa.array([None if v is None else str(v) for v in labels], type=pa.string())
+        return pa.table(
+            {
+                "_request_id": pa.array([f.request_id for f in items], type=pa.string()),
+                "_row": pa.array([f.row for f in items], type=pa.int64()),
+                "label": label,
+                "_ts": pa.array([int(f.ts * 1e6) for f in items], type=pa.int64()).cast(_TS),
+            }
+        )
+
+    # -- uploader -------------------------------------------------------------------------
+
+    def _run_uploader(self) -> None:
+        backoff = 0.5
+        last_warning = 0.0
+        while True:
+            with self._lock:
+                oldest = min(self._pending, default=None, key=lambda p: p.name)
+            if oldest is None:
+                if self._writer_done.is_set():
+                    return
+                self._wake_uploader.wait(1.0)
+                self._wake_uploader.clear()
+                continue
+            if self._upload_deadline is not None and time.monotonic() > self._upload_deadline:
+                return
+            try:
+                self._upload(oldest)
+            except Exception as exc:  # any fsspec backend error means: keep it and retry
+                self._m_sink_errors.inc()
+                if time.monotonic() - last_warning > 30:
+                    last_warning = time.monotonic()
+                    log.warning("capture: sink write failed (%s); spooling locally", exc)
+                self._wake_uploader.wait(backoff)
+                self._wake_uploader.clear()
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            with self._lock:
+                rows, size = self._pending.pop(oldest)
+                self._pending_bytes -= size
+            oldest.unlink(missing_ok=True)
+            self._m_spool.dec(rows)
+            self._m_written.inc(rows)
+
+    def _upload(self, path: Path) -> None:
+        rel = path.relative_to(self._spool).as_posix()
+        final = f"{self._root}/{rel}"
+        parent, _, name = final.rpartition("/")
+        tmp = f"{parent}/.{name}.tmp"
+        self._fs.makedirs(parent, exist_ok=True)
+        self._fs.put_file(str(path), tmp)
+        self._fs.mv(tmp, final)

@@ -1,0 +1,219 @@
+"""The deployment Target interface, and `get_target(uri)` that finds one by URI scheme.
+
+A target runs the scoring service (`python -m serving`, contract 3) somewhere and keeps one
+stable endpoint in front of it. Targets are plug-ins: each registers a `Target` subclass in the
+`mlops.targets` entry-point group under its URI scheme, so a third party adds one with a package
+of its own::
+
+    [project.entry-points."mlops.targets"]
+    local = "targets.local:LocalTarget"
+
+Target URIs are `<scheme>:<location>`: `local:`, `docker:`, `kubernetes:/namespace`,
+`iotedge:/hub/device`, `batch:`.
+
+Contract for implementers
+-------------------------
+* Model references arrive resolved (`ModelRef`: name + version). Alias resolution and the
+  deployment ledger are the caller's job (tasks/deploy.py); a target keeps only its own runtime
+  state and never writes registry tags.
+* `create` blocks until the endpoint answers `/ready` through the stable endpoint, or raises.
+  On any error it removes everything it started (processes, containers, networks, state files):
+  nothing half-deployed. A name it already runs -> `ConflictError`; a port in use ->
+  `ConflictError`; an unreachable engine -> `BackendUnavailableError`; a service that crashes or
+  never becomes ready -> `DeploymentError` carrying the tail of its log.
+* `update` is zero-downtime: start the new version next to the old one, wait for `/ready`, switch
+  the stable endpoint atomically, let in-flight requests on the old version complete (drain),
+  then stop the old one. If the new version crashes or never becomes ready, raise
+  `DeploymentError`, remove the new version, and leave the old one serving untouched. Rollback
+  is an `update` to the previous version (and its image), so it has the same guarantees.
+* `delete` is idempotent: deleting an unknown or half-removed deployment succeeds.
+* `get` raises `NotFoundError` for an unknown name and reports the live status.
+* Raise `mlops.errors` types only (wrap SDK errors with `raise X(...) from exc`); messages name
+  the value and what to do.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import httpx
+
+from mlops.deployment import DeployConfig, Deployment, DeploymentStatus, ModelRef
+from mlops.errors import BackendUnavailableError, DeploymentError, InvalidInputError
+
+__all__ = [
+    "DeployConfig",
+    "Deployment",
+    "DeploymentStatus",
+    "ModelRef",
+    "Target",
+    "get_target",
+    "known_schemes",
+    "parse_target_uri",
+    "serving_env",
+    "target_class",
+]
+
+ENTRY_POINT_GROUP = "mlops.targets"
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+
+
+def serving_env(
+    model_uri: str,
+    model: ModelRef,
+    config: DeployConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    image: str | None = None,
+) -> dict[str, str]:
+    """Environment variables that configure the scoring service (contract 3)."""
+    env = {
+        "MLOPS_MODEL_URI": model_uri,
+        "MLOPS_MODEL_NAME": model.name,
+        "MLOPS_MODEL_VERSION": model.version,
+        "MLOPS_HOST": host,
+        "MLOPS_PORT": str(port),
+        "MLOPS_WORKERS": str(config.workers),
+        "MLOPS_SAMPLE_RATE": str(config.sample_rate),
+    }
+    if config.capture_uri:
+        env["MLOPS_CAPTURE_URI"] = config.capture_uri
+    if config.api_key_file:
+        env["MLOPS_API_KEY_FILE"] = config.api_key_file
+    if image:
+        env["MLOPS_IMAGE"] = image
+    return env
+
+
+class Target(abc.ABC):
+    """Runs scoring services for named deployments behind one stable endpoint each."""
+
+    scheme: ClassVar[str]
+    #: True when the target runs a container image, so `deploy` builds one first.
+    needs_image: ClassVar[bool] = False
+
+    def __init__(self, target_uri: str) -> None:
+        scheme, location = parse_target_uri(target_uri)
+        self.target_uri = f"{scheme}:{location}"
+        self.location = location
+
+    @abc.abstractmethod
+    def create(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> Deployment:
+        """Start `model` as deployment `name` and return it once it answers /ready."""
+
+    @abc.abstractmethod
+    def update(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> Deployment:
+        """Switch deployment `name` to `model` with zero downtime (rollback uses this too)."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Stop and remove everything of deployment `name`; succeeds if it does not exist."""
+
+    @abc.abstractmethod
+    def list(self) -> list[Deployment]:
+        """All deployments this target runs."""
+
+    @abc.abstractmethod
+    def get(self, name: str) -> Deployment:
+        """Deployment `name` with its live status; NotFoundError when unknown."""
+
+    @abc.abstractmethod
+    def logs(self, name: str, tail: int = 100) -> str:
+        """The last `tail` lines of the deployment's scoring service log."""
+
+    def predict(
+        self, name: str, payload: dict[str, Any], *, headers: dict[str, str] | None = None
+    ) -> Any:
+        """Score `payload` (an /invocations body) through the stable endpoint."""
+        deployment = self.get(name)
+        try:
+            response = httpx.post(
+                f"{deployment.endpoint_url}/invocations",
+                json=payload,
+                headers=headers,
+                timeout=30.0,
+            )
+        except httpx.HTTPError as exc:
+            raise BackendUnavailableError(
+                f"Deployment '{name}' at {deployment.endpoint_url} did not answer: {exc}.",
+                hint=f"Check it with `mlops status {name}`.",
+            ) from exc
+        if response.status_code >= 400:
+            raise DeploymentError(
+                f"Deployment '{name}' answered HTTP {response.status_code}: {response.text[:300]}",
+                status=response.status_code,
+            )
+        return response.json()
+
+    def health(self, name: str) -> dict[str, Any]:
+        """Ask the stable endpoint for /ready and /version; never raises for a down service."""
+        deployment = self.get(name)
+        result: dict[str, Any] = {"endpoint_url": deployment.endpoint_url, "ready": False}
+        try:
+            ready = httpx.get(f"{deployment.endpoint_url}/ready", timeout=5.0)
+            result["ready"] = ready.status_code == 200
+            version = httpx.get(f"{deployment.endpoint_url}/version", timeout=5.0)
+            if version.status_code == 200:
+                result["version"] = version.json()
+        except httpx.HTTPError as exc:
+            result["error"] = str(exc)
+        return result
+
+
+def parse_target_uri(target_uri: str) -> tuple[str, str]:
+    """Split `scheme:location`; a bare `local` means `local:`."""
+    scheme, _, location = target_uri.strip().partition(":")
+    scheme = scheme.lower()
+    if not _SCHEME.match(scheme):
+        raise InvalidInputError(
+            f"Target URI '{target_uri}' has no valid scheme.",
+            hint=f"Use one of: {', '.join(known_schemes()) or '(none installed)'}, "
+            "e.g. --target local: or --target docker:.",
+            field="target",
+        )
+    return scheme, location
+
+
+def known_schemes() -> list[str]:
+    """Schemes of every target registered in the `mlops.targets` entry-point group."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def target_class(scheme: str) -> type[Target]:
+    """The Target subclass registered for `scheme`."""
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
+    if not found:
+        raise InvalidInputError(
+            f"Unknown deployment target '{scheme}:'.",
+            hint=f"Known targets: {', '.join(f'{s}:' for s in known_schemes())}. "
+            f"Install a plug-in that registers '{scheme}' in the '{ENTRY_POINT_GROUP}' "
+            "entry-point group to add one.",
+            field="target",
+            value=scheme,
+        )
+    try:
+        cls = found[0].load()
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInputError(
+            f"The '{scheme}' target plug-in ({found[0].value}) failed to load: {exc}.",
+            hint="Reinstall the package that provides it.",
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Target)):
+        raise InvalidInputError(
+            f"The '{scheme}' target plug-in ({found[0].value}) is not a targets.base.Target."
+        )
+    return cls
+
+
+def get_target(target_uri: str) -> Target:
+    """The Target for a URI such as `local:`, `docker:` or `kubernetes:/namespace`."""
+    scheme, _ = parse_target_uri(target_uri)
+    return target_class(scheme)(target_uri)

@@ -1,0 +1,332 @@
+"""Read captured scoring data incrementally: watermark, schema checks, quarantine, feedback join.
+
+Capture layout (serving/capture.py writes it, files appear atomically by rename):
+<capture_uri>/model=<name>/version=<v>/date=<YYYY-MM-DD>/part-<utc-ts>-<uuid>.parquet, feedback
+under <capture_uri>/feedback/model=<name>/version=<v>/...
+
+The watermark of a deployment (MLOPS_HOME/monitor/<deployment>/watermark.json) is the set of
+processed file paths plus a floor date: partitions older than the floor count as processed, so
+the set stays bounded while files that arrive late (clock skew, spool uploads after a restart)
+inside the grace period are still picked up. It is replaced atomically, and only after the
+window's results are saved, so a crash makes the next run redo the window instead of losing it.
+Unreadable files and files whose schema does not fit the model are moved to
+<capture_uri>/_quarantine/<same relative path> and reported, never raised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mlops.errors import InvalidInputError
+from mlops.log import get_logger
+from mlops.settings import get_settings
+
+METADATA_COLUMNS = ["_request_id", "_row", "_ts", "_status"]
+QUARANTINE_DIR = "_quarantine"
+GRACE_DAYS = 2
+_PART = re.compile(r"part-(\d{8}T\d{6}\d*Z)-")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@dataclass
+class Watermark:
+    """Which capture files a deployment's monitor has already processed."""
+
+    floor_date: str | None = None
+    processed: set[str] = field(default_factory=set)
+
+    def seen(self, relpath: str) -> bool:
+        date = partition_date(relpath)
+        if self.floor_date and date and date < self.floor_date:
+            return True
+        return relpath in self.processed
+
+    def advanced(self, relpaths: list[str]) -> Watermark:
+        """A new watermark that also covers `relpaths`, pruned to the grace period."""
+        processed = self.processed | set(relpaths)
+        dates = [d for d in map(partition_date, processed) if d]
+        floor = self.floor_date
+        if dates:
+            newest = dt.date.fromisoformat(max(dates))
+            candidate = (newest - dt.timedelta(days=GRACE_DAYS)).isoformat()
+            floor = max(floor or candidate, candidate)
+        kept = {p for p in processed if not (floor and (partition_date(p) or floor) < floor)}
+        return Watermark(floor_date=floor, processed=kept)
+
+
+@dataclass
+class CaptureBatch:
+    """The rows read from a window of capture files and what happened to each file."""
+
+    frame: pd.DataFrame
+    files: list[str]
+    quarantined: list[dict[str, str]]
+    duplicates: int = 0
+
+    @property
+    def failures(self) -> list[dict[str, str]]:
+        return self.quarantined
+
+
+def monitor_dir(deployment: str) -> Path:
+    """State and reports of one deployment's monitor, under MLOPS_HOME."""
+    return get_settings().resolved_home / "monitor" / deployment
+
+
+def partition_date(relpath: str) -> str | None:
+    match = re.search(r"date=(\d{4}-\d{2}-\d{2})", relpath)
+    return match.group(1) if match else None
+
+
+def file_timestamp(relpath: str) -> dt.datetime | None:
+    """The UTC time in a capture file's name (part-<YYYYmmddTHHMMSSffffff>Z-...)."""
+    match = _PART.search(relpath.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    stamp = match.group(1).rstrip("Z")
+    fmt = "%Y%m%dT%H%M%S%f" if len(stamp) > 15 else "%Y%m%dT%H%M%S"
+    return dt.datetime.strptime(stamp, fmt).replace(tzinfo=dt.UTC)
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """'24h', '7d', '30m', '2w' before now, or an ISO date/time (UTC unless it has an offset)."""
+    now = now or dt.datetime.now(dt.UTC)
+    value = text.strip()
+    match = _DURATION.match(value.lower())
+    if match:
+        return now - dt.timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"--since '{text}' is neither a duration nor an ISO date/time.",
+            hint="Use e.g. 24h, 7d, 2026-01-31 or 2026-01-31T12:00:00Z.",
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def load_watermark(deployment: str) -> Watermark:
+    path = monitor_dir(deployment) / "watermark.json"
+    if not path.exists():
+        return Watermark()
+    data = json.loads(path.read_text())
+    return Watermark(floor_date=data.get("floor_date"), processed=set(data.get("processed", [])))
+
+
+def save_watermark(deployment: str, watermark: Watermark) -> Path:
+    """Replace the watermark file atomically (temp file in the same dir + os.replace)."""
+    directory = monitor_dir(deployment)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"floor_date": watermark.floor_date, "processed": sorted(watermark.processed)}
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".watermark-", suffix=".tmp")
+    with os.fdopen(handle, "w") as out:
+        json.dump(payload, out, indent=1)
+        out.flush()
+        os.fsync(out.fileno())
+    target = directory / "watermark.json"
+    os.replace(tmp, target)
+    return target
+
+
+def _filesystem(capture_uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(capture_uri)
+    return fs, root.rstrip("/")
+
+
+def list_capture_files(
+    capture_uri: str,
+    model_name: str,
+    model_version: str,
+    watermark: Watermark | None = None,
+    since: dt.datetime | None = None,
+    feedback: bool = False,
+) -> list[str]:
+    """Capture files (paths relative to `capture_uri`) in time order: those newer than `since`
+    when given (a re-runnable window), else those the watermark has not seen."""
+    fs, root = _filesystem(capture_uri)
+    prefix = f"{'feedback/' if feedback else ''}model={model_name}/version={model_version}"
+    found = fs.glob(f"{root}/{prefix}/date=*/part-*.parquet")
+    relpaths = sorted(
+        (p[len(root) + 1 :] for p in found),
+        key=lambda p: (file_timestamp(p) or dt.datetime.min.replace(tzinfo=dt.UTC), p),
+    )
+    if since is not None:
+        day = since.date().isoformat()
+        return [
+            p
+            for p in relpaths
+            if (partition_date(p) or day) >= day and (file_timestamp(p) or since) >= since
+        ]
+    if watermark is not None:
+        return [p for p in relpaths if not watermark.seen(p)]
+    return relpaths
+
+
+def _schema_problem(schema: pa.Schema, features: dict[str, str], n_scored: int) -> str | None:
+    names = set(schema.names)
+    missing_meta = [c for c in METADATA_COLUMNS if c not in names]
+    if missing_meta:
+        return f"missing metadata columns {missing_meta}"
+    missing = [c for c in features if c not in names]
+    if missing and n_scored:
+        return f"missing feature columns {missing}"
+    wrong = []
+    for name, kind in features.items():
+        if name not in names:
+            continue
+        typ = schema.field(name).type
+        if pa.types.is_null(typ):
+            continue
+        if pa.types.is_dictionary(typ):
+            typ = typ.value_type
+        if kind == "numeric":
+            ok = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)
+        elif kind == "boolean":
+            ok = pa.types.is_boolean(typ)
+        elif kind == "datetime":
+            ok = pa.types.is_timestamp(typ) or pa.types.is_date(typ)
+        else:
+            ok = pa.types.is_string(typ) or pa.types.is_large_string(typ) or kind == "any"
+        if not ok:
+            wrong.append(f"{name}: {typ} (expected {kind})")
+    return f"wrong column types {wrong}" if wrong else None
+
+
+def quarantine_file(capture_uri: str, relpath: str) -> str:
+    """Move a bad capture file to <capture_uri>/_quarantine/<relpath>; returns the new path."""
+    fs, root = _filesystem(capture_uri)
+    target = f"{root}/{QUARANTINE_DIR}/{relpath}"
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    fs.mv(f"{root}/{relpath}", target)
+    return target
+
+
+def read_capture_files(
+    capture_uri: str, relpaths: list[str], features: dict[str, str]
+) -> CaptureBatch:
+    """Read and concatenate capture files, quarantining those that are unreadable or whose
+    schema does not fit `features` (name -> kind); rows repeated across files count once."""
+    fs, root = _filesystem(capture_uri)
+    tables: list[pa.Table] = []
+    good: list[str] = []
+    quarantined: list[dict[str, str]] = []
+    for relpath in relpaths:
+        try:
+            with fs.open(f"{root}/{relpath}", "rb") as handle:
+                table = pq.read_table(handle)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            problem = f"unreadable Parquet: {exc.__class__.__name__}: {exc}"[:300]
+        else:
+            status = table.column("_status") if "_status" in table.column_names else None
+            n_scored = (
+                int(pa.compute.sum(pa.compute.less(status, 400)).as_py() or 0)
+                if status is not None
+                else table.num_rows
+            )
+            problem = _schema_problem(table.schema, features, n_scored)
+        if problem is None:
+            tables.append(table)
+            good.append(relpath)
+            continue
+        get_logger(__name__).warning("quarantining capture file %s: %s", relpath, problem)
+        moved_to = quarantine_file(capture_uri, relpath)
+        quarantined.append({"file": relpath, "reason": problem, "moved_to": moved_to})
+    if not tables:
+        return CaptureBatch(pd.DataFrame(), good, quarantined)
+    combined = pa.concat_tables(tables, promote_options="permissive")
+    frame = combined.to_pandas()
+    before = len(frame)
+    frame = frame.drop_duplicates(subset=["_request_id", "_row"], keep="first", ignore_index=True)
+    return CaptureBatch(frame, good, quarantined, duplicates=before - len(frame))
+
+
+def read_feedback(capture_uri: str, model_name: str, model_version: str) -> pd.DataFrame:
+    """All feedback labels of a model version; unreadable feedback files are skipped."""
+    fs, root = _filesystem(capture_uri)
+    frames = []
+    for relpath in list_capture_files(capture_uri, model_name, model_version, feedback=True):
+        try:
+            with fs.open(f"{root}/{relpath}", "rb") as handle:
+                frame = pq.read_table(handle).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            get_logger(__name__).warning("skipping unreadable feedback file %s: %s", relpath, exc)
+            continue
+        if {"_request_id", "_row", "label"} <= set(frame.columns):
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["_request_id", "_row", "label", "_ts"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def join_labels(captured: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Add a `label` column: a row-level label wins over a request-level one (null `_row`);
+    the latest feedback for the same key wins."""
+    if captured.empty or feedback.empty:
+        return captured.assign(label=pd.Series([None] * len(captured), dtype=object))
+    feedback = feedback.sort_values("_ts", kind="stable") if "_ts" in feedback else feedback
+    per_row = feedback[feedback["_row"].notna()].drop_duplicates(
+        ["_request_id", "_row"], keep="last"
+    )
+    per_request = feedback[feedback["_row"].isna()].drop_duplicates("_request_id", keep="last")
+    keys = captured[["_request_id", "_row"]].astype({"_row": "Float64"})
+    row_labels = keys.merge(
+        per_row[["_request_id", "_row", "label"]].astype({"_row": "Float64"}),
+        on=["_request_id", "_row"],
+        how="left",
+    )["label"]
+    request_labels = keys.merge(
+        per_request[["_request_id", "label"]], on="_request_id", how="left"
+    )["label"]
+    return captured.assign(label=row_labels.where(row_labels.notna(), request_labels).to_numpy())
+
+
+@task(cache_policy=NO_CACHE)
+def list_new_captures(
+    deployment: str,
+    capture_uri: str,
+    model_name: str,
+    model_version: str,
+    since: str | None = None,
+) -> list[str]:
+    """List the capture files of a deployment's window: since a time, or since the watermark."""
+    start = parse_since(since) if since else None
+    watermark = None if start else load_watermark(deployment)
+    return list_capture_files(capture_uri, model_name, model_version, watermark, start)
+
+
+@task(cache_policy=NO_CACHE)
+def read_captures(
+    capture_uri: str,
+    model_name: str,
+    model_version: str,
+    relpaths: list[str],
+    features: dict[str, str],
+) -> CaptureBatch:
+    """Read a window of capture files (quarantining bad ones) and join feedback labels."""
+    batch = read_capture_files(capture_uri, relpaths, features)
+    if not batch.frame.empty:
+        batch.frame = join_labels(
+            batch.frame, read_feedback(capture_uri, model_name, model_version)
+        )
+    return batch
+
+
+@task(cache_policy=NO_CACHE)
+def commit_watermark(deployment: str, relpaths: list[str]) -> str:
+    """Mark capture files as processed (call only after the window's results are saved)."""
+    watermark = load_watermark(deployment).advanced(relpaths)
+    return str(save_watermark(deployment, watermark))

@@ -1,0 +1,406 @@
+"""Monitor plumbing: what a deployment serves, its reference bundle, and where verdicts go
+(MLflow monitoring run, Prefect artifacts, the `mlops.drift.detected` event with a cool-down)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from mlops.errors import BackendError, InvalidInputError, NotFoundError
+from mlops.log import get_logger
+from mlops.tracking import connect, ensure_experiment
+from tasks.capture import monitor_dir
+from tasks.profile import column_kind
+from tasks.registry import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
+
+MONITOR_EXPERIMENT = "mlops-monitoring"
+DRIFT_EVENT = "mlops.drift.detected"
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+@dataclass(frozen=True)
+class MonitorTarget:
+    """The deployment being monitored: where it captures to and which version it serves."""
+
+    deployment: str
+    capture_uri: str
+    model_name: str
+    model_version: str
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.model_version}"
+
+
+@dataclass
+class ReferenceBundle:
+    """What registration stored with a model version: reference rows, profile, GX suite."""
+
+    frame: pd.DataFrame
+    profile: dict[str, Any]
+    suite: dict[str, Any]
+
+
+def _parse_model_uri(model_uri: str) -> tuple[str, str]:
+    match = _MODELS_URI.match(model_uri)
+    if not match:
+        raise InvalidInputError(
+            f"model_uri '{model_uri}' is not models:/NAME/VERSION or models:/NAME@ALIAS.",
+            hint="The monitor reads the version's reference data from the registry.",
+            field="model_uri",
+        )
+    if match.group("version"):
+        return match.group("name"), match.group("version")
+    try:
+        mv = connect().get_model_version_by_alias(match.group("name"), match.group("alias"))
+    except MlflowException as exc:
+        raise NotFoundError(f"{model_uri} does not resolve to a model version.") from exc
+    return mv.name, str(mv.version)
+
+
+@task(cache_policy=NO_CACHE)
+def resolve_target(
+    deployment: str, capture_uri: str | None = None, model_uri: str | None = None
+) -> MonitorTarget:
+    """Find what `deployment` serves and captures, from the ledger or explicit overrides."""
+    if model_uri:
+        name, version = _parse_model_uri(model_uri)
+    else:
+        from mlops.ledger import get_deployment
+
+        record = get_deployment(deployment)
+        name, version = record.model_name, str(record.model_version)
+        capture_uri = capture_uri or record.capture_uri
+    if not capture_uri:
+        raise InvalidInputError(
+            f"Deployment '{deployment}' does not capture its traffic, so there is nothing to "
+            "monitor.",
+            hint="Redeploy it with a capture URI (deploy --capture-uri DIR).",
+            deployment=deployment,
+        )
+    return MonitorTarget(deployment, capture_uri, name, version)
+
+
+def _download_json(artifact_uri: str, destination: str) -> dict[str, Any]:
+    import mlflow
+
+    return json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=destination)
+        ).read_text()
+    )
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def load_reference(model_name: str, model_version: str) -> ReferenceBundle:
+    """Download the reference data, profile and GX suite stored with a model version."""
+    import mlflow
+
+    client = connect()
+    try:
+        tags = client.get_model_version(model_name, model_version).tags
+    except MlflowException as exc:
+        raise NotFoundError(f"Model version {model_name}/{model_version} does not exist.") from exc
+    missing = [t for t in (REFERENCE_TAG, PROFILE_TAG, SUITE_TAG) if not tags.get(t)]
+    if missing:
+        raise NotFoundError(
+            f"Model version {model_name}/{model_version} has no reference data (tags {missing}).",
+            hint="Register the model with --reference-data so it can be monitored.",
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            reference_path = mlflow.artifacts.download_artifacts(
+                artifact_uri=tags[REFERENCE_TAG], dst_path=tmp
+            )
+            frame = pd.read_parquet(reference_path)
+            profile = _download_json(tags[PROFILE_TAG], tmp)
+            suite = _download_json(tags[SUITE_TAG], tmp)
+        except (MlflowException, OSError, ValueError) as exc:
+            raise BackendError(
+                f"Could not read the reference artifacts of {model_name}/{model_version}: {exc}"
+            ) from exc
+    return ReferenceBundle(frame, profile, suite)
+
+
+def prediction_frame(output: Any, index: pd.Index) -> pd.DataFrame:
+    """Model output as capture-style columns: `prediction` or `prediction.<name>`."""
+    if isinstance(output, pd.DataFrame):
+        if output.shape[1] == 1:
+            return pd.DataFrame({"prediction": output.iloc[:, 0].to_numpy()}, index=index)
+        return pd.DataFrame(
+            {f"prediction.{c}": output[c].to_numpy() for c in output.columns}, index=index
+        )
+    if isinstance(output, dict):
+        return pd.DataFrame({f"prediction.{k}": np.asarray(v) for k, v in output.items()}, index)
+    array = np.asarray(output)
+    if array.ndim == 2 and array.shape[1] > 1:
+        return pd.DataFrame({f"prediction.{i}": array[:, i] for i in range(array.shape[1])}, index)
+    return pd.DataFrame({"prediction": array.reshape(len(index))}, index=index)
+
+
+@task(cache_policy=NO_CACHE)
+def predict_reference(
+    target: MonitorTarget, reference: pd.DataFrame, features: list[str]
+) -> pd.DataFrame | None:
+    """The served version's predictions on its reference rows (cached per version), for
+    prediction drift; None (logged) when the model cannot be loaded here."""
+    cache = (
+        monitor_dir("_reference_predictions")
+        / target.model_name
+        / f"{target.model_version}.parquet"
+    )
+    if cache.exists():
+        return pd.read_parquet(cache)
+    import mlflow
+
+    connect()
+    try:
+        model = mlflow.pyfunc.load_model(target.model_uri)
+        predictions = prediction_frame(model.predict(reference[features]), reference.index)
+    except Exception as exc:  # any model/flavour failure only costs us prediction drift
+        get_logger(__name__).warning(
+            "no prediction drift: %s could not score its reference data: %s", target.model_uri, exc
+        )
+        return None
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(cache, index=False)
+    return predictions
+
+
+def _metric_key(prefix: str, name: str) -> str:
+    return prefix + "." + re.sub(r"[^0-9A-Za-z_./ -]", "_", name)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_monitoring_run(
+    target: MonitorTarget,
+    verdict: dict[str, Any],
+    validation: dict[str, Any],
+    stats: dict[str, Any],
+    report_dir: Path,
+) -> str:
+    """Log the window's metrics and reports to an MLflow run tagged with the model version."""
+    import mlflow
+
+    client = connect()
+    try:
+        model_id = getattr(
+            client.get_model_version(target.model_name, target.model_version), "model_id", None
+        )
+        experiment_id = ensure_experiment(MONITOR_EXPERIMENT)
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=f"monitor-{target.deployment}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}",
+        ) as run:
+            mlflow.set_tags(
+                {
+                    "mlops.deployment": target.deployment,
+                    "mlops.model_name": target.model_name,
+                    "mlops.model_version": target.model_version,
+                    "mlops.model_uri": target.model_uri,
+                    "mlops.drift": str(verdict["drift"]).lower(),
+                    "mlops.drifted": ",".join(verdict["drifted"])[:5000],
+                }
+            )
+            metrics = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+            metrics["validation.failure_rate"] = float(validation.get("failure_rate", 0.0))
+            metrics["drift.detected"] = float(verdict["drift"])
+            metrics["drift.features_drifted"] = float(len(verdict["drifted"]))
+            for feature in verdict["features"]:
+                for key in ("psi", "distance", "p_value"):
+                    if feature.get(key) is not None:
+                        metrics[_metric_key(key, feature["name"])] = float(feature[key])
+            mlflow.log_metrics(metrics, model_id=model_id)
+            mlflow.log_artifacts(str(report_dir), artifact_path="monitor")
+    except MlflowException as exc:
+        raise BackendError(f"Could not log the monitoring run: {exc.message}") from exc
+    return run.info.run_id
+
+
+def prefect_api_configured() -> bool:
+    """Artifacts and events need a Prefect API; without one (plain CLI runs) they are skipped."""
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def _artifact_key(prefix: str, deployment: str) -> str:
+    return f"{prefix}-{re.sub(r'[^a-z0-9-]+', '-', deployment.lower())}".strip("-")
+
+
+def verdict_markdown(
+    target: MonitorTarget, verdict: dict[str, Any], validation: dict[str, Any], report_path: str
+) -> str:
+    """A short markdown summary of a monitoring window."""
+    lines = [
+        f"# Monitor {target.deployment} ({target.model_uri})",
+        f"**Drift: {'yes' if verdict['drift'] else 'no'}**"
+        + (f" in {', '.join(verdict['drifted'])}" if verdict["drift"] else ""),
+        f"Validation: {validation.get('failed', 0)}/{validation.get('evaluated', 0)} "
+        f"expectations failed, {len(validation.get('quarantined', []))} file(s) quarantined.",
+        f"Report: `{report_path}`",
+    ]
+    return "\n\n".join(lines)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_artifacts(
+    target: MonitorTarget, verdict: dict[str, Any], validation: dict[str, Any], report_path: str
+) -> None:
+    """Publish the per-feature table and the verdict as Prefect artifacts."""
+    rows = [
+        {
+            "column": f["name"],
+            "role": f["role"],
+            "status": f["status"],
+            "method": f["method"],
+            "psi": f["psi"],
+            "distance": f["distance"],
+            "p_value": f["p_value"],
+            "n_current": f["n_current"],
+        }
+        for f in sorted(verdict["features"], key=lambda f: -f["severity"])
+    ]
+    if not prefect_api_configured():
+        get_logger(__name__).info("no Prefect API configured: artifacts not published")
+        return
+    markdown = verdict_markdown(target, verdict, validation, report_path)
+    create_table_artifact(
+        table=rows, key=_artifact_key("drift", target.deployment), description=markdown
+    )
+    create_markdown_artifact(markdown=markdown, key=_artifact_key("monitor", target.deployment))
+
+
+def _state_path(deployment: str) -> Path:
+    return monitor_dir(deployment) / "drift_state.json"
+
+
+def _save_state(deployment: str, state: dict[str, Any]) -> None:
+    path = _state_path(deployment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".drift-state-", suffix=".tmp")
+    with os.fdopen(handle, "w") as out:
+        json.dump(state, out)
+    os.replace(tmp, path)
+
+
+@task(cache_policy=NO_CACHE)
+def signal_drift(
+    target: MonitorTarget,
+    verdict: dict[str, Any],
+    report_path: str,
+    cooldown_hours: float = 24.0,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Emit `mlops.drift.detected` once per drift episode of a deployment's version.
+
+    An episode opens at the first drifted window and closes at the first window with enough
+    data and no drift, or when the deployment serves another version. Within an episode the
+    event repeats only after `cooldown_hours`, so one episode triggers one redeploy.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    path = _state_path(target.deployment)
+    state = json.loads(path.read_text()) if path.exists() else {}
+    episode = state.get("episode")
+    if episode and episode.get("version") != target.model_version:
+        episode = None
+    if not verdict["drift"]:
+        enough = verdict["summary"]["tested"] > 0
+        if episode and enough:
+            _save_state(target.deployment, {"episode": None, "closed_at": now.isoformat()})
+        return {"emitted": False, "reason": "no drift"}
+    if episode:
+        last = dt.datetime.fromisoformat(episode["last_event_at"])
+        if now - last < dt.timedelta(hours=cooldown_hours):
+            return {"emitted": False, "reason": "cool-down", "event_id": episode.get("event_id")}
+    if not prefect_api_configured():
+        return {"emitted": False, "reason": "no Prefect API configured (set PREFECT_API_URL)"}
+    ranked = {f["name"]: f for f in verdict["features"] if f["drifted"]}
+    event = emit_event(
+        event=DRIFT_EVENT,
+        resource={
+            "prefect.resource.id": f"mlops.deployment.{target.deployment}",
+            "prefect.resource.name": target.deployment,
+        },
+        related=[
+            {
+                "prefect.resource.id": f"mlops.model.{target.model_name}",
+                "prefect.resource.role": "model",
+            }
+        ],
+        payload={
+            "deployment": target.deployment,
+            "model_name": target.model_name,
+            "version": target.model_version,
+            "drifted_features": verdict["drifted"],
+            "scores": {
+                name: {"psi": f["psi"], "distance": f["distance"], "p_value": f["p_value"]}
+                for name, f in ranked.items()
+            },
+            "report_path": report_path,
+        },
+    )
+    event_id = str(event.id) if event is not None else None
+    _save_state(
+        target.deployment,
+        {
+            "episode": {
+                "version": target.model_version,
+                "started_at": (episode or {}).get("started_at", now.isoformat()),
+                "last_event_at": now.isoformat(),
+                "event_id": event_id,
+            }
+        },
+    )
+    return {"emitted": True, "event_id": event_id}
+
+
+def kinds_for(
+    profile: dict[str, Any], reference: pd.DataFrame, columns: list[str]
+) -> dict[str, str]:
+    """Column name -> kind (numeric/categorical/boolean/datetime) from the profile or data."""
+    profiled = profile.get("columns", {})
+    return {c: profiled[c]["kind"] if c in profiled else column_kind(reference[c]) for c in columns}
+
+
+@task(cache_policy=NO_CACHE)
+def feature_columns(target: MonitorTarget, reference: pd.DataFrame) -> list[str]:
+    """The model's input columns: its signature's, else the reference columns that are not
+    labels, predictions or capture metadata."""
+    from mlflow.models import get_model_info
+
+    connect()
+    try:
+        signature = get_model_info(target.model_uri).signature
+    except Exception as exc:  # a model without readable metadata falls back to the reference
+        get_logger(__name__).warning(
+            "could not read the signature of %s: %s", target.model_uri, exc
+        )
+        signature = None
+    if (
+        signature is not None
+        and signature.inputs is not None
+        and signature.inputs.has_input_names()
+    ):
+        names = [n for n in signature.inputs.input_names() if n in reference.columns]
+        if names:
+            return names
+    return [
+        c
+        for c in reference.columns
+        if not (c.startswith("_") or c in ("label", "target") or c.startswith("prediction"))
+    ]

@@ -1,0 +1,22 @@
+"""MLflow models-from-code wrapper for an estimator pickled outside MLflow.
+
+`mlops register model.pkl` logs this file with the pickle as an artifact. MLflow runs it when
+the model is loaded, so the model needs only joblib and the estimator's own libraries, never
+this project.
+"""
+
+import joblib
+import mlflow
+
+
+class PickledModel(mlflow.pyfunc.PythonModel):
+    """Delegates predict to any object that has one."""
+
+    def load_context(self, context):
+        self.model = joblib.load(context.artifacts["model"])
+
+    def predict(self, context, model_input, params=None):
+        return self.model.predict(model_input)
+
+
+mlflow.models.set_model(PickledModel())

@@ -1,0 +1,181 @@
+"""HTML drift report: the verdict, a ranked feature table, and reference-vs-current plots.
+
+Plots are drawn from the histograms/bucket shares that tasks.drift already computed, so the
+report never touches the raw data again; each is an inline base64 PNG (one self-contained file).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem}
+th{background:#f3f3f3}.drift{color:#b00020;font-weight:600}.ok{color:#1b5e20}
+.muted{color:#777}.grid{display:flex;flex-wrap:wrap;gap:1rem}
+figure{margin:0;border:1px solid #eee;padding:.5rem}figcaption{font-size:.9rem}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return html.escape(str(value))
+
+
+def plot_feature(feature: dict[str, Any]) -> str | None:
+    """A reference-vs-current plot of one feature as a base64 PNG, or None without data."""
+    plot = feature.get("plot")
+    if not plot:
+        return None
+    fig, ax = plt.subplots(figsize=(4.2, 2.6), dpi=90)
+    if plot["type"] == "histogram":
+        edges = plot["edges"]
+        widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        for key, color in (("reference", "#1f77b4"), ("current", "#d62728")):
+            ax.bar(
+                edges[:-1],
+                plot[key],
+                width=widths,
+                align="edge",
+                alpha=0.45,
+                color=color,
+                label=key,
+            )
+        ax.set_ylabel("share of rows")
+    else:
+        labels = plot["categories"]
+        positions = range(len(labels))
+        ax.bar(
+            [p - 0.2 for p in positions],
+            plot["reference"],
+            width=0.4,
+            label="reference",
+            color="#1f77b4",
+        )
+        ax.bar(
+            [p + 0.2 for p in positions],
+            plot["current"],
+            width=0.4,
+            label="current",
+            color="#d62728",
+        )
+        ax.set_xticks(
+            list(positions),
+            [str(label)[:14] for label in labels],
+            rotation=45,
+            ha="right",
+            fontsize=7,
+        )
+        ax.set_ylabel("share of rows")
+    ax.set_title(feature["name"], fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def render_report(
+    verdict: dict[str, Any],
+    title: str,
+    validation: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> str:
+    """The whole report as one HTML string."""
+    drifted = verdict["drifted"]
+    headline = (
+        f'<p class="drift">Drift detected in {len(drifted)} column(s): '
+        f"{html.escape(', '.join(drifted))}</p>"
+        if verdict["drift"]
+        else '<p class="ok">No drift detected.</p>'
+    )
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        headline,
+    ]
+    if context:
+        rows = "".join(f"<tr><th>{_fmt(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in context.items())
+        parts.append(f"<table>{rows}</table>")
+    if validation is not None:
+        parts.append(
+            f"<h2>Validation</h2><p>{validation.get('failed', 0)} of "
+            f"{validation.get('evaluated', 0)} expectations failed (failure rate "
+            f"{_fmt(validation.get('failure_rate'))}); "
+            f"{len(validation.get('quarantined', []))} capture file(s) quarantined.</p>"
+        )
+        if validation.get("data_docs"):
+            parts.append(
+                f"<p><a href='{html.escape(validation['data_docs'])}'>GX Data Docs</a></p>"
+            )
+        issues = [*validation.get("failures", []), *validation.get("quarantined", [])]
+        if issues:
+            items = "".join(f"<li>{_fmt(issue)}</li>" for issue in issues[:50])
+            parts.append(f"<ul>{items}</ul>")
+    ranked = sorted(verdict["features"], key=lambda f: (not f["drifted"], -f["severity"]))
+    header = (
+        "<tr><th>column</th><th>role</th><th>status</th><th>method</th><th>PSI</th>"
+        "<th>distance</th><th>p (corrected)</th><th>n ref</th><th>n current</th></tr>"
+    )
+    rows = "".join(
+        f"<tr><td>{_fmt(f['name'])}</td><td>{_fmt(f['role'])}</td>"
+        f"<td class='{'drift' if f['drifted'] else 'muted'}'>{_fmt(f['status'])}</td>"
+        f"<td>{_fmt(f['method'])}</td><td>{_fmt(f['psi'])}</td><td>{_fmt(f['distance'])}</td>"
+        f"<td>{_fmt(f['p_value'])}</td><td>{f['n_reference']}</td><td>{f['n_current']}</td></tr>"
+        for f in ranked
+    )
+    parts.append(
+        f"<h2>Columns</h2><table>{header}{rows}</table><h2>Distributions</h2><div class='grid'>"
+    )
+    for feature in ranked:
+        image = plot_feature(feature)
+        if image is None:
+            continue
+        parts.append(
+            f"<figure><img alt='{_fmt(feature['name'])}' src='data:image/png;base64,{image}'>"
+            f"<figcaption>{_fmt(feature['name'])}: {_fmt(feature['status'])}</figcaption></figure>"
+        )
+    parts.append("</div></body></html>")
+    return "".join(parts)
+
+
+def write_report(
+    verdict: dict[str, Any],
+    path: Path,
+    title: str,
+    validation: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> Path:
+    """Write the HTML report to `path` (parents created) and return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(verdict, title, validation, context), encoding="utf-8")
+    return path
+
+
+@task(cache_policy=NO_CACHE)
+def write_drift_report(
+    verdict: dict[str, Any],
+    path: Path,
+    title: str,
+    validation: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> str:
+    """Render the drift/validation verdict with per-feature plots to an HTML file."""
+    return str(write_report(verdict, path, title, validation, context))

@@ -1,0 +1,272 @@
+"""Great Expectations 1.x validation: every GX call in the project lives in this module.
+
+`build_expectation_suite` turns a reference profile (tasks/profile.py) into a suite stored with the
+model version at registration; `validate_frame` runs a stored suite on captured data with an
+ephemeral context, builds Data Docs HTML and returns a JSON-safe summary with the failure rate.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+from prefect import task
+
+from mlops.errors import InvalidInputError
+
+# Dtype names GX compares a column's pandas dtype against; validate_frame turns nullable
+# extension dtypes into these numpy ones first (GX 1.x mis-handles extension dtypes).
+NUMERIC_DTYPES = [f"{kind}{bits}" for kind in ("int", "uint") for bits in (8, 16, 32, 64)] + [
+    "float16",
+    "float32",
+    "float64",
+]
+DOCS_SITE = "mlops"
+
+
+def _allowed_null_rate(null_rate: float, tolerance: float) -> float:
+    # absolute slack plus half the reference rate, so sparse columns get proportionate room
+    return min(1.0, null_rate + tolerance + 0.5 * null_rate)
+
+
+def _column_expectations(
+    name: str,
+    column: dict[str, Any],
+    *,
+    null_tolerance: float,
+    range_tolerance: float,
+    outlier_tolerance: float,
+    category_tolerance: float,
+) -> list[gxe.Expectation]:
+    kind = column["kind"]
+    expectations: list[gxe.Expectation] = [gxe.ExpectColumnToExist(column=name)]
+    allowed_nulls = _allowed_null_rate(column["null_rate"], null_tolerance)
+    if allowed_nulls < 1.0:
+        expectations.append(
+            gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=round(1.0 - allowed_nulls, 6))
+        )
+    if kind == "numeric":
+        expectations.append(
+            gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=NUMERIC_DTYPES)
+        )
+        if column.get("min") is not None:
+            low, high = column["min"], column["max"]
+            pad = range_tolerance * (high - low) or range_tolerance * max(abs(low), 1.0)
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=name,
+                    min_value=low - pad,
+                    max_value=high + pad,
+                    mostly=1.0 - outlier_tolerance,
+                )
+            )
+    elif kind == "boolean":
+        expectations.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=name, value_set=[True, False], mostly=1.0 - outlier_tolerance
+            )
+        )
+    elif kind == "categorical":
+        if pd.api.types.is_string_dtype(column["dtype"]) or column["dtype"] in ("str", "object"):
+            expectations.append(
+                gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=["str"])
+            )
+        mostly = 1.0 - column.get("other_rate", 0.0) - category_tolerance
+        if column.get("categories") and mostly > 0:
+            expectations.append(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=name, value_set=sorted(column["categories"]), mostly=round(mostly, 6)
+                )
+            )
+    return expectations
+
+
+def build_expectation_suite(
+    profile: dict[str, Any],
+    name: str,
+    *,
+    columns: list[str] | None = None,
+    min_rows: int = 1,
+    null_tolerance: float = 0.02,
+    range_tolerance: float = 0.1,
+    outlier_tolerance: float = 0.01,
+    category_tolerance: float = 0.01,
+) -> dict[str, Any]:
+    """Build a GX 1.x expectation suite (as its JSON dict) from a reference profile.
+
+    Per column: it exists; its type (numeric dtypes, or str values for categoricals); its null
+    rate stays below the reference rate plus `null_tolerance` plus half the reference rate;
+    numeric values stay (for a `1 - outlier_tolerance` share) within the reference range widened
+    by `range_tolerance` of its span on each side; categorical values are in the reference set
+    (allowing the capped-off share plus `category_tolerance`). The table has at least `min_rows`
+    rows and contains every profiled column (extra columns such as capture metadata are fine).
+    """
+    profiled = profile.get("columns") or {}
+    wanted = list(profiled) if columns is None else columns
+    missing = [c for c in wanted if c not in profiled]
+    if missing:
+        raise InvalidInputError(
+            f"Columns {missing} are not in the reference profile.",
+            hint=f"Profiled columns are {sorted(profiled)}.",
+        )
+    expectations: list[gxe.Expectation] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        gxe.ExpectTableColumnsToMatchSet(column_set=wanted, exact_match=False),
+    ]
+    for column in wanted:
+        expectations += _column_expectations(
+            column,
+            profiled[column],
+            null_tolerance=null_tolerance,
+            range_tolerance=range_tolerance,
+            outlier_tolerance=outlier_tolerance,
+            category_tolerance=category_tolerance,
+        )
+    suite = gx.ExpectationSuite(
+        name=name,
+        expectations=expectations,
+        meta={"mlops.profile_rows": profile.get("n_rows"), "mlops.source": "profile"},
+    )
+    return suite.to_json_dict()
+
+
+def _ephemeral_context(docs_dir: Path | None) -> Any:
+    sites = {}
+    if docs_dir is not None:
+        sites[DOCS_SITE] = {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+        data_docs_sites=sites,
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _frame_for_gx(df: pd.DataFrame, suite: gx.ExpectationSuite) -> pd.DataFrame:
+    """Give GX plain numpy/object columns: it mis-types pandas extension dtypes."""
+    columns = {e.column for e in suite.expectations if getattr(e, "column", None) in df.columns}
+    converted = {}
+    for name in columns:
+        dtype = df[name].dtype
+        if not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+            continue
+        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            converted[name] = df[name].to_numpy(dtype="float64", na_value=math.nan)
+        else:
+            converted[name] = df[name].astype(object).where(df[name].notna(), None)
+    return df.assign(**converted) if converted else df
+
+
+def _failure(result: Any) -> dict[str, Any]:
+    config = result.expectation_config
+    details = result.result or {}
+    exception = (result.exception_info or {}).get("exception_message")
+    return {
+        "expectation": config.type,
+        "column": config.kwargs.get("column"),
+        "observed": details.get("observed_value"),
+        "unexpected_percent": details.get("unexpected_percent"),
+        "partial_unexpected": [
+            str(item.get("value")) for item in details.get("partial_unexpected_counts", [])[:5]
+        ],
+        "error": exception,
+    }
+
+
+def validate_frame(
+    df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None = None
+) -> dict[str, Any]:
+    """Validate `df` against a suite dict; build Data Docs into `docs_dir` when given.
+
+    Returns {"success", "evaluated", "failed", "failure_rate", "failures": [...],
+    "data_docs": index.html path or None, "result": the full GX result as JSON}.
+    """
+    try:
+        expectation_suite = gx.ExpectationSuite(**suite)
+    except Exception as exc:
+        raise InvalidInputError(
+            f"The stored expectation suite '{suite.get('name')}' is not a GX 1.x suite: {exc}",
+            hint="Rebuild it with tasks.validation.build_expectation_suite.",
+        ) from exc
+    if docs_dir is not None:
+        docs_dir = Path(docs_dir).resolve()
+        docs_dir.mkdir(parents=True, exist_ok=True)
+    context = _ephemeral_context(docs_dir)
+    expectation_suite = context.suites.add(expectation_suite)
+    batch_definition = (
+        context.data_sources.add_pandas("captured")
+        .add_dataframe_asset("window")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="monitor", data=batch_definition, suite=expectation_suite)
+    )
+    actions = [UpdateDataDocsAction(name="data-docs", site_names=[DOCS_SITE])] if docs_dir else []
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="monitor",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
+    outcome = checkpoint.run(batch_parameters={"dataframe": _frame_for_gx(df, expectation_suite)})
+    result = next(iter(outcome.run_results.values()))
+    evaluated = len(result.results)
+    failures = [_failure(r) for r in result.results if not r.success]
+    index = docs_dir / "index.html" if docs_dir is not None else None
+    return {
+        "success": bool(result.success),
+        "evaluated": evaluated,
+        "failed": len(failures),
+        "failure_rate": len(failures) / evaluated if evaluated else 0.0,
+        "failures": failures,
+        "data_docs": str(index) if index is not None and index.exists() else None,
+        "result": result.describe_dict(),
+    }
+
+
+@task
+def build_suite(profile: dict[str, Any], name: str) -> dict[str, Any]:
+    """Build the GX expectation suite for a model version from its reference profile."""
+    return build_expectation_suite(profile, name)
+
+
+@task
+def validate_window(
+    df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None = None
+) -> dict[str, Any]:
+    """Validate a window of captured rows with the version's GX suite."""
+    return validate_frame(df, suite, docs_dir)
+
+
+def restrict_suite(suite: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """The suite limited to `columns` (e.g. drop a label column the reference data carried)."""
+    keep = set(columns)
+    expectations = []
+    for expectation in suite.get("expectations", []):
+        kwargs = expectation.get("kwargs", {})
+        if "column" in kwargs and kwargs["column"] not in keep:
+            continue
+        if "column_set" in kwargs:
+            kwargs = kwargs | {"column_set": [c for c in kwargs["column_set"] if c in keep]}
+        expectations.append(expectation | {"kwargs": kwargs})
+    return suite | {"expectations": expectations}

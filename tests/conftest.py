@@ -1,0 +1,108 @@
+"""Shared fixtures: a fresh MLOPS_HOME with a real sqlite MLflow per test, small real models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from mlops.settings import get_settings
+
+IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.fixture
+def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private MLOPS_HOME whose sqlite MLflow registry lives only for this test."""
+    home = tmp_path / "mlops-home"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    for var in (
+        "MLOPS_TRACKING_URI",
+        "MLOPS_REGISTRY_URI",
+        "MLOPS_LEDGER_URI",
+        "MLFLOW_TRACKING_URI",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    yield home
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def iris_frame() -> pd.DataFrame:
+    """Iris features with plain column names, plus the target as `label`."""
+    data = load_iris(as_frame=True)
+    frame = data.data.copy()
+    frame.columns = IRIS_COLUMNS
+    frame["label"] = data.target
+    return frame
+
+
+@pytest.fixture(scope="session")
+def iris_features(iris_frame: pd.DataFrame) -> pd.DataFrame:
+    return iris_frame[IRIS_COLUMNS]
+
+
+@pytest.fixture(scope="session")
+def iris_estimator(iris_frame: pd.DataFrame) -> LogisticRegression:
+    return LogisticRegression(max_iter=500).fit(iris_frame[IRIS_COLUMNS], iris_frame["label"])
+
+
+@pytest.fixture(scope="session")
+def iris_model_dir(tmp_path_factory: pytest.TempPathFactory, iris_estimator, iris_features) -> Path:
+    """An MLflow sklearn model directory with a signature, saved once per session."""
+    from mlflow.models import infer_signature
+
+    path = tmp_path_factory.mktemp("models") / "iris"
+    signature = infer_signature(iris_features, iris_estimator.predict(iris_features))
+    mlflow.sklearn.save_model(iris_estimator, path, signature=signature)
+    return path
+
+
+@pytest.fixture(scope="session")
+def iris_pickle(tmp_path_factory: pytest.TempPathFactory, iris_estimator) -> Path:
+    """The same estimator as a joblib file, as if trained outside MLflow."""
+    import joblib
+
+    path = tmp_path_factory.mktemp("pickles") / "iris.joblib"
+    joblib.dump(iris_estimator, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def iris_reference_csv(tmp_path_factory: pytest.TempPathFactory, iris_features) -> Path:
+    path = tmp_path_factory.mktemp("reference") / "iris.csv"
+    iris_features.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API for the whole test process (it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def registered_model(mlops_home: Path, iris_model_dir: Path, iris_reference_csv: Path) -> dict:
+    """`iris` version 1, registered with reference data and the alias champion."""
+    from flows import run_flow
+    from flows.register import register_model
+
+    return run_flow(
+        register_model,
+        source=str(iris_model_dir),
+        name="iris",
+        tags={"team": "risk"},
+        reference_data=str(iris_reference_csv),
+        alias="champion",
+    )

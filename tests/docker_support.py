@@ -1,0 +1,83 @@
+"""Fixtures for tests that need a real Docker engine (import them into the test module).
+
+Without an engine the tests skip, naming the reason; with MLOPS_REQUIRE_DOCKER=1 (CI) they fail
+instead. The base image is the local Debian bookworm image that .ci/docker.sh builds with
+debootstrap, and the wheelhouse lives for the whole session, so only the first build of a
+session installs dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops.errors import BackendUnavailableError
+from mlops.settings import get_settings
+
+BASE_IMAGE = os.environ.get("MLOPS_TEST_BASE_IMAGE", "mlops-test/bookworm-python:latest")
+PROVISION = Path(__file__).resolve().parents[1] / ".ci" / "docker.sh"
+IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
+IRIS_PAYLOAD = {
+    "dataframe_split": {
+        "columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        "data": [IRIS_ROW],
+    }
+}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("MLOPS_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"{reason} (MLOPS_REQUIRE_DOCKER=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A client for a reachable engine that holds the test base image."""
+    import docker.errors
+
+    from targets.docker import docker_client
+
+    try:
+        client = docker_client()
+    except BackendUnavailableError as exc:
+        _unavailable(f"{exc.message} Run `sudo bash .ci/docker.sh` to install and start one.")
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        if os.geteuid() != 0:
+            _unavailable(f"Base image {BASE_IMAGE} is missing; run `sudo bash {PROVISION}`.")
+        # builds it with debootstrap (about a minute, once per machine)
+        subprocess.run(["bash", str(PROVISION)], check=True)
+    return client
+
+
+@pytest.fixture(scope="session")
+def session_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wheelhouse")
+
+
+@pytest.fixture
+def docker_build_env(
+    docker_engine, session_wheelhouse: Path, mlops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A fresh MLOPS_HOME whose image builds use the local base image and shared wheelhouse."""
+    monkeypatch.setenv("MLOPS_BASE_IMAGE", BASE_IMAGE)
+    monkeypatch.setenv("MLOPS_WHEELHOUSE", str(session_wheelhouse))
+    get_settings.cache_clear()
+    yield mlops_home
+    get_settings.cache_clear()
+
+
+def remove_deployment_objects(client, name: str) -> None:
+    """Force-remove whatever a failed test left of deployment `name`."""
+    for container in client.containers.list(
+        all=True, filters={"label": f"mlops.deployment={name}"}
+    ):
+        container.remove(force=True)
+    for network in client.networks.list(filters={"label": f"mlops.deployment={name}"}):
+        network.remove()

@@ -1,0 +1,140 @@
+"""The `mlops` CLI through typer's runner, and once as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlops.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def versions(name: str) -> list[str]:
+    result = invoke("models", "list", "--name", name, "--json")
+    assert result.exit_code == 0, result.output
+    return [v["version"] for v in json.loads(result.stdout)]
+
+
+def test_register_twice_gives_versions_1_and_2(mlops_home, iris_pickle, iris_reference_csv):
+    args = ["register", str(iris_pickle), "--name", "iris", "--tag", "team=risk", "--json"]
+    first = invoke(*args, "--reference-data", str(iris_reference_csv))
+    second = invoke(*args, "--description", "retrained", "--alias", "champion")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["version"] == "1"
+    assert json.loads(second.stdout)["version"] == "2"
+    shown = json.loads(invoke("models", "show", "iris", "--alias", "champion", "--json").stdout)
+    assert shown["version"] == "2" and shown["description"] == "retrained"
+    assert versions("iris") == ["2", "1"]
+
+
+def test_tag_alias_and_delete_commands(registered_model):
+    assert invoke("models", "tag", "iris", "--version", "1", "--tag", "stage=gold").exit_code == 0
+    filtered = invoke("models", "list", "--tag", "stage=gold", "--json")
+    assert [v["version"] for v in json.loads(filtered.stdout)] == ["1"]
+    assert invoke("models", "alias", "set", "iris", "backup", "--version", "1").exit_code == 0
+    assert invoke("models", "alias", "remove", "iris", "backup").exit_code == 0
+    deleted = invoke("models", "delete", "iris", "--json")
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout)["deleted_versions"] == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "message"),
+    [
+        (["register", "missing.pkl", "--name", "iris"], 3, "'missing.pkl' does not exist"),
+        (["register", "{not_pickle}", "--name", "iris"], 2, "not a loadable pickle"),
+        (["register", "{no_predict}", "--name", "iris"], 2, "has no predict method"),
+        (["register", "{model_dir}", "--name", "bad name"], 2, "'bad name' is not a valid"),
+        (
+            ["register", "{model_dir}", "--name", "iris", "--reference-data", "{bad_ref}"],
+            2,
+            "lacks column 'sepal_length'",
+        ),
+        (["register", "{model_dir}", "--name", "iris", "--tag", "oops"], 2, "KEY=VALUE"),
+        (["models", "show", "iris", "--version", "7"], 3, "no version '7'"),
+        (["models", "show", "iris", "--alias", "ghost"], 3, "no alias 'ghost'"),
+        (["models", "delete", "nobody"], 3, "'nobody' is not registered"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_no_new_version(
+    registered_model, tmp_path, iris_model_dir, args, exit_code, message
+):
+    import joblib
+
+    (tmp_path / "not.pkl").write_text("plain text")
+    joblib.dump([1, 2, 3], tmp_path / "list.joblib")
+    (tmp_path / "bad.csv").write_text("colour\nred\n")
+    paths = {
+        "not_pickle": tmp_path / "not.pkl",
+        "no_predict": tmp_path / "list.joblib",
+        "model_dir": iris_model_dir,
+        "bad_ref": tmp_path / "bad.csv",
+    }
+    result = invoke(*[a.format(**paths) for a in args])
+    assert result.exit_code == exit_code, result.output
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+    assert versions("iris") == ["1"]
+
+
+def test_json_errors_are_machine_readable(mlops_home):
+    result = invoke("models", "show", "ghost", "--json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["error"]["code"] == "not_found"
+
+
+def test_every_command_has_help():
+    for path in (
+        [],
+        ["register"],
+        ["models"],
+        ["models", "list"],
+        ["models", "show"],
+        ["models", "tag"],
+        ["models", "delete"],
+        ["models", "alias", "set"],
+    ):
+        result = invoke(*path, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_installed_console_script(mlops_home, iris_pickle, iris_reference_csv):
+    mlops = Path(sys.executable).with_name("mlops")
+    env = {**os.environ, "MLOPS_HOME": str(mlops_home)}
+    done = subprocess.run(
+        [
+            str(mlops),
+            "register",
+            str(iris_pickle),
+            "--name",
+            "cli-iris",
+            "--json",
+            "--reference-data",
+            str(iris_reference_csv),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) | {"version": "1"} == json.loads(done.stdout)
+    missing = subprocess.run(
+        [str(mlops), "models", "show", "cli-iris", "--version", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 3
+    assert "Traceback" not in missing.stderr and "no version '5'" in missing.stderr

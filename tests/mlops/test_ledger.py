@@ -1,0 +1,119 @@
+"""The deployment ledger over a real sqlite database and a real MLflow registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows import run_flow
+from flows.register import register_model
+from mlops import inuse, ledger
+from mlops.deployment import Deployment, DeploymentStatus, ModelRef
+from mlops.errors import NotFoundError
+from mlops.tracking import connect
+
+
+@pytest.fixture
+def iris_v2(registered_model: dict, iris_model_dir: Path) -> ModelRef:
+    """A second version of `iris`, so deployments have something to move to."""
+    result = run_flow(register_model, source=str(iris_model_dir), name="iris")
+    return ModelRef("iris", result["version"])
+
+
+def record(name: str, version: str, **extra) -> Deployment:
+    return Deployment(
+        name=name,
+        target_uri="local:",
+        model_name="iris",
+        model_version=version,
+        model_uri=f"models:/iris/{version}",
+        endpoint_url="http://127.0.0.1:18080",
+        **extra,
+    )
+
+
+def tags_of(version: str) -> dict[str, str]:
+    return inuse.deployments_using(connect(), "iris", version)
+
+
+def test_upsert_tags_version_and_update_moves_the_tag(iris_v2: ModelRef) -> None:
+    created = ledger.upsert_deployment(record("iris-prod", "1", config={"port": 18080}))
+    assert tags_of("1") == {"iris-prod": "local:"}
+
+    updated = ledger.upsert_deployment(record("iris-prod", iris_v2.version))
+
+    assert tags_of("1") == {}
+    assert tags_of(iris_v2.version) == {"iris-prod": "local:"}
+    assert updated.created_at == created.created_at
+    assert updated.updated_at >= created.updated_at
+    assert ledger.get_deployment("iris-prod").model_version == iris_v2.version
+
+
+def test_delete_releases_the_version_and_is_idempotent(registered_model: dict) -> None:
+    ledger.upsert_deployment(record("iris-prod", "1"))
+    ledger.upsert_deployment(record("iris-dev", "1"))
+    assert set(tags_of("1")) == {"iris-prod", "iris-dev"}
+
+    removed = ledger.delete_deployment("iris-prod")
+
+    assert removed is not None and removed.name == "iris-prod"
+    assert tags_of("1") == {"iris-dev": "local:"}
+    assert ledger.delete_deployment("iris-prod") is None
+    assert [d.name for d in ledger.list_deployments()] == ["iris-dev"]
+
+
+def test_unknown_deployment_names_the_known_ones(registered_model: dict) -> None:
+    ledger.upsert_deployment(record("iris-prod", "1"))
+    with pytest.raises(NotFoundError, match="No deployment named 'nope'.*iris-prod"):
+        ledger.get_deployment("nope")
+    with pytest.raises(NotFoundError, match="No history"):
+        ledger.history("nope")
+
+
+def test_release_of_a_deleted_version_counts_as_released(registered_model: dict) -> None:
+    connect().delete_model_version("iris", "1")
+    ledger.release_in_use("iris-prod", ModelRef("iris", "1"))
+
+
+def test_history_is_durable_and_records_who(
+    registered_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_ACTOR", "ci-bot")
+    ledger.upsert_deployment(record("iris-prod", "1", status=DeploymentStatus.READY))
+    ledger.record_event("iris-prod", "create", "succeeded", model_name="iris", to_version="1")
+    ledger.record_event(
+        "iris-prod", "update", "failed", from_version="1", to_version="2", reason="not ready"
+    )
+    ledger._engine.cache_clear()  # a new process: nothing cached, only the database
+
+    events = ledger.history("iris-prod")
+
+    assert [(e.action, e.result, e.who) for e in events] == [
+        ("create", "succeeded", "ci-bot"),
+        ("update", "failed", "ci-bot"),
+    ]
+    assert events[1].reason == "not ready" and events[0].at <= events[1].at
+    assert ledger.get_deployment("iris-prod").status == DeploymentStatus.READY
+    assert Path(ledger.engine().url.database).parent == Path(ledger.get_settings().resolved_home)
+
+
+def test_rollback_point_undoes_like_a_stack(mlops_home: Path) -> None:
+    def event(action: str, to: str, result: str = "succeeded") -> None:
+        ledger.record_event(
+            "iris-prod", action, result, model_name="iris", to_version=to, image=f"img:{to}"
+        )
+
+    event("create", "1")
+    assert ledger.rollback_point("iris-prod") is None
+    event("update", "2")
+    event("update", "3")
+    event("update", "4", result="failed")
+    assert ledger.rollback_point("iris-prod") == (ModelRef("iris", "2"), "img:2")
+    event("rollback", "2")
+    assert ledger.rollback_point("iris-prod") == (ModelRef("iris", "1"), "img:1")
+    event("rollback", "1")
+    assert ledger.rollback_point("iris-prod") is None
+    ledger.record_event("iris-prod", "delete", "succeeded", from_version="1")
+    event("create", "5")
+    assert ledger.rollback_point("iris-prod") is None

@@ -1,0 +1,122 @@
+"""Real servers started by tests: an MLflow tracking server and a throwaway PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it answers 200, failing early if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, app_name: str | None = None) -> Iterator[str]:
+    """A real `mlflow server` process on 127.0.0.1; yields its URL."""
+    port = free_port()
+    command = [
+        Path(sys.executable).with_name("mlflow").as_posix(),
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        artifacts.as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    if app_name:
+        command += ["--app-name", app_name]
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", timeout=90, process=process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root, so root runs it as the postgres user."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1; yields its SQLAlchemy URI."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        raise RuntimeError("PostgreSQL's initdb/pg_ctl are not on PATH (.ci/run installs them)")
+    data = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    subprocess.run(
+        _as_postgres(["initdb", "-D", str(data / "db"), "-A", "trust", "-U", "postgres"]),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    subprocess.run(
+        _as_postgres(
+            [
+                "pg_ctl",
+                "-D",
+                str(data / "db"),
+                "-l",
+                str(data / "log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_postgres(["pg_ctl", "-D", str(data / "db"), "-m", "immediate", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(data, ignore_errors=True)

@@ -1,0 +1,215 @@
+"""The stable-port proxy as shipped (`python -m serving.proxy` subprocess) over real upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def upstream_app(label: str, ready: bool = True):
+    """An upstream that reports its label, echoes requests and has a slow endpoint."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, payload = 200, {"upstream": label}
+        if scope["path"] == "/ready" and not ready:
+            status = 503
+        elif scope["path"] == "/slow":
+            await asyncio.sleep(1.0)
+        elif scope["path"] == "/echo":
+            payload.update(
+                method=scope["method"],
+                query=scope["query_string"].decode(),
+                body=body.decode(),
+                headers={k.decode(): v.decode() for k, v in scope["headers"]},
+            )
+        data = json.dumps(payload).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-upstream", label.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+class Upstream:
+    def __init__(self, label: str, ready: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            upstream_app(label, ready), host="127.0.0.1", port=self.port, log_level="error"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[Upstream, Upstream, Upstream]]:
+    ups = (Upstream("blue"), Upstream("green"), Upstream("broken", ready=False))
+    yield ups
+    for up in ups:
+        up.stop()
+
+
+def start_proxy(upstream: str | None, tmp_path: Path, token: str | None = TOKEN):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_PROXY_")}
+    env["MLOPS_PROXY_STATE_FILE"] = str(tmp_path / "upstream.json")
+    if token:
+        env["MLOPS_PROXY_TOKEN"] = token
+    args = [sys.executable, "-m", "serving.proxy", "--port", str(port)]
+    if upstream:
+        args += ["--upstream", upstream]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/-/proxy/ping").status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(proc.stderr.read().decode())
+
+
+@pytest.fixture
+def proxy(upstreams, tmp_path: Path) -> Iterator[str]:
+    proc, url = start_proxy(upstreams[0].url, tmp_path)
+    yield url
+    proc.terminate()
+    assert proc.wait(15) == 0
+
+
+def switch(url: str, upstream: str, token: str = TOKEN, **extra) -> httpx.Response:
+    return httpx.put(
+        url + "/-/proxy/upstream",
+        json={"upstream": upstream, **extra},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def test_forwards_method_path_query_body_and_headers(proxy: str) -> None:
+    response = httpx.post(
+        proxy + "/echo?x=1", content=b'{"a": 1}', headers={"X-Api-Key": "k", "Connection": "close"}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-upstream"] == "blue"
+    echoed = response.json()
+    assert echoed["method"] == "POST" and echoed["query"] == "x=1" and echoed["body"] == '{"a": 1}'
+    assert echoed["headers"]["x-api-key"] == "k"
+    assert echoed["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert echoed["headers"]["host"].startswith("127.0.0.1:")
+
+
+def test_admin_api_needs_the_token(proxy: str, upstreams) -> None:
+    assert switch(proxy, upstreams[1].url, token="wrong").status_code == 401
+    assert httpx.get(proxy + "/-/proxy/upstream").status_code == 401
+    assert httpx.get(proxy + "/echo").json()["upstream"] == "blue"
+
+
+def test_switch_refuses_an_upstream_that_is_not_ready(proxy: str, upstreams) -> None:
+    response = switch(proxy, upstreams[2].url)
+    assert response.status_code == 409
+    assert "not ready" in response.json()["error"]["message"]
+    assert httpx.get(proxy + "/echo").json()["upstream"] == "blue"
+
+
+def test_switch_drains_in_flight_requests_on_the_old_upstream(proxy: str, upstreams) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        slow = [pool.submit(httpx.get, proxy + "/slow", timeout=10) for _ in range(3)]
+        time.sleep(0.3)
+        response = switch(proxy, upstreams[1].url, drain_timeout=10)
+        after = httpx.get(proxy + "/echo")
+        results = [f.result() for f in slow]
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body["previous"] == upstreams[0].url and body["upstream"] == upstreams[1].url
+    assert body["drained"] is True and body["in_flight_left"] == 0
+    assert 0.4 < body["drain_seconds"] < 5
+    assert [r.status_code for r in results] == [200, 200, 200]
+    assert {r.json()["upstream"] for r in results} == {"blue"}
+    assert after.json()["upstream"] == "green"
+    state = httpx.get(proxy + "/-/proxy/upstream", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert state.json() == {"upstream": upstreams[1].url, "in_flight": {}}
+
+
+def test_unreachable_upstream_is_a_clean_502(tmp_path: Path) -> None:
+    proc, url = start_proxy(f"http://127.0.0.1:{free_port()}", tmp_path)
+    try:
+        response = httpx.post(url + "/invocations", json={"secret": "payload"})
+        assert response.status_code == 502
+        assert response.json() == {
+            "error": {"code": "bad_gateway", "message": "The model service is unavailable."}
+        }
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_without_upstream_503_and_without_token_admin_is_disabled(tmp_path: Path) -> None:
+    proc, url = start_proxy(None, tmp_path, token=None)
+    try:
+        assert httpx.get(url + "/ready").status_code == 503
+        assert switch(url, "http://127.0.0.1:1").status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_restarted_proxy_keeps_the_switched_upstream(upstreams, tmp_path: Path) -> None:
+    proc, url = start_proxy(upstreams[0].url, tmp_path)
+    assert switch(url, upstreams[1].url).status_code == 200
+    proc.kill()
+    proc.wait()
+    proc, url = start_proxy(upstreams[0].url, tmp_path)
+    try:
+        assert httpx.get(url + "/echo").json()["upstream"] == "green"
+    finally:
+        proc.terminate()
+        proc.wait(15)

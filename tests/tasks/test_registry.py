@@ -1,0 +1,153 @@
+"""Registry tasks against a real sqlite-backed MLflow registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from mlops import inuse
+from mlops.errors import InUseError, InvalidInputError, NotFoundError
+from mlops.tracking import connect
+from tasks.registry import (
+    PROFILE_TAG,
+    REFERENCE_TAG,
+    SUITE_TAG,
+    check_reference_fits,
+    delete_model_versions,
+    get_model_version,
+    list_model_versions,
+    load_pickled_model,
+    load_reference_data,
+    pickle_requirements,
+    resolve_source,
+    validate_alias,
+    validate_model_name,
+)
+
+
+@pytest.mark.parametrize("name", ["iris", "fraud-model_v2", "a.b"])
+def test_valid_names_pass(name):
+    assert validate_model_name.fn(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-x", "has space", "x/y", "x" * 201, "ünï"])
+def test_invalid_names_name_the_value(name):
+    with pytest.raises(InvalidInputError) as exc:
+        validate_model_name.fn(name)
+    assert f"'{name}'" in str(exc.value) and exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize("alias", ["v3", "3x", "a b"])
+def test_invalid_aliases_are_refused(alias):
+    with pytest.raises(InvalidInputError, match="alias"):
+        validate_alias.fn(alias)
+
+
+def test_resolve_source_kinds(tmp_path, iris_model_dir, iris_pickle):
+    assert resolve_source.fn("runs:/abc/model").kind == "run"
+    assert resolve_source.fn(str(iris_model_dir)).kind == "mlflow_dir"
+    assert resolve_source.fn(str(iris_pickle)).kind == "pickle"
+    with pytest.raises(NotFoundError, match="does not exist"):
+        resolve_source.fn(str(tmp_path / "missing.pkl"))
+    with pytest.raises(InvalidInputError, match="without an MLmodel"):
+        resolve_source.fn(str(tmp_path))
+
+
+def test_not_a_pickle_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "model.pkl"
+    bogus.write_text("this is not a pickle")
+    with pytest.raises(InvalidInputError, match="not a loadable pickle"):
+        load_pickled_model.fn(bogus)
+
+
+def test_object_without_predict_is_refused(tmp_path):
+    import joblib
+
+    path = tmp_path / "dict.joblib"
+    joblib.dump({"weights": [1, 2]}, path)
+    with pytest.raises(InvalidInputError, match="has no predict method"):
+        load_pickled_model.fn(path)
+
+
+def test_reference_data_formats(tmp_path, iris_features):
+    iris_features.to_parquet(tmp_path / "ref.parquet")
+    iris_features.to_csv(tmp_path / "ref.csv", index=False)
+    for name in ("ref.parquet", "ref.csv"):
+        frame = load_reference_data.fn(str(tmp_path / name))
+        assert list(frame.columns) == list(iris_features.columns) and len(frame) == 150
+    (tmp_path / "ref.xlsx").write_text("x")
+    with pytest.raises(InvalidInputError, match="neither .csv nor .parquet"):
+        load_reference_data.fn(str(tmp_path / "ref.xlsx"))
+    (tmp_path / "empty.csv").write_text("a,b\n")
+    with pytest.raises(InvalidInputError, match="has no rows"):
+        load_reference_data.fn(str(tmp_path / "empty.csv"))
+
+
+def test_reference_must_match_mlflow_signature(iris_model_dir, iris_features):
+    source = resolve_source.fn(str(iris_model_dir))
+    signature = check_reference_fits.fn(source, iris_features)
+    assert signature.inputs.input_names() == list(iris_features.columns)
+    with pytest.raises(InvalidInputError, match="lacks column 'petal_width'"):
+        check_reference_fits.fn(source, iris_features.drop(columns=["petal_width"]))
+    wrong_type = iris_features.assign(sepal_length="long")
+    with pytest.raises(InvalidInputError, match="'sepal_length' has dtype"):
+        check_reference_fits.fn(source, wrong_type)
+
+
+def test_pickle_signature_is_inferred_from_reference(iris_pickle, iris_features):
+    source = resolve_source.fn(str(iris_pickle))
+    model = load_pickled_model.fn(source.path)
+    signature = check_reference_fits.fn(source, iris_features, model)
+    assert signature.inputs.input_names() == list(iris_features.columns)
+    with pytest.raises(InvalidInputError, match="predict failed"):
+        check_reference_fits.fn(source, pd.DataFrame({"x": ["a", "b"]}), model)
+
+
+def test_pickle_requirements_pin_the_model_libraries(iris_estimator):
+    import sklearn
+
+    requirements = pickle_requirements(iris_estimator)
+    assert f"scikit-learn=={sklearn.__version__}" in requirements
+    assert any(r.startswith("numpy==") for r in requirements)
+    assert any(r.startswith("mlflow==") for r in requirements)
+
+
+def test_registered_version_carries_reference_profile_and_suite(registered_model):
+    assert registered_model["version"] == "1"
+    assert registered_model["aliases"] == ["champion"]
+    tags = registered_model["tags"]
+    connect()
+    reference = pd.read_parquet(mlflow.artifacts.download_artifacts(tags[REFERENCE_TAG]))
+    assert len(reference) == 150
+    profile = json.loads(Path(mlflow.artifacts.download_artifacts(tags[PROFILE_TAG])).read_text())
+    assert set(profile["columns"]) == set(reference.columns)
+    suite = json.loads(Path(mlflow.artifacts.download_artifacts(tags[SUITE_TAG])).read_text())
+    assert suite["expectations"]
+
+
+def test_list_filters_by_tag_and_show_by_alias(registered_model):
+    assert [v["version"] for v in list_model_versions.fn("iris", {"team": "risk"})] == ["1"]
+    assert list_model_versions.fn("iris", {"team": "other"}) == []
+    assert get_model_version.fn("iris", alias="champion")["version"] == "1"
+    with pytest.raises(NotFoundError, match="no alias 'nope'"):
+        get_model_version.fn("iris", alias="nope")
+    with pytest.raises(NotFoundError, match="no version '9'"):
+        get_model_version.fn("iris", version="9")
+    with pytest.raises(NotFoundError, match="'ghost' is not registered"):
+        get_model_version.fn("ghost")
+
+
+def test_in_use_version_cannot_be_deleted(registered_model):
+    client = connect()
+    inuse.mark_in_use(client, "iris", "1", "prod", "local:")
+    with pytest.raises(InUseError, match=r"version 1 by prod \(local:\)") as exc:
+        delete_model_versions.fn("iris", "1")
+    assert exc.value.http_status == 409
+    with pytest.raises(InUseError):
+        delete_model_versions.fn("iris")
+    inuse.release(client, "iris", "1", "prod")
+    assert delete_model_versions.fn("iris", "1") == ["1"]

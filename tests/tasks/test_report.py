@@ -1,0 +1,53 @@
+"""The HTML drift report: verdict, ranked table and one embedded plot per tested column."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.drift import compare_frames
+from tasks.report import write_drift_report
+
+
+def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame(
+        {
+            "x": rng.normal(size=3000),
+            "city": rng.choice(["a", "b"], 3000),
+            "n": rng.normal(size=3000),
+        }
+    )
+    current = pd.DataFrame(
+        {
+            "x": rng.normal(1.0, 1.0, 2000),
+            "city": rng.choice(["a", "b", "c"], 2000),
+            "n": rng.normal(size=2000),
+        }
+    )
+    verdict = compare_frames(reference, current)
+    validation = {
+        "evaluated": 10,
+        "failed": 1,
+        "failure_rate": 0.1,
+        "failures": [],
+        "quarantined": [{"file": "part-1.parquet", "reason": "unreadable Parquet"}],
+    }
+
+    path = Path(
+        write_drift_report.fn(verdict, tmp_path / "out" / "report.html", "Monitor <x>", validation)
+    )
+
+    html = path.read_text()
+    assert "Drift detected in 2 column(s)" in html
+    assert "Monitor &lt;x&gt;" in html  # titles are escaped
+    assert "part-1.parquet" in html
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    assert len(images) == 3
+    assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
+    # drifted columns come first
+    assert html.index("alt='x'") < html.index("alt='n'")
