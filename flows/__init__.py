@@ -20,22 +20,27 @@ _run_directly: ContextVar[bool] = ContextVar("mlops_run_tasks_directly", default
 _install_lock = threading.Lock()
 
 
-def _install_direct_task_calls() -> None:
-    """Let tasks run as plain functions where `_run_directly` is set (thread- and task-safe)."""
-    from prefect import Task
+def _install_direct_calls() -> None:
+    """Let tasks and subflows run as plain functions where `_run_directly` is set.
+
+    The switch is a context variable, so concurrent threads and async tasks each keep their own
+    mode; the wrappers are installed once per process.
+    """
+    from prefect import Flow, Task
 
     with _install_lock:
-        if getattr(Task.__call__, "_mlops_direct", False):
-            return
-        orchestrated_call = Task.__call__
+        for cls in (Task, Flow):
+            if getattr(cls.__call__, "_mlops_direct", False):
+                continue
+            orchestrated_call = cls.__call__
 
-        def call(task: Any, *args: Any, **kwargs: Any) -> Any:
-            if _run_directly.get():
-                return task.fn(*args, **kwargs)
-            return orchestrated_call(task, *args, **kwargs)
+            def call(obj: Any, *args: Any, _orchestrated=orchestrated_call, **kwargs: Any) -> Any:
+                if _run_directly.get():
+                    return obj.fn(*args, **kwargs)
+                return _orchestrated(obj, *args, **kwargs)
 
-        call._mlops_direct = True  # type: ignore[attr-defined]
-        Task.__call__ = call
+            call._mlops_direct = True  # type: ignore[attr-defined]
+            cls.__call__ = call
 
 
 def run_flow(flow: Any, **params: Any) -> Any:
@@ -47,7 +52,7 @@ def run_flow(flow: Any, **params: Any) -> Any:
     mode = get_settings().orchestrate
     if mode == "always" or (mode == "auto" and prefect_api_configured()):
         return flow(**params)
-    _install_direct_task_calls()
+    _install_direct_calls()
     token = _run_directly.set(True)
     try:
         return flow.fn(**params)

@@ -48,6 +48,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Global options; they apply to every command."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri:
         os.environ["MLOPS_TRACKING_URI"] = tracking_uri
     if debug:
@@ -66,7 +67,8 @@ def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> C
             except (typer.Exit, typer.Abort):
                 raise
             except Exception as exc:
-                if get_settings().debug:
+                # read directly: the settings themselves may be what failed to load
+                if os.environ.get("MLOPS_DEBUG", "").lower() in {"1", "true", "yes"}:
                     raise
                 error = exc if isinstance(exc, MLOpsError) else unexpected(exc)
                 if kw.get("as_json"):
@@ -248,6 +250,15 @@ def models_delete_cmd(
         as_json,
         lambda r: console.print(f"Deleted {name} versions {', '.join(r['deleted_versions'])}"),
     )
+
+
+@command(app, "demo")
+def demo_cmd(as_json: JsonOption = False) -> None:
+    """Run the whole loop on embedded defaults with a dataset that ships with scikit-learn."""
+    from flows.demo import run_demo
+
+    result = run_flow(run_demo)
+    emit(result, as_json, lambda r: render_versions(r["versions"]))
 
 
 # --- serving commands ---

@@ -70,4 +70,18 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
-    return Settings()
+    from pydantic import ValidationError
+
+    from mlops.errors import InvalidInputError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        variable = "MLOPS_" + str(problem["loc"][0]).upper()
+        raise InvalidInputError(
+            f"Environment variable {variable}={problem.get('input')!r} is invalid: "
+            f"{problem['msg']}.",
+            hint=f"Fix or unset {variable}.",
+            field=variable,
+        ) from exc

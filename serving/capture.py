@@ -199,14 +199,15 @@ class CaptureWriter:
 
     def _adopt_spool(self) -> None:
         """Take over spool files left by this or any dead process writing to the same sink."""
-        for sibling in self._spool_parent.iterdir():
-            if sibling != self._spool and (
-                not sibling.name.isdigit() or _pid_alive(int(sibling.name))
-            ):
-                continue
-            for path in sorted(sibling.rglob("*.parquet")):
+        dead = [
+            d
+            for d in self._spool_parent.iterdir()
+            if d != self._spool and d.name.isdigit() and not _pid_alive(int(d.name))
+        ]
+        for sibling in [self._spool, *dead]:  # own files first, so none is counted twice
+            for path in sorted(p for p in sibling.rglob("*") if p.is_file()):
                 rel = path.relative_to(sibling)
-                if path.name.startswith("."):
+                if path.name.startswith("."):  # a write cut short; its rows were never counted
                     path.unlink(missing_ok=True)
                     continue
                 target = self._spool / rel

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -127,6 +128,15 @@ def pid_alive(pid: int | None) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _last_error(log: Path) -> str:
+    """The line of a log that best says what went wrong (the exception, else the last line)."""
+    lines = [line.strip() for line in _tail(log, 200).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception)\b.*:", line):
+            return line
+    return lines[-1] if lines else "(no output)"
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -228,20 +238,24 @@ class Supervisor:
 
     def _wait_ready(self, child: Child, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        where = f"The {child.role} on port {child.port} (log {child.log})"
         while time.monotonic() < deadline and not self.stopping.is_set():
             if child.exited():
                 raise DeploymentError(
-                    f"The {child.role} on port {child.port} exited with code "
-                    f"{child.proc.returncode} before it was ready. Last log lines:\n"
-                    f"{_tail(child.log)}"
+                    f"{where} exited with code {child.proc.returncode} before it was ready: "
+                    f"{_last_error(child.log)}"
                 )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(child.url + path, timeout=2.0).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                response = httpx.get(child.url + path, timeout=2.0)
+                if response.status_code == 200:
                     return
+                error = response.json()["error"]
+                # the scoring service stays up after a failed load; waiting longer won't help
+                if error["code"] == "model_load_failed":
+                    raise DeploymentError(f"{where} could not load the model: {error['message']}")
             time.sleep(0.1)
         raise DeploymentError(
-            f"The {child.role} on port {child.port} was not ready within {timeout:.0f} s. "
-            f"Last log lines:\n{_tail(child.log)}"
+            f"{where} was not ready within {timeout:.0f} s: {_last_error(child.log)}"
         )
 
     def _start_service(self, model: dict[str, Any]) -> Child:
@@ -519,23 +533,33 @@ class LocalTarget(Target):
             )
         # reap it when it exits, so a long-lived caller does not keep a zombie
         threading.Thread(target=proc.wait, daemon=True).start()
-        deadline = time.monotonic() + config.ready_timeout + 60
+        try:
+            self._await_start(name, model, proc, config.ready_timeout + 60)
+        except BaseException:
+            # nothing half-deployed: also on Ctrl-C while waiting
+            self.delete(name)
+            raise
+        return self.get(name)
+
+    def _await_start(
+        self, name: str, model: ModelRef, proc: subprocess.Popen, timeout: float
+    ) -> None:
+        state_dir = self._dir(name)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = _read_json(state_dir / "state.json") or {}
             if state.get("status") == DeploymentStatus.READY:
-                return self.get(name)
+                return
             if state.get("status") == DeploymentStatus.FAILED or proc.poll() is not None:
-                reason = state.get("error") or _tail(state_dir / "logs" / "supervisor.log")
-                self.delete(name)
+                reason = state.get("error") or _last_error(state_dir / "logs" / "supervisor.log")
                 raise DeploymentError(
                     f"Local deployment '{name}' of {model.uri} failed: {reason}",
                     deployment=name,
                 )
             time.sleep(0.2)
-        self.delete(name)
         raise DeploymentError(
-            f"Local deployment '{name}' of {model.uri} was not ready within "
-            f"{config.ready_timeout + 60:.0f} s; nothing was left running.",
+            f"Local deployment '{name}' of {model.uri} was not ready within {timeout:.0f} s; "
+            "nothing was left running.",
             deployment=name,
         )
 

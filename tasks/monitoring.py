@@ -298,35 +298,53 @@ def _save_state(deployment: str, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def next_episode(
+    state: dict[str, Any],
+    verdict: dict[str, Any],
+    version: str,
+    now: dt.datetime,
+    cooldown_hours: float,
+) -> tuple[str, dict[str, Any] | None]:
+    """Decide what a window means for the drift episode in `state`: ("emit", episode to store
+    once emitted), ("cool-down", None), ("close", None) or ("none", None).
+
+    An episode opens at the first drifted window and closes at the first window with enough
+    data and no drift, or when the deployment serves another version. Within an episode the
+    event repeats only after `cooldown_hours`, so one episode triggers one redeploy.
+    """
+    episode = state.get("episode")
+    if episode and episode.get("version") != version:
+        episode = None
+    if not verdict["drift"]:
+        enough_data = verdict["summary"]["tested"] > 0
+        return ("close", None) if episode and enough_data else ("none", None)
+    if episode:
+        last = dt.datetime.fromisoformat(episode["last_event_at"])
+        if now - last < dt.timedelta(hours=cooldown_hours):
+            return "cool-down", None
+    started = (episode or {}).get("started_at", now.isoformat())
+    return "emit", {"version": version, "started_at": started, "last_event_at": now.isoformat()}
+
+
 @task(cache_policy=NO_CACHE)
 def signal_drift(
     target: MonitorTarget,
     verdict: dict[str, Any],
     report_path: str,
     cooldown_hours: float = 24.0,
-    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Emit `mlops.drift.detected` once per drift episode of a deployment's version.
-
-    An episode opens at the first drifted window and closes at the first window with enough
-    data and no drift, or when the deployment serves another version. Within an episode the
-    event repeats only after `cooldown_hours`, so one episode triggers one redeploy.
-    """
-    now = now or dt.datetime.now(dt.UTC)
+    """Emit `mlops.drift.detected` for the deployment once per drift episode (see
+    `next_episode`); the episode state lives in MLOPS_HOME/monitor/<deployment>."""
+    now = dt.datetime.now(dt.UTC)
     path = _state_path(target.deployment)
     state = json.loads(path.read_text()) if path.exists() else {}
-    episode = state.get("episode")
-    if episode and episode.get("version") != target.model_version:
-        episode = None
-    if not verdict["drift"]:
-        enough = verdict["summary"]["tested"] > 0
-        if episode and enough:
-            _save_state(target.deployment, {"episode": None, "closed_at": now.isoformat()})
+    action, episode = next_episode(state, verdict, target.model_version, now, cooldown_hours)
+    if action == "close":
+        _save_state(target.deployment, {"episode": None, "closed_at": now.isoformat()})
+    if action in ("close", "none"):
         return {"emitted": False, "reason": "no drift"}
-    if episode:
-        last = dt.datetime.fromisoformat(episode["last_event_at"])
-        if now - last < dt.timedelta(hours=cooldown_hours):
-            return {"emitted": False, "reason": "cool-down", "event_id": episode.get("event_id")}
+    if action == "cool-down":
+        return {"emitted": False, "reason": "cool-down", "event_id": state["episode"]["event_id"]}
     if not prefect_api_configured():
         return {"emitted": False, "reason": "no Prefect API configured (set PREFECT_API_URL)"}
     ranked = {f["name"]: f for f in verdict["features"] if f["drifted"]}
@@ -355,17 +373,7 @@ def signal_drift(
         },
     )
     event_id = str(event.id) if event is not None else None
-    _save_state(
-        target.deployment,
-        {
-            "episode": {
-                "version": target.model_version,
-                "started_at": (episode or {}).get("started_at", now.isoformat()),
-                "last_event_at": now.isoformat(),
-                "event_id": event_id,
-            }
-        },
-    )
+    _save_state(target.deployment, {"episode": episode | {"event_id": event_id}})
     return {"emitted": True, "event_id": event_id}
 
 

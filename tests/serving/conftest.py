@@ -138,3 +138,49 @@ def split_payload(frame: pd.DataFrame) -> dict:
 
 
 __all__ = ["IRIS_COLUMNS"]
+
+
+@dataclass
+class Sent:
+    request_id: str | None
+    status: int | None
+    rows: int
+    predictions: list | None
+
+
+def run_load(
+    url: str,
+    bodies: list[tuple[bytes, int]],
+    *,
+    concurrency: int = 8,
+    after: tuple[int, callable] | None = None,
+) -> list[Sent]:
+    """POST every body once from `concurrency` threads; `after=(n, fn)` calls fn after n answers."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+    lock = threading.Lock()
+    answered = [0]
+
+    def send(item: tuple[bytes, int]) -> Sent:
+        body, rows = item
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(timeout=15)
+        try:
+            r = client.post(
+                f"{url}/invocations", content=body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError:
+            return Sent(None, None, rows, None)
+        with lock:
+            answered[0] += 1
+            fire = after is not None and answered[0] == after[0]
+        if fire:
+            after[1]()
+        preds = r.json().get("predictions") if r.status_code == 200 else None
+        return Sent(r.headers.get("X-Request-ID"), r.status_code, rows, preds)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(send, bodies))

@@ -15,11 +15,6 @@ from mlops.cli import app
 from mlops.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 from targets.base import ModelRef
 from tasks.images import build_image, model_requirements, render_dockerfile
-from tests.docker_support import (  # noqa: F401  (fixtures)
-    docker_build_env,
-    docker_engine,
-    session_wheelhouse,
-)
 
 
 def test_dockerfile_installs_offline_as_non_root_with_model_last():
