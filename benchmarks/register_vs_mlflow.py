@@ -27,6 +27,21 @@ print(mlflow.register_model(f"runs:/{run_id}/model", "bench").version)
 """
 
 
+def write_section(heading: str, body: str) -> None:
+    """Replace (or append) the `## heading` section of BENCHMARKS.md."""
+    path = Path(__file__).with_name("BENCHMARKS.md")
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    marker = f"## {heading}\n"
+    section = f"{marker}\n{body}\n"
+    if marker in text:
+        start = text.index(marker)
+        end = text.find("\n## ", start + len(marker))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def make_model(directory: Path) -> Path:
     import mlflow
     from mlflow.models import infer_signature
@@ -67,13 +82,23 @@ def main() -> None:
                 ours.append(ours_s)
                 plain.append(plain_s)
     ratios = [o / p for o, p in zip(ours, plain, strict=True)]
-    print(f"runs: {args.runs} (after one warm-up pair)")
-    print(f"mlops register (cold process): median {statistics.median(ours):.2f} s")
-    print(f"plain mlflow.register_model script: median {statistics.median(plain):.2f} s")
-    print(
-        f"ratio ours/plain: median {statistics.median(ratios):.2f} "
-        f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+    body = "\n".join(
+        [
+            f"Cold processes, alternated, {args.runs} pairs after one warm-up pair; "
+            "each registers the same MLflow model dir into a fresh sqlite registry.",
+            "",
+            "| | median wall s | min | max |",
+            "|---|---|---|---|",
+            f"| `mlops register` | {statistics.median(ours):.2f} | {min(ours):.2f} "
+            f"| {max(ours):.2f} |",
+            f"| plain `mlflow.register_model` script | {statistics.median(plain):.2f} "
+            f"| {min(plain):.2f} | {max(plain):.2f} |",
+            f"| **ratio ours/plain** | **{statistics.median(ratios):.2f}** "
+            f"| {min(ratios):.2f} | {max(ratios):.2f} |",
+        ]
     )
+    print(body)
+    write_section("Registration: `mlops register` vs plain MLflow", body)
 
 
 if __name__ == "__main__":

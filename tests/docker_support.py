@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mlops.errors import BackendUnavailableError
@@ -81,3 +86,44 @@ def remove_deployment_objects(client, name: str) -> None:
         container.remove(force=True)
     for network in client.networks.list(filters={"label": f"mlops.deployment={name}"}):
         network.remove()
+
+
+@dataclass
+class LoadStats:
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def continuous_load(
+    url: str, payload: dict, *, max_requests: int = 5000, max_seconds: float = 180.0
+) -> Iterator[LoadStats]:
+    """Score `payload` at `url` back to back from one client thread until the block ends
+    (bounded in count and time); every non-200 answer or transport error is a failure."""
+    stats = LoadStats()
+    stop = threading.Event()
+
+    def send() -> None:
+        deadline = time.monotonic() + max_seconds
+        with httpx.Client(timeout=30.0) as client:
+            for _ in range(max_requests):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    response = client.post(url, json=payload)
+                except httpx.HTTPError as exc:
+                    stats.failures.append(repr(exc))
+                    continue
+                if response.status_code == 200:
+                    stats.ok += 1
+                else:
+                    stats.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    thread = threading.Thread(target=send, name="continuous-load", daemon=True)
+    thread.start()
+    try:
+        yield stats
+        time.sleep(0.5)  # keep requests flowing through the moment the switch completes
+    finally:
+        stop.set()
+        thread.join(timeout=60)

@@ -120,3 +120,37 @@ def postgres_cluster() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(data, ignore_errors=True)
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1 with its own PREFECT_HOME; yields its API URL."""
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "prefect-server.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            Path(sys.executable).with_name("prefect").as_posix(),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for_http(f"{api}/health", timeout=120, process=process)
+        yield api
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

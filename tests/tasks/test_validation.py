@@ -54,8 +54,9 @@ def test_suite_is_json_and_covers_types_nulls_ranges_sets_and_row_count(suite: d
     assert ("expect_column_values_to_be_in_set", "member") in kinds
     assert ("expect_column_values_to_not_be_null", "channel") in kinds
     between = next(
-        e for e in stored["expectations"] if e["type"] == "expect_column_values_to_be_between"
-        and e["kwargs"]["column"] == "age"
+        e
+        for e in stored["expectations"]
+        if e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "age"
     )
     # the reference range (18..89) widened by 10 % of its span on both sides
     assert between["kwargs"]["min_value"] == pytest.approx(18 - 7.1)
