@@ -335,16 +335,6 @@ def log_registration_run(
     return RegistrationRun(run_id=run.info.run_id, model_uri=model_uri, artifact_tags=tags)
 
 
-def ensure_registered_model(name: str, description: str | None) -> None:
-    """Create the registered model unless it exists (safe when registrations race)."""
-    client = connect()
-    try:
-        client.create_registered_model(name, description=description)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise mlflow_error(exc, f"create registered model '{name}'") from exc
-
-
 @task(cache_policy=NO_CACHE)
 def create_model_version(
     name: str,
@@ -354,15 +344,16 @@ def create_model_version(
     attempts: int = 8,
 ) -> str:
     """Create the next version of `name`; on any failure leave no version behind."""
+    import mlflow
+
     client = connect()
-    ensure_registered_model(name, None)
-    run_id = registration.run_id
     all_tags = {**tags, **registration.artifact_tags}
     version: ModelVersion | None = None
     for attempt in range(attempts):
         try:
-            version = client.create_model_version(
-                name, registration.model_uri, run_id=run_id, description=description
+            # mlflow.register_model resolves MLflow 3 logged models behind runs:/ URIs
+            version = mlflow.register_model(
+                registration.model_uri, name, await_registration_for=0, tags=all_tags
             )
             break
         except MlflowException as exc:
@@ -371,12 +362,12 @@ def create_model_version(
                 raise mlflow_error(exc, f"create a version of '{name}'") from exc
             time.sleep(0.05 * 2**attempt)
     assert version is not None
-    try:
-        for key, value in all_tags.items():
-            client.set_model_version_tag(name, version.version, key, value)
-    except MlflowException as exc:
-        client.delete_model_version(name, version.version)
-        raise mlflow_error(exc, f"tag version {version.version} of '{name}'") from exc
+    if description:
+        try:
+            client.update_model_version(name, version.version, description=description)
+        except MlflowException as exc:
+            client.delete_model_version(name, version.version)
+            raise mlflow_error(exc, f"describe version {version.version} of '{name}'") from exc
     return str(version.version)
 
 

@@ -69,10 +69,10 @@ def test_build_deploy_update_rollback_undeploy_without_failed_requests(
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{endpoint}/ping")
     assert mlops("models", "delete", "iris", "--version", "1")["deleted_versions"] == ["1"]
-    history = [e["action"] for e in mlops("deployments", "history", NAME)]
-    assert history[:4] == ["create", "update", "rollback", "delete"] or history[-4:] == [
-        "create",
-        "update",
-        "rollback",
-        "delete",
+    history = mlops("deployments", "history", NAME)
+    assert [(e["action"], e["to_version"]) for e in history] == [
+        ("create", "1"),
+        ("update", "2"),
+        ("rollback", "1"),
+        ("delete", None),
     ]

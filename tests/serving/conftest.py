@@ -62,9 +62,9 @@ class Server:
         )
 
 
-def start_server(tmp: Path, model_dir: Path, **env: str) -> Server:
+def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str) -> Server:
     """Start `python -m serving` on a free port and wait (bounded) until /ready is 200."""
-    port = free_port()
+    port = port or free_port()
     log = tmp / f"server-{port}.log"
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import mlflow
@@ -76,15 +77,11 @@ def test_serve_registered_model(mlops_home, iris_estimator, iris_features, tmp_p
     port = free_port()
     capture = tmp_path / "capture"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    cmd = [sys.executable, "-m", "mlops.cli", "serve", "models:/iris-cli@champion", "--port",
-           str(port), "--capture-dir", str(capture), "--json"]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from mlops.cli import app; app()", *cmd[3:]],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    mlops = Path(sys.executable).parent / "mlops"
+    cmd = [str(mlops), "serve", "models:/iris-cli@champion", "--port", str(port), "--json",
+           "--capture-dir", str(capture)]  # fmt: skip
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -92,7 +89,7 @@ def test_serve_registered_model(mlops_home, iris_estimator, iris_features, tmp_p
                 if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read().decode()
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(0.3)
         version = httpx.get(f"http://127.0.0.1:{port}/version", timeout=10).json()
         assert (version["model_name"], version["model_version"]) == ("iris-cli", "1")
@@ -103,6 +100,6 @@ def test_serve_registered_model(mlops_home, iris_estimator, iris_features, tmp_p
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-    first_line = proc.stdout.read().decode().splitlines()[0]
-    assert json.loads(first_line)["url"] == f"http://127.0.0.1:{port}"
+        log.close()
+    assert json.loads(proc.stdout.read())["url"] == f"http://127.0.0.1:{port}"
     assert list(capture.glob("model=iris-cli/version=1/date=*/part-*.parquet"))

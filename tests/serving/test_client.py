@@ -44,9 +44,7 @@ def test_retries_until_the_service_is_up(tmp_path, iris_model_dir, iris_features
     holder = {}
     starter = threading.Timer(
         1.0,
-        lambda: holder.setdefault(
-            "server", start_server(tmp_path, iris_model_dir, MLOPS_PORT=str(port))
-        ),
+        lambda: holder.setdefault("server", start_server(tmp_path, iris_model_dir, port=port)),
     )
     starter.start()
     try:

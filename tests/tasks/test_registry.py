@@ -151,3 +151,33 @@ def test_in_use_version_cannot_be_deleted(registered_model):
         delete_model_versions.fn("iris")
     inuse.release(client, "iris", "1", "prod")
     assert delete_model_versions.fn("iris", "1") == ["1"]
+
+
+def test_register_from_a_run_uri_keeps_the_run(mlops_home, iris_estimator, iris_features):
+    from mlflow.models import infer_signature
+
+    from flows import run_flow
+    from flows.register import register_model
+
+    from mlops.tracking import ensure_experiment
+
+    connect()
+    with mlflow.start_run(experiment_id=ensure_experiment("training")) as run:
+        mlflow.sklearn.log_model(
+            iris_estimator,
+            name="model",
+            signature=infer_signature(iris_features, iris_estimator.predict(iris_features)),
+        )
+    registered = run_flow(
+        register_model,
+        source=f"runs:/{run.info.run_id}/model",
+        name="from-run",
+        reference_data=None,
+    )
+    assert registered["version"] == "1"
+    loaded = mlflow.pyfunc.load_model("models:/from-run/1")
+    assert list(loaded.predict(iris_features.head(3))) == list(
+        iris_estimator.predict(iris_features.head(3))
+    )
+    with pytest.raises(NotFoundError, match="not a loadable MLflow model"):
+        run_flow(register_model, source="runs:/0123456789abcdef/model", name="from-run")

@@ -1,0 +1,224 @@
+"""Validation + drift on 1M current rows x 20 features vs 100k reference rows, against Evidently.
+
+Ours: the GX suite a registration stores (built from the reference profile beforehand) is run
+on the current frame (tasks.validation.validate_frame), then tasks.drift.compare_frames tests
+every column. Evidently: `Report([DataDriftPreset()]).run(current, reference)` on the same
+Parquet files. Evidently 0.7 does not import with pandas 3, so its half runs in its own venv
+(benchmarks/.out/evidently-venv, created on first use with pandas<3). Each half runs in a fresh
+subprocess so peak RSS is its own; the halves alternate (ours, Evidently, ours, ...) so machine
+noise hits both alike, and we report medians. Parquet reading is timed separately and excluded
+from both compute times.
+
+    python benchmarks/drift_vs_evidently.py [--runs 2] [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+OUT = HERE / ".out" / "drift-bench"
+EVIDENTLY_VENV = HERE / ".out" / "evidently-venv"
+EVIDENTLY_REQUIREMENTS = ["evidently>=0.7,<0.8", "pandas>=2.2,<3", "pyarrow>=17"]
+N_NUMERIC, N_CATEGORICAL = 16, 4
+SHIFTED = ["num_00", "num_05", "cat_1"]
+
+OURS = r"""
+import json, resource, sys, time
+import pandas as pd
+t0 = time.perf_counter()
+reference = pd.read_parquet(sys.argv[1]); current = pd.read_parquet(sys.argv[2])
+read = time.perf_counter() - t0
+from tasks.drift import compare_frames
+from tasks.profile import profile_frame
+from tasks.validation import build_expectation_suite, validate_frame
+suite = build_expectation_suite(profile_frame(reference), "bench")  # done at registration
+t0 = time.perf_counter()
+validation = validate_frame(current, suite)
+gx = time.perf_counter() - t0
+t0 = time.perf_counter()
+verdict = compare_frames(reference, current)
+drift = time.perf_counter() - t0
+print(json.dumps({"read": read, "gx": gx, "drift": drift, "total": gx + drift,
+                  "drifted": sorted(verdict["drifted"]),
+                  "failed_expectations": validation["failed"],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+EVIDENTLY = r"""
+import json, resource, sys, time
+import pandas as pd
+t0 = time.perf_counter()
+reference = pd.read_parquet(sys.argv[1]); current = pd.read_parquet(sys.argv[2])
+read = time.perf_counter() - t0
+from evidently import Report
+from evidently.presets import DataDriftPreset
+t0 = time.perf_counter()
+snapshot = Report([DataDriftPreset()]).run(current, reference)
+result = snapshot.dict()
+total = time.perf_counter() - t0
+print(json.dumps({"read": read, "total": total, "evidently": __import__("evidently").__version__,
+                  "metrics": len(result["metrics"]),
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def make_data(rows: int, reference_rows: int) -> tuple[Path, Path]:
+    """Reference and current Parquet files; SHIFTED columns drift in the current data."""
+    import numpy as np
+    import pandas as pd
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    reference_path, current_path = OUT / "reference.parquet", OUT / f"current-{rows}.parquet"
+    if reference_path.exists() and current_path.exists():
+        return reference_path, current_path
+
+    def frame(n: int, seed: int, drifted: bool) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        columns = {}
+        for i in range(N_NUMERIC):
+            name = f"num_{i:02d}"
+            shift = 0.25 if drifted and name in SHIFTED else 0.0
+            if i % 4 == 0:
+                columns[name] = rng.normal(shift, 1.0, n)
+            elif i % 4 == 1:
+                columns[name] = rng.lognormal(0.0, 0.5, n) + shift * 0.53
+            elif i % 4 == 2:
+                columns[name] = rng.gamma(2.0, 3.0, n) + shift * 4.24
+            else:
+                columns[name] = rng.uniform(0.0, 100.0, n) + shift * 28.9
+        for j in range(N_CATEGORICAL):
+            name = f"cat_{j}"
+            levels = [f"{name}_v{k}" for k in range(5 + 5 * j)]
+            weights = np.linspace(1.0, 2.0, len(levels))
+            if drifted and name in SHIFTED:
+                weights = weights[::-1]
+            columns[name] = rng.choice(levels, n, p=weights / weights.sum())
+        return pd.DataFrame(columns)
+
+    frame(reference_rows, 1, False).to_parquet(reference_path, index=False)
+    frame(rows, 2, True).to_parquet(current_path, index=False)
+    return reference_path, current_path
+
+
+def evidently_python() -> Path:
+    """The Python of Evidently's own venv, created (pandas<3) when missing."""
+    python = EVIDENTLY_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *EVIDENTLY_REQUIREMENTS], check=True
+        )
+    return python
+
+
+def run_half(python: Path, code: str, reference: Path, current: Path) -> dict:
+    completed = subprocess.run(
+        [str(python), "-c", code, str(reference), str(current)],
+        cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode:
+        sys.exit(f"benchmark half failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def write_section(heading: str, body: str) -> None:
+    """Replace (or append) the `## heading` section of BENCHMARKS.md."""
+    path = HERE / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    marker = f"## {heading}\n"
+    section = f"{marker}\n{body}\n"
+    if marker in text:
+        start = text.index(marker)
+        end = text.find("\n## ", start + len(marker))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2, help="Alternating runs of each half.")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="Current rows.")
+    parser.add_argument("--reference-rows", type=int, default=100_000)
+    parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md.")
+    args = parser.parse_args()
+
+    reference, current = make_data(args.rows, args.reference_rows)
+    evidently = evidently_python()
+    ours, theirs = [], []
+    for run in range(args.runs):
+        ours.append(run_half(Path(sys.executable), OURS, reference, current))
+        theirs.append(run_half(evidently, EVIDENTLY, reference, current))
+        print(
+            f"run {run + 1}: ours {ours[-1]['total']:.2f} s (GX {ours[-1]['gx']:.2f} s, drift "
+            f"{ours[-1]['drift']:.2f} s, {ours[-1]['rss_mb']:.0f} MB) | Evidently "
+            f"{theirs[-1]['total']:.2f} s ({theirs[-1]['rss_mb']:.0f} MB)",
+            flush=True,
+        )
+
+    def median(rows: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    total, gx, drift = median(ours, "total"), median(ours, "gx"), median(ours, "drift")
+    evidently_total = median(theirs, "total")
+    rss = max(r["rss_mb"] for r in ours)
+    evidently_rss = max(r["rss_mb"] for r in theirs)
+    ratio = evidently_total / total
+    checks = {
+        "validation + drift <= 10 s": total <= 10,
+        ">= 5x faster than Evidently": ratio >= 5,
+        "peak RSS <= 2 GB": rss <= 2048,
+        "drifted exactly the shifted columns": ours[0]["drifted"] == sorted(SHIFTED),
+    }
+    body = "\n".join(
+        [
+            f"`python benchmarks/drift_vs_evidently.py --runs {args.runs}` on "
+            f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}, "
+            f"Evidently {theirs[0]['evidently']}. {args.rows:,} current x {args.reference_rows:,} "
+            f"reference rows, {N_NUMERIC} numeric + {N_CATEGORICAL} categorical columns, "
+            f"{len(SHIFTED)} of them shifted. Medians of {args.runs} alternating runs, each in a "
+            "fresh process; Parquet reading excluded from both sides.",
+            "",
+            "| | time (s) | peak RSS (MB) |",
+            "| --- | ---: | ---: |",
+            f"| ours: GX validation ({ours[0]['failed_expectations']} failed expectations) | "
+            f"{gx:.2f} | |",
+            f"| ours: drift (KS + PSI / chi2 + PSI, Holm) | {drift:.2f} | |",
+            f"| **ours: validation + drift** | **{total:.2f}** | {rss:.0f} |",
+            f"| Evidently DataDriftPreset | {evidently_total:.2f} | {evidently_rss:.0f} |",
+            "",
+            f"Evidently / ours: **{ratio:.1f}x** (drift alone: {evidently_total / drift:.1f}x). "
+            f"Reading the two Parquet files: {median(ours, 'read'):.2f} s.",
+            "",
+            *[f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()],
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        write_section("Drift and validation vs Evidently", body)
+    return 0 if all(checks.values()) else 1
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    code = main()
+    print(f"benchmark took {time.perf_counter() - started:.0f} s")
+    sys.exit(code)

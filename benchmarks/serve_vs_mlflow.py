@@ -1,0 +1,307 @@
+"""Scoring service vs `mlflow models serve`: same sklearn model, same workers, same load.
+
+For each server (ours with capture on, ours with capture off, mlflow) it runs a keep-alive,
+TCP_NODELAY load generator on 127.0.0.1 at concurrency 1, 8 and 32 with 1-row and 100-row
+payloads, each cell bounded in time, and writes requests/s and p50/p99 latency plus the
+target ratios to the "## Scoring service vs mlflow models serve" section of BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/serve_vs_mlflow.py [--seconds 3] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+HEADING = "## Scoring service vs mlflow models serve"
+CONCURRENCY = (1, 8, 32)
+ROWS = (1, 100)
+
+
+@dataclass
+class Cell:
+    server: str
+    concurrency: int
+    rows: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def save_model(directory: Path) -> tuple[Path, list[str]]:
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    frame = load_iris(as_frame=True).data
+    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    target = load_iris().target
+    model = LogisticRegression(max_iter=500).fit(frame, target)
+    path = directory / "iris"
+    mlflow.sklearn.save_model(model, path, signature=infer_signature(frame, model.predict(frame)))
+    return path, list(frame.columns)
+
+
+def payload(columns: list[str], rows: int) -> bytes:
+    data = [[5.1 + i % 7 * 0.1, 3.5, 1.4 + i % 5, 0.2] for i in range(rows)]
+    return json.dumps({"dataframe_split": {"columns": columns, "data": data}}).encode()
+
+
+def request_bytes(port: int, body: bytes) -> bytes:
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def connection(port: int, request: bytes, stop_at: float, out: list, errors: list) -> None:
+    """One keep-alive connection sending requests back to back until `stop_at`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            if status == 200:
+                out.append(time.perf_counter() - start)
+            else:
+                errors.append(status)
+    finally:
+        writer.close()
+
+
+async def measure(port: int, body: bytes, concurrency: int, seconds: float) -> tuple:
+    request = request_bytes(port, body)
+    latencies: list[float] = []
+    errors: list[int] = []
+    warm = time.perf_counter() + 0.3
+    await asyncio.gather(*(connection(port, request, warm, [], []) for _ in range(concurrency)))
+    start = time.perf_counter()
+    stop_at = start + seconds
+    await asyncio.gather(
+        *(connection(port, request, stop_at, latencies, errors) for _ in range(concurrency))
+    )
+    return latencies, errors, time.perf_counter() - start
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def start(name: str, model: Path, port: int, workers: int, tmp: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    log = (tmp / f"{name}.log").open("wb")
+    if name == "mlflow":
+        cmd = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(model),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+            "--env-manager",
+            "local",
+        ]
+        ready = f"http://127.0.0.1:{port}/ping"
+    else:
+        env.update(
+            MLOPS_MODEL_URI=str(model),
+            MLOPS_PORT=str(port),
+            MLOPS_WORKERS=str(workers),
+            MLOPS_LOG_LEVEL="warning",
+        )
+        if name == "ours, capture on":
+            env.update(
+                MLOPS_CAPTURE_URI=str(tmp / "capture"),
+                MLOPS_CAPTURE_SPOOL_DIR=str(tmp / "spool"),
+            )
+        cmd = [sys.executable, "-m", "serving"]
+        ready = f"http://127.0.0.1:{port}/ready"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
+    wait_ready(ready, proc)
+    return proc
+
+
+def run(seconds: float, workers: int) -> list[Cell]:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    cells: list[Cell] = []
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        model, columns = save_model(tmp)
+        bodies = {rows: payload(columns, rows) for rows in ROWS}
+        for name in ("ours, capture on", "ours, capture off", "mlflow"):
+            port = free_port()
+            proc = start(name, model, port, workers, tmp)
+            try:
+                for rows in ROWS:
+                    for concurrency in CONCURRENCY:
+                        lat, errors, elapsed = asyncio.run(
+                            measure(port, bodies[rows], concurrency, seconds)
+                        )
+                        cell = Cell(name, concurrency, rows, len(lat), len(errors), elapsed, lat)
+                        cells.append(cell)
+                        print(
+                            f"{name:18} c={concurrency:<3} rows={rows:<4} {cell.rps:8.0f} req/s "
+                            f"p50 {cell.pct(0.5):6.2f} ms  p99 {cell.pct(0.99):6.2f} ms  "
+                            f"errors {cell.errors}",
+                            flush=True,
+                        )
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+    return cells
+
+
+def report(cells: list[Cell], seconds: float, workers: int) -> str:
+    def get(server: str, c: int, rows: int) -> Cell:
+        return next(x for x in cells if (x.server, x.concurrency, x.rows) == (server, c, rows))
+
+    on, off, ml = "ours, capture on", "ours, capture off", "mlflow"
+    lines = [
+        HEADING,
+        "",
+        f"`benchmarks/serve_vs_mlflow.py --seconds {seconds} --workers {workers}` on "
+        f"{os.cpu_count()} shared CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        "Same iris LogisticRegression MLflow model, uvicorn with the same worker count, "
+        "keep-alive TCP_NODELAY load generator on 127.0.0.1 (asyncio), "
+        f"{seconds:g} s per cell. mlflow: `mlflow models serve --env-manager local`.",
+        "",
+        "| server | concurrency | rows/request | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cell in cells:
+        lines.append(
+            f"| {cell.server} | {cell.concurrency} | {cell.rows} | {cell.rps:.0f} | "
+            f"{cell.pct(0.5):.2f} | {cell.pct(0.99):.2f} | {cell.errors} |"
+        )
+    lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
+    for rows in ROWS:
+        ratio = get(on, 8, rows).rps / get(ml, 8, rows).rps
+        lines.append(
+            f"| ours (capture on) / mlflow req/s, c=8, {rows} rows >= 1.5 | {ratio:.2f}x | "
+            f"{'yes' if ratio >= 1.5 else 'NO'} |"
+        )
+    for rows in ROWS:
+        ratio = get(on, 8, rows).rps / get(off, 8, rows).rps
+        lines.append(
+            f"| capture on / off req/s, c=8, {rows} rows >= 0.9 | {ratio:.2f} | "
+            f"{'yes' if ratio >= 0.9 else 'NO'} |"
+        )
+    worse = [
+        f"c={c} {r} rows"
+        for c in CONCURRENCY
+        for r in ROWS
+        if get(on, c, r).pct(0.99) > get(ml, c, r).pct(0.99)
+    ]
+    lines.append(
+        f"| p99 (capture on) no worse than mlflow's in every cell | "
+        f"{'worse in ' + ', '.join(worse) if worse else 'all cells'} | "
+        f"{'NO' if worse else 'yes'} |"
+    )
+    floor = max(get(s, 1, r).pct(0.5) for s in (on, off) for r in ROWS)
+    lines.append(
+        f"| no ~40 ms floor at concurrency 1 (max p50 of ours) | {floor:.2f} ms | "
+        f"{'yes' if floor < 20 else 'NO'} |"
+    )
+    p50s = {r: statistics.median(get(on, 1, r).latencies) * 1000 for r in ROWS}
+    ml50 = {r: statistics.median(get(ml, 1, r).latencies) * 1000 for r in ROWS}
+    lines += [
+        "",
+        "At concurrency 1 the median round trip is "
+        + ", ".join(f"{p50s[r]:.2f} ms ({r} rows)" for r in ROWS)
+        + " for ours with capture, vs "
+        + ", ".join(f"{ml50[r]:.2f} ms" for r in ROWS)
+        + " for mlflow.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace only this benchmark's section; other sections belong to other benchmarks."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if HEADING in text:
+        start = text.index(HEADING)
+        nxt = text.find("\n## ", start + len(HEADING))
+        end = len(text) if nxt == -1 else nxt + 1
+        text = text[:start] + section + ("\n" if nxt != -1 else "") + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="Measured seconds per cell.")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for each server.")
+    parser.add_argument("--output", type=Path, default=HERE / "BENCHMARKS.md")
+    args = parser.parse_args()
+    cells = run(args.seconds, args.workers)
+    section = report(cells, args.seconds, args.workers)
+    write_section(args.output, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()

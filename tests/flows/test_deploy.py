@@ -1,0 +1,71 @@
+"""Deploy flows as real Prefect flow runs on the local target, checked through the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.deploy import deploy, rollback_deployment, undeploy, update_deployment
+from mlops import inuse, ledger
+from mlops.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops.tracking import connect
+from tests.targets.local_support import register_version, served_version
+
+
+def in_use(version: str) -> dict[str, str]:
+    return inuse.deployments_using(connect(), "iris", version)
+
+
+@pytest.fixture
+def cleanup(mlops_home: Path):
+    yield
+    from targets.local import LocalTarget
+
+    target = LocalTarget()
+    for deployment in target.list():
+        target.delete(deployment.name)
+
+
+def test_deploy_update_rollback_undeploy(
+    prefect_harness: None, cleanup: None, registered_model: dict, iris_model_dir: Path
+) -> None:
+    v2 = register_version(iris_model_dir)
+    register_version(iris_model_dir, name="other")
+
+    created = deploy(model_uri="models:/iris@champion", name="iris-prod", ready_timeout=90)
+    endpoint = created["endpoint_url"]
+    assert created["model_version"] == "1" and created["status"] == "ready"
+    assert in_use("1") == {"iris-prod": "local:"}
+
+    with pytest.raises(ConflictError, match="already serves model 'iris'"):
+        deploy(model_uri="models:/other/1", name="iris-prod")
+    with pytest.raises(InvalidInputError, match="Unknown deployment target 'nowhere:'"):
+        deploy(model_uri="models:/iris/1", name="iris-dev", target="nowhere:")
+    with pytest.raises(NotFoundError, match="no version '9'"):
+        update_deployment(name="iris-prod", model_uri="models:/iris/9")
+
+    # deploying the same model under the same name updates it in place
+    moved = deploy(model_uri=f"models:/iris/{v2}", name="iris-prod")
+    assert moved["endpoint_url"] == endpoint and served_version(endpoint) == v2
+    assert in_use("1") == {} and in_use(v2) == {"iris-prod": "local:"}
+
+    back = rollback_deployment(name="iris-prod", reason="drift on v2")
+    assert back["model_version"] == "1" and served_version(endpoint) == "1"
+    assert in_use("1") == {"iris-prod": "local:"} and in_use(v2) == {}
+
+    removed = undeploy(name="iris-prod")
+    assert removed["name"] == "iris-prod"
+    assert in_use("1") == {} and ledger.list_deployments() == []
+    events = [
+        (e.action, e.result, e.from_version, e.to_version) for e in ledger.history("iris-prod")
+    ]
+    assert events == [
+        ("create", "succeeded", None, "1"),
+        ("update", "succeeded", "1", v2),
+        ("rollback", "succeeded", v2, "1"),
+        ("delete", "succeeded", "1", None),
+    ]
+    assert ledger.history("iris-prod")[2].reason == "drift on v2"
+    with pytest.raises(NotFoundError, match="No deployment named 'iris-prod'"):
+        undeploy(name="iris-prod")

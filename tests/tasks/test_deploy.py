@@ -1,0 +1,105 @@
+"""Deploy tasks against a real sqlite MLflow registry and ledger (task.fn(), no processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops import ledger
+from mlops.deployment import Deployment
+from mlops.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops.tracking import connect
+from targets import ModelRef
+from tasks.deploy import (
+    find_rollback_version,
+    plan_deployment,
+    resolve_model_uri,
+    target_needs_image,
+    validate_deployment_name,
+)
+from tests.targets.local_support import register_version
+
+
+def test_resolve_model_uri_by_version_alias_and_latest(
+    registered_model: dict, iris_model_dir: Path
+) -> None:
+    v2 = register_version(iris_model_dir)
+    assert resolve_model_uri.fn("models:/iris/1") == ModelRef("iris", "1")
+    assert resolve_model_uri.fn("models:/iris@champion") == ModelRef("iris", "1")
+    assert resolve_model_uri.fn("models:/iris/latest") == ModelRef("iris", v2)
+
+
+@pytest.mark.parametrize(
+    ("uri", "error", "message"),
+    [
+        ("iris", InvalidInputError, "does not name a registered model version"),
+        ("runs:/abc/model", InvalidInputError, "does not name a registered model version"),
+        ("models:/iris/one", InvalidInputError, "is not a number"),
+        ("models:/iris/7", NotFoundError, "Model 'iris' has no version '7'"),
+        ("models:/iris@nope", NotFoundError, "Model 'iris' has no alias 'nope'"),
+        ("models:/wine/1", NotFoundError, "Model 'wine' is not registered"),
+    ],
+)
+def test_resolve_model_uri_rejects_clearly(
+    registered_model: dict, uri: str, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        resolve_model_uri.fn(uri)
+
+
+def test_deployment_names_are_dns_labels() -> None:
+    assert validate_deployment_name.fn("iris-prod-2") == "iris-prod-2"
+    for bad in ("Iris", "iris_prod", "-iris", "x" * 64, ""):
+        with pytest.raises(InvalidInputError, match="is not allowed"):
+            validate_deployment_name.fn(bad)
+
+
+def test_only_image_targets_need_an_image() -> None:
+    assert target_needs_image.fn("local:") is False
+    assert target_needs_image.fn("docker:") is True
+
+
+def test_plan_refuses_a_name_used_by_another_model_or_target(registered_model: dict) -> None:
+    assert plan_deployment.fn("iris-prod", ModelRef("iris", "1"), "local:") == "create"
+    ledger.upsert_deployment(
+        Deployment(
+            name="iris-prod",
+            target_uri="local:",
+            model_name="iris",
+            model_version="1",
+            model_uri="models:/iris/1",
+            config={"port": 18123},
+        )
+    )
+    assert plan_deployment.fn("iris-prod", ModelRef("iris", "1"), "local") == "update"
+    with pytest.raises(ConflictError, match="already serves model 'iris'.*not 'wine'"):
+        plan_deployment.fn("iris-prod", ModelRef("wine", "1"), "local:")
+    with pytest.raises(ConflictError, match="runs on local:, not docker:"):
+        plan_deployment.fn("iris-prod", ModelRef("iris", "1"), "docker:")
+    with pytest.raises(ConflictError, match="already listens on port 18123"):
+        plan_deployment.fn("iris-prod", ModelRef("iris", "1"), "local:", 18124)
+
+
+def test_rollback_needs_an_earlier_version_that_still_exists(
+    registered_model: dict, iris_model_dir: Path
+) -> None:
+    v2 = register_version(iris_model_dir)
+    ledger.upsert_deployment(
+        Deployment(
+            name="iris-prod",
+            target_uri="local:",
+            model_name="iris",
+            model_version=v2,
+            model_uri=f"models:/iris/{v2}",
+        )
+    )
+    ledger.record_event("iris-prod", "create", "succeeded", model_name="iris", to_version="1")
+    with pytest.raises(ConflictError, match="no earlier version"):
+        find_rollback_version.fn("iris-prod")
+    ledger.record_event("iris-prod", "update", "succeeded", model_name="iris", to_version=v2)
+    assert find_rollback_version.fn("iris-prod") == (ModelRef("iris", "1"), None)
+
+    connect().delete_model_version("iris", "1")
+    with pytest.raises(NotFoundError, match="no longer exists"):
+        find_rollback_version.fn("iris-prod")
