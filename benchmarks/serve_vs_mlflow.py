@@ -5,7 +5,7 @@ TCP_NODELAY load generator on 127.0.0.1 at concurrency 1, 8 and 32 with 1-row an
 payloads, each cell bounded in time, and writes requests/s and p50/p99 latency plus the
 target ratios to the "## Scoring service vs mlflow models serve" section of BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/serve_vs_mlflow.py [--seconds 3] [--workers 1]
+    .venv/bin/python benchmarks/serve_vs_mlflow.py [--seconds 1.5] [--rounds 3] [--workers 1]
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def start(name: str, model: Path, port: int, workers: int, tmp: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    # mlflow execs `uvicorn` by name, so this venv's bin must be on PATH
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = (tmp / f"{name}.log").open("wb")
     if name == "mlflow":
         cmd = [
@@ -178,42 +180,56 @@ def start(name: str, model: Path, port: int, workers: int, tmp: Path) -> subproc
     return proc
 
 
-def run(seconds: float, workers: int) -> list[Cell]:
+def run(seconds: float, workers: int, rounds: int) -> list[Cell]:
+    """Every cell runs `rounds` times, the servers taking turns, and keeps each server's best
+    round: on a machine shared with other work, that is the least disturbed measurement."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    cells: list[Cell] = []
+    best: dict[tuple[str, int, int], Cell] = {}
+    names = ("ours, capture on", "ours, capture off", "mlflow")
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp_name:
         tmp = Path(tmp_name)
         model, columns = save_model(tmp)
         bodies = {rows: payload(columns, rows) for rows in ROWS}
-        for name in ("ours, capture on", "ours, capture off", "mlflow"):
-            port = free_port()
-            proc = start(name, model, port, workers, tmp)
-            try:
-                for rows in ROWS:
-                    for concurrency in CONCURRENCY:
-                        lat, errors, elapsed = asyncio.run(
-                            measure(port, bodies[rows], concurrency, seconds)
-                        )
-                        cell = Cell(name, concurrency, rows, len(lat), len(errors), elapsed, lat)
-                        cells.append(cell)
+        servers: dict[str, tuple[subprocess.Popen, int]] = {}
+        try:
+            for name in names:
+                port = free_port()
+                servers[name] = (start(name, model, port, workers, tmp), port)
+            for rows in ROWS:
+                for concurrency in CONCURRENCY:
+                    for _ in range(rounds):
+                        for name in names:
+                            port = servers[name][1]
+                            lat, errors, elapsed = asyncio.run(
+                                measure(port, bodies[rows], concurrency, seconds)
+                            )
+                            cell = Cell(
+                                name, concurrency, rows, len(lat), len(errors), elapsed, lat
+                            )
+                            key = (name, concurrency, rows)
+                            if key not in best or cell.rps > best[key].rps:
+                                best[key] = cell
+                    for name in names:
+                        cell = best[(name, concurrency, rows)]
                         print(
                             f"{name:18} c={concurrency:<3} rows={rows:<4} {cell.rps:8.0f} req/s "
                             f"p50 {cell.pct(0.5):6.2f} ms  p99 {cell.pct(0.99):6.2f} ms  "
                             f"errors {cell.errors}",
                             flush=True,
                         )
-            finally:
+        finally:
+            for proc, _ in servers.values():
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
-    return cells
+    return [best[(n, c, r)] for n in names for r in ROWS for c in CONCURRENCY]
 
 
-def report(cells: list[Cell], seconds: float, workers: int) -> str:
+def report(cells: list[Cell], seconds: float, workers: int, rounds: int) -> str:
     def get(server: str, c: int, rows: int) -> Cell:
         return next(x for x in cells if (x.server, x.concurrency, x.rows) == (server, c, rows))
 
@@ -221,11 +237,14 @@ def report(cells: list[Cell], seconds: float, workers: int) -> str:
     lines = [
         HEADING,
         "",
-        f"`benchmarks/serve_vs_mlflow.py --seconds {seconds} --workers {workers}` on "
+        f"`benchmarks/serve_vs_mlflow.py --seconds {seconds:g} --workers {workers} "
+        f"--rounds {rounds}` on "
         f"{os.cpu_count()} shared CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
         "Same iris LogisticRegression MLflow model, uvicorn with the same worker count, "
         "keep-alive TCP_NODELAY load generator on 127.0.0.1 (asyncio), "
-        f"{seconds:g} s per cell. mlflow: `mlflow models serve --env-manager local`.",
+        f"{seconds:g} s per cell and round; each figure is the server's best of {rounds} "
+        "rounds taken in turns with the other servers (the machine is shared, so the best "
+        "round is the least disturbed one). mlflow: `mlflow models serve --env-manager local`.",
         "",
         "| server | concurrency | rows/request | req/s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -293,12 +312,13 @@ def write_section(path: Path, section: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="Measured seconds per cell.")
+    parser.add_argument("--seconds", type=float, default=1.5, help="Seconds per cell and round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds per cell; best is kept.")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for each server.")
     parser.add_argument("--output", type=Path, default=HERE / "BENCHMARKS.md")
     args = parser.parse_args()
-    cells = run(args.seconds, args.workers)
-    section = report(cells, args.seconds, args.workers)
+    cells = run(args.seconds, args.workers, args.rounds)
+    section = report(cells, args.seconds, args.workers, args.rounds)
     write_section(args.output, section)
     print(section)
 

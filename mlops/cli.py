@@ -688,6 +688,9 @@ def build_image_cmd(
         str | None,
         typer.Option(help="Base image (default: env MLOPS_BASE_IMAGE).", show_default=False),
     ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Rebuild every layer, ignoring Docker's cache.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build a Docker image serving a model version; dependencies come from a host wheelhouse."""
@@ -697,7 +700,7 @@ def build_image_cmd(
 
     # build steps as progress through Prefect's console handler (stderr; stdout stays JSON)
     logging.getLogger("tasks.images").setLevel(logging.INFO)
-    result = build_image.fn(model_uri, tag=tag, base_image=base_image)
+    result = build_image.fn(model_uri, tag=tag, base_image=base_image, no_cache=no_cache)
     emit(
         result.to_dict(),
         as_json,

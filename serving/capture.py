@@ -69,22 +69,26 @@ def _column(chunks: list[np.ndarray | None], counts: list[int], typ: pa.DataType
     sample = next((c for c in chunks if c is not None), None)
     if sample is None:
         return pa.nulls(sum(counts), typ or pa.null())
-    parts, masks, has_null = [], [], False
-    for chunk, n in zip(chunks, counts, strict=True):
-        if chunk is None:
-            parts.append(np.zeros(n, dtype=sample.dtype))
-            masks.append(np.ones(n, dtype=bool))
-            has_null = True
-        else:
-            parts.append(chunk)
-            masks.append(np.zeros(len(chunk), dtype=bool))
-    values = np.concatenate(parts)
-    mask = np.concatenate(masks) if has_null else None
+    missing = [c is None for c in chunks]
+    mask = None
+    if any(missing):
+        chunks = [
+            np.zeros(n, dtype=sample.dtype) if c is None else c
+            for c, n in zip(chunks, counts, strict=True)
+        ]
+        mask = np.repeat(np.array(missing), counts)
+    values = np.concatenate(chunks)
     try:
         return pa.array(values, type=typ, mask=mask)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         # a model whose output type drifts from its signature still gets captured, as text
         return pa.array(values.astype(str), type=pa.string(), mask=mask)
+
+
+def _repeat(values: list, counts: list[int]) -> pa.Array:
+    """Per-record strings repeated per row, built in Arrow rather than as Python objects."""
+    indices = pa.array(np.repeat(np.arange(len(values), dtype=np.int32), counts))
+    return pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string())).cast(pa.string())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -245,11 +249,11 @@ class CaptureWriter:
             self._wake_uploader.set()
 
     def _write_batch(self, batch: list[Record | Feedback]) -> None:
-        groups: dict[tuple[bool, str], list] = {}
+        groups: dict[tuple[bool, int], list] = {}
         for item in batch:
-            day = dt.datetime.fromtimestamp(item.ts, dt.UTC).strftime("%Y-%m-%d")
-            groups.setdefault((isinstance(item, Feedback), day), []).append(item)
-        for (is_feedback, day), items in groups.items():
+            groups.setdefault((isinstance(item, Feedback), int(item.ts // 86400)), []).append(item)
+        for (is_feedback, day_number), items in groups.items():
+            day = dt.datetime.fromtimestamp(day_number * 86400, dt.UTC).strftime("%Y-%m-%d")
             rows = len(items) if is_feedback else sum(max(r.n_rows, 1) for r in items)
             self._m_memory.dec(rows)
             try:
@@ -295,7 +299,8 @@ class CaptureWriter:
     def _capture_table(self, records: list[Record]) -> pa.Table:
         counts = [max(r.n_rows, 1) for r in records]
         scored = np.repeat(np.array([r.n_rows > 0 for r in records]), counts)
-        row_index = np.concatenate([np.arange(c) for c in counts])
+        starts = np.cumsum(counts) - counts
+        row_index = np.arange(sum(counts)) - np.repeat(starts, counts)
         columns: dict[str, Any] = {}
         feature_names = dict.fromkeys(self._feature_types)
         prediction_names = dict.fromkeys(self._prediction_types)
@@ -310,19 +315,14 @@ class CaptureWriter:
         for name in prediction_names:
             chunks = [r.predictions.get(name) if r.predictions else None for r in records]
             columns[name] = _column(chunks, counts, self._prediction_types.get(name))
-        total = len(row_index)
-
-        def repeat(values: list, typ: pa.DataType) -> pa.Array:
-            return pa.array(np.repeat(np.array(values, dtype=object), counts), type=typ)
-
-        columns["_request_id"] = repeat([r.request_id for r in records], pa.string())
+        columns["_request_id"] = _repeat([r.request_id for r in records], counts)
         columns["_row"] = pa.array(row_index, type=pa.int64(), mask=~scored)
         ts_us = np.repeat(np.array([int(r.ts * 1e6) for r in records], dtype=np.int64), counts)
         columns["_ts"] = pa.array(ts_us, type=pa.int64()).cast(_TS)
-        columns["_model_name"] = pa.array([self.model_name] * total, type=pa.string())
-        columns["_model_version"] = pa.array([self.model_version] * total, type=pa.string())
+        columns["_model_name"] = _repeat([self.model_name], [len(row_index)])
+        columns["_model_version"] = _repeat([self.model_version], [len(row_index)])
         columns["_status"] = pa.array(np.repeat([r.status for r in records], counts), pa.int32())
-        columns["_error_code"] = repeat([r.error_code for r in records], pa.string())
+        columns["_error_code"] = _repeat([r.error_code for r in records], counts)
         latency = np.repeat(np.array([r.latency_ms for r in records], dtype=np.float64), counts)
         columns["_latency_ms"] = pa.array(latency, type=pa.float64())
         return pa.table(columns)

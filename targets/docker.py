@@ -162,7 +162,7 @@ class DockerTarget(Target):
             )
             container = self._start_model(name, model, config, image, network.name)
             self._start_proxy(name, image, port, self._upstream(container), network.name)
-            self._wait_ready(name, port, container, config.ready_timeout)
+            self._wait_ready(port, container, config.ready_timeout)
         except BaseException:
             self.delete(name)
             raise
@@ -222,7 +222,13 @@ class DockerTarget(Target):
             all=True,
             filters={"label": f"{ROLE_LABEL}=proxy"},
         )
-        return [self.get(c.labels[DEPLOYMENT_LABEL]) for c in containers]
+        found = []
+        for proxy in containers:
+            try:
+                found.append(self.get(proxy.labels[DEPLOYMENT_LABEL]))
+            except NotFoundError:  # removed, or half-removed, while we listed
+                continue
+        return found
 
     def get(self, name: str) -> Deployment:
         proxy = self._proxy(name)
@@ -345,7 +351,7 @@ class DockerTarget(Target):
                 ) from exc
             raise BackendError(f"Starting the proxy for '{name}' failed: {text}") from exc
 
-    def _wait_ready(self, name: str, port: int, container: Container, timeout: float) -> None:
+    def _wait_ready(self, port: int, container: Container, timeout: float) -> None:
         """Block until /ready answers 200 through the stable port, or the container dies."""
         url = f"http://127.0.0.1:{port}/ready"
         deadline = time.monotonic() + timeout
@@ -359,7 +365,9 @@ class DockerTarget(Target):
             time.sleep(POLL_SECONDS)
         raise self._not_ready(container, timeout)
 
-    def _switch(self, name: str, proxy: Container, container: Container, config: DeployConfig):
+    def _switch(
+        self, name: str, proxy: Container, container: Container, config: DeployConfig
+    ) -> None:
         """Ask the proxy to move traffic to `container` as soon as its /ready answers."""
         token = _env(proxy)["MLOPS_PROXY_TOKEN"]
         url = f"http://127.0.0.1:{proxy.labels['mlops.port']}/-/proxy/upstream"

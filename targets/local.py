@@ -208,6 +208,7 @@ class Supervisor:
         self.pending: Child | None = None
         self.status = DeploymentStatus.CREATING
         self.error: str | None = None
+        self.last_switch: dict[str, Any] | None = None
 
     # -- children --------------------------------------------------------------------------
 
@@ -326,6 +327,7 @@ class Supervisor:
                     self._save()
                     raise
                 old, self.active, self.active_model, self.pending = self.active, new, model, None
+                self.last_switch = {**switched, "at": _now()}
                 self.spec["model"] = model
                 _write_json(self.dir / "spec.json", self.spec)
                 self.status = DeploymentStatus.READY
@@ -377,6 +379,7 @@ class Supervisor:
                 "proxy": self.proxy.describe() if self.proxy else None,
                 "active": {**self.active.describe(), **self.active_model} if self.active else None,
                 "pending": self.pending.describe() if self.pending else None,
+                "last_switch": self.last_switch,
                 "updated_at": _now(),
             },
         )

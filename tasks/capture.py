@@ -330,3 +330,22 @@ def commit_watermark(deployment: str, relpaths: list[str]) -> str:
     """Mark capture files as processed (call only after the window's results are saved)."""
     watermark = load_watermark(deployment).advanced(relpaths)
     return str(save_watermark(deployment, watermark))
+
+
+@task(cache_policy=NO_CACHE)
+def summarise_window(batch: CaptureBatch, features: list[str]) -> tuple[pd.DataFrame, dict]:
+    """The window's scored rows (rejected requests left out) and its row and file counts."""
+    current = batch.frame
+    if current.empty:
+        current = pd.DataFrame({c: pd.Series(dtype=object) for c in [*features, "_status"]})
+    scored = current[current["_status"].astype("float64") < 400]
+    stats = {
+        "rows": len(current),
+        "rows_scored": len(scored),
+        "rows_rejected": len(current) - len(scored),
+        "rows_labelled": int(current["label"].notna().sum()) if "label" in current else 0,
+        "duplicates_dropped": batch.duplicates,
+        "files_read": len(batch.files),
+        "files_quarantined": len(batch.quarantined),
+    }
+    return scored, stats

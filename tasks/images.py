@@ -28,13 +28,19 @@ from typing import Any
 
 import docker.errors
 import mlflow
+import requests
 from mlflow.exceptions import MlflowException
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mlops.errors import BackendError, DeploymentError, InvalidInputError
+from mlops.errors import (
+    BackendError,
+    BackendUnavailableError,
+    DeploymentError,
+    InvalidInputError,
+)
 from mlops.log import get_logger
 from mlops.settings import get_settings
 from mlops.tracking import connect
@@ -258,9 +264,7 @@ def render_dockerfile(model: ModelRef, base_image: str, labels: dict[str, str]) 
     )
 
 
-def prepare_context(
-    model: ModelRef, requirements: list[str], wheelhouse: Path, context: Path
-) -> None:
+def prepare_context(requirements: list[str], wheelhouse: Path, context: Path) -> None:
     """Lay out the build context: requirements, wheels (hard links), serving source."""
     (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
     wheels = context / "wheelhouse"
@@ -303,16 +307,17 @@ def download_model(model: ModelRef, context: Path) -> Path:
     return target
 
 
-def run_build(context: Path, tag: str) -> tuple[str, int, int]:
+def run_build(
+    client: docker.DockerClient, context: Path, tag: str, no_cache: bool = False
+) -> tuple[str, int, int]:
     """Build `context` as `tag`, streaming the log; returns (image id, steps, cached steps)."""
     log = get_logger(__name__)
-    client = docker_client(timeout=1800)
     steps = cached = 0
     image_id = None
     tail: list[str] = []
     try:
         for chunk in client.api.build(
-            path=str(context), tag=tag, rm=True, forcerm=True, decode=True
+            path=str(context), tag=tag, rm=True, forcerm=True, decode=True, nocache=no_cache
         ):
             if "error" in chunk:
                 raise DeploymentError(
@@ -340,6 +345,11 @@ def run_build(context: Path, tag: str) -> tuple[str, int, int]:
             f"The Docker engine refused the build of {tag}: {exc.explanation or exc}",
             hint=f"The build context is in {context}.",
         ) from exc
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise BackendUnavailableError(
+            f"The Docker engine stopped answering during the build of {tag}: {exc}",
+            hint="Check that dockerd is running, then build again.",
+        ) from exc
     if image_id is None:
         image_id = client.images.get(tag).id
     return image_id, steps, cached
@@ -347,7 +357,7 @@ def run_build(context: Path, tag: str) -> tuple[str, int, int]:
 
 @task(name="build-image", cache_policy=NO_CACHE)
 def build_image(
-    model_uri: str, tag: str | None = None, base_image: str | None = None
+    model_uri: str, tag: str | None = None, base_image: str | None = None, no_cache: bool = False
 ) -> ImageBuild:
     """Build a scoring-service image for a registered model version (offline, from wheels)."""
     started = time.monotonic()
@@ -364,7 +374,9 @@ def build_image(
     model = resolve_model_uri.fn(model_uri)
     run_id = get_model_version.fn(model.name, version=model.version)["run_id"]
     tag = tag or default_tag(model)
-    client = docker_client()  # fail fast, before downloads, when the engine is down
+    # connect first, to fail fast before any download when the engine is down; builds are
+    # long and silent in places (pip install), hence the long read timeout
+    client = docker_client(timeout=1800)
     try:
         client.images.get(base_image)
     except docker.errors.ImageNotFound:
@@ -375,10 +387,10 @@ def build_image(
     model_dir = download_model(model, context)
     requirements = sorted(set(model_requirements(model_dir) + serving_requirements()))
     wheelhouse = ensure_wheelhouse(requirements)
-    prepare_context(model, requirements, wheelhouse, context)
+    prepare_context(requirements, wheelhouse, context)
     labels = image_labels(model, run_id, base_image, wheelhouse.name)
     (context / "Dockerfile").write_text(render_dockerfile(model, base_image, labels))
-    image_id, steps, cached = run_build(context, tag)
+    image_id, steps, cached = run_build(client, context, tag, no_cache)
     seconds = round(time.monotonic() - started, 2)
     log.info("Built %s (%s) in %.1f s, %d of %d steps from cache", tag, image_id, seconds,
              cached, steps)  # fmt: skip

@@ -374,6 +374,13 @@ def signal_drift(
     )
     event_id = str(event.id) if event is not None else None
     _save_state(target.deployment, {"episode": episode | {"event_id": event_id}})
+    get_logger(__name__).warning(
+        "drift in %s: %s; emitted %s (event %s)",
+        target.deployment,
+        verdict["drifted"],
+        DRIFT_EVENT,
+        event_id,
+    )
     return {"emitted": True, "event_id": event_id}
 
 
@@ -412,3 +419,48 @@ def feature_columns(target: MonitorTarget, reference: pd.DataFrame) -> list[str]
         for c in reference.columns
         if not (c.startswith("_") or c in ("label", "target") or c.startswith("prediction"))
     ]
+
+
+@task(cache_policy=NO_CACHE)
+def reference_for_drift(
+    reference: pd.DataFrame,
+    features: list[str],
+    predictions: pd.DataFrame | None,
+    captured_columns: list[str],
+) -> tuple[pd.DataFrame, list[str]]:
+    """Reference features plus the prediction columns both sides have, and those columns."""
+    captured = [c for c in captured_columns if c == "prediction" or c.startswith("prediction.")]
+    if predictions is None:
+        return reference[features], []
+    shared = [c for c in captured if c in predictions.columns]
+    frame = pd.concat(
+        [reference[features].reset_index(drop=True), predictions[shared].reset_index(drop=True)],
+        axis=1,
+    )
+    return frame, shared
+
+
+def monitor_summary(
+    verdict: dict[str, Any],
+    validation: dict[str, Any],
+    stats: dict[str, Any],
+    report_path: str,
+    run_id: str,
+    signal: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON result of one monitored window (what `mlops monitor --json` prints)."""
+    keys = ("name", "role", "status", "drifted", "method", "score", "p_value")
+    return {
+        "status": "drift" if verdict["drift"] else "ok",
+        "drift": verdict["drift"],
+        "drifted": verdict["drifted"],
+        "features": [{k: f[k] for k in keys} for f in verdict["features"]],
+        "validation": {
+            k: validation.get(k)
+            for k in ("success", "failure_rate", "failures", "quarantined", "data_docs")
+        },
+        "stats": stats,
+        "report": report_path,
+        "mlflow_run_id": run_id,
+        "event": signal,
+    }

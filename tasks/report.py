@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,19 @@ def write_drift_report(
 ) -> str:
     """Render the drift/validation verdict with per-feature plots to an HTML file."""
     return str(write_report(verdict, path, title, validation, context))
+
+
+@task(cache_policy=NO_CACHE)
+def save_window_results(
+    report_dir: Path,
+    verdict: dict[str, Any],
+    validation: dict[str, Any],
+    title: str,
+    context: dict[str, Any],
+) -> str:
+    """Write drift.json, validation.json and report.html for one window; returns the report."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "drift.json").write_text(json.dumps(verdict, indent=1, default=str))
+    (report_dir / "validation.json").write_text(json.dumps(validation, indent=1, default=str))
+    return str(write_report(verdict, report_dir / "report.html", title, validation, context))

@@ -268,3 +268,29 @@ def restrict_suite(suite: dict[str, Any], columns: list[str]) -> dict[str, Any]:
             kwargs = kwargs | {"column_set": [c for c in kwargs["column_set"] if c in keep]}
         expectations.append(expectation | {"kwargs": kwargs})
     return suite | {"expectations": expectations}
+
+
+@task
+def validate_captures(
+    scored: pd.DataFrame,
+    features: list[str],
+    suite: dict[str, Any],
+    quarantined: list[dict[str, str]],
+    docs_dir: Path,
+) -> dict[str, Any]:
+    """Validate a window's scored rows with the version's suite (limited to the model's
+    features); quarantined capture files count as validation failures too."""
+    if scored.empty:
+        validation: dict[str, Any] = {
+            "success": not quarantined,
+            "evaluated": 0,
+            "failed": 0,
+            "failure_rate": 1.0 if quarantined else 0.0,
+            "failures": [],
+            "data_docs": None,
+        }
+    else:
+        validation = validate_frame(scored[features], restrict_suite(suite, features), docs_dir)
+    validation["quarantined"] = quarantined
+    validation["success"] = validation["success"] and not quarantined
+    return validation

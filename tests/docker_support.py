@@ -92,6 +92,7 @@ def remove_deployment_objects(client, name: str) -> None:
 class LoadStats:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
 
 
 @contextmanager
@@ -109,11 +110,14 @@ def continuous_load(
             for _ in range(max_requests):
                 if stop.is_set() or time.monotonic() > deadline:
                     return
+                started = time.perf_counter()
                 try:
                     response = client.post(url, json=payload)
                 except httpx.HTTPError as exc:
                     stats.failures.append(repr(exc))
+                    time.sleep(0.01)  # a refused connection returns at once; don't spin
                     continue
+                stats.latencies.append(time.perf_counter() - started)
                 if response.status_code == 200:
                     stats.ok += 1
                 else:

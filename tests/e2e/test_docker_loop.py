@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
+import docker.errors
 import httpx
 import pytest
 from typer.testing import CliRunner
@@ -26,6 +28,9 @@ def mlops(*args: str, expect: int = 0) -> dict:
 def cleanup(docker_engine):
     yield
     remove_deployment_objects(docker_engine, NAME)
+    for tag in ("mlops/iris:1", "mlops/iris:2"):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_engine.images.remove(tag, force=True)
 
 
 @pytest.mark.e2e

@@ -105,7 +105,10 @@ def test_monitor_flow_validates_signals_drift_once_and_is_incremental(
     assert quiet["stats"]["rows_scored"] == 1600
     assert {f["name"] for f in quiet["features"]} == {*IRIS_COLUMNS, "prediction"}
     assert all(f["status"] == "ok" for f in quiet["features"])
-    assert quiet["validation"]["success"] is True
+    # the rows pass every expectation; the corrupt file alone fails validation
+    assert quiet["validation"]["failures"] == []
+    assert quiet["validation"]["failure_rate"] == 0.0
+    assert quiet["validation"]["success"] is False
     assert [q["file"] for q in quiet["validation"]["quarantined"]] == [
         str(corrupt.relative_to(monitored["capture"]))
     ]

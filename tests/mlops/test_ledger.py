@@ -117,3 +117,34 @@ def test_rollback_point_undoes_like_a_stack(mlops_home: Path) -> None:
     ledger.record_event("iris-prod", "delete", "succeeded", from_version="1")
     event("create", "5")
     assert ledger.rollback_point("iris-prod") is None
+
+
+@pytest.mark.postgres
+def test_ledger_works_on_postgresql(
+    registered_model: dict, iris_v2: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops.settings import get_settings
+    from tests.servers import postgres_cluster
+
+    with postgres_cluster() as database:
+        monkeypatch.setenv("MLOPS_LEDGER_URI", database)
+        get_settings.cache_clear()
+        try:
+            ledger.upsert_deployment(record("iris-prod", "1", config={"port": 18080}))
+            ledger.record_event(
+                "iris-prod", "create", "succeeded", model_name="iris", to_version="1"
+            )
+            ledger.upsert_deployment(record("iris-prod", iris_v2.version))
+            ledger.record_event(
+                "iris-prod", "update", "succeeded", model_name="iris", to_version=iris_v2.version
+            )
+
+            assert ledger.engine().dialect.name == "postgresql"
+            assert ledger.get_deployment("iris-prod").model_version == iris_v2.version
+            assert ledger.rollback_point("iris-prod") == (ModelRef("iris", "1"), None)
+            assert tags_of(iris_v2.version) == {"iris-prod": "local:"} and tags_of("1") == {}
+            ledger.delete_deployment("iris-prod")
+            assert ledger.list_deployments() == [] and len(ledger.history("iris-prod")) == 2
+        finally:
+            ledger.engine().dispose()
+            ledger._engine.cache_clear()

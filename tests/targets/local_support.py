@@ -52,13 +52,13 @@ class LoadClient(threading.Thread):
         self.ok = 0
         self.failures: list[str] = []
         self.versions: set[str] = set()
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         started = time.monotonic()
         with httpx.Client(timeout=30) as client:
             while (
-                not self._stop.is_set()
+                not self._done.is_set()
                 and self.ok + len(self.failures) < self.max_requests
                 and time.monotonic() - started < self.max_seconds
             ):
@@ -73,5 +73,5 @@ class LoadClient(threading.Thread):
                     self.failures.append(f"{response.status_code}: {response.text[:200]}")
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(30)

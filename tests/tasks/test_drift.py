@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from mlops.errors import InvalidInputError, NotFoundError
@@ -247,3 +249,17 @@ def test_read_table_file_names_the_bad_file(tmp_path: Path) -> None:
         read_table_file(corrupt)
     with pytest.raises(InvalidInputError, match="neither CSV nor Parquet"):
         read_table_file(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-20, 20), min_size=1, max_size=60),
+    st.lists(st.integers(-20, 20), min_size=1, max_size=60),
+)
+def test_ks_statistic_is_exact_with_ties_and_any_sizes(a: list[int], b: list[int]) -> None:
+    left, right = np.sort(np.array(a, float) / 4), np.sort(np.array(b, float) / 4)
+
+    expected = stats.ks_2samp(left, right, method="asymp").statistic
+
+    assert ks_statistic(left, right) == pytest.approx(expected, abs=1e-12)
+    assert ks_statistic(right, left) == pytest.approx(expected, abs=1e-12)

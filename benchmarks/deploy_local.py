@@ -1,0 +1,262 @@
+"""Local target: deploy-to-ready, zero-downtime update vs a plain stop-and-start restart.
+
+In one run, with the same registered iris model (versions 1 and 2) and a client scoring
+continuously (sequential keep-alive requests, bounded in count and time):
+
+* ours: `LocalTarget.create` (deploy-to-ready), then `update` v1 -> v2 and back (rollback),
+  reporting update seconds, the proxy switch+drain seconds and failed requests;
+* baseline: one `python -m serving` process restarted in place (SIGTERM, start v2 on the same
+  port, wait for /ready), reporting downtime and failed requests;
+* proxy overhead: sequential request latency through the stable port vs straight to the service.
+
+Writes the "## Local target deploy/update" section of BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/deploy_local.py [--seconds 3] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+HEADING = "Local target deploy/update"
+ROW = {
+    "dataframe_split": {
+        "columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        "data": [[5.1, 3.5, 1.4, 0.2]],
+    }
+}
+
+
+class Load(threading.Thread):
+    """Sequential scoring through one keep-alive connection; counts failures."""
+
+    def __init__(self, url: str, max_requests: int = 100_000, max_seconds: float = 300.0):
+        super().__init__(daemon=True)
+        self.url, self.max_requests, self.max_seconds = url, max_requests, max_seconds
+        self.ok = 0
+        self.failed = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        with httpx.Client(timeout=30) as client:
+            while (
+                not self.done.is_set()
+                and self.ok + self.failed < self.max_requests
+                and time.monotonic() - started < self.max_seconds
+            ):
+                try:
+                    ok = client.post(self.url + "/invocations", json=ROW).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                    time.sleep(0.01)  # a refused connection returns at once; don't spin
+                self.ok += ok
+                self.failed += not ok
+
+    def finish(self) -> Load:
+        self.done.set()
+        self.join(30)
+        return self
+
+
+def latency_ms(url: str, seconds: float) -> tuple[float, float]:
+    """p50 latency (ms) and requests/s of sequential keep-alive requests for `seconds`."""
+    samples = []
+    with httpx.Client(timeout=30) as client:
+        client.post(url + "/invocations", json=ROW)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and len(samples) < 50_000:
+            started = time.perf_counter()
+            client.post(url + "/invocations", json=ROW).raise_for_status()
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000, len(samples) / sum(samples)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def setup(home: Path) -> None:
+    """A private MLOPS_HOME with iris versions 1 and 2 registered."""
+    os.environ["MLOPS_HOME"] = str(home)
+    for var in ("MLOPS_TRACKING_URI", "MLOPS_REGISTRY_URI", "MLOPS_LEDGER_URI"):
+        os.environ.pop(var, None)
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from flows import run_flow
+    from flows.register import register_model
+
+    frame = load_iris(as_frame=True).data
+    frame.columns = ROW["dataframe_split"]["columns"]
+    model = LogisticRegression(max_iter=500).fit(frame, load_iris().target)
+    path = home.parent / "iris"
+    mlflow.sklearn.save_model(model, path, signature=infer_signature(frame, model.predict(frame)))
+    for _ in range(2):
+        run_flow(register_model, source=str(path), name="iris")
+
+
+def bench_ours(seconds: float) -> dict:
+    from targets import DeployConfig, ModelRef
+    from targets.local import LocalTarget
+
+    target = LocalTarget()
+    config = DeployConfig(drain_timeout=30)
+    started = time.monotonic()
+    deployment = target.create("bench", ModelRef("iris", "1"), config)
+    result = {"deploy_s": time.monotonic() - started}
+    try:
+        endpoint = deployment.endpoint_url
+        state_file = target.root / "bench" / "state.json"
+        service = f"http://127.0.0.1:{json.loads(state_file.read_text())['active']['port']}"
+        result["direct_p50"], result["direct_rps"] = latency_ms(service, seconds)
+        result["proxy_p50"], result["proxy_rps"] = latency_ms(endpoint, seconds)
+        for step, version in (("update", "2"), ("rollback", "1")):
+            load = Load(endpoint)
+            load.start()
+            time.sleep(1.0)
+            started = time.monotonic()
+            target.update("bench", ModelRef("iris", version), config)
+            result[f"{step}_s"] = time.monotonic() - started
+            time.sleep(1.0)
+            load.finish()
+            switch = json.loads(state_file.read_text())["last_switch"]
+            result[f"{step}_switch_s"] = switch["drain_seconds"]
+            result[f"{step}_failed"], result[f"{step}_ok"] = load.failed, load.ok
+    finally:
+        target.delete("bench")
+    return result
+
+
+def bench_restart() -> dict:
+    from mlops.settings import get_settings
+    from targets import DeployConfig, ModelRef
+    from targets.base import serving_env
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    tracking = get_settings().resolved_tracking_uri
+
+    def start(version: str) -> subprocess.Popen:
+        model = ModelRef("iris", version)
+        env = {**os.environ, **serving_env(model.uri, model, DeployConfig(), port=port)}
+        env["MLFLOW_TRACKING_URI"] = tracking
+        return subprocess.Popen(
+            [sys.executable, "-m", "serving"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    proc = start("1")
+    try:
+        wait_ready(url, proc)
+        load = Load(url)
+        load.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        proc = start("2")
+        wait_ready(url, proc)
+        downtime = time.monotonic() - started
+        time.sleep(1.0)
+        load.finish()
+        return {"restart_s": downtime, "restart_failed": load.failed, "restart_ok": load.ok}
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def render(ours: dict, base: dict) -> str:
+    return "\n".join(
+        [
+            "One run on the shared 2-core dev box; iris LogisticRegression, 1 uvicorn worker, a",
+            "client scoring 1-row requests back to back through the endpoint during each change.",
+            "",
+            "| step | seconds | requests ok | requests failed |",
+            "|---|---:|---:|---:|",
+            f"| deploy-to-ready (`LocalTarget.create`) | {ours['deploy_s']:.1f} | - | - |",
+            f"| update v1 -> v2, total (start, /ready, switch, drain, stop old) | "
+            f"{ours['update_s']:.1f} | {ours['update_ok']} | **{ours['update_failed']}** |",
+            f"| update: proxy switch + drain | {ours['update_switch_s']:.3f} | - | - |",
+            f"| rollback v2 -> v1, total | {ours['rollback_s']:.1f} | {ours['rollback_ok']} | "
+            f"**{ours['rollback_failed']}** |",
+            f"| rollback: proxy switch + drain | {ours['rollback_switch_s']:.3f} | - | - |",
+            f"| baseline: stop-and-start restart (SIGTERM, start v2, /ready) | "
+            f"{base['restart_s']:.1f} (downtime) | {base['restart_ok']} | "
+            f"**{base['restart_failed']}** |",
+            "",
+            "Proxy overhead (sequential keep-alive requests, same service):",
+            "",
+            "| path | p50 ms | requests/s |",
+            "|---|---:|---:|",
+            f"| direct to the scoring service | {ours['direct_p50']:.2f} | "
+            f"{ours['direct_rps']:.0f} |",
+            f"| through the stable-port proxy | {ours['proxy_p50']:.2f} | "
+            f"{ours['proxy_rps']:.0f} |",
+            "",
+            f"Ratios: requests failed during update {ours['update_failed']} vs "
+            f"{base['restart_failed']} for a restart; traffic switch "
+            f"{ours['update_switch_s'] * 1000:.0f} ms vs {base['restart_s']:.1f} s of downtime; "
+            f"proxy adds {ours['proxy_p50'] - ours['direct_p50']:.2f} ms at p50 "
+            f"({ours['proxy_p50'] / ours['direct_p50']:.2f}x latency).",
+            "",
+            "Reproduce: `.venv/bin/python benchmarks/deploy_local.py`.",
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="Per latency measurement.")
+    parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-deploy-") as tmp:
+        setup(Path(tmp) / "home")
+        ours = bench_ours(args.seconds)
+        base = bench_restart()
+    body = render(ours, base)
+    print(body)
+    if not args.no_write:
+        from _sections import write_section
+
+        write_section(HEADING, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
