@@ -3,7 +3,7 @@
 For each server (ours with capture on, ours with capture off, mlflow) it runs a keep-alive,
 TCP_NODELAY load generator on 127.0.0.1 at concurrency 1, 8 and 32 with 1-row and 100-row
 payloads, each cell bounded in time, and writes requests/s and p50/p99 latency plus the
-target ratios to the "## Scoring service vs mlflow models serve" section of BENCHMARKS.md.
+target ratios to its own section of BENCHMARKS.md (other sections are left alone).
 
     .venv/bin/python benchmarks/serve_vs_mlflow.py [--seconds 1.5] [--rounds 3] [--workers 1]
 """
@@ -28,7 +28,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-HEADING = "## Scoring service vs mlflow models serve"
+HEADING = "Scoring service vs mlflow models serve"
 CONCURRENCY = (1, 8, 32)
 ROWS = (1, 100)
 
@@ -235,8 +235,6 @@ def report(cells: list[Cell], seconds: float, workers: int, rounds: int) -> str:
 
     on, off, ml = "ours, capture on", "ours, capture off", "mlflow"
     lines = [
-        HEADING,
-        "",
         f"`benchmarks/serve_vs_mlflow.py --seconds {seconds:g} --workers {workers} "
         f"--rounds {rounds}` on "
         f"{os.cpu_count()} shared CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
@@ -297,19 +295,6 @@ def report(cells: list[Cell], seconds: float, workers: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace only this benchmark's section; other sections belong to other benchmarks."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if HEADING in text:
-        start = text.index(HEADING)
-        nxt = text.find("\n## ", start + len(HEADING))
-        end = len(text) if nxt == -1 else nxt + 1
-        text = text[:start] + section + ("\n" if nxt != -1 else "") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.5, help="Seconds per cell and round.")
@@ -317,10 +302,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for each server.")
     parser.add_argument("--output", type=Path, default=HERE / "BENCHMARKS.md")
     args = parser.parse_args()
+    from _sections import write_section
+
     cells = run(args.seconds, args.workers, args.rounds)
-    section = report(cells, args.seconds, args.workers, args.rounds)
-    write_section(args.output, section)
-    print(section)
+    body = report(cells, args.seconds, args.workers, args.rounds)
+    write_section(HEADING, body, args.output)
+    print(body)
 
 
 if __name__ == "__main__":

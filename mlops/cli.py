@@ -806,15 +806,16 @@ def monitor_cmd(
     """Validate and drift-test what deployment NAME captured; signal drift (exit 0 either way)."""
     from flows.monitor import monitor_deployment
 
-    result = run_flow(
-        monitor_deployment,
-        deployment=name,
-        window=since,
-        capture_uri=capture_uri,
-        model_uri=model_uri,
-        drift_config=_drift_config(config, min_samples),
-        cooldown_hours=cooldown_hours,
-    )
+    with err_console.status(f"Validating and drift-testing what {name} captured..."):
+        result = run_flow(
+            monitor_deployment,
+            deployment=name,
+            window=since,
+            capture_uri=capture_uri,
+            model_uri=model_uri,
+            drift_config=_drift_config(config, min_samples),
+            cooldown_hours=cooldown_hours,
+        )
     emit(result, as_json, render_drift)
 
 

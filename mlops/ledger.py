@@ -196,16 +196,6 @@ def upsert_deployment(deployment: Deployment) -> Deployment:
     return find_deployment(deployment.name) or deployment
 
 
-def set_status(name: str, status: str) -> None:
-    """Record the live status of `name` (e.g. unhealthy) without touching anything else."""
-    with engine().begin() as conn:
-        conn.execute(
-            sa.update(deployments_table)
-            .where(deployments_table.c.name == name)
-            .values(status=status, updated_at=datetime.now(UTC))
-        )
-
-
 def delete_deployment(name: str) -> Deployment | None:
     """Forget `name` and release its model version; returns what was removed (idempotent)."""
     previous = find_deployment(name)

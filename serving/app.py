@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
@@ -347,6 +348,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _FEEDBACK}}}},
     )
     async def feedback(request: Request) -> Response:
+        runtime = service.runtime
+        if runtime is None:
+            raise ServingError(503, "not_ready", "The model is still loading; retry shortly.")
         if service.capture is None:
             raise ServingError(
                 409,
@@ -356,7 +360,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if media_type(request.headers.get("content-type")) != JSON:
             raise ServingError(415, "unsupported_media_type", "Send feedback as application/json.")
         body = await read_body(request, settings.max_body_bytes)
-        items = parse_feedback(body)
+        items = parse_feedback(body, runtime.label_type)
         now = time.time()
         for item in items:
             service.capture.submit(
@@ -400,8 +404,25 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     return app
 
 
-def parse_feedback(body: bytes) -> list[dict[str, Any]]:
-    """Check a feedback body: one {request_id, label, row?} object or {"feedback": [...]}."""
+def _label_kind(label_type: pa.DataType | None) -> tuple[tuple[type, ...], str] | None:
+    """JSON types a label must have to be stored in the type of the model's output."""
+    if label_type is None:
+        return None
+    if pa.types.is_integer(label_type):
+        return (int,), "integer"
+    if pa.types.is_floating(label_type):
+        return (int, float), "number"
+    if pa.types.is_boolean(label_type):
+        return (bool,), "boolean"
+    if pa.types.is_string(label_type):
+        return (str,), "string"
+    return None
+
+
+def parse_feedback(body: bytes, label_type: pa.DataType | None) -> list[dict[str, Any]]:
+    """Check a feedback body: one {request_id, label, row?} object or {"feedback": [...]};
+    labels must fit the model's output type so every feedback file has the same schema."""
+    kind = _label_kind(label_type)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -437,6 +458,15 @@ def parse_feedback(body: bytes) -> list[dict[str, Any]]:
                 f"got {json_type(item.get('label'))}.",
                 field="label",
                 row=i,
+            )
+        if kind is not None and type(item["label"]) not in kind[0]:
+            raise bad_input(
+                "wrong_type",
+                f"Feedback item {i}: 'label' must be a {kind[1]} like the model's predictions, "
+                f"got {json_type(item['label'])}.",
+                field="label",
+                row=i,
+                expected=kind[1],
             )
         row = item.get("row")
         if row is not None and (type(row) is not int or row < 0):

@@ -525,18 +525,18 @@ class LocalTarget(Target):
         }
         _write_json(state_dir / "spec.json", spec)
         token = secrets.token_urlsafe(32)
-        with (state_dir / "logs" / "supervisor.log").open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "targets.local", str(state_dir)],
-                env={**os.environ, "MLOPS_SUPERVISOR_TOKEN": token},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        # reap it when it exits, so a long-lived caller does not keep a zombie
-        threading.Thread(target=proc.wait, daemon=True).start()
         try:
+            with (state_dir / "logs" / "supervisor.log").open("ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "targets.local", str(state_dir)],
+                    env={**os.environ, "MLOPS_SUPERVISOR_TOKEN": token},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            # reap it when it exits, so a long-lived caller does not keep a zombie
+            threading.Thread(target=proc.wait, daemon=True).start()
             self._await_start(name, model, proc, config.ready_timeout + 60)
         except BaseException:
             # nothing half-deployed: also on Ctrl-C while waiting

@@ -26,6 +26,7 @@ from pathlib import Path
 import fsspec
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -76,10 +77,6 @@ class CaptureBatch:
     files: list[str]
     quarantined: list[dict[str, str]]
     duplicates: int = 0
-
-    @property
-    def failures(self) -> list[dict[str, str]]:
-        return self.quarantined
 
 
 def monitor_dir(deployment: str) -> Path:
@@ -233,7 +230,7 @@ def read_capture_files(
         else:
             status = table.column("_status") if "_status" in table.column_names else None
             n_scored = (
-                int(pa.compute.sum(pa.compute.less(status, 400)).as_py() or 0)
+                int(pc.sum(pc.less(status, 400)).as_py() or 0)
                 if status is not None
                 else table.num_rows
             )

@@ -73,3 +73,29 @@ def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
     drifted_csv = workdir / "traffic-drifted.csv"
     drifted.to_csv(drifted_csv, index=False)
     return DemoData(model_dir, forest_pickle, reference_csv, traffic_csv, drifted_csv)
+
+
+@task
+def send_demo_traffic(
+    endpoint_url: str, rows_csv: Path, batch_size: int = 20, feedback: bool = True
+) -> dict[str, int]:
+    """Score a CSV through a deployment in batches, sending ground-truth labels as feedback."""
+    from serving.client import ScoringClient
+
+    frame = pd.read_csv(rows_csv)
+    features, target = wine_frame()
+    # ground truth for the demo: the class of the nearest original row (the rows were sampled)
+    nearest = features.reset_index(drop=True)
+    requests = rows = 0
+    with ScoringClient(endpoint_url) as client:
+        client.wait_ready(timeout=60)
+        for start in range(0, len(frame), batch_size):
+            batch = frame.iloc[start : start + batch_size]
+            prediction = client.predict(batch)
+            requests += 1
+            rows += len(batch)
+            if feedback and prediction.request_id:
+                for row, values in enumerate(batch.to_numpy()):
+                    label = int(target.iloc[((nearest.to_numpy() - values) ** 2).sum(1).argmin()])
+                    client.feedback(prediction.request_id, label=label, row=row)
+    return {"requests": requests, "rows": rows}

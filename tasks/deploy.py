@@ -127,7 +127,7 @@ def create_deployment(
         except MLOpsError:
             target.delete(name)
             raise
-    except (MLOpsError, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # also Ctrl-C and bugs: never leave a stale tag behind
         ledger.release_in_use(name, model)
         ledger.record_event(
             name, "create", "failed", to_version=model.version, reason=str(exc), **event
@@ -170,7 +170,7 @@ def switch_deployment(
     try:
         log.info("%s '%s': version %s -> %s", action, name, current.model_version, model.version)
         deployment = target.update(name, model, config, image=image)
-    except (MLOpsError, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # also Ctrl-C and bugs: never leave a stale tag behind
         if model != current.model:
             ledger.release_in_use(name, model)
         ledger.record_event(name, action, "failed", reason=str(exc), **event)

@@ -11,7 +11,8 @@ Method (see `compare_frames`):
   chi-squared test of homogeneity on the 2 x buckets table, PSI and total variation distance
   on the bucket shares.
 - PSI floors shares at `PSI_EPSILON` so empty bins and unseen values give a finite score.
-- p-values are corrected across all tested columns (Benjamini-Hochberg by default, or Holm).
+- p-values are corrected across all tested columns: Holm by default (family-wise error: a
+  drift alarm triggers a redeploy, so any false alarm is costly), or Benjamini-Hochberg ("bh").
 - A column drifts only when its corrected p-value is below `alpha` AND an effect size passes its
   threshold (PSI, or the distance: KS D / total variation, or the unseen-value share), so huge
   samples do not flag trivial differences. Fewer than `min_samples` non-null values on either
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pyarrow import ArrowException
 from scipy import stats
 
@@ -383,7 +385,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def detect_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
 
 FORMAT_VERSION = 1
 QUANTILE_LEVELS = np.round(np.linspace(0.0, 1.0, 101), 2)
@@ -112,9 +111,3 @@ def profile_frame(df: pd.DataFrame) -> dict[str, Any]:
         "quantile_levels": [float(q) for q in QUANTILE_LEVELS],
         "columns": columns,
     }
-
-
-@task
-def profile_reference(df: pd.DataFrame) -> dict[str, Any]:
-    """Profile reference data for a model version."""
-    return profile_frame(df)

@@ -171,18 +171,6 @@ def write_report(
 
 
 @task(cache_policy=NO_CACHE)
-def write_drift_report(
-    verdict: dict[str, Any],
-    path: Path,
-    title: str,
-    validation: dict[str, Any] | None = None,
-    context: dict[str, Any] | None = None,
-) -> str:
-    """Render the drift/validation verdict with per-feature plots to an HTML file."""
-    return str(write_report(verdict, path, title, validation, context))
-
-
-@task(cache_policy=NO_CACHE)
 def save_window_results(
     report_dir: Path,
     verdict: dict[str, Any],

@@ -21,6 +21,7 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from mlops.errors import InvalidInputError
 
@@ -242,20 +243,6 @@ def validate_frame(
     }
 
 
-@task
-def build_suite(profile: dict[str, Any], name: str) -> dict[str, Any]:
-    """Build the GX expectation suite for a model version from its reference profile."""
-    return build_expectation_suite(profile, name)
-
-
-@task
-def validate_window(
-    df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None = None
-) -> dict[str, Any]:
-    """Validate a window of captured rows with the version's GX suite."""
-    return validate_frame(df, suite, docs_dir)
-
-
 def restrict_suite(suite: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     """The suite limited to `columns` (e.g. drop a label column the reference data carried)."""
     keep = set(columns)
@@ -270,7 +257,7 @@ def restrict_suite(suite: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     return suite | {"expectations": expectations}
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def validate_captures(
     scored: pd.DataFrame,
     features: list[str],

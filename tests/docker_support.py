@@ -35,7 +35,7 @@ IRIS_PAYLOAD = {
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("MLOPS_REQUIRE_DOCKER") == "1":
+    if get_settings().require_docker:
         pytest.fail(f"{reason} (MLOPS_REQUIRE_DOCKER=1)", pytrace=False)
     pytest.skip(reason)
 

@@ -18,7 +18,7 @@ from flows.register import register_model
 from mlops.tracking import connect
 from tasks.capture import load_watermark
 from tests.conftest import IRIS_COLUMNS
-from tests.tasks.test_capture import capture_table, write_capture
+from tests.tasks.capture_support import capture_table, write_capture
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 MODEL = "iris-monitored"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mlops.cli import app
 from tests.conftest import IRIS_COLUMNS
-from tests.tasks.test_capture import capture_table, write_capture
+from tests.tasks.capture_support import capture_table, write_capture
 
 runner = CliRunner()
 

@@ -155,8 +155,9 @@ def test_feedback_is_stored_beside_the_capture(iris_server, http, iris_features)
     assert one.status_code == 202 and one.json() == {"accepted": 1}
     many = http.post("/feedback", json={"feedback": [{"request_id": request_id, "label": 1}]})
     assert many.json() == {"accepted": 1}
-    bad = http.post("/feedback", json={"request_id": request_id, "label": [1]})
-    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "label"
+    for label in ([1], "setosa", 1.5):
+        bad = http.post("/feedback", json={"request_id": request_id, "label": label})
+        assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "label"
 
     def stored() -> pd.DataFrame:
         try:
@@ -182,3 +183,25 @@ def test_feedback_without_capture_is_409(tmp_path, iris_model_dir):
         assert response.json()["error"]["code"] == "capture_disabled"
     finally:
         assert server.stop() == 0
+
+
+def test_two_workers_share_metrics_and_capture_everything(tmp_path, iris_model_dir, iris_features):
+    capture_dir = tmp_path / "capture"
+    server = start_server(
+        tmp_path, iris_model_dir, MLOPS_CAPTURE_URI=str(capture_dir), MLOPS_WORKERS="2"
+    )
+    # /ready answers from whichever worker accepts the connection; wait until both loaded
+    wait_for(
+        lambda: all(
+            httpx.get(f"{server.url}/ready", timeout=5).status_code == 200 for _ in range(10)
+        )
+    )
+    sent = run_load(server.url, make_bodies(iris_features, 200, seed=5))
+    assert all(s.status in (200, 400) for s in sent)
+    ok = sum(s.status == 200 for s in sent)
+    assert server.metric("mlops_serving_requests_total", status="200", **LABELS) == ok
+    assert server.metric("mlops_serving_rows_scored_total", **LABELS) == sum(
+        s.rows for s in sent if s.status == 200
+    )
+    assert server.stop() == 0
+    assert_exact_capture(read_capture(capture_dir), sent)

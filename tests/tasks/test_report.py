@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.drift import compare_frames
-from tasks.report import write_drift_report
+from tasks.report import save_window_results
 
 
 def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -> None:
@@ -39,9 +40,11 @@ def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -
     }
 
     path = Path(
-        write_drift_report.fn(verdict, tmp_path / "out" / "report.html", "Monitor <x>", validation)
+        save_window_results.fn(tmp_path / "out", verdict, validation, "Monitor <x>", {"rows": 2000})
     )
 
+    assert json.loads((tmp_path / "out" / "drift.json").read_text())["drifted"] == ["city", "x"]
+    assert json.loads((tmp_path / "out" / "validation.json").read_text())["failed"] == 1
     html = path.read_text()
     assert "Drift detected in 2 column(s)" in html
     assert "Monitor &lt;x&gt;" in html  # titles are escaped

@@ -13,10 +13,9 @@ from mlops.errors import InvalidInputError
 from tasks.profile import profile_frame
 from tasks.validation import (
     build_expectation_suite,
-    build_suite,
     restrict_suite,
+    validate_captures,
     validate_frame,
-    validate_window,
 )
 
 
@@ -67,7 +66,7 @@ def test_good_data_passes_and_builds_data_docs(suite: dict, tmp_path: Path) -> N
     current = make_frame(1, 3000)
     current["_request_id"] = "r"  # capture metadata columns are allowed alongside features
 
-    result = validate_window.fn(current, suite, tmp_path / "docs")
+    result = validate_frame(current, suite, tmp_path / "docs")
 
     assert result["success"], result["failures"]
     assert result["failure_rate"] == 0.0
@@ -117,7 +116,7 @@ def test_empty_window_fails_row_count(suite: dict) -> None:
 
 def test_restrict_suite_drops_columns_the_capture_does_not_carry() -> None:
     reference = make_frame(0, 500).assign(label=1)
-    suite = build_suite.fn(profile_frame(reference), "with-label")
+    suite = build_expectation_suite(profile_frame(reference), "with-label")
     features = ["amount", "age", "channel", "member"]
 
     restricted = restrict_suite(suite, features)
@@ -131,3 +130,18 @@ def test_unknown_columns_and_invalid_suites_are_rejected() -> None:
         build_expectation_suite(profile_frame(make_frame(0, 50)), "x", columns=["nope"])
     with pytest.raises(InvalidInputError, match="not a GX 1.x suite"):
         validate_frame(make_frame(0, 50), {"name": "x", "expectations": [{"type": "bogus"}]})
+
+
+def test_window_validation_counts_quarantined_files_as_failures(suite: dict, tmp_path) -> None:
+    features = ["amount", "age", "channel", "member"]
+    scored = make_frame(6, 800).assign(_status=200, prediction=1)
+    quarantined = [{"file": "part-x.parquet", "reason": "unreadable Parquet"}]
+
+    clean = validate_captures.fn(scored, features, suite, [], tmp_path / "a")
+    dirty = validate_captures.fn(scored, features, suite, quarantined, tmp_path / "b")
+    empty = validate_captures.fn(scored.iloc[:0], features, suite, quarantined, tmp_path / "c")
+
+    assert clean["success"] and clean["quarantined"] == []
+    assert not dirty["success"] and dirty["failure_rate"] == 0.0
+    assert dirty["quarantined"] == quarantined
+    assert not empty["success"] and empty["failure_rate"] == 1.0 and empty["evaluated"] == 0
