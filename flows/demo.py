@@ -7,20 +7,29 @@ from typing import Any
 
 from prefect import flow
 
+from flows.deploy import deploy, undeploy, update_deployment
+from flows.monitor import monitor_deployment
 from flows.register import register_model
-from tasks.demo import train_demo_models
+from tasks.demo import send_demo_traffic, train_demo_models, wait_for_captures
+from tasks.deploy import list_deployments
 from tasks.registry import delete_model_versions, list_model_versions
 
 DEMO_MODEL = "wine-demo"
+DEMO_DEPLOYMENT = "wine-demo"
 
 
 @flow(name="demo")
-def run_demo(workdir: Path = Path(".mlops/demo")) -> dict[str, Any]:
-    """Train two models, register them as versions 1 and 2 of one name, and list them."""
+def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) -> dict[str, Any]:
+    """Register two versions, serve the champion, watch drift appear, switch to the challenger."""
+    workdir = workdir.resolve()
     data = train_demo_models(workdir)
+    # each demo run starts afresh: its deployment and model history from last time go
+    if any(d["name"] == DEMO_DEPLOYMENT for d in list_deployments()):
+        undeploy(DEMO_DEPLOYMENT, reason="demo restart")
     if list_model_versions(DEMO_MODEL):
-        delete_model_versions(DEMO_MODEL)  # each demo run starts the model's history afresh
-    first = register_model(
+        delete_model_versions(DEMO_MODEL)
+
+    register_model(
         source=str(data.logreg_model_dir),
         name=DEMO_MODEL,
         tags={"dataset": "wine", "algorithm": "logistic_regression"},
@@ -28,7 +37,7 @@ def run_demo(workdir: Path = Path(".mlops/demo")) -> dict[str, Any]:
         reference_data=str(data.reference_csv),
         alias="champion",
     )
-    second = register_model(
+    register_model(
         source=str(data.forest_pickle),
         name=DEMO_MODEL,
         tags={"dataset": "wine", "algorithm": "random_forest"},
@@ -36,8 +45,33 @@ def run_demo(workdir: Path = Path(".mlops/demo")) -> dict[str, Any]:
         reference_data=str(data.reference_csv),
         alias="challenger",
     )
+
+    served = deploy(
+        model_uri=f"models:/{DEMO_MODEL}@champion",
+        name=DEMO_DEPLOYMENT,
+        target="local:",
+        capture_uri=str(workdir / "captures"),
+    )
+    captures = workdir / "captures"
+    sent = send_demo_traffic(served["endpoint_url"], data.traffic_csv)
+    wait_for_captures(captures, sent["rows"])
+    healthy = monitor_deployment(DEMO_DEPLOYMENT)
+    drift_sent = send_demo_traffic(served["endpoint_url"], data.drifted_traffic_csv, feedback=False)
+    wait_for_captures(captures, sent["rows"] + drift_sent["rows"])
+    drifted = monitor_deployment(DEMO_DEPLOYMENT)
+    updated = None
+    if drifted["drift"]:
+        updated = update_deployment(
+            DEMO_DEPLOYMENT, f"models:/{DEMO_MODEL}@challenger", reason="drift detected"
+        )
+    if not keep_serving:
+        undeploy(DEMO_DEPLOYMENT, reason="demo finished")
     return {
         "model": DEMO_MODEL,
-        "registered": [first["version"], second["version"]],
+        "endpoint_url": served["endpoint_url"],
+        "monitor_before_drift": healthy,
+        "monitor_after_drift": drifted,
+        "updated_to_version": updated["model_version"] if updated else None,
+        "still_serving": keep_serving,
         "versions": list_model_versions(DEMO_MODEL),
     }

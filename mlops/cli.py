@@ -253,12 +253,34 @@ def models_delete_cmd(
 
 
 @command(app, "demo")
-def demo_cmd(as_json: JsonOption = False) -> None:
+def demo_cmd(
+    keep_serving: Annotated[
+        bool, typer.Option(help="Leave the demo deployment running at the end.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Run the whole loop on embedded defaults with a dataset that ships with scikit-learn."""
     from flows.demo import run_demo
 
-    result = run_flow(run_demo)
-    emit(result, as_json, lambda r: render_versions(r["versions"]))
+    result = run_flow(run_demo, keep_serving=keep_serving)
+    emit(result, as_json, render_demo)
+
+
+def render_demo(result: dict[str, Any]) -> None:
+    render_versions(result["versions"])
+    for label, key in (
+        ("normal traffic", "monitor_before_drift"),
+        ("drifted traffic", "monitor_after_drift"),
+    ):
+        verdict = result[key]
+        drifted = ", ".join(verdict.get("drifted", [])) or "none"
+        console.print(
+            f"{label}: drift={verdict['drift']} (drifted: {drifted}); report: {verdict.get('report')}"
+        )
+    if result["updated_to_version"]:
+        console.print(f"deployment switched to version {result['updated_to_version']} (challenger)")
+    if result["still_serving"]:
+        console.print(f"still serving at {result['endpoint_url']} (mlops undeploy wine-demo)")
 
 
 # --- serving commands ---

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import random
@@ -130,6 +131,10 @@ class Service:
             log.exception("could not load the model %s", self.settings.model_uri)
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
+        # the model and libraries are ~1M long-lived objects; freezing them keeps full garbage
+        # collections (triggered by per-request allocations) from stalling requests
+        gc.collect()
+        gc.freeze()
         self.name, self.version = runtime.name, runtime.version
         self._bind_metrics()
         if self.settings.capture_uri:

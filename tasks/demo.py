@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,16 @@ def wine_frame() -> tuple[pd.DataFrame, pd.Series]:
     return features, target
 
 
+def noisy_sample(
+    features: pd.DataFrame, target: pd.Series, rows: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Rows drawn from the dataset with 5 % jitter, labelled: more data from the same process."""
+    picks = rng.integers(0, len(features), size=rows)
+    sample = features.iloc[picks].reset_index(drop=True)
+    sample += rng.normal(0.0, 0.05, size=sample.shape) * features.std().to_numpy()
+    return sample.assign(label=target.iloc[picks].to_numpy())
+
+
 @task
 def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
     """Train a logistic regression (MLflow model dir) and a random forest (plain pickle).
@@ -47,28 +59,31 @@ def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
     from mlflow.models import infer_signature
 
     workdir.mkdir(parents=True, exist_ok=True)
-    features, target = wine_frame()
+    rng = np.random.default_rng(seed)
+    wine, classes = wine_frame()
+    training = noisy_sample(wine, classes, 3000, rng)
+    features, target = training.drop(columns="label"), training["label"]
     logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(
         features, target
     )
     model_dir = workdir / "wine-logreg"
-    if not model_dir.exists():
-        mlflow.sklearn.save_model(
-            logreg, model_dir, signature=infer_signature(features, logreg.predict(features))
-        )
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    mlflow.sklearn.save_model(
+        logreg, model_dir, signature=infer_signature(features, logreg.predict(features))
+    )
     forest = RandomForestClassifier(n_estimators=50, random_state=seed).fit(features, target)
     forest_pickle = workdir / "wine-forest.joblib"
     joblib.dump(forest, forest_pickle)
 
-    rng = np.random.default_rng(seed)
     reference_csv = workdir / "reference.csv"
     features.to_csv(reference_csv, index=False)
-    traffic = features.sample(n=400, replace=True, random_state=seed).reset_index(drop=True)
+    traffic = noisy_sample(wine, classes, 1500, rng)
     traffic_csv = workdir / "traffic.csv"
     traffic.to_csv(traffic_csv, index=False)
     # a new grape supplier: more alcohol and colour, same everything else
-    drifted = traffic.copy()
-    drifted["alcohol"] += features["alcohol"].std() * 1.0
+    drifted = noisy_sample(wine, classes, 1500, rng)
+    drifted["alcohol"] += wine["alcohol"].std()
     drifted["color_intensity"] *= rng.uniform(1.4, 1.8, size=len(drifted))
     drifted_csv = workdir / "traffic-drifted.csv"
     drifted.to_csv(drifted_csv, index=False)
@@ -77,25 +92,36 @@ def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
 
 @task
 def send_demo_traffic(
-    endpoint_url: str, rows_csv: Path, batch_size: int = 20, feedback: bool = True
+    endpoint_url: str, rows_csv: Path, batch_size: int = 50, feedback: bool = True
 ) -> dict[str, int]:
-    """Score a CSV through a deployment in batches, sending ground-truth labels as feedback."""
+    """Score a labelled CSV through a deployment in batches, sending the labels as feedback."""
     from serving.client import ScoringClient
 
     frame = pd.read_csv(rows_csv)
-    features, target = wine_frame()
-    # ground truth for the demo: the class of the nearest original row (the rows were sampled)
-    nearest = features.reset_index(drop=True)
-    requests = rows = 0
+    requests = labels = 0
     with ScoringClient(endpoint_url) as client:
         client.wait_ready(timeout=60)
         for start in range(0, len(frame), batch_size):
             batch = frame.iloc[start : start + batch_size]
-            prediction = client.predict(batch)
+            prediction = client.predict(batch.drop(columns="label"))
             requests += 1
-            rows += len(batch)
             if feedback and prediction.request_id:
-                for row, values in enumerate(batch.to_numpy()):
-                    label = int(target.iloc[((nearest.to_numpy() - values) ** 2).sum(1).argmin()])
-                    client.feedback(prediction.request_id, label=label, row=row)
-    return {"requests": requests, "rows": rows}
+                for row, label in enumerate(batch["label"]):
+                    labels += client.feedback(prediction.request_id, label=int(label), row=row)
+    return {"requests": requests, "rows": len(frame), "labels": labels}
+
+
+@task
+def wait_for_captures(capture_dir: Path, rows: int, timeout: float = 60.0) -> int:
+    """Wait until the scoring service has flushed at least `rows` captured rows to Parquet."""
+    import pyarrow.parquet as pq
+
+    deadline = time.monotonic() + timeout
+    while True:
+        files = [
+            p for p in capture_dir.glob("model=*/**/*.parquet") if "_quarantine" not in p.parts
+        ]
+        captured = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+        if captured >= rows or time.monotonic() > deadline:
+            return captured
+        time.sleep(0.5)

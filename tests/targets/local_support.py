@@ -30,10 +30,13 @@ def break_version(name: str, version: str) -> None:
     """Corrupt the stored MLmodel of a version, so a scoring service cannot load it."""
     client = connect()
     source = client.get_model_version_download_uri(name, version)
-    assert source.startswith("runs:/"), source
-    run_id, _, path = source.removeprefix("runs:/").partition("/")
-    artifacts = Path(urlparse(client.get_run(run_id).info.artifact_uri).path)
-    (artifacts / path / "MLmodel").write_text("flavors: [not yaml\n")
+    if source.startswith("runs:/"):
+        run_id, _, path = source.removeprefix("runs:/").partition("/")
+        model_dir = Path(urlparse(client.get_run(run_id).info.artifact_uri).path) / path
+    else:
+        assert source.startswith("file://"), source
+        model_dir = Path(urlparse(source).path)
+    (model_dir / "MLmodel").write_text("flavors: [not yaml\n")
 
 
 def served_version(endpoint: str) -> str:
