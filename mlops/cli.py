@@ -275,7 +275,8 @@ def render_demo(result: dict[str, Any]) -> None:
         verdict = result[key]
         drifted = ", ".join(verdict.get("drifted", [])) or "none"
         console.print(
-            f"{label}: drift={verdict['drift']} (drifted: {drifted}); report: {verdict.get('report')}"
+            f"{label}: drift={verdict['drift']} (drifted: {drifted}); "
+            f"report: {verdict.get('report')}"
         )
     if result["updated_to_version"]:
         console.print(f"deployment switched to version {result['updated_to_version']} (challenger)")
