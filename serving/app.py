@@ -146,6 +146,7 @@ class Service:
                 prediction_types=runtime.prediction_types,
                 label_type=runtime.label_type,
                 flush_seconds=self.settings.capture_flush_seconds,
+                batch_rows=self.settings.capture_batch_rows,
                 queue_rows=self.settings.capture_queue_rows,
                 spool_dir=self.settings.capture_spool_dir,
                 spool_max_bytes=self.settings.capture_spool_max_bytes,

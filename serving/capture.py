@@ -115,6 +115,7 @@ class CaptureWriter:
         prediction_types: dict[str, pa.DataType],
         label_type: pa.DataType | None,
         flush_seconds: float,
+        batch_rows: int,
         queue_rows: int,
         spool_dir: Path | None,
         spool_max_bytes: int,
@@ -127,6 +128,7 @@ class CaptureWriter:
         self._prediction_types = prediction_types
         self._label_type = label_type
         self._flush_seconds = flush_seconds
+        self._batch_rows = batch_rows
         self._queue_rows = queue_rows
         self._spool_max = spool_max_bytes
         spool_root = (spool_dir or Path(tempfile.gettempdir()) / "mlops-capture-spool").resolve()
@@ -172,6 +174,8 @@ class CaptureWriter:
             self._m_dropped["queue_full"].inc(rows)
             return False
         self._m_memory.inc(rows)
+        if self._queued >= self._batch_rows:
+            self._wake_writer.set()  # a full batch goes now: short writes, short GIL pauses
         return True
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -179,6 +183,10 @@ class CaptureWriter:
     def start(self) -> None:
         self._spool.mkdir(parents=True, exist_ok=True)
         self._adopt_spool()
+        # the first table and Parquet write load Arrow kernels (~0.5 s holding the GIL);
+        # pay that before serving, not as a stall in the middle of traffic
+        probe = Record("warm-up", time.time(), 200, None, 0.0, 0, None, None)
+        pq.write_table(self._capture_table([probe]), pa.BufferOutputStream())
         for target, name in ((self._run_writer, "capture-writer"), (self._run_uploader, "upload")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

@@ -36,6 +36,9 @@ class ServingSettings(BaseSettings):
     )
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of requests kept.")
     capture_flush_seconds: float = Field(default=5.0, gt=0, description="Writer batch interval.")
+    capture_batch_rows: int = Field(
+        default=20_000, ge=1, description="Write a batch early once this many rows are queued."
+    )
     capture_queue_rows: int = Field(
         default=200_000, ge=1, description="Rows held in memory before new ones are dropped."
     )
