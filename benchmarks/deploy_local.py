@@ -168,6 +168,51 @@ def bench_ours(seconds: float, rounds: int) -> dict:
     return result
 
 
+ECHO_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"predictions": [0]}'})
+"""
+
+
+def bench_bare_proxy(seconds: float, rounds: int, workdir: Path) -> dict:
+    """Proxy overhead alone: a constant-answer uvicorn upstream, direct vs through the proxy."""
+    (workdir / "echo_app.py").write_text(ECHO_APP)
+    upstream, proxy_port = free_port(), free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "echo_app:app", "--port", str(upstream)],
+        cwd=workdir,
+        **quiet,
+    )
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "serving.proxy", "--port", str(proxy_port)],
+        env={**os.environ, "MLOPS_PROXY_UPSTREAM": f"http://127.0.0.1:{upstream}"},
+        **quiet,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{upstream}", echo)
+        wait_ready(f"http://127.0.0.1:{proxy_port}", proxy)
+        runs: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
+        for i in range(rounds):
+            order = [("direct", upstream), ("proxy", proxy_port)]
+            for path, port in order if i % 2 == 0 else order[::-1]:
+                runs[path].append(latency_ms(f"http://127.0.0.1:{port}", seconds))
+        return {
+            f"bare_{path}_p50": statistics.median(p50 for p50, _ in samples)
+            for path, samples in runs.items()
+        }
+    finally:
+        for proc in (proxy, echo):
+            proc.terminate()
+            proc.wait(30)
+
+
 def bench_restart() -> dict:
     from mlops.settings import get_settings
     from targets import DeployConfig, ModelRef
@@ -240,12 +285,16 @@ def render(ours: dict, base: dict) -> str:
             f"{ours['direct_rps']:.0f} |",
             f"| through the stable-port proxy | {ours['proxy_p50']:.2f} | "
             f"{ours['proxy_rps']:.0f} |",
+            f"| constant-answer upstream, direct | {ours['bare_direct_p50']:.2f} | - |",
+            f"| constant-answer upstream, through the proxy | {ours['bare_proxy_p50']:.2f} | - |",
             "",
             f"Ratios: requests failed during update {ours['update_failed']} vs "
             f"{base['restart_failed']} for a restart; traffic switch "
             f"{ours['update_switch_s'] * 1000:.0f} ms vs {base['restart_s']:.1f} s of downtime; "
-            f"proxy adds {ours['proxy_p50'] - ours['direct_p50']:.2f} ms at p50 "
-            f"({ours['proxy_p50'] / ours['direct_p50']:.2f}x latency).",
+            f"proxy adds {ours['proxy_p50'] - ours['direct_p50']:.2f} ms at p50 in front of the "
+            f"model ({ours['proxy_p50'] / ours['direct_p50']:.2f}x) and "
+            f"{ours['bare_proxy_p50'] - ours['bare_direct_p50']:.2f} ms in front of a "
+            "constant-answer upstream (the hop itself).",
             "",
             "Reproduce: `.venv/bin/python benchmarks/deploy_local.py`.",
         ]
@@ -262,6 +311,7 @@ def main() -> int:
         setup(Path(tmp) / "home")
         ours = bench_ours(args.seconds, args.rounds)
         base = bench_restart()
+        ours.update(bench_bare_proxy(args.seconds, args.rounds, Path(tmp)))
     body = render(ours, base)
     print(body)
     if not args.no_write:

@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -203,7 +204,9 @@ class CaptureWriter:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             left = sum(rows for rows, _ in self._pending.values())
-        if left:
+        if not left and not any(thread.is_alive() for thread in self._threads):
+            shutil.rmtree(self._spool, ignore_errors=True)
+        else:
             log.warning(
                 "capture: %d rows are still in the spool %s; the next start uploads them",
                 left,
@@ -235,6 +238,8 @@ class CaptureWriter:
                     log.warning("capture: skipping unreadable spool file %s", target)
                     continue
                 self._add_pending(target, rows)
+            if sibling != self._spool and not any(p.is_file() for p in sibling.rglob("*")):
+                shutil.rmtree(sibling, ignore_errors=True)
 
     # -- writer ---------------------------------------------------------------------------
 
