@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sections import write_section
+
 PLAIN_SCRIPT = """
 import sys, mlflow
 mlflow.set_tracking_uri(sys.argv[1])
@@ -25,21 +27,6 @@ with mlflow.start_run():
     run_id = mlflow.active_run().info.run_id
 print(mlflow.register_model(f"runs:/{run_id}/model", "bench").version)
 """
-
-
-def write_section(heading: str, body: str) -> None:
-    """Replace (or append) the `## heading` section of BENCHMARKS.md."""
-    path = Path(__file__).with_name("BENCHMARKS.md")
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    marker = f"## {heading}\n"
-    section = f"{marker}\n{body}\n"
-    if marker in text:
-        start = text.index(marker)
-        end = text.find("\n## ", start + len(marker))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def make_model(directory: Path) -> Path:

@@ -13,6 +13,9 @@ from sklearn.linear_model import LogisticRegression
 
 from mlops.settings import get_settings
 
+# Docker engine, base image and shared wheelhouse fixtures for image and docker-target tests
+pytest_plugins = ["tests.docker_support"]
+
 IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
