@@ -38,6 +38,29 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _describe_failure(failure: dict[str, Any]) -> str:
+    """One readable line per failed expectation, e.g. 'color_intensity: ... (8.1 % unexpected)'."""
+    text = f"<b>{_fmt(failure.get('column') or 'table')}</b>: {_fmt(failure.get('expectation'))}"
+    if failure.get("unexpected_percent") is not None:
+        text += f" ({failure['unexpected_percent']:.3g} % of values unexpected"
+        examples = failure.get("partial_unexpected") or []
+        if examples:
+            text += ", e.g. " + ", ".join(_fmt(_maybe_float(v)) for v in examples[:3])
+        text += ")"
+    if failure.get("observed") is not None:
+        text += f"; observed {_fmt(failure['observed'])}"
+    if failure.get("error"):
+        text += f"; error: {_fmt(failure['error'])}"
+    return text
+
+
+def _maybe_float(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def plot_feature(feature: dict[str, Any]) -> str | None:
     """A reference-vs-current plot of one feature as a base64 PNG, or None without data."""
     plot = feature.get("plot")
@@ -125,9 +148,15 @@ def render_report(
             parts.append(
                 f"<p><a href='{html.escape(validation['data_docs'])}'>GX Data Docs</a></p>"
             )
-        issues = [*validation.get("failures", []), *validation.get("quarantined", [])]
+        issues = [
+            *(_describe_failure(f) for f in validation.get("failures", [])),
+            *(
+                f"quarantined {_fmt(q.get('file'))}: {_fmt(q.get('reason'))}"
+                for q in validation.get("quarantined", [])
+            ),
+        ]
         if issues:
-            items = "".join(f"<li>{_fmt(issue)}</li>" for issue in issues[:50])
+            items = "".join(f"<li>{issue}</li>" for issue in issues[:50])
             parts.append(f"<ul>{items}</ul>")
     ranked = sorted(verdict["features"], key=lambda f: (not f["drifted"], -f["severity"]))
     header = (

@@ -19,6 +19,14 @@ pytest_plugins = ["tests.docker_support"]
 IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
+@pytest.fixture(autouse=True)
+def reset_mlflow_uris() -> Iterator[None]:
+    """connect() sets mlflow's process-wide URIs; no test may leak them into the next."""
+    yield
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
 @pytest.fixture
 def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private MLOPS_HOME whose sqlite MLflow registry lives only for this test."""
@@ -33,8 +41,6 @@ def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield home
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
     get_settings.cache_clear()
 
 

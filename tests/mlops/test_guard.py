@@ -25,7 +25,7 @@ def make_versions(client: MlflowClient, name: str, count: int) -> None:
 
 @pytest.mark.parametrize("api", ["api", "ajax-api"])
 def test_rest_delete_of_in_use_version_is_409(guarded_server, api):
-    client = MlflowClient(guarded_server)
+    client = MlflowClient(guarded_server, registry_uri=guarded_server)
     name = f"guarded-{api}"
     make_versions(client, name, 2)
     inuse.mark_in_use(client, name, "1", "prod", "docker:")
@@ -52,7 +52,7 @@ def test_rest_delete_of_in_use_version_is_409(guarded_server, api):
 def test_mlflow_client_sees_the_refusal(guarded_server):
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(guarded_server)
+    client = MlflowClient(guarded_server, registry_uri=guarded_server)
     make_versions(client, "client-guarded", 1)
     inuse.mark_in_use(client, "client-guarded", "1", "edge", "iotedge:/hub/device")
     with pytest.raises(MlflowException, match="in use by active deployments"):

@@ -54,3 +54,25 @@ def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -
     assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
     # drifted columns come first
     assert html.index("alt='x'") < html.index("alt='n'")
+
+
+def test_validation_failures_read_as_sentences_not_dicts() -> None:
+    from tasks.report import render_report
+
+    verdict = compare_frames(
+        pd.DataFrame({"x": np.arange(600.0)}), pd.DataFrame({"x": np.arange(600.0)})
+    )
+    failure = {
+        "expectation": "expect_column_values_to_be_between",
+        "column": "color_intensity",
+        "observed": None,
+        "unexpected_percent": 8.0666,
+        "partial_unexpected": ["17.775020308446038", "22.3"],
+        "error": None,
+    }
+    page = render_report(verdict, "t", {"failures": [failure], "quarantined": []})
+    assert (
+        "<b>color_intensity</b>: expect_column_values_to_be_between "
+        "(8.07 % of values unexpected, e.g. 17.8, 22.3)" in page
+    )
+    assert "{'expectation'" not in page
