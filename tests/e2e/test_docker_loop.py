@@ -30,7 +30,7 @@ def cleanup(docker_engine):
     remove_deployment_objects(docker_engine, NAME)
     for tag in ("mlops/iris:1", "mlops/iris:2"):
         with contextlib.suppress(docker.errors.ImageNotFound):
-            docker_engine.images.remove(tag, force=True)
+            docker_engine.images.remove(tag, force=True, noprune=True)
 
 
 @pytest.mark.e2e

@@ -20,6 +20,9 @@ def test_twenty_concurrent_registrations_get_versions_1_to_20(
     with postgres_cluster() as database, mlflow_server(database, tmp_path / "artifacts") as url:
         monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
         monkeypatch.setenv("MLOPS_TRACKING_URI", url)
+        # the registry is under test, not Prefect: run the flow in-process even when this
+        # worker has a Prefect test harness up
+        monkeypatch.setenv("MLOPS_ORCHESTRATE", "never")
         get_settings.cache_clear()
 
         def register(i: int) -> str:

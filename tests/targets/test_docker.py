@@ -54,7 +54,7 @@ def iris_images(
     get_settings.cache_clear()
     yield images
     for tag in images.values():
-        docker_engine.images.remove(tag, force=True)
+        docker_engine.images.remove(tag, force=True, noprune=True)
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_failed_updates_keep_the_old_version_serving(docker_engine, iris_images,
     assert httpx.get(f"{deployment.endpoint_url}/version").json()["model_version"] == "2"
     target.delete(name)
     for tag in (crash, hang):
-        docker_engine.images.remove(tag, force=True)
+        docker_engine.images.remove(tag, force=True, noprune=True)
 
 
 @docker_test

@@ -92,7 +92,7 @@ def test_image_has_labels_user_healthcheck_and_no_secrets(
     ).decode()
     assert listing.split()[0] == "10001"
     assert "wheelhouse" not in listing and "MLmodel" in listing
-    docker_engine.images.remove(build.tag)
+    docker_engine.images.remove(build.tag, noprune=True)
 
 
 @pytest.mark.docker
@@ -117,4 +117,4 @@ def test_new_model_version_reuses_every_dependency_layer(
     ]
     assert layers[0][:-1] == layers[1][:-1] and layers[0][-1] != layers[1][-1]
     for tag in (first.tag, second["tag"]):
-        docker_engine.images.remove(tag)
+        docker_engine.images.remove(tag, noprune=True)
