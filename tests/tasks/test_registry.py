@@ -158,7 +158,6 @@ def test_register_from_a_run_uri_keeps_the_run(mlops_home, iris_estimator, iris_
 
     from flows import run_flow
     from flows.register import register_model
-
     from mlops.tracking import ensure_experiment
 
     connect()
