@@ -44,9 +44,10 @@ def deploy(
     """Serve MODEL_URI as NAME on TARGET (building an image when the target needs one);
     when NAME already serves this model, update it with zero downtime instead."""
     validate_deployment_name(name)
+    needs_image = target_needs_image(target)  # an unknown target fails before anything else
     model = resolve_model_uri(model_uri)
     action = plan_deployment(name, model, target, port)
-    image = build_image_tag(model.uri, base_image) if target_needs_image(target) else None
+    image = build_image_tag(model.uri, base_image) if needs_image else None
     if action == "update":
         return switch_deployment(name, model, None, image).model_dump(mode="json")
     config = DeployConfig(

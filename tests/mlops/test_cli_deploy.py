@@ -50,6 +50,12 @@ def test_every_deploy_command_has_help_and_json(command: list[str]) -> None:
             "Known targets: docker:, local:",
         ),
         (
+            # the target is checked first, even when the model is unknown too
+            ["deploy", "models:/ghost/1", "--name", "iris-prod", "--target", "k8s:/ns"],
+            2,
+            "Unknown deployment target 'k8s:'",
+        ),
+        (
             ["deploy", "models:/iris/1", "--name", "iris-prod", "--api-key-file", "/nope/keys"],
             2,
             "--api-key-file '/nope/keys' is not a file",
