@@ -7,6 +7,7 @@ this project.
 
 import joblib
 import mlflow
+import pandas as pd
 
 
 class PickledModel(mlflow.pyfunc.PythonModel):
@@ -15,7 +16,8 @@ class PickledModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.model = joblib.load(context.artifacts["model"])
 
-    def predict(self, context, model_input, params=None):
+    # a DataFrame hint tells MLflow to leave input checks to the registered signature
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         return self.model.predict(model_input)
 
 
