@@ -109,8 +109,9 @@ def test_new_model_version_reuses_every_dependency_layer(
     second = json.loads(result.stdout)
     assert (first.tag, second["tag"]) == ("mlops/iris:1", "mlops/iris:2")
     assert second["wheelhouse"] == first.wheelhouse
-    # everything above `COPY model/` came from cache: 2 FROMs and the 3 model steps ran
-    assert second["cached_steps"] == second["steps"] - 5
+    # everything above `COPY model/` came from cache; at most the 2 FROMs and the 3 model
+    # steps ran (the model copy itself is cached too when its files match an earlier build)
+    assert second["cached_steps"] >= second["steps"] - 5
     layers = [
         docker_engine.images.get(tag).attrs["RootFS"]["Layers"]
         for tag in (first.tag, second["tag"])
