@@ -10,7 +10,12 @@ from prefect import flow
 from flows.deploy import deploy, undeploy, update_deployment
 from flows.monitor import monitor_deployment
 from flows.register import register_model
-from tasks.demo import send_demo_traffic, train_demo_models, wait_for_captures
+from tasks.demo import (
+    clear_captures,
+    send_demo_traffic,
+    train_demo_models,
+    wait_for_captures,
+)
 from tasks.deploy import list_deployments
 from tasks.registry import delete_model_versions, list_model_versions
 
@@ -28,6 +33,8 @@ def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) ->
         undeploy(DEMO_DEPLOYMENT, reason="demo restart")
     if list_model_versions(DEMO_MODEL):
         delete_model_versions(DEMO_MODEL)
+    captures = workdir / "captures"
+    clear_captures(captures)
 
     register_model(
         source=str(data.logreg_model_dir),
@@ -50,9 +57,8 @@ def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) ->
         model_uri=f"models:/{DEMO_MODEL}@champion",
         name=DEMO_DEPLOYMENT,
         target="local:",
-        capture_uri=str(workdir / "captures"),
+        capture_uri=str(captures),
     )
-    captures = workdir / "captures"
     sent = send_demo_traffic(served["endpoint_url"], data.traffic_csv)
     wait_for_captures(captures, sent["rows"])
     healthy = monitor_deployment(DEMO_DEPLOYMENT)

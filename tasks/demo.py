@@ -112,6 +112,12 @@ def send_demo_traffic(
 
 
 @task
+def clear_captures(capture_dir: Path) -> None:
+    """Remove the captures of an earlier demo run, so this run's monitor sees only its own."""
+    shutil.rmtree(capture_dir, ignore_errors=True)
+
+
+@task
 def wait_for_captures(capture_dir: Path, rows: int, timeout: float = 60.0) -> int:
     """Wait until the scoring service has flushed at least `rows` captured rows to Parquet."""
     import pyarrow.parquet as pq

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_registers_serves_detects_drift_and_switches(mlops_home, tmp_path):
-    result = run_flow(run_demo, workdir=tmp_path / "demo")
+    # the second run must start afresh: same names, new versions, its own captures
+    for _ in range(2):
+        result = run_flow(run_demo, workdir=tmp_path / "demo")
 
     assert [v["version"] for v in result["versions"]] == ["2", "1"]
     aliases = {v["version"]: v["aliases"] for v in result["versions"]}
