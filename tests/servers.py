@@ -57,19 +57,28 @@ def mlflow_server(backend_uri: str, artifacts: Path, app_name: str | None = None
     ]
     if app_name:
         command += ["--app-name", app_name]
-    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=90, process=process)
+    log = artifacts.parent / f"mlflow-server-{port}.log"
+    with running(command, dict(os.environ), log, f"{url}/health", timeout=90):
         yield url
-    finally:
-        process.terminate()
+
+
+@contextmanager
+def running(
+    command: list[str], env: dict[str, str], log_path: Path, health_url: str, timeout: float
+) -> Iterator[None]:
+    """Run a server process until the block ends, once `health_url` answers; log to a file."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            wait_for_http(health_url, timeout=timeout, process=process)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -128,29 +137,10 @@ def prefect_server(home: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    log = open(home / "prefect-server.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            Path(sys.executable).with_name("prefect").as_posix(),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    command = [
+        Path(sys.executable).with_name("prefect").as_posix(),
+        *("server", "start", "--host", "127.0.0.1", "--port", str(port)),
+    ]
     api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_for_http(f"{api}/health", timeout=120, process=process)
+    with running(command, env, home / "prefect-server.log", f"{api}/health", timeout=120):
         yield api
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
