@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,10 +45,12 @@ def iris_images(
             mp.delenv(var, raising=False)
         get_settings.cache_clear()
         images = {}
+        # unique per run: several test runs may share one Docker engine
+        run = uuid.uuid4().hex[:8]
         for version in ("1", "2"):
             run_flow(register_model, source=str(iris_model_dir), name="iris")
             images[version] = build_image.fn(
-                f"models:/iris/{version}", tag=f"mlops-test/iris-target:{version}"
+                f"models:/iris/{version}", tag=f"mlops-test/iris-target-{run}:{version}"
             ).tag
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
@@ -136,7 +139,8 @@ def test_failed_updates_keep_the_old_version_serving(docker_engine, iris_images,
     name = deployment_name
     target = DockerTarget("docker:")
     deployment = target.create(name, V1, DeployConfig(), image=iris_images["1"])
-    crash, hang = "mlops-test/crash:1", "mlops-test/hang:1"
+    run = uuid.uuid4().hex[:8]
+    crash, hang = f"mlops-test/crash-{run}:1", f"mlops-test/hang-{run}:1"
     for tag, cmd in ((crash, "raise SystemExit(3)"), (hang, "import time; time.sleep(600)")):
         dockerfile = f'FROM {iris_images["2"]}\nCMD ["python", "-c", "{cmd}"]\n'
         docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
