@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,9 +35,6 @@ class Settings(BaseSettings):
     wheelhouse: Path | None = Field(
         default=None,
         description="Directory of wheels that image builds install from (no network in builds).",
-    )
-    webhook_secret: SecretStr | None = Field(
-        default=None, description="HMAC secret that CI/CD webhooks are signed with."
     )
     orchestrate: Literal["auto", "always", "never"] = Field(
         default="auto",
