@@ -5,8 +5,8 @@ continuously (sequential keep-alive requests, bounded in count and time):
 
 * ours: `LocalTarget.create` (deploy-to-ready), then `update` v1 -> v2 and back (rollback),
   reporting update seconds, the proxy switch+drain seconds and failed requests;
-* baseline: one `python -m serving` process restarted in place (SIGTERM, start v2 on the same
-  port, wait for /ready), reporting downtime and failed requests;
+* baseline: one `python -m mlops_pipeline.serving` process restarted in place (SIGTERM, start
+  v2 on the same port, wait for /ready), reporting downtime and failed requests;
 * proxy overhead: sequential request latency through the stable port vs straight to the service.
 
 Writes the "## Local target deploy/update" section of BENCHMARKS.md.
@@ -114,11 +114,10 @@ def setup(home: Path) -> None:
         os.environ.pop(var, None)
     import mlflow
     from mlflow.models import infer_signature
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.register import register_model
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
-
-    from flows import run_flow
-    from flows.register import register_model
 
     frame = load_iris(as_frame=True).data
     frame.columns = ROW["dataframe_split"]["columns"]
@@ -130,8 +129,8 @@ def setup(home: Path) -> None:
 
 
 def bench_ours(seconds: float, rounds: int) -> dict:
-    from targets import DeployConfig, ModelRef
-    from targets.local import LocalTarget
+    from mlops_pipeline.targets import DeployConfig, ModelRef
+    from mlops_pipeline.targets.local import LocalTarget
 
     target = LocalTarget()
     config = DeployConfig(drain_timeout=30)
@@ -191,7 +190,7 @@ def bench_bare_proxy(seconds: float, rounds: int, workdir: Path) -> dict:
         **quiet,
     )
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "serving.proxy", "--port", str(proxy_port)],
+        [sys.executable, "-m", "mlops_pipeline.serving.proxy", "--port", str(proxy_port)],
         env={**os.environ, "MLOPS_PROXY_UPSTREAM": f"http://127.0.0.1:{upstream}"},
         **quiet,
     )
@@ -214,9 +213,9 @@ def bench_bare_proxy(seconds: float, rounds: int, workdir: Path) -> dict:
 
 
 def bench_restart() -> dict:
-    from mlops.settings import get_settings
-    from targets import DeployConfig, ModelRef
-    from targets.base import serving_env
+    from mlops_pipeline.settings import get_settings
+    from mlops_pipeline.targets import DeployConfig, ModelRef
+    from mlops_pipeline.targets.base import serving_env
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -227,7 +226,7 @@ def bench_restart() -> dict:
         env = {**os.environ, **serving_env(model.uri, model, DeployConfig(), port=port)}
         env["MLFLOW_TRACKING_URI"] = tracking
         return subprocess.Popen(
-            [sys.executable, "-m", "serving"],
+            [sys.executable, "-m", "mlops_pipeline.serving"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -48,11 +48,10 @@ def register_versions() -> None:
     """Two versions of one sklearn model with identical requirements (only C differs)."""
     import mlflow
     from mlflow.models import infer_signature
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.register import register_model
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
-
-    from flows import run_flow
-    from flows.register import register_model
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     X.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -76,9 +75,10 @@ def main() -> int:
     for var in ("MLOPS_TRACKING_URI", "MLOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
         os.environ.pop(var, None)
 
-    from targets.base import DeployConfig, ModelRef
-    from targets.docker import DockerTarget, docker_client
-    from tasks.images import build_image
+    from mlops_pipeline.targets.base import DeployConfig, ModelRef
+    from mlops_pipeline.targets.docker import DockerTarget, docker_client
+    from mlops_pipeline.tasks.images import build_image
+
     from tests.docker_support import IRIS_PAYLOAD, continuous_load
 
     engine = docker_client().version()["Version"]
@@ -96,8 +96,8 @@ def main() -> int:
         deploy_s = time.monotonic() - started
         url = f"{deployment.endpoint_url}/invocations"
         clock = SwitchClock()
-        logging.getLogger("targets.docker").addHandler(clock)
-        logging.getLogger("targets.docker").setLevel(logging.INFO)
+        logging.getLogger("mlops_pipeline.targets.docker").addHandler(clock)
+        logging.getLogger("mlops_pipeline.targets.docker").setLevel(logging.INFO)
         with continuous_load(url, IRIS_PAYLOAD, max_requests=20000) as update_load:
             started = time.monotonic()
             target.update(NAME, v2, DeployConfig(), image=warm.tag)

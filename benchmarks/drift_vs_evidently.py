@@ -37,9 +37,9 @@ import pandas as pd
 t0 = time.perf_counter()
 reference = pd.read_parquet(sys.argv[1]); current = pd.read_parquet(sys.argv[2])
 read = time.perf_counter() - t0
-from tasks.drift import compare_frames
-from tasks.profile import profile_frame
-from tasks.validation import build_expectation_suite, validate_frame
+from mlops_pipeline.tasks.drift import compare_frames
+from mlops_pipeline.tasks.profile import profile_frame
+from mlops_pipeline.tasks.validation import build_expectation_suite, validate_frame
 suite = build_expectation_suite(profile_frame(reference), "bench")  # done at registration
 t0 = time.perf_counter()
 validation = validate_frame(current, suite)

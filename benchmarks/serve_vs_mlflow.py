@@ -179,7 +179,7 @@ def start(name: str, model: Path, port: int, workers: int, tmp: Path) -> subproc
                 MLOPS_CAPTURE_URI=str(tmp / "capture"),
                 MLOPS_CAPTURE_SPOOL_DIR=str(tmp / "spool"),
             )
-        cmd = [sys.executable, "-m", "serving"]
+        cmd = [sys.executable, "-m", "mlops_pipeline.serving"]
         ready = f"http://127.0.0.1:{port}/ready"
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
     wait_ready(ready, proc)

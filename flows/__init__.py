@@ -6,7 +6,7 @@ import threading
 from contextvars import ContextVar
 from typing import Any
 
-from mlops.settings import get_settings
+from mlops_pipeline.settings import get_settings
 
 
 def prefect_api_configured() -> bool:

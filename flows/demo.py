@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
-from flows.deploy import deploy, undeploy, update_deployment
-from flows.monitor import monitor_deployment
-from flows.register import register_model
-from tasks.demo import (
+from mlops_pipeline.flows.deploy import deploy, undeploy, update_deployment
+from mlops_pipeline.flows.monitor import monitor_deployment
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.tasks.demo import (
     clear_captures,
     send_demo_traffic,
     train_demo_models,
     wait_for_captures,
 )
-from tasks.deploy import list_deployments
-from tasks.registry import delete_model_versions, list_model_versions
+from mlops_pipeline.tasks.deploy import list_deployments
+from mlops_pipeline.tasks.registry import delete_model_versions, list_model_versions
+from prefect import flow
 
 DEMO_MODEL = "wine-demo"
 DEMO_DEPLOYMENT = "wine-demo"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
-from targets.base import DeployConfig
-from tasks.deploy import (
+from mlops_pipeline.targets.base import DeployConfig
+from mlops_pipeline.tasks.deploy import (
     create_deployment,
     delete_deployment,
     find_rollback_version,
@@ -18,12 +16,13 @@ from tasks.deploy import (
     target_needs_image,
     validate_deployment_name,
 )
+from prefect import flow
 
 
 def build_image_tag(model_uri: str, base_image: str | None) -> str:
     """Build the scoring image for an image-based target and return its tag."""
     # imported here: only image targets need the Docker SDK
-    from tasks.images import build_image
+    from mlops_pipeline.tasks.images import build_image
 
     return build_image(model_uri, base_image=base_image).tag
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from prefect import flow
-
-from mlops.log import get_logger
-from tasks.capture import (
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.tasks.capture import (
     commit_watermark,
     list_new_captures,
     monitor_dir,
     read_captures,
     summarise_window,
 )
-from tasks.drift import DriftConfig, detect_drift, json_safe
-from tasks.monitoring import (
+from mlops_pipeline.tasks.drift import DriftConfig, detect_drift, json_safe
+from mlops_pipeline.tasks.monitoring import (
     feature_columns,
     kinds_for,
     load_reference,
@@ -28,8 +26,9 @@ from tasks.monitoring import (
     resolve_target,
     signal_drift,
 )
-from tasks.report import save_window_results
-from tasks.validation import validate_captures
+from mlops_pipeline.tasks.report import save_window_results
+from mlops_pipeline.tasks.validation import validate_captures
+from prefect import flow
 
 
 @flow(name="monitor-deployment", log_prints=False)

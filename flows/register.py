@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
-from tasks.registry import (
+from mlops_pipeline.tasks.registry import (
     check_reference_fits,
     create_model_version,
     discard_registration_run,
@@ -19,6 +17,7 @@ from tasks.registry import (
     validate_alias,
     validate_model_name,
 )
+from prefect import flow
 
 
 @flow(name="register-model", log_prints=False)

@@ -9,11 +9,10 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from mlops_pipeline.errors import MLOpsError
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.settings import get_settings
 from rich.console import Console
-
-from flows import run_flow
-from mlops.errors import MLOpsError
-from mlops.settings import get_settings
 
 app = typer.Typer(
     name="mlops",
@@ -101,7 +100,7 @@ def emit(result: Any, as_json: bool, render: Callable[[Any], None] | None = None
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
     """Turn ['k=v', ...] into a dict, naming the option and value when one is malformed."""
-    from mlops.errors import InvalidInputError
+    from mlops_pipeline.errors import InvalidInputError
 
     parsed: dict[str, str] = {}
     for pair in pairs or []:
@@ -152,7 +151,7 @@ def register_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Register a model as the next version of NAME."""
-    from flows.register import register_model
+    from mlops_pipeline.flows.register import register_model
 
     result = run_flow(
         register_model,
@@ -177,7 +176,7 @@ def models_list_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """List model versions, filtered by name and tags."""
-    from tasks.registry import list_model_versions
+    from mlops_pipeline.tasks.registry import list_model_versions
 
     emit(list_model_versions.fn(name, parse_pairs(tag, "--tag")), as_json, render_versions)
 
@@ -190,7 +189,7 @@ def models_show_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Show one model version (the latest unless --version or --alias)."""
-    from tasks.registry import get_model_version
+    from mlops_pipeline.tasks.registry import get_model_version
 
     emit(get_model_version.fn(name, version=version, alias=alias), as_json)
 
@@ -203,7 +202,7 @@ def models_tag_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Set tags on a model version."""
-    from tasks.registry import tag_model_version
+    from mlops_pipeline.tasks.registry import tag_model_version
 
     emit(tag_model_version.fn(name, version, parse_pairs(tag, "--tag")), as_json)
 
@@ -216,7 +215,7 @@ def alias_set_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Point ALIAS of model NAME at a version."""
-    from tasks.registry import get_model_version, set_model_alias
+    from mlops_pipeline.tasks.registry import get_model_version, set_model_alias
 
     set_model_alias.fn(name, alias, version)
     emit(
@@ -229,7 +228,7 @@ def alias_set_cmd(
 @command(alias_app, "remove")
 def alias_remove_cmd(name: str, alias: str, as_json: JsonOption = False) -> None:
     """Remove ALIAS from model NAME."""
-    from tasks.registry import remove_model_alias
+    from mlops_pipeline.tasks.registry import remove_model_alias
 
     remove_model_alias.fn(name, alias)
     emit({"name": name, "alias": alias, "removed": True}, as_json)
@@ -242,7 +241,7 @@ def models_delete_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a model version, or the whole model; refused while a deployment uses it."""
-    from tasks.registry import delete_model_versions
+    from mlops_pipeline.tasks.registry import delete_model_versions
 
     deleted = delete_model_versions.fn(name, version)
     emit(
@@ -260,7 +259,7 @@ def demo_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Run the whole loop on embedded defaults with a dataset that ships with scikit-learn."""
-    from flows.demo import run_demo
+    from mlops_pipeline.flows.demo import run_demo
 
     result = run_flow(run_demo, keep_serving=keep_serving)
     emit(result, as_json, render_demo)
@@ -291,7 +290,7 @@ def _check_model_uri(model_uri: str) -> None:
     """Fail before binding a port when the model cannot be found."""
     from pathlib import Path
 
-    from mlops.errors import BackendError, NotFoundError
+    from mlops_pipeline.errors import BackendError, NotFoundError
 
     if model_uri.startswith("models:/"):
         from mlflow import MlflowClient
@@ -354,9 +353,8 @@ def serve(
     import socket
     from pathlib import Path
 
+    from mlops_pipeline.errors import ConflictError, InvalidInputError, NotFoundError
     from pydantic import ValidationError
-
-    from mlops.errors import ConflictError, InvalidInputError, NotFoundError
 
     if capture_dir and capture_uri:
         raise InvalidInputError(
@@ -387,8 +385,8 @@ def serve(
                 port=port,
             ) from exc
 
-    from serving.server import run
-    from serving.settings import ServingSettings
+    from mlops_pipeline.serving.server import run
+    from mlops_pipeline.serving.settings import ServingSettings
 
     capture = str(Path(capture_dir).resolve()) if capture_dir else capture_uri
     try:
@@ -433,14 +431,14 @@ def predict(
     """Send rows to a running scoring service and print the predictions."""
     from pathlib import Path
 
-    from mlops.errors import (
+    from mlops_pipeline.errors import (
         AuthError,
         BackendError,
         BackendUnavailableError,
         InvalidInputError,
         NotFoundError,
     )
-    from serving.client import ScoringClient, ScoringError, read_api_key, to_payload
+    from mlops_pipeline.serving.client import ScoringClient, ScoringError, read_api_key, to_payload
 
     path = Path(input_file)
     if not path.is_file():
@@ -502,7 +500,7 @@ def absolute_path(value: str | None, option: str, must_exist: bool = False) -> s
     """Services run in other processes (and containers): hand them absolute paths."""
     from pathlib import Path
 
-    from mlops.errors import InvalidInputError
+    from mlops_pipeline.errors import InvalidInputError
 
     if value is None or "://" in value:
         return value
@@ -585,7 +583,7 @@ def deploy_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Serve a registered model version behind a stable endpoint (updates NAME if it exists)."""
-    from flows.deploy import deploy
+    from mlops_pipeline.flows.deploy import deploy
 
     result = run_flow(
         deploy,
@@ -610,7 +608,7 @@ def update_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Switch a deployment to another model version with zero downtime."""
-    from flows.deploy import update_deployment
+    from mlops_pipeline.flows.deploy import update_deployment
 
     emit(
         run_flow(update_deployment, name=name, model_uri=model, reason=reason),
@@ -626,7 +624,7 @@ def rollback_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Return a deployment to the version it served before, with zero downtime."""
-    from flows.deploy import rollback_deployment
+    from mlops_pipeline.flows.deploy import rollback_deployment
 
     emit(run_flow(rollback_deployment, name=name, reason=reason), as_json, render_deployment)
 
@@ -638,7 +636,7 @@ def undeploy_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Stop a deployment and release the model version it served."""
-    from flows.deploy import undeploy
+    from mlops_pipeline.flows.deploy import undeploy
 
     result = run_flow(undeploy, name=name, reason=reason)
     emit(result, as_json, lambda d: console.print(f"Undeployed [bold]{d['name']}[/]"))
@@ -650,7 +648,7 @@ def status_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Endpoint URL, served version and health of a deployment (exit 1 when not ready)."""
-    from tasks.deploy import get_status
+    from mlops_pipeline.tasks.deploy import get_status
 
     status = get_status.fn(name)
 
@@ -674,7 +672,7 @@ def deployments_list_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """List deployments."""
-    from tasks.deploy import list_deployments
+    from mlops_pipeline.tasks.deploy import list_deployments
 
     emit(list_deployments.fn(target), as_json, render_deployments)
 
@@ -685,7 +683,7 @@ def deployments_show_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Show one deployment as recorded in the ledger."""
-    from tasks.deploy import get_deployment
+    from mlops_pipeline.tasks.deploy import get_deployment
 
     emit(get_deployment.fn(name).model_dump(mode="json"), as_json)
 
@@ -696,7 +694,7 @@ def deployments_history_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Every create/update/rollback/delete of a deployment: who, when, from, to, result."""
-    from tasks.deploy import get_deployment_history
+    from mlops_pipeline.tasks.deploy import get_deployment_history
 
     emit(get_deployment_history.fn(name), as_json, render_history)
 
@@ -719,10 +717,10 @@ def build_image_cmd(
     """Build a Docker image serving a model version; dependencies come from a host wheelhouse."""
     import logging
 
-    from tasks.images import build_image
+    from mlops_pipeline.tasks.images import build_image
 
     # build steps as progress through Prefect's console handler (stderr; stdout stays JSON)
-    logging.getLogger("tasks.images").setLevel(logging.INFO)
+    logging.getLogger("mlops_pipeline.tasks.images").setLevel(logging.INFO)
     result = build_image.fn(model_uri, tag=tag, base_image=base_image, no_cache=no_cache)
     emit(
         result.to_dict(),
@@ -741,7 +739,7 @@ def _drift_config(config_file: str | None, min_samples: int | None) -> dict[str,
     """Drift settings from a JSON file (see tasks.drift.DriftConfig) plus CLI overrides."""
     from pathlib import Path
 
-    from mlops.errors import InvalidInputError, NotFoundError
+    from mlops_pipeline.errors import InvalidInputError, NotFoundError
 
     settings: dict[str, Any] = {}
     if config_file:
@@ -827,7 +825,7 @@ def monitor_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Validate and drift-test what deployment NAME captured; signal drift (exit 0 either way)."""
-    from flows.monitor import monitor_deployment
+    from mlops_pipeline.flows.monitor import monitor_deployment
 
     with err_console.status(f"Validating and drift-testing what {name} captured..."):
         result = run_flow(
@@ -860,14 +858,14 @@ def drift_cmd(
     """Compare two CSV/Parquet files column by column; exit 0 whether or not they drift."""
     from pathlib import Path
 
-    from tasks.drift import DriftConfig, compare_frames, json_safe, read_table_file
+    from mlops_pipeline.tasks.drift import DriftConfig, compare_frames, json_safe, read_table_file
 
     settings = DriftConfig.from_dict(_drift_config(config, min_samples))
     reference_frame = read_table_file(reference)
     current_frame = read_table_file(current)
     common = [c for c in reference_frame.columns if c in current_frame.columns]
     if not common:
-        from mlops.errors import InvalidInputError
+        from mlops_pipeline.errors import InvalidInputError
 
         raise InvalidInputError(
             f"'{reference}' and '{current}' have no columns in common.",
@@ -885,7 +883,7 @@ def drift_cmd(
         )
     )
     if report:
-        from tasks.report import write_report
+        from mlops_pipeline.tasks.report import write_report
 
         verdict["report"] = str(
             write_report(verdict, Path(report), f"Drift: {reference} vs {current}").resolve()

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify, request
 from mlflow.exceptions import MlflowException
-
-from mlops import inuse
+from mlops_pipeline import inuse
 
 MODEL_VERSION_DELETE_PATHS = {
     f"/{prefix}/2.0/mlflow/model-versions/delete" for prefix in ("api", "ajax-api")

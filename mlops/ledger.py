@@ -16,13 +16,12 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
+from mlops_pipeline import inuse
+from mlops_pipeline.deployment import Deployment, ModelRef
+from mlops_pipeline.errors import BackendError, NotFoundError
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.tracking import connect
 from pydantic import BaseModel
-
-from mlops import inuse
-from mlops.deployment import Deployment, ModelRef
-from mlops.errors import BackendError, NotFoundError
-from mlops.settings import get_settings
-from mlops.tracking import connect
 
 Action = Literal["create", "update", "rollback", "delete"]
 Result = Literal["succeeded", "failed"]

@@ -67,9 +67,8 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
+    from mlops_pipeline.errors import InvalidInputError
     from pydantic import ValidationError
-
-    from mlops.errors import InvalidInputError
 
     try:
         return Settings()

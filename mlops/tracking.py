@@ -8,8 +8,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-
-from mlops.settings import get_settings
+from mlops_pipeline.settings import get_settings
 
 
 def connect() -> MlflowClient:

@@ -1,11 +1,11 @@
-"""`python -m serving`: run the scoring service configured from MLOPS_* environment variables."""
+"""`python -m mlops_pipeline.serving`: the scoring service, configured from the environment."""
 
 import sys
 
 from pydantic import ValidationError
 
-from serving.server import run
-from serving.settings import ServingSettings
+from .server import run
+from .settings import ServingSettings
 
 if __name__ == "__main__":
     try:

@@ -23,14 +23,14 @@ from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import serving
-from serving import metrics
-from serving.capture import CaptureWriter, Feedback, Record
-from serving.errors import ServingError, bad_input
-from serving.model import Runtime, labels_from_uri, load_runtime, predictions_json
-from serving.model import prediction_columns as capture_predictions
-from serving.schema import json_type, request_schema
-from serving.settings import ServingSettings
+from . import __version__ as serving_version
+from . import metrics
+from .capture import CaptureWriter, Feedback, Record
+from .errors import ServingError, bad_input
+from .model import Runtime, labels_from_uri, load_runtime, predictions_json
+from .model import prediction_columns as capture_predictions
+from .schema import json_type, request_schema
+from .settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def media_type(header: str | None) -> str:
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
-    """The ASGI app; `uvicorn --factory serving.app:create_app` builds it from MLOPS_* env."""
+    """The ASGI app (`uvicorn --factory mlops_pipeline.serving.app:create_app`), built from env."""
     settings = settings or ServingSettings()
     service = Service(settings)
 
@@ -235,7 +235,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="mlops scoring service",
-        version=serving.__version__,
+        version=serving_version,
         description="MLflow-compatible scoring with input checks, metrics and data capture.",
         lifespan=lifespan,
     )
@@ -281,7 +281,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             "run_id": rt.run_id if rt else None,
             "image": settings.image,
             "mlflow_version": mlflow.version.VERSION,
-            "serving_version": serving.__version__,
+            "serving_version": serving_version,
             "columns": [{"name": c.name, "type": c.type} for c in (rt.columns or [])] if rt else [],
         }
         return Response(orjson.dumps(body), media_type=JSON)

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving import metrics
+from . import metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A small Python client for the scoring service: retries, API key, keep-alive, TCP_NODELAY.
 
-from serving.client import ScoringClient
+from .client import ScoringClient
 with ScoringClient("http://127.0.0.1:8080", api_key=os.environ["MLOPS_API_KEY"]) as c:
     result = c.predict(frame)          # DataFrame, list of row dicts, or dict of columns
     c.feedback(result.request_id, label=1)

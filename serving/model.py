@@ -16,9 +16,9 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from serving.errors import ServingError, bad_input
-from serving.schema import Column, check_columns, csv_columns, payload_columns, signature_columns
-from serving.settings import ServingSettings
+from .errors import ServingError, bad_input
+from .schema import Column, check_columns, csv_columns, payload_columns, signature_columns
+from .settings import ServingSettings
 
 log = logging.getLogger(__name__)
 

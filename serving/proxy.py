@@ -5,7 +5,7 @@ connections. An admin call switches the upstream atomically: new requests go to 
 at once, and the call returns only after the requests still in flight on the old one have
 completed (drain), so the caller can then stop the old service without failing a request.
 
-Run it:  python -m serving.proxy [--host H] [--port P] [--upstream URL]
+Run it:  python -m mlops_pipeline.serving.proxy [--host H] [--port P] [--upstream URL]
 
 Environment (command-line options win):
   MLOPS_PROXY_HOST        bind address (default 127.0.0.1; 0.0.0.0 in containers)
@@ -295,7 +295,7 @@ def _token_from_env() -> str | None:
 def main(argv: list[str] | None = None) -> None:
     """Parse options (env defaults) and serve until SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m serving.proxy", description=__doc__.split("\n")[0]
+        prog="python -m mlops_pipeline.serving.proxy", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default=os.environ.get("MLOPS_PROXY_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLOPS_PROXY_PORT", "8080")))

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import ServingError, bad_input
+from .errors import ServingError, bad_input
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 

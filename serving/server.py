@@ -10,7 +10,7 @@ import tempfile
 
 import uvicorn
 
-from serving.settings import ServingSettings
+from .settings import ServingSettings
 
 
 def run(settings: ServingSettings) -> None:
@@ -33,7 +33,7 @@ def run(settings: ServingSettings) -> None:
     )
     try:
         uvicorn.run(
-            "serving.app:create_app",
+            "mlops_pipeline.serving.app:create_app",
             factory=True,
             host=settings.host,
             port=settings.port,

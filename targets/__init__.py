@@ -1,6 +1,6 @@
 """Deployment targets: where the scoring service runs (local processes, Docker, ...)."""
 
-from targets.base import (
+from mlops_pipeline.targets.base import (
     DeployConfig,
     Deployment,
     DeploymentStatus,

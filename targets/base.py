@@ -1,12 +1,12 @@
 """The deployment Target interface, and `get_target(uri)` that finds one by URI scheme.
 
-A target runs the scoring service (`python -m serving`, contract 3) somewhere and keeps one
-stable endpoint in front of it. Targets are plug-ins: each registers a `Target` subclass in the
-`mlops.targets` entry-point group under its URI scheme, so a third party adds one with a package
-of its own::
+A target runs the scoring service (`python -m mlops_pipeline.serving`, contract 3) somewhere
+and keeps one stable endpoint in front of it. Targets are plug-ins: each registers a `Target`
+subclass in the `mlops.targets` entry-point group under its URI scheme, so a third party adds
+one with a package of its own::
 
     [project.entry-points."mlops.targets"]
-    local = "targets.local:LocalTarget"
+    local = "mlops_pipeline.targets.local:LocalTarget"
 
 Target URIs are `<scheme>:<location>`: `local:`, `docker:`, `kubernetes:/namespace`,
 `iotedge:/hub/device`, `batch:`.
@@ -40,9 +40,8 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import httpx
-
-from mlops.deployment import DeployConfig, Deployment, DeploymentStatus, ModelRef
-from mlops.errors import BackendUnavailableError, DeploymentError, InvalidInputError
+from mlops_pipeline.deployment import DeployConfig, Deployment, DeploymentStatus, ModelRef
+from mlops_pipeline.errors import BackendUnavailableError, DeploymentError, InvalidInputError
 
 __all__ = [
     "DeployConfig",

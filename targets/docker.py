@@ -1,11 +1,12 @@
 """The `docker:` target: model images run as containers behind a proxy container on one port.
 
 Per deployment NAME the engine holds a user-defined network `mlops-NAME`, one proxy container
-(`python -m serving.proxy` from the model image) publishing the stable port on 127.0.0.1, and the
-model container(s). Updates start the new container, let the proxy switch to it once its /ready
-answers (the proxy drains the old one), then stop the old one, so clients of the stable port see
-no failed request. Every object carries the label `mlops.deployment=NAME`, so the state is read
-back from Docker itself: no local state file to lose or go stale.
+(`python -m mlops_pipeline.serving.proxy` from the model image) publishing the stable port on
+127.0.0.1, and the model container(s). Updates start the new container, let the proxy switch
+to it once its /ready answers (the proxy drains the old one), then stop the old one, so clients
+of the stable port see no failed request. Every object carries the label
+`mlops.deployment=NAME`, so the state is read back from Docker itself: no local state file to
+lose or go stale.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import docker.errors
 import httpx
 import requests
 from docker.models.containers import Container
-
-from mlops.errors import (
+from mlops_pipeline.errors import (
     BackendError,
     BackendUnavailableError,
     ConflictError,
@@ -37,8 +37,8 @@ from mlops.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from mlops.log import get_logger
-from targets.base import (
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.targets.base import (
     DeployConfig,
     Deployment,
     DeploymentStatus,
@@ -318,7 +318,7 @@ class DockerTarget(Target):
         try:
             self.client.containers.run(
                 image,
-                command=["python", "-m", "serving.proxy"],
+                command=["python", "-m", "mlops_pipeline.serving.proxy"],
                 name=f"mlops-{name}-proxy",
                 detach=True,
                 environment={

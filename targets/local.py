@@ -4,8 +4,8 @@ No Docker needed. Each deployment gets a supervisor process (`python -m targets.
 detached from the CLI that started it) that owns two kinds of children and restarts them when
 they crash:
 
-* the proxy (`python -m serving.proxy`) on the deployment's stable port, and
-* the active scoring service (`python -m serving`) on a private port.
+* the proxy (`python -m mlops_pipeline.serving.proxy`) on the deployment's stable port, and
+* the active scoring service (`python -m mlops_pipeline.serving`) on a private port.
 
 `update` asks the supervisor (a token-protected HTTP control API on 127.0.0.1) to start the new
 version on a fresh port, wait for its /ready, switch the proxy to it, let the old one drain and
@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from mlops.errors import (
+from mlops_pipeline.errors import (
     BackendUnavailableError,
     ConflictError,
     DeploymentError,
@@ -44,8 +43,8 @@ from mlops.errors import (
     MLOpsError,
     NotFoundError,
 )
-from mlops.settings import get_settings
-from targets.base import (
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.targets.base import (
     DeployConfig,
     Deployment,
     DeploymentStatus,
@@ -222,7 +221,7 @@ class Supervisor:
         env["MLFLOW_TRACKING_URI"] = self.spec["tracking_uri"]
         env["MLFLOW_REGISTRY_URI"] = self.spec["registry_uri"]
         log = self.dir / "logs" / f"service-v{ref.version}-{port}.log"
-        return Child("service", [sys.executable, "-m", "serving"], env, port, log)
+        return Child("service", [sys.executable, "-m", "mlops_pipeline.serving"], env, port, log)
 
     def _proxy(self, upstream: str) -> Child:
         port = self.spec["port"]
@@ -235,7 +234,9 @@ class Supervisor:
             "MLOPS_PROXY_STATE_FILE": str(self.dir / "proxy-upstream.json"),
         }
         log = self.dir / "logs" / "proxy.log"
-        return Child("proxy", [sys.executable, "-m", "serving.proxy"], env, port, log)
+        return Child(
+            "proxy", [sys.executable, "-m", "mlops_pipeline.serving.proxy"], env, port, log
+        )
 
     def _wait_ready(self, child: Child, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -528,7 +529,7 @@ class LocalTarget(Target):
         try:
             with (state_dir / "logs" / "supervisor.log").open("ab") as out:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "targets.local", str(state_dir)],
+                    [sys.executable, "-m", "mlops_pipeline.targets.local", str(state_dir)],
                     env={**os.environ, "MLOPS_SUPERVISOR_TOKEN": token},
                     stdout=out,
                     stderr=subprocess.STDOUT,

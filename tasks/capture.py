@@ -28,12 +28,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.settings import get_settings
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from mlops.errors import InvalidInputError
-from mlops.log import get_logger
-from mlops.settings import get_settings
 
 METADATA_COLUMNS = ["_request_id", "_row", "_ts", "_status"]
 QUARANTINE_DIR = "_quarantine"

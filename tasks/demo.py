@@ -95,7 +95,7 @@ def send_demo_traffic(
     endpoint_url: str, rows_csv: Path, batch_size: int = 50, feedback: bool = True
 ) -> dict[str, int]:
     """Score a labelled CSV through a deployment in batches, sending the labels as feedback."""
-    from serving.client import ScoringClient
+    from mlops_pipeline.serving.client import ScoringClient
 
     frame = pd.read_csv(rows_csv)
     requests = labels = 0

@@ -10,15 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from mlops_pipeline import ledger
+from mlops_pipeline.errors import ConflictError, InvalidInputError, MLOpsError, NotFoundError
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.targets.base import DeployConfig, Deployment, ModelRef, get_target, target_class
+from mlops_pipeline.targets.base import parse_target_uri as split_target_uri
+from mlops_pipeline.tasks.registry import get_model_version
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from mlops import ledger
-from mlops.errors import ConflictError, InvalidInputError, MLOpsError, NotFoundError
-from mlops.log import get_logger
-from targets.base import DeployConfig, Deployment, ModelRef, get_target, target_class
-from targets.base import parse_target_uri as split_target_uri
-from tasks.registry import get_model_version
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

@@ -30,13 +30,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from mlops_pipeline.errors import InvalidInputError, NotFoundError
+from mlops_pipeline.tasks.profile import category_key, column_kind
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pyarrow import ArrowException
 from scipy import stats
-
-from mlops.errors import InvalidInputError, NotFoundError
-from tasks.profile import category_key, column_kind
 
 PSI_EPSILON = 1e-4
 OTHER = "__other__"

@@ -1,4 +1,4 @@
-"""build-image: a Docker image that serves one registered model version with `python -m serving`.
+"""build-image: a Docker image that serves one registered model version.
 
 Dependencies come only from a wheelhouse built on the host and are installed in the image with
 `pip install --no-index --find-links`, so a build needs no network (air-gapped engines, CI).
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -30,24 +29,23 @@ import docker.errors
 import mlflow
 import requests
 from mlflow.exceptions import MlflowException
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from mlops.errors import (
+from mlops_pipeline.errors import (
     BackendError,
     BackendUnavailableError,
     DeploymentError,
     InvalidInputError,
 )
-from mlops.log import get_logger
-from mlops.settings import get_settings
-from mlops.tracking import connect
-from targets.base import ModelRef
-from targets.docker import IMAGE_MODEL_DIR, IMAGE_PORT, IMAGE_USER, docker_client
-from tasks.deploy import resolve_model_uri
-from tasks.registry import get_model_version
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.targets.base import ModelRef
+from mlops_pipeline.targets.docker import IMAGE_MODEL_DIR, IMAGE_PORT, IMAGE_USER, docker_client
+from mlops_pipeline.tasks.deploy import resolve_model_uri
+from mlops_pipeline.tasks.registry import get_model_version
+from mlops_pipeline.tracking import connect
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 PROJECT = "mlops-pipeline"
 SERVING_EXTRA = "serving"
@@ -80,13 +78,13 @@ COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv PYTHONPATH=/opt/app \\
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/home/mlops \\
     MLOPS_HOST=0.0.0.0 MLOPS_PORT={port} MLOPS_MODEL_URI={model_dir}
-COPY serving/ /opt/app/serving/
+COPY mlops_pipeline/ /opt/app/mlops_pipeline/
 WORKDIR /opt/app
 USER {uid}:{gid}
 EXPOSE {port}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
     CMD {healthcheck}
-CMD ["python", "-m", "serving"]
+CMD ["python", "-m", "mlops_pipeline.serving"]
 # Everything below changes with each model version; everything above is reused from cache.
 COPY model/ {model_dir}/
 ENV MLOPS_MODEL_NAME={model_name} MLOPS_MODEL_VERSION={model_version}
@@ -230,7 +228,7 @@ def image_labels(
     project_version = importlib.metadata.version(PROJECT)
     return {
         "org.opencontainers.image.title": f"{model.name} scoring service",
-        "org.opencontainers.image.description": f"Serves {model.uri} with python -m serving.",
+        "org.opencontainers.image.description": f"Serves {model.uri} (mlops-pipeline).",
         "org.opencontainers.image.version": model.version,
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.base.name": base_image,
@@ -275,14 +273,19 @@ def prepare_context(requirements: list[str], wheelhouse: Path, context: Path) ->
             os.link(wheel, wheels / wheel.name)
         except OSError:  # another filesystem
             shutil.copy2(wheel, wheels / wheel.name)
-    spec = importlib.util.find_spec("serving")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendError("The serving package is not importable.", hint="Reinstall the project.")
-    shutil.rmtree(context / "serving", ignore_errors=True)
+    # The image carries only the scoring service, under our namespace so that nothing on the
+    # model's own path can shadow it; the package is found through our own import, not sys.path.
+    from mlops_pipeline import serving
+
+    source = Path(serving.__file__).parent
+    package = context / "mlops_pipeline"
+    shutil.rmtree(package, ignore_errors=True)
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        '"""mlops-pipeline: only the scoring service ships here."""\n'
+    )
     shutil.copytree(
-        spec.submodule_search_locations[0],
-        context / "serving",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        source, package / "serving", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
 
 

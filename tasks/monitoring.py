@@ -15,17 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlops_pipeline.errors import BackendError, InvalidInputError, NotFoundError
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.tasks.capture import monitor_dir
+from mlops_pipeline.tasks.profile import column_kind
+from mlops_pipeline.tasks.registry import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
+from mlops_pipeline.tracking import connect, ensure_experiment
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-
-from mlops.errors import BackendError, InvalidInputError, NotFoundError
-from mlops.log import get_logger
-from mlops.tracking import connect, ensure_experiment
-from tasks.capture import monitor_dir
-from tasks.profile import column_kind
-from tasks.registry import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
 
 MONITOR_EXPERIMENT = "mlops-monitoring"
 DRIFT_EVENT = "mlops.drift.detected"
@@ -80,7 +79,7 @@ def resolve_target(
     if model_uri:
         name, version = _parse_model_uri(model_uri)
     else:
-        from mlops.ledger import get_deployment
+        from mlops_pipeline.ledger import get_deployment
 
         record = get_deployment(deployment)
         name, version = record.model_name, str(record.model_version)

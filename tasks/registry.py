@@ -19,18 +19,17 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from mlops import inuse
-from mlops.errors import (
+from mlops_pipeline import inuse
+from mlops_pipeline.errors import (
     BackendError,
     InUseError,
     InvalidInputError,
     NotFoundError,
 )
-from mlops.log import get_logger
-from mlops.tracking import connect, ensure_experiment
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.tracking import connect, ensure_experiment
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 REGISTRATION_EXPERIMENT = "mlops-registrations"
@@ -316,8 +315,8 @@ def log_registration_run(
             model_uri = info.model_uri
         tags: dict[str, str] = {}
         if reference is not None:
-            from tasks.profile import profile_frame
-            from tasks.validation import build_expectation_suite
+            from mlops_pipeline.tasks.profile import profile_frame
+            from mlops_pipeline.tasks.validation import build_expectation_suite
 
             profile = profile_frame(reference)
             suite = build_expectation_suite(profile, name=f"{name}-reference")

@@ -20,10 +20,9 @@ from great_expectations.data_context.types.base import (
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
+from mlops_pipeline.errors import InvalidInputError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from mlops.errors import InvalidInputError
 
 # Dtype names GX compares a column's pandas dtype against; validate_frame turns nullable
 # extension dtypes into these numpy ones first (GX 1.x mis-handles extension dtypes).

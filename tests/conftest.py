@@ -8,10 +8,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from mlops_pipeline.settings import get_settings
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
-
-from mlops.settings import get_settings
 
 # Docker engine, base image and shared wheelhouse fixtures for image and docker-target tests
 pytest_plugins = ["tests.docker_support"]
@@ -104,8 +103,8 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture
 def registered_model(mlops_home: Path, iris_model_dir: Path, iris_reference_csv: Path) -> dict:
     """`iris` version 1, registered with reference data and the alias champion."""
-    from flows import run_flow
-    from flows.register import register_model
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.register import register_model
 
     return run_flow(
         register_model,

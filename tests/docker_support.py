@@ -19,9 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from mlops.errors import BackendUnavailableError
-from mlops.settings import get_settings
+from mlops_pipeline.errors import BackendUnavailableError
+from mlops_pipeline.settings import get_settings
 
 BASE_IMAGE = os.environ.get("MLOPS_TEST_BASE_IMAGE", "mlops-test/bookworm-python:latest")
 PROVISION = Path(__file__).resolve().parents[1] / ".ci" / "docker.sh"
@@ -44,8 +43,7 @@ def _unavailable(reason: str) -> None:
 def docker_engine():
     """A client for a reachable engine that holds the test base image."""
     import docker.errors
-
-    from targets.docker import docker_client
+    from mlops_pipeline.targets.docker import docker_client
 
     try:
         client = docker_client()

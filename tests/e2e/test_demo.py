@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from flows import run_flow
-from flows.demo import DEMO_DEPLOYMENT, run_demo
-from tasks.deploy import list_deployments
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.demo import DEMO_DEPLOYMENT, run_demo
+from mlops_pipeline.tasks.deploy import list_deployments
 
 pytestmark = pytest.mark.e2e
 

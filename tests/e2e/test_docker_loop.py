@@ -8,11 +8,11 @@ import json
 import docker.errors
 import httpx
 import pytest
+from mlops_pipeline.cli import app
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.register import register_model
 from typer.testing import CliRunner
 
-from flows import run_flow
-from flows.register import register_model
-from mlops.cli import app
 from tests.docker_support import IRIS_PAYLOAD, continuous_load, remove_deployment_objects
 
 NAME = "iris-docker-e2e"

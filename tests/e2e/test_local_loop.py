@@ -33,7 +33,7 @@ def mlops(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture
 def undeploy_all(mlops_home: Path):
     yield
-    from targets.local import LocalTarget
+    from mlops_pipeline.targets.local import LocalTarget
 
     target = LocalTarget()
     for deployment in target.list():

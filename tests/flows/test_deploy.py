@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mlops_pipeline import inuse, ledger
+from mlops_pipeline.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops_pipeline.flows.deploy import deploy, rollback_deployment, undeploy, update_deployment
+from mlops_pipeline.tracking import connect
 
-from flows.deploy import deploy, rollback_deployment, undeploy, update_deployment
-from mlops import inuse, ledger
-from mlops.errors import ConflictError, InvalidInputError, NotFoundError
-from mlops.tracking import connect
 from tests.targets.local_support import register_version, served_version
 
 
@@ -20,7 +20,7 @@ def in_use(version: str) -> dict[str, str]:
 @pytest.fixture
 def cleanup(mlops_home: Path):
     yield
-    from targets.local import LocalTarget
+    from mlops_pipeline.targets.local import LocalTarget
 
     target = LocalTarget()
     for deployment in target.list():

@@ -11,12 +11,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.monitor import monitor_deployment
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.tasks.capture import load_watermark
+from mlops_pipeline.tracking import connect
 
-from flows import run_flow
-from flows.monitor import monitor_deployment
-from flows.register import register_model
-from mlops.tracking import connect
-from tasks.capture import load_watermark
 from tests.conftest import IRIS_COLUMNS
 from tests.tasks.capture_support import capture_table, write_capture
 
@@ -162,7 +162,7 @@ def test_monitor_flow_validates_signals_drift_once_and_is_incremental(
 def test_a_crash_before_commit_leaves_the_watermark_and_the_rerun_matches(
     monitored, iris_frame, iris_estimator, monkeypatch
 ):
-    import flows.monitor
+    import mlops_pipeline.flows.monitor as monitor_flow_module
 
     params = {
         "deployment": "iris-crash",
@@ -182,7 +182,7 @@ def test_a_crash_before_commit_leaves_the_watermark_and_the_rerun_matches(
         raise RuntimeError("killed before commit")
 
     with monkeypatch.context() as patch:
-        patch.setattr(flows.monitor, "signal_drift", crash)
+        patch.setattr(monitor_flow_module, "signal_drift", crash)
         with pytest.raises(RuntimeError, match="killed"):
             run_flow(monitor_deployment, **params)
     assert load_watermark("iris-crash").processed == set()
@@ -202,8 +202,8 @@ def test_a_crash_before_commit_leaves_the_watermark_and_the_rerun_matches(
 def test_monitor_reads_capture_uri_and_version_from_the_ledger(
     monitored, iris_frame, iris_estimator
 ):
-    from mlops.deployment import Deployment
-    from mlops.ledger import upsert_deployment
+    from mlops_pipeline.deployment import Deployment
+    from mlops_pipeline.ledger import upsert_deployment
 
     upsert_deployment(
         Deployment(

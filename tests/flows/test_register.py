@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from flows import run_flow
-from flows.register import register_model
-from mlops.errors import InvalidInputError
-from mlops.tracking import connect
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.tracking import connect
 
 
 def test_flow_run_registers_consecutive_versions(

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlops_pipeline.cli import app
 from typer.testing import CliRunner
-
-from mlops.cli import app
 
 runner = CliRunner()
 

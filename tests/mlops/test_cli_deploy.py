@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from mlops_pipeline import ledger
+from mlops_pipeline.cli import app
 from typer.testing import CliRunner
-
-from mlops import ledger
-from mlops.cli import app
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlops_pipeline.cli import app
 from typer.testing import CliRunner
 
-from mlops.cli import app
 from tests.conftest import IRIS_COLUMNS
 from tests.tasks.capture_support import capture_table, write_capture
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.settings import get_settings
 
-from flows import run_flow
-from flows.register import register_model
-from mlops.settings import get_settings
 from tests.servers import mlflow_server, postgres_cluster
 
 pytestmark = pytest.mark.postgres

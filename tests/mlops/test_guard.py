@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 from mlflow import MlflowClient
+from mlops_pipeline import inuse
 
-from mlops import inuse
 from tests.servers import mlflow_server
 
 

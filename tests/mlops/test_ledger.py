@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from flows import run_flow
-from flows.register import register_model
-from mlops import inuse, ledger
-from mlops.deployment import Deployment, DeploymentStatus, ModelRef
-from mlops.errors import NotFoundError
-from mlops.tracking import connect
+from mlops_pipeline import inuse, ledger
+from mlops_pipeline.deployment import Deployment, DeploymentStatus, ModelRef
+from mlops_pipeline.errors import NotFoundError
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.tracking import connect
 
 
 @pytest.fixture
@@ -123,7 +122,8 @@ def test_rollback_point_undoes_like_a_stack(mlops_home: Path) -> None:
 def test_ledger_works_on_postgresql(
     registered_model: dict, iris_v2: ModelRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops.settings import get_settings
+    from mlops_pipeline.settings import get_settings
+
     from tests.servers import postgres_cluster
 
     with postgres_cluster() as database:

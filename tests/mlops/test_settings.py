@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from mlops.errors import InUseError, InvalidInputError, MLOpsError, NotFoundError
-from mlops.settings import Settings
+from mlops_pipeline.errors import InUseError, InvalidInputError, MLOpsError, NotFoundError
+from mlops_pipeline.settings import Settings
 
 
 def test_embedded_defaults_live_under_home(tmp_path, monkeypatch):
@@ -50,10 +49,9 @@ def test_errors_carry_exit_code_and_http_status(error, exit_code, status):
 
 
 def test_cli_reports_a_bad_setting_in_one_line(monkeypatch):
+    from mlops_pipeline.cli import app
+    from mlops_pipeline.settings import get_settings
     from typer.testing import CliRunner
-
-    from mlops.cli import app
-    from mlops.settings import get_settings
 
     monkeypatch.setenv("MLOPS_ORCHESTRATE", "sometimes")
     get_settings.cache_clear()

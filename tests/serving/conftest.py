@@ -63,7 +63,7 @@ class Server:
 
 
 def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str) -> Server:
-    """Start `python -m serving` on a free port and wait (bounded) until /ready is 200."""
+    """Start the scoring service on a free port and wait (bounded) until /ready is 200."""
     port = port or free_port()
     log = tmp / f"server-{port}.log"
     full_env = {
@@ -79,7 +79,11 @@ def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving"], cwd=REPO, env=full_env, stdout=out, stderr=out
+            [sys.executable, "-m", "mlops_pipeline.serving"],
+            cwd=REPO,
+            env=full_env,
+            stdout=out,
+            stderr=out,
         )
     capture = env.get("MLOPS_CAPTURE_URI")
     server = Server(f"http://127.0.0.1:{port}", proc, log, Path(capture) if capture else None)

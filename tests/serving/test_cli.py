@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import mlflow
+from mlops_pipeline.cli import app
+from mlops_pipeline.settings import get_settings
 from typer.testing import CliRunner
 
-from mlops.cli import app
-from mlops.settings import get_settings
 from tests.serving.conftest import REPO, free_port
 
 runner = CliRunner()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from mlops_pipeline.serving.client import ScoringClient, ScoringError, read_api_key
 
-from serving.client import ScoringClient, ScoringError, read_api_key
 from tests.serving.conftest import free_port, start_server
 
 

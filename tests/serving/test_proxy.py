@@ -1,4 +1,4 @@
-"""The stable-port proxy as shipped (`python -m serving.proxy` subprocess) over real upstreams."""
+"""The stable-port proxy as shipped (a `serving.proxy` subprocess) over real upstreams."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def start_proxy(upstream: str | None, tmp_path: Path, token: str | None = TOKEN)
     env["MLOPS_PROXY_STATE_FILE"] = str(tmp_path / "upstream.json")
     if token:
         env["MLOPS_PROXY_TOKEN"] = token
-    args = [sys.executable, "-m", "serving.proxy", "--port", str(port)]
+    args = [sys.executable, "-m", "mlops_pipeline.serving.proxy", "--port", str(port)]
     if upstream:
         args += ["--upstream", upstream]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -8,10 +8,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-
-from flows import run_flow
-from flows.register import register_model
-from mlops.tracking import connect
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.tracking import connect
 
 IRIS_ROW = {
     "dataframe_split": {

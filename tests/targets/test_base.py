@@ -6,15 +6,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.targets import (
+    DeployConfig,
+    Deployment,
+    ModelRef,
+    Target,
+    get_target,
+    known_schemes,
+)
+from mlops_pipeline.targets.base import serving_env
+from mlops_pipeline.targets.local import LocalTarget
 from pydantic import ValidationError
 
-from mlops.errors import InvalidInputError
-from targets import DeployConfig, Deployment, ModelRef, Target, get_target, known_schemes
-from targets.base import serving_env
-from targets.local import LocalTarget
-
 PLUGIN_MODULE = """
-from targets.base import Target
+from mlops_pipeline.targets.base import Target
 
 
 class EdgeTarget(Target):

@@ -12,20 +12,20 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
-
-from flows import run_flow
-from flows.register import register_model
-from mlops.errors import (
+from mlops_pipeline.errors import (
     BackendUnavailableError,
     ConflictError,
     DeploymentError,
     InvalidInputError,
     NotFoundError,
 )
-from mlops.settings import get_settings
-from targets.base import DeployConfig, DeploymentStatus, ModelRef, get_target
-from targets.docker import DockerTarget
-from tasks.images import build_image
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus, ModelRef, get_target
+from mlops_pipeline.targets.docker import DockerTarget
+from mlops_pipeline.tasks.images import build_image
+
 from tests.docker_support import BASE_IMAGE, IRIS_PAYLOAD, remove_deployment_objects
 
 docker_test = pytest.mark.docker

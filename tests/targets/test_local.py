@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlops_pipeline.errors import ConflictError, DeploymentError, NotFoundError
+from mlops_pipeline.targets import DeployConfig, DeploymentStatus, ModelRef, get_target
+from mlops_pipeline.targets.local import LocalTarget, pid_alive
 
-from mlops.errors import ConflictError, DeploymentError, NotFoundError
-from targets import DeployConfig, DeploymentStatus, ModelRef, get_target
-from targets.local import LocalTarget, pid_alive
 from tests.targets.local_support import IRIS_ROW, break_version, register_version, served_version
 
 FAST = DeployConfig(ready_timeout=90, drain_timeout=10)

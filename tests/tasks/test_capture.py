@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-
-from mlops.errors import InvalidInputError
-from tasks.capture import (
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.tasks.capture import (
     Watermark,
     commit_watermark,
     join_labels,
@@ -23,6 +22,7 @@ from tasks.capture import (
     read_captures,
     save_watermark,
 )
+
 from tests.tasks.capture_support import MODEL, VERSION, capture_table, write_capture
 
 KINDS = {"x": "numeric", "y": "numeric", "city": "categorical"}

@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from mlops import ledger
-from mlops.deployment import Deployment
-from mlops.errors import ConflictError, InvalidInputError, NotFoundError
-from mlops.tracking import connect
-from targets import ModelRef
-from tasks.deploy import (
+from mlops_pipeline import ledger
+from mlops_pipeline.deployment import Deployment
+from mlops_pipeline.errors import ConflictError, InvalidInputError, NotFoundError
+from mlops_pipeline.targets import ModelRef
+from mlops_pipeline.tasks.deploy import (
     find_rollback_version,
     plan_deployment,
     resolve_model_uri,
     target_needs_image,
     validate_deployment_name,
 )
+from mlops_pipeline.tracking import connect
+
 from tests.targets.local_support import register_version
 
 

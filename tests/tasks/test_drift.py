@@ -9,10 +9,15 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mlops_pipeline.errors import InvalidInputError, NotFoundError
+from mlops_pipeline.tasks.drift import (
+    DriftConfig,
+    compare_frames,
+    detect_drift,
+    ks_statistic,
+    read_table_file,
+)
 from scipy import stats
-
-from mlops.errors import InvalidInputError, NotFoundError
-from tasks.drift import DriftConfig, compare_frames, detect_drift, ks_statistic, read_table_file
 
 SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]
 CITIES = ["paris", "oslo", "rome", "lima"]

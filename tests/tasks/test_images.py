@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from mlops_pipeline.cli import app
+from mlops_pipeline.errors import BackendUnavailableError, InvalidInputError, NotFoundError
+from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.targets.base import ModelRef
+from mlops_pipeline.tasks.images import build_image, model_requirements, render_dockerfile
 from typer.testing import CliRunner
-
-from flows import run_flow
-from flows.register import register_model
-from mlops.cli import app
-from mlops.errors import BackendUnavailableError, InvalidInputError, NotFoundError
-from targets.base import ModelRef
-from tasks.images import build_image, model_requirements, render_dockerfile
 
 
 def test_dockerfile_installs_offline_as_non_root_with_model_last():

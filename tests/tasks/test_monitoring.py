@@ -7,10 +7,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from prefect.settings import PREFECT_API_URL, temporary_settings
-
-from mlops.errors import InvalidInputError, NotFoundError
-from tasks.monitoring import (
+from mlops_pipeline.errors import InvalidInputError, NotFoundError
+from mlops_pipeline.tasks.monitoring import (
     MonitorTarget,
     load_reference,
     next_episode,
@@ -18,6 +16,7 @@ from tasks.monitoring import (
     resolve_target,
     signal_drift,
 )
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 NOW = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
 DRIFT = {"drift": True, "drifted": ["x"], "summary": {"tested": 3}, "features": []}

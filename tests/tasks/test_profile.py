@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
-
-from tasks.profile import MAX_CATEGORIES, profile_frame
+from mlops_pipeline.tasks.profile import MAX_CATEGORIES, profile_frame
 
 
 def test_profile_numeric_categorical_boolean_datetime_columns() -> None:

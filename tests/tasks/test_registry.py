@@ -8,11 +8,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-
-from mlops import inuse
-from mlops.errors import InUseError, InvalidInputError, NotFoundError
-from mlops.tracking import connect
-from tasks.registry import (
+from mlops_pipeline import inuse
+from mlops_pipeline.errors import InUseError, InvalidInputError, NotFoundError
+from mlops_pipeline.tasks.registry import (
     PROFILE_TAG,
     REFERENCE_TAG,
     SUITE_TAG,
@@ -27,6 +25,7 @@ from tasks.registry import (
     validate_alias,
     validate_model_name,
 )
+from mlops_pipeline.tracking import connect
 
 
 @pytest.mark.parametrize("name", ["iris", "fraud-model_v2", "a.b"])
@@ -155,10 +154,9 @@ def test_in_use_version_cannot_be_deleted(registered_model):
 
 def test_register_from_a_run_uri_keeps_the_run(mlops_home, iris_estimator, iris_features):
     from mlflow.models import infer_signature
-
-    from flows import run_flow
-    from flows.register import register_model
-    from mlops.tracking import ensure_experiment
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.register import register_model
+    from mlops_pipeline.tracking import ensure_experiment
 
     connect()
     with mlflow.start_run(experiment_id=ensure_experiment("training")) as run:

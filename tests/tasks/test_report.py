@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from tasks.drift import compare_frames
-from tasks.report import save_window_results
+from mlops_pipeline.tasks.drift import compare_frames
+from mlops_pipeline.tasks.report import save_window_results
 
 
 def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -> None:
@@ -57,7 +56,7 @@ def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -
 
 
 def test_validation_failures_read_as_sentences_not_dicts() -> None:
-    from tasks.report import render_report
+    from mlops_pipeline.tasks.report import render_report
 
     verdict = compare_frames(
         pd.DataFrame({"x": np.arange(600.0)}), pd.DataFrame({"x": np.arange(600.0)})

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from mlops.errors import InvalidInputError
-from tasks.profile import profile_frame
-from tasks.validation import (
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.tasks.profile import profile_frame
+from mlops_pipeline.tasks.validation import (
     build_expectation_suite,
     restrict_suite,
     validate_captures,
