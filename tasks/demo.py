@@ -11,7 +11,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
-from prefect import task
+from mlops_pipeline.tasks.orchestration import step
 from sklearn.datasets import load_wine
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -47,7 +47,7 @@ def noisy_sample(
     return sample.assign(label=target.iloc[picks].to_numpy())
 
 
-@task
+@step
 def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
     """Train a logistic regression (MLflow model dir) and a random forest (plain pickle).
 
@@ -90,7 +90,7 @@ def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
     return DemoData(model_dir, forest_pickle, reference_csv, traffic_csv, drifted_csv)
 
 
-@task
+@step
 def send_demo_traffic(
     endpoint_url: str, rows_csv: Path, batch_size: int = 50, feedback: bool = True
 ) -> dict[str, int]:
@@ -111,13 +111,13 @@ def send_demo_traffic(
     return {"requests": requests, "rows": len(frame), "labels": labels}
 
 
-@task
+@step
 def clear_captures(capture_dir: Path) -> None:
     """Remove the captures of an earlier demo run, so this run's monitor sees only its own."""
     shutil.rmtree(capture_dir, ignore_errors=True)
 
 
-@task
+@step
 def wait_for_captures(capture_dir: Path, rows: int, timeout: float = 60.0) -> int:
     """Wait until the scoring service has flushed at least `rows` captured rows to Parquet."""
     import pyarrow.parquet as pq

@@ -15,15 +15,15 @@ from mlops_pipeline.errors import ConflictError, InvalidInputError, MLOpsError, 
 from mlops_pipeline.log import get_logger
 from mlops_pipeline.targets.base import DeployConfig, Deployment, ModelRef, get_target, target_class
 from mlops_pipeline.targets.base import parse_target_uri as split_target_uri
+from mlops_pipeline.tasks.orchestration import step
 from mlops_pipeline.tasks.registry import get_model_version
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def resolve_model_uri(model_uri: str) -> ModelRef:
     """`models:/name/3`, `models:/name@champion` or `models:/name/latest` -> name + version."""
     match = MODEL_URI.match(model_uri.strip())
@@ -51,7 +51,7 @@ def resolve_model_uri(model_uri: str) -> ModelRef:
     return ModelRef(summary["name"], summary["version"])
 
 
-@task
+@step
 def validate_deployment_name(name: str) -> str:
     """Deployment names become process, container and Kubernetes names: DNS labels."""
     if not DEPLOYMENT_NAME.match(name):
@@ -65,14 +65,14 @@ def validate_deployment_name(name: str) -> str:
     return name
 
 
-@task
+@step
 def target_needs_image(target_uri: str) -> bool:
     """Whether the target runs container images (so `deploy` builds one first)."""
     scheme, _ = split_target_uri(target_uri)
     return target_class(scheme).needs_image
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def plan_deployment(
     name: str, model: ModelRef, target_uri: str, port: int | None = None
 ) -> Literal["create", "update"]:
@@ -105,7 +105,7 @@ def plan_deployment(
     return "update"
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def create_deployment(
     name: str,
     model: ModelRef,
@@ -137,7 +137,7 @@ def create_deployment(
     return deployment
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def switch_deployment(
     name: str,
     model: ModelRef,
@@ -180,13 +180,13 @@ def switch_deployment(
     return deployment
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def get_deployment(name: str) -> Deployment:
     """The ledger record of NAME (NotFoundError lists the known ones)."""
     return ledger.get_deployment(name)
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def find_rollback_version(name: str) -> tuple[ModelRef, str | None]:
     """The version (and image) NAME served before the current one; it must still exist."""
     ledger.get_deployment(name)
@@ -210,7 +210,7 @@ def find_rollback_version(name: str) -> tuple[ModelRef, str | None]:
     return model, image
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def delete_deployment(name: str, reason: str | None = None) -> Deployment:
     """Stop NAME everywhere, forget it and release its model version."""
     current = ledger.get_deployment(name)
@@ -231,7 +231,7 @@ def delete_deployment(name: str, reason: str | None = None) -> Deployment:
     return current
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def get_status(name: str) -> dict[str, Any]:
     """Ledger record plus live status and health of NAME's stable endpoint."""
     recorded = ledger.get_deployment(name)
@@ -252,13 +252,13 @@ def get_status(name: str) -> dict[str, Any]:
     }
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def list_deployments(target_uri: str | None = None) -> list[dict[str, Any]]:
     """Every recorded deployment, optionally on one target."""
     return [d.model_dump(mode="json") for d in ledger.list_deployments(target_uri)]
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def get_deployment_history(name: str) -> list[dict[str, Any]]:
     """All recorded events of NAME, oldest first."""
     return [event.model_dump(mode="json") for event in ledger.history(name)]
