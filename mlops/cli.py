@@ -28,8 +28,10 @@ models_app.add_typer(alias_app, name="alias")
 app.add_typer(models_app, name="models")
 app.add_typer(deployments_app, name="deployments")
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: free-text lines are never broken by rich, so a path or URL in them stays one line
+# that can be copied (the terminal wraps it only visually); tables lay out their own cells.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")]
 
@@ -113,25 +115,81 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
     return parsed
 
 
+# --- output helpers for tables ---
+
+FOLD_MIN_WIDTH = 8  # narrowest a folding column gets before the table stops fitting
+
+
+def print_table(
+    headers: list[str],
+    rows: list[list[str]],
+    fold: frozenset[str] = frozenset(),
+    styles: list[str | None] | None = None,
+) -> None:
+    """Print `rows` under `headers` without cutting any value short.
+
+    Columns named in `fold` (free text, tags, URIs) wrap onto more lines in a narrow terminal;
+    the others (names, versions, times, statuses) always stay whole on one line. When even they
+    do not fit, the table keeps the width they need and the terminal wraps it, instead of rich
+    shortening every column with an ellipsis. Cells are plain text (never rich markup);
+    `styles` gives each row a rich style (or None).
+    """
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [[str(value) for value in row] for row in rows]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for header in headers:
+        table.add_column(header, no_wrap=header not in fold, overflow="fold")
+    for row, style in zip(rows, styles or [None] * len(rows), strict=True):
+        table.add_row(*(Text(value) for value in row), style=style)
+    widths = [max(map(cell_len, column)) for column in zip(headers, *rows, strict=True)]
+    # two cells of padding and divider between neighbouring columns, none at the edges
+    needed = sum(
+        min(width, FOLD_MIN_WIDTH) if header in fold else width
+        for header, width in zip(headers, widths, strict=True)
+    ) + 2 * (len(headers) - 1)
+    if needed > console.width:
+        table.width = needed
+    console.print(table, crop=False)
+
+
+def format_time(value: Any) -> str:
+    """A timestamp (datetime or ISO string) as `2026-11-30 10:44:06Z`: UTC, to the second."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return "-"
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return f"{when:%Y-%m-%d %H:%M:%S}Z"
+
+
 # --- registry commands ---
 
 
 def render_versions(versions: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table("name", "version", "aliases", "tags", "deployments")
+    rows = []
     for mv in versions:
         tags = ", ".join(
             f"{k}={v}" for k, v in sorted(mv["tags"].items()) if not k.startswith("mlops.")
         )
-        table.add_row(
-            mv["name"],
-            mv["version"],
-            ", ".join(mv["aliases"]),
-            tags,
-            ", ".join(mv["deployments"]),
+        rows.append(
+            [
+                mv["name"],
+                mv["version"],
+                ", ".join(mv["aliases"]),
+                tags,
+                ", ".join(mv["deployments"]),
+            ]
         )
-    console.print(table)
+    print_table(
+        ["name", "version", "aliases", "tags", "deployments"],
+        rows,
+        fold=frozenset({"aliases", "tags", "deployments"}),
+    )
 
 
 @command(app, "register")
@@ -273,10 +331,9 @@ def render_demo(result: dict[str, Any]) -> None:
     ):
         verdict = result[key]
         drifted = ", ".join(verdict.get("drifted", [])) or "none"
-        console.print(
-            f"{label}: drift={verdict['drift']} (drifted: {drifted}); "
-            f"report: {verdict.get('report')}"
-        )
+        console.print(f"{label}: drift={verdict['drift']} (drifted: {drifted})")
+        # the path alone on its line, never wrapped: it is there to be copied or opened
+        console.print(f"  report: {verdict.get('report')}", highlight=False)
     if result["updated_to_version"]:
         console.print(f"deployment switched to version {result['updated_to_version']} (challenger)")
     if result["still_serving"]:
@@ -482,12 +539,11 @@ def predict(
         raise BackendError(f"The scoring service failed: {exc.message}", **details) from exc
 
     def render(r: dict[str, Any]) -> None:
-        from rich.table import Table
-
-        table = Table("row", "prediction")
-        for i, value in enumerate(r["predictions"]):
-            table.add_row(str(i), json.dumps(value))
-        console.print(table)
+        print_table(
+            ["row", "prediction"],
+            [[str(i), json.dumps(value)] for i, value in enumerate(r["predictions"])],
+            fold=frozenset({"prediction"}),
+        )
         console.print(f"request id: {r['request_id']}")
 
     emit({"predictions": result.predictions, "request_id": result.request_id}, as_json, render)
@@ -520,38 +576,42 @@ def render_deployment(d: dict[str, Any]) -> None:
 
 
 def render_deployments(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table("name", "model", "version", "target", "endpoint", "status", "updated")
-    for d in rows:
-        table.add_row(
-            d["name"],
-            d["model_name"],
-            d["model_version"],
-            d["target_uri"],
-            d.get("endpoint_url") or "-",
-            d["status"],
-            str(d["updated_at"])[:19],
-        )
-    console.print(table)
+    print_table(
+        ["name", "model", "version", "target", "endpoint", "status", "updated"],
+        [
+            [
+                d["name"],
+                d["model_name"],
+                str(d["model_version"]),
+                d["target_uri"],
+                d.get("endpoint_url") or "-",
+                str(d["status"]),
+                format_time(d["updated_at"]),
+            ]
+            for d in rows
+        ],
+        fold=frozenset({"target", "endpoint"}),
+    )
 
 
 def render_history(events: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table("when", "who", "action", "from", "to", "image", "result", "reason")
-    for e in events:
-        table.add_row(
-            str(e["at"])[:19],
-            e["who"],
-            e["action"],
-            e["from_version"] or "-",
-            e["to_version"] or "-",
-            e["image"] or "-",
-            e["result"],
-            (e["reason"] or "")[:80],
-        )
-    console.print(table)
+    print_table(
+        ["when", "who", "action", "from", "to", "image", "result", "reason"],
+        [
+            [
+                format_time(e["at"]),
+                e["who"],
+                str(e["action"]),
+                e["from_version"] or "-",
+                e["to_version"] or "-",
+                e["image"] or "-",
+                str(e["result"]),
+                e["reason"] or "",
+            ]
+            for e in events
+        ],
+        fold=frozenset({"image", "reason"}),
+    )
 
 
 @command(app, "deploy")

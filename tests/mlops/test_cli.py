@@ -137,3 +137,83 @@ def test_installed_console_script(mlops_home, iris_pickle, iris_reference_csv):
     )
     assert missing.returncode == 3
     assert "Traceback" not in missing.stderr and "no version '5'" in missing.stderr
+
+
+@pytest.fixture
+def narrow_terminal(monkeypatch):
+    """An 80-column terminal as rich sees it (COLUMNS is read only when the console is made)."""
+    from mlops_pipeline import cli
+
+    monkeypatch.setattr(cli.console, "width", 80)
+    return 80
+
+
+def test_models_list_cuts_nothing_in_a_narrow_terminal(registered_model, narrow_terminal):
+    tags = ["owner=fraud-analytics-platform-team", "dataset=card-not-present-2026-q4-snapshot"]
+    args = [f"--tag={t}" for t in tags]
+    assert invoke("models", "tag", "iris", "--version", "1", *args).exit_code == 0
+    listed = invoke("models", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "…" not in listed.output
+    lines = listed.output.splitlines()
+    assert all(len(line) <= narrow_terminal for line in lines)
+    (row,) = [line for line in lines if line.startswith("iris ")]
+    assert row.split()[:3] == ["iris", "1", "champion"]
+    # the tags fold within their column; every character is still there
+    start = lines[0].index("tags")
+    end = lines[0].index("deployments")
+    column = "".join(line[start:end] for line in lines[lines.index(row) :])
+    expected = ", ".join(sorted(["team=risk", *tags]))
+    assert "".join(column.split()) == "".join(expected.split())
+
+
+def test_demo_summary_prints_report_paths_whole(
+    registered_model, narrow_terminal, tmp_path, monkeypatch
+):
+    from mlops_pipeline import cli
+    from mlops_pipeline.flows.demo import run_demo
+
+    reports = tmp_path / "demo" / "monitor" / "wine-demo" / "reports"
+    before = reports / "20261130T104406123456Z" / "report.html"
+    after = reports / "20261130T104512654321Z" / "report.html"
+    assert len(str(after)) > narrow_terminal
+    versions = json.loads(invoke("models", "list", "--name", "iris", "--json").stdout)
+
+    def finished_demo(flow, **params):
+        assert flow is run_demo and params == {"keep_serving": True}
+        return {
+            "model": "iris",
+            "endpoint_url": "http://127.0.0.1:54321",
+            "monitor_before_drift": {"drift": False, "drifted": [], "report": str(before)},
+            "monitor_after_drift": {
+                "drift": True,
+                "drifted": ["alcohol", "color_intensity", "prediction"],
+                "report": str(after),
+            },
+            "updated_to_version": "2",
+            "still_serving": True,
+            "versions": versions,
+        }
+
+    monkeypatch.setattr(cli, "run_flow", finished_demo)
+    result = invoke("demo", "--keep-serving")
+    assert result.exit_code == 0, result.output
+    lines = [line.rstrip() for line in result.output.splitlines()]
+    assert f"  report: {before}" in lines and f"  report: {after}" in lines
+    assert any(line.endswith("http://127.0.0.1:54321 (mlops undeploy wine-demo)") for line in lines)
+
+
+def test_drift_report_path_is_one_line(tmp_path, narrow_terminal, iris_reference_csv):
+    report = tmp_path / "reports-for-the-quarterly-review" / "iris-reference-vs-itself.html"
+    result = invoke(
+        "drift",
+        "--reference",
+        str(iris_reference_csv),
+        "--current",
+        str(iris_reference_csv),
+        "--report",
+        str(report),
+    )
+    assert result.exit_code == 0, result.output
+    assert len(str(report)) > narrow_terminal - len("Report: ")
+    assert f"Report: {report}" in result.output.splitlines()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from mlops_pipeline import ledger
 from mlops_pipeline.cli import app
+from mlops_pipeline.deployment import Deployment
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -85,3 +87,99 @@ def test_json_errors_and_empty_list(registered_model: dict) -> None:
     assert failed.exit_code == 3
     error = json.loads(failed.output.splitlines()[0])["error"]
     assert error["code"] == "not_found" and "nope" in error["message"]
+
+
+@pytest.fixture
+def narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> int:
+    """An 80-column terminal as rich sees it (COLUMNS is read only when the console is made)."""
+    from mlops_pipeline import cli
+
+    monkeypatch.setattr(cli.console, "width", 80)
+    return 80
+
+
+def seconds(when: datetime) -> str:
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def test_history_shows_date_and_time_and_whole_reasons(
+    registered_model: dict, narrow_terminal: int
+) -> None:
+    reason = "drift detected on alcohol, flavanoids and color_intensity after the nightly batch run"
+    events = [
+        ledger.record_event("iris-prod", "create", "succeeded", model_name="iris", to_version="1"),
+        ledger.record_event(
+            "iris-prod",
+            "update",
+            "failed",
+            model_name="iris",
+            from_version="1",
+            to_version="2",
+            image="mlops/iris:2",
+            reason=reason,
+        ),
+    ]
+    result = invoke("deployments", "history", "iris-prod")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "…" not in result.output
+    assert all(len(line) <= narrow_terminal for line in lines)
+    for event, action in zip(events, ("create", "update"), strict=True):
+        # the whole date and time, on the event's own line
+        (row,) = [line for line in lines if f" {action} " in line]
+        assert row.startswith(seconds(event.at))
+    # a long reason wraps within its column, every character kept (nothing cut at 80)
+    start = lines[0].index("reason")
+    update = next(i for i, line in enumerate(lines) if " update " in line)
+    column = "".join(line[start:] for line in lines[update:])
+    assert "".join(column.split()) == "".join(reason.split())
+
+
+def test_deployment_list_and_show_cut_nothing(
+    registered_model: dict, narrow_terminal: int, tmp_path: Path
+) -> None:
+    capture = tmp_path / "captures-of-a-deployment-with-a-long-path" / ("x" * 40)
+    stored = ledger.upsert_deployment(
+        Deployment(
+            name="iris-prod",
+            target_uri="local:",
+            model_name="iris",
+            model_version="1",
+            model_uri="models:/iris/1",
+            endpoint_url="http://127.0.0.1:54321",
+            capture_uri=str(capture),
+        )
+    )
+    listed = invoke("deployments", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "…" not in listed.output
+    (row,) = [line for line in listed.output.splitlines() if line.startswith("iris-prod ")]
+    assert "ready" in row and row.rstrip().endswith(seconds(stored.updated_at))
+    # the endpoint folds in its column at 80 columns, but no character of it is lost
+    assert "54321" in listed.output and "http://" in listed.output
+
+    shown = invoke("deployments", "show", "iris-prod")
+    assert shown.exit_code == 0, shown.output
+    assert any(str(capture) in line for line in shown.output.splitlines())
+
+
+def test_a_table_wider_than_the_terminal_keeps_names_whole(
+    mlops_home: Path, iris_model_dir: Path, narrow_terminal: int
+) -> None:
+    """When even the unwrappable columns exceed the terminal, nothing is shortened."""
+    long_model = "fraud-scoring-gradient-boosted-trees-for-card-not-present-transactions"
+    assert invoke("register", str(iris_model_dir), "--name", long_model).exit_code == 0
+    ledger.upsert_deployment(
+        Deployment(
+            name="iris-prod",
+            target_uri="local:",
+            model_name=long_model,
+            model_version="1",
+            model_uri=f"models:/{long_model}/1",
+        )
+    )
+    listed = invoke("deployments", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "…" not in listed.output
+    (row,) = [line for line in listed.output.splitlines() if line.startswith("iris-prod ")]
+    assert long_model in row and "ready" in row
