@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.deploy import deploy, undeploy, update_deployment
 from mlops_pipeline.flows.monitor import monitor_deployment
 from mlops_pipeline.flows.register import register_model
@@ -29,13 +30,14 @@ def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) ->
     data = train_demo_models(workdir)
     # each demo run starts afresh: its deployment and model history from last time go
     if any(d["name"] == DEMO_DEPLOYMENT for d in list_deployments()):
-        undeploy(DEMO_DEPLOYMENT, reason="demo restart")
+        run_flow(undeploy, name=DEMO_DEPLOYMENT, reason="demo restart")
     if list_model_versions(DEMO_MODEL):
         delete_model_versions(DEMO_MODEL)
     captures = workdir / "captures"
     clear_captures(captures)
 
-    register_model(
+    run_flow(
+        register_model,
         source=str(data.logreg_model_dir),
         name=DEMO_MODEL,
         tags={"dataset": "wine", "algorithm": "logistic_regression"},
@@ -43,7 +45,8 @@ def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) ->
         reference_data=str(data.reference_csv),
         alias="champion",
     )
-    register_model(
+    run_flow(
+        register_model,
         source=str(data.forest_pickle),
         name=DEMO_MODEL,
         tags={"dataset": "wine", "algorithm": "random_forest"},
@@ -52,7 +55,8 @@ def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) ->
         alias="challenger",
     )
 
-    served = deploy(
+    served = run_flow(
+        deploy,
         model_uri=f"models:/{DEMO_MODEL}@champion",
         name=DEMO_DEPLOYMENT,
         target="local:",
@@ -60,17 +64,20 @@ def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) ->
     )
     sent = send_demo_traffic(served["endpoint_url"], data.traffic_csv)
     wait_for_captures(captures, sent["rows"])
-    healthy = monitor_deployment(DEMO_DEPLOYMENT)
+    healthy = run_flow(monitor_deployment, deployment=DEMO_DEPLOYMENT)
     drift_sent = send_demo_traffic(served["endpoint_url"], data.drifted_traffic_csv, feedback=False)
     wait_for_captures(captures, sent["rows"] + drift_sent["rows"])
-    drifted = monitor_deployment(DEMO_DEPLOYMENT)
+    drifted = run_flow(monitor_deployment, deployment=DEMO_DEPLOYMENT)
     updated = None
     if drifted["drift"]:
-        updated = update_deployment(
-            DEMO_DEPLOYMENT, f"models:/{DEMO_MODEL}@challenger", reason="drift detected"
+        updated = run_flow(
+            update_deployment,
+            name=DEMO_DEPLOYMENT,
+            model_uri=f"models:/{DEMO_MODEL}@challenger",
+            reason="drift detected",
         )
     if not keep_serving:
-        undeploy(DEMO_DEPLOYMENT, reason="demo finished")
+        run_flow(undeploy, name=DEMO_DEPLOYMENT, reason="demo finished")
     return {
         "model": DEMO_MODEL,
         "endpoint_url": served["endpoint_url"],

@@ -3,7 +3,8 @@
 Two modes, one rule each:
 
 * **Flows.** `run_flow(flow, **params)` runs a tracked Prefect flow run when a Prefect API is
-  configured (`MLOPS_ORCHESTRATE=auto` with `PREFECT_API_URL` set, or `always`); otherwise it
+  configured (`MLOPS_ORCHESTRATE=auto` with `PREFECT_API_URL` set, or `always`), and a tracked
+  subflow when called inside a flow run (flows call flows through it too); otherwise it
   validates the parameters exactly as Prefect would (`Flow.validate_parameters`) and calls the
   flow's function in-process, sparing the ~15 s temporary server Prefect would start per command.
 * **Steps.** A `Step` wraps a Prefect task. Called while a Prefect flow run is active (a worker,
@@ -139,6 +140,7 @@ def run_flow(flow: Flow[..., R], **params: Any) -> R:
             f"Invalid parameters for flow {flow.name!r}: {exc}",
             hint="Check the flow's parameters (`--help`).",
         ) from exc
-    if orchestrated():
+    # inside a flow run, another flow is a tracked subflow whatever the settings say
+    if FlowRunContext.get() is not None or orchestrated():
         return flow(**validated)
     return flow.fn(**validated)

@@ -101,3 +101,23 @@ def test_orchestrated_mode_runs_steps_as_prefect_tasks_with_the_same_retries(
     finally:
         get_settings.cache_clear()
     assert result == {"times": 42, "in_flow_run": True, "calls": 2, "task_runs": [True, True]}
+
+
+@flow
+def parent_flow(times: int) -> dict:
+    child = run_flow(counting_flow, times=times)
+    return {"child": child, "parent_in_flow_run": FlowRunContext.get() is not None}
+
+
+def test_flows_call_flows_through_the_seam_in_either_mode(direct):
+    assert run_flow(parent_flow, times=2) == {
+        "child": {"times": 4, "in_flow_run": False, "calls": 1, "task_runs": [False]},
+        "parent_in_flow_run": False,
+    }
+
+
+def test_a_flow_called_inside_a_flow_run_is_a_tracked_subflow(prefect_harness, direct):
+    # settings say direct, but the parent is a flow run (as under a worker): the child follows it
+    result = parent_flow(times=2)
+    assert result["parent_in_flow_run"] is True
+    assert result["child"]["in_flow_run"] is True and result["child"]["task_runs"] == [True]
