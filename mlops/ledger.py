@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -105,7 +104,7 @@ def engine() -> sa.Engine:
 
 def actor() -> str:
     """Who is acting: MLOPS_ACTOR (CI, service accounts) or the OS user."""
-    return os.environ.get("MLOPS_ACTOR") or getpass.getuser()
+    return get_settings().actor or getpass.getuser()
 
 
 def _utc(value: datetime) -> datetime:

@@ -43,8 +43,10 @@ class Settings(BaseSettings):
             "(PREFECT_API_URL), 'always' (starts a temporary server if none), or 'never'."
         ),
     )
-    require_docker: bool = Field(
-        default=False, description="Fail instead of skipping when Docker is not reachable."
+    actor: str | None = Field(
+        default=None,
+        description="Who the deployment ledger records as acting (CI, service accounts); "
+        "default: the OS user.",
     )
 
     @property

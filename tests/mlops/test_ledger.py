@@ -10,6 +10,7 @@ from mlops_pipeline.deployment import Deployment, DeploymentStatus, ModelRef
 from mlops_pipeline.errors import NotFoundError
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.settings import get_settings
 from mlops_pipeline.tracking import connect
 
 
@@ -79,6 +80,7 @@ def test_history_is_durable_and_records_who(
     registered_model: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLOPS_ACTOR", "ci-bot")
+    get_settings.cache_clear()
     ledger.upsert_deployment(record("iris-prod", "1", status=DeploymentStatus.READY))
     ledger.record_event("iris-prod", "create", "succeeded", model_name="iris", to_version="1")
     ledger.record_event(
