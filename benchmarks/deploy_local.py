@@ -191,7 +191,7 @@ def bench_bare_proxy(seconds: float, rounds: int, workdir: Path) -> dict:
     )
     proxy = subprocess.Popen(
         [sys.executable, "-m", "mlops_pipeline.serving.proxy", "--port", str(proxy_port)],
-        env={**os.environ, "MLOPS_PROXY_UPSTREAM": f"http://127.0.0.1:{upstream}"},
+        env={**os.environ, "MLOPS_SERVING_PROXY_UPSTREAM": f"http://127.0.0.1:{upstream}"},
         **quiet,
     )
     try:

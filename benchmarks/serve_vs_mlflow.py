@@ -169,15 +169,15 @@ def start(name: str, model: Path, port: int, workers: int, tmp: Path) -> subproc
         ready = f"http://127.0.0.1:{port}/ping"
     else:
         env.update(
-            MLOPS_MODEL_URI=str(model),
-            MLOPS_PORT=str(port),
-            MLOPS_WORKERS=str(workers),
-            MLOPS_LOG_LEVEL="warning",
+            MLOPS_SERVING_MODEL_URI=str(model),
+            MLOPS_SERVING_PORT=str(port),
+            MLOPS_SERVING_WORKERS=str(workers),
+            MLOPS_SERVING_LOG_LEVEL="warning",
         )
         if name == "ours, capture on":
             env.update(
-                MLOPS_CAPTURE_URI=str(tmp / "capture"),
-                MLOPS_CAPTURE_SPOOL_DIR=str(tmp / "spool"),
+                MLOPS_SERVING_CAPTURE_URI=str(tmp / "capture"),
+                MLOPS_SERVING_CAPTURE_SPOOL_DIR=str(tmp / "spool"),
             )
         cmd = [sys.executable, "-m", "mlops_pipeline.serving"]
         ready = f"http://127.0.0.1:{port}/ready"

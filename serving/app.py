@@ -198,7 +198,7 @@ def _too_large(limit: int) -> ServingError:
         413,
         "body_too_large",
         f"The body is larger than {limit} bytes. Send fewer rows per request, or raise "
-        "MLOPS_MAX_BODY_BYTES.",
+        "MLOPS_SERVING_MAX_BODY_BYTES.",
         limit=limit,
     )
 

@@ -7,24 +7,33 @@ completed (drain), so the caller can then stop the old service without failing a
 
 Run it:  python -m mlops_pipeline.serving.proxy [--host H] [--port P] [--upstream URL]
 
-Environment (command-line options win):
-  MLOPS_PROXY_HOST        bind address (default 127.0.0.1; 0.0.0.0 in containers)
-  MLOPS_PROXY_PORT        stable port (default 8080)
-  MLOPS_PROXY_UPSTREAM    initial upstream base URL, e.g. http://127.0.0.1:41234
-  MLOPS_PROXY_TOKEN       admin bearer token (or MLOPS_PROXY_TOKEN_FILE: file holding it);
-                          without one the admin API answers 403
-  MLOPS_PROXY_STATE_FILE  optional file where the current upstream is persisted on every switch
-                          and read back at start, so a restarted proxy keeps the switched version
-  MLOPS_PROXY_TIMEOUT     seconds to wait for an upstream response (default 120)
+Environment (`ProxySettings` in serving/settings.py; command-line options win):
+  MLOPS_SERVING_PROXY_HOST        bind address (default 127.0.0.1; 0.0.0.0 in containers)
+  MLOPS_SERVING_PROXY_PORT        stable port (default 8080)
+  MLOPS_SERVING_PROXY_UPSTREAM    initial upstream base URL, e.g. http://127.0.0.1:41234
+  MLOPS_SERVING_PROXY_TOKEN       admin bearer token (or MLOPS_SERVING_PROXY_TOKEN_FILE: a file
+                                  holding it); without one the admin API answers 403
+  MLOPS_SERVING_PROXY_STATE_FILE  optional file where the current upstream is persisted on every
+                                  switch and read back at start, so a restarted proxy keeps the
+                                  switched version
+  MLOPS_SERVING_PROXY_TIMEOUT     seconds to wait for an upstream response (default 120)
+
+Health, as a client of the stable port sees it:
+  GET /health/live        200 "ok", answered by the proxy itself and never forwarded: the
+                          liveness of the process that owns the port. An upstream that is
+                          loading, restarting or being switched must not get the proxy killed.
+  GET /ping, GET /ready   forwarded: the active scoring service answers whether it can score.
+  The liveness of a scoring service is asked of the service itself, on its own port.
 
 Admin API (header `Authorization: Bearer <token>`; paths under /-/proxy/ are never forwarded):
-  GET /-/proxy/ping       200 "ok" (no token; the proxy's own liveness)
+  GET /-/proxy/ping       200 "ok" (no token; the same as /health/live)
   GET /-/proxy/upstream   {"upstream": url, "in_flight": {url: n}}
   PUT /-/proxy/upstream   body {"upstream": url, "drain_timeout": 30, "check_ready": true}
                           -> 200 {"previous", "upstream", "drained", "in_flight_left",
                           "drain_seconds"}; 409 when check_ready is on and url/ready is not 200.
 
-This module ships in model images: it imports only the standard library, httpx and uvicorn.
+This module ships in model images: it imports only the standard library, pydantic-settings,
+httpx and uvicorn.
 """
 
 from __future__ import annotations
@@ -35,7 +44,6 @@ import collections
 import hmac
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -44,10 +52,14 @@ from typing import Any
 
 import httpx
 import uvicorn
+from pydantic import ValidationError
+
+from .settings import PROXY_ENV_PREFIX, ProxySettings, env_name
 
 logger = logging.getLogger("serving.proxy")
 
 ADMIN_PREFIX = "/-/proxy/"
+LIVENESS_PATH = "/health/live"
 # Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection and are never forwarded.
 HOP_BY_HOP = frozenset(
     {
@@ -95,7 +107,10 @@ class Proxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            if scope["path"].startswith(ADMIN_PREFIX):
+            if scope["path"] == LIVENESS_PATH:
+                await _read_body(receive)
+                await _respond(send, 200, b"ok", content_type=b"text/plain")
+            elif scope["path"].startswith(ADMIN_PREFIX):
                 await self._admin(scope, receive, send)
             else:
                 await self._forward(scope, receive, send)
@@ -283,34 +298,34 @@ async def _respond_json(send: Any, status: int, payload: dict[str, Any]) -> None
     await _respond(send, status, json.dumps(payload).encode())
 
 
-def _token_from_env() -> str | None:
-    if os.environ.get("MLOPS_PROXY_TOKEN"):
-        return os.environ["MLOPS_PROXY_TOKEN"]
-    token_file = os.environ.get("MLOPS_PROXY_TOKEN_FILE")
-    if token_file:
-        return Path(token_file).read_text().strip() or None
-    return None
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Parse options (env defaults) and serve until SIGTERM."""
+    """Parse options (defaults from `ProxySettings`) and serve until SIGTERM.
+
+    Exits with a one-line error naming the variable when a setting is invalid or the token file
+    cannot be read.
+    """
+    try:
+        settings = ProxySettings()
+        token = settings.admin_token()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{env_name('_'.join(map(str, e['loc'])), PROXY_ENV_PREFIX)}: {e['msg']}"
+            for e in exc.errors()
+        )
+        sys.exit(f"error: invalid proxy settings: {problems}")
+    except OSError as exc:
+        sys.exit(f"error: {env_name('token_file', PROXY_ENV_PREFIX)} cannot be read: {exc}")
     parser = argparse.ArgumentParser(
         prog="python -m mlops_pipeline.serving.proxy", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--host", default=os.environ.get("MLOPS_PROXY_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MLOPS_PROXY_PORT", "8080")))
-    parser.add_argument("--upstream", default=os.environ.get("MLOPS_PROXY_UPSTREAM"))
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--upstream", default=settings.upstream)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # httpx logs every forwarded request at INFO; that is the hot path.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    state_file = os.environ.get("MLOPS_PROXY_STATE_FILE")
-    app = Proxy(
-        args.upstream,
-        _token_from_env(),
-        timeout=float(os.environ.get("MLOPS_PROXY_TIMEOUT", "120")),
-        state_file=Path(state_file) if state_file else None,
-    )
+    app = Proxy(args.upstream, token, timeout=settings.timeout, state_file=settings.state_file)
     # uvicorn drains, then re-raises SIGTERM to the handler it found: make that a clean exit 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(

@@ -287,7 +287,7 @@ def check_columns(
         raise bad_input(
             "unexpected_column",
             f"Column '{extra[0]}' is not in the model signature. Remove it, or start the "
-            "service with MLOPS_EXTRA_COLUMNS=ignore.",
+            "service with MLOPS_SERVING_EXTRA_COLUMNS=ignore.",
             column=extra[0],
             columns=extra[:20],
         )

@@ -10,7 +10,7 @@ import tempfile
 
 import uvicorn
 
-from .settings import ServingSettings
+from .settings import ServingSettings, env_name
 
 
 def run(settings: ServingSettings) -> None:
@@ -29,7 +29,7 @@ def run(settings: ServingSettings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     # workers rebuild the settings from the environment
     os.environ.update(
-        {f"MLOPS_{k.upper()}": str(v) for k, v in settings.model_dump(exclude_none=True).items()}
+        {env_name(k): str(v) for k, v in settings.model_dump(exclude_none=True).items()}
     )
     try:
         uvicorn.run(

@@ -1,18 +1,37 @@
-"""Scoring-service settings: every field reads MLOPS_<FIELD> from the environment."""
+"""Settings of the two serving processes, each with its own environment prefix.
+
+* The scoring service (`python -m mlops_pipeline.serving`) reads `MLOPS_SERVING_<FIELD>`.
+* The stable-port proxy (`python -m mlops_pipeline.serving.proxy`) reads
+  `MLOPS_SERVING_PROXY_<FIELD>`.
+
+Neither shares a name with the pipeline's own `MLOPS_<FIELD>` settings (mlops/settings.py), so a
+process that starts a service can pass its whole environment on: nothing of the pipeline's
+configuration is read by the service, and the service's variables are set by the caller alone.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MLOPS_SERVING_"
+PROXY_ENV_PREFIX = "MLOPS_SERVING_PROXY_"
+
+
+def env_name(field: str, prefix: str = ENV_PREFIX) -> str:
+    """The variable that sets `field`: `capture_uri` -> `MLOPS_SERVING_CAPTURE_URI`."""
+    return f"{prefix}{field.upper()}"
 
 
 class ServingSettings(BaseSettings):
     """Configuration of one scoring-service process (and its uvicorn workers)."""
 
-    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=()
+    )
 
     model_uri: str = Field(
         description="models:/name/3, models:/name@alias, runs:/..., or a local MLflow model dir."
@@ -53,3 +72,36 @@ class ServingSettings(BaseSettings):
     )
     keep_alive_seconds: int = Field(default=75, ge=1, description="HTTP keep-alive timeout.")
     log_level: str = Field(default="info")
+
+
+class ProxySettings(BaseSettings):
+    """Configuration of one stable-port proxy process; command-line options win over these."""
+
+    model_config = SettingsConfigDict(env_prefix=PROXY_ENV_PREFIX, extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Bind address (0.0.0.0 in containers).")
+    port: int = Field(default=8080, ge=0, le=65535, description="The stable port.")
+    upstream: str | None = Field(
+        default=None, description="Initial upstream base URL, e.g. http://127.0.0.1:41234."
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Admin bearer token; without one the admin API answers 403."
+    )
+    token_file: Path | None = Field(default=None, description="File holding the admin token.")
+    state_file: Path | None = Field(
+        default=None,
+        description="Where the current upstream is persisted on every switch and read back at "
+        "start, so a restarted proxy keeps the switched version.",
+    )
+    timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for an upstream.")
+
+    def admin_token(self) -> str | None:
+        """The token itself, else the first line of `token_file`; None disables the admin API.
+
+        Raises OSError when `token_file` is set but cannot be read.
+        """
+        if self.token is not None and self.token.get_secret_value():
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text().strip() or None
+        return None

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import httpx
 from mlops_pipeline.deployment import DeployConfig, Deployment, DeploymentStatus, ModelRef
 from mlops_pipeline.errors import BackendUnavailableError, DeploymentError, InvalidInputError
+from mlops_pipeline.serving.settings import env_name
 
 __all__ = [
     "DeployConfig",
@@ -69,23 +70,33 @@ def serving_env(
     port: int = 8080,
     image: str | None = None,
 ) -> dict[str, str]:
-    """Environment variables that configure the scoring service (contract 3)."""
-    env = {
-        "MLOPS_MODEL_URI": model_uri,
-        "MLOPS_MODEL_NAME": model.name,
-        "MLOPS_MODEL_VERSION": model.version,
-        "MLOPS_HOST": host,
-        "MLOPS_PORT": str(port),
-        "MLOPS_WORKERS": str(config.workers),
-        "MLOPS_SAMPLE_RATE": str(config.sample_rate),
+    """Environment variables that configure the scoring service (contract 3).
+
+    Args:
+        model_uri: what the service loads: a `models:/` URI or a model directory in the image.
+        model: the resolved name and version, reported in metrics, capture and /version.
+        config: the deployment's settings; `workers`, `sample_rate`, and `capture_uri` and
+            `api_key_file` when set.
+        host, port: the service's bind address and TCP port.
+        image: the image reference /version reports, for container targets.
+
+    Returns:
+        `MLOPS_SERVING_<FIELD>` names (serving/settings.py) mapped to string values; settings the
+        deployment leaves unset are absent, so the service's defaults apply.
+    """
+    values: dict[str, object] = {
+        "model_uri": model_uri,
+        "model_name": model.name,
+        "model_version": model.version,
+        "host": host,
+        "port": port,
+        "workers": config.workers,
+        "sample_rate": config.sample_rate,
+        "capture_uri": config.capture_uri,
+        "api_key_file": config.api_key_file,
+        "image": image,
     }
-    if config.capture_uri:
-        env["MLOPS_CAPTURE_URI"] = config.capture_uri
-    if config.api_key_file:
-        env["MLOPS_API_KEY_FILE"] = config.api_key_file
-    if image:
-        env["MLOPS_IMAGE"] = image
-    return env
+    return {env_name(field): str(v) for field, v in values.items() if v is not None and v != ""}
 
 
 class Target(abc.ABC):

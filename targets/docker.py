@@ -38,6 +38,7 @@ from mlops_pipeline.errors import (
     NotFoundError,
 )
 from mlops_pipeline.log import get_logger
+from mlops_pipeline.serving.settings import PROXY_ENV_PREFIX, ProxySettings, env_name
 from mlops_pipeline.targets.base import (
     DeployConfig,
     Deployment,
@@ -60,6 +61,8 @@ API_KEY_PATH = f"{SECRETS_DIR}/api-keys"
 PROXY_STATE_FILE = "/tmp/mlops-proxy-upstream.json"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 POLL_SECONDS = 0.25
+# the proxy container's settings, by field: {"token": "MLOPS_SERVING_PROXY_TOKEN", ...}
+PROXY_ENV = {field: env_name(field, PROXY_ENV_PREFIX) for field in ProxySettings.model_fields}
 
 
 def docker_client(timeout: int = 120) -> docker.DockerClient:
@@ -274,14 +277,14 @@ class DockerTarget(Target):
             IMAGE_MODEL_DIR, model, config, host="0.0.0.0", port=IMAGE_PORT, image=image
         )
         if config.api_key_file:
-            env["MLOPS_API_KEY_FILE"] = API_KEY_PATH
+            env[env_name("api_key_file")] = API_KEY_PATH
         volumes: dict[str, dict[str, str]] = {}
         if config.capture_uri and _is_local_path(config.capture_uri):
             capture = Path(config.capture_uri.removeprefix("file://")).expanduser().resolve()
             capture.mkdir(parents=True, exist_ok=True)
             user = self._writable_by(capture, user)
             volumes[str(capture)] = {"bind": CAPTURE_MOUNT, "mode": "rw"}
-            env["MLOPS_CAPTURE_URI"] = CAPTURE_MOUNT
+            env[env_name("capture_uri")] = CAPTURE_MOUNT
         container = self._docker(
             f"create the container for {model.uri}",
             self.client.containers.create,
@@ -310,10 +313,14 @@ class DockerTarget(Target):
         return container
 
     def _start_proxy(self, name: str, image: str, port: int, upstream: str, network: str) -> None:
-        """Run the proxy that owns the stable port; its admin token lives only in its env."""
-        ping = (
+        """Run the proxy that owns the stable port; its admin token lives only in its env.
+
+        Its health check is liveness (/health/live, answered by the proxy itself): whether the
+        model can score is the model container's own health check (/ping).
+        """
+        live = (
             "import urllib.request; "
-            f"urllib.request.urlopen('http://127.0.0.1:{IMAGE_PORT}/-/proxy/ping', timeout=2)"
+            f"urllib.request.urlopen('http://127.0.0.1:{IMAGE_PORT}/health/live', timeout=2)"
         )
         try:
             self.client.containers.run(
@@ -322,19 +329,19 @@ class DockerTarget(Target):
                 name=f"mlops-{name}-proxy",
                 detach=True,
                 environment={
-                    "MLOPS_PROXY_HOST": "0.0.0.0",
-                    "MLOPS_PROXY_PORT": str(IMAGE_PORT),
-                    "MLOPS_PROXY_UPSTREAM": upstream,
-                    "MLOPS_PROXY_TOKEN": secrets.token_urlsafe(32),
+                    PROXY_ENV["host"]: "0.0.0.0",
+                    PROXY_ENV["port"]: str(IMAGE_PORT),
+                    PROXY_ENV["upstream"]: upstream,
+                    PROXY_ENV["token"]: secrets.token_urlsafe(32),
                     # in the container's own layer: a restarted proxy keeps the switched version
-                    "MLOPS_PROXY_STATE_FILE": PROXY_STATE_FILE,
+                    PROXY_ENV["state_file"]: PROXY_STATE_FILE,
                 },
                 labels={DEPLOYMENT_LABEL: name, ROLE_LABEL: "proxy", "mlops.port": str(port)},
                 network=network,
                 ports={f"{IMAGE_PORT}/tcp": ("127.0.0.1", port)},
                 restart_policy={"Name": "unless-stopped"},
                 healthcheck={
-                    "test": ["CMD", "python", "-c", ping],
+                    "test": ["CMD", "python", "-c", live],
                     "interval": 10_000_000_000,
                     "timeout": 3_000_000_000,
                     "retries": 3,
@@ -369,7 +376,7 @@ class DockerTarget(Target):
         self, name: str, proxy: Container, container: Container, config: DeployConfig
     ) -> None:
         """Ask the proxy to move traffic to `container` as soon as its /ready answers."""
-        token = _env(proxy)["MLOPS_PROXY_TOKEN"]
+        token = _env(proxy)[PROXY_ENV["token"]]
         url = f"http://127.0.0.1:{proxy.labels['mlops.port']}/-/proxy/upstream"
         body = {
             "upstream": self._upstream(container),
@@ -459,10 +466,10 @@ class DockerTarget(Target):
         models = [c for c in self._containers(name) if c.labels.get(ROLE_LABEL) == "model"]
         if proxy is None or not models:
             return None
-        upstream = _env(proxy).get("MLOPS_PROXY_UPSTREAM", "")
+        upstream = _env(proxy).get(PROXY_ENV["upstream"], "")
         if proxy.status == "running":
             try:
-                token = _env(proxy)["MLOPS_PROXY_TOKEN"]
+                token = _env(proxy)[PROXY_ENV["token"]]
                 response = httpx.get(
                     f"http://127.0.0.1:{proxy.labels['mlops.port']}/-/proxy/upstream",
                     headers={"Authorization": f"Bearer {token}"},

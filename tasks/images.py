@@ -40,11 +40,11 @@ from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import ModelRef
 from mlops_pipeline.targets.docker import IMAGE_MODEL_DIR, IMAGE_PORT, IMAGE_USER, docker_client
 from mlops_pipeline.tasks.deploy import resolve_model_uri
+from mlops_pipeline.tasks.orchestration import step
 from mlops_pipeline.tasks.registry import get_model_version
 from mlops_pipeline.tracking import connect
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 PROJECT = "mlops-pipeline"
@@ -54,9 +54,10 @@ IMAGE_REFERENCE = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::\w[\w.-]{0,127})?$"
 )
+# /ping answers 200 only once the model can score: the container is healthy when it serves
 HEALTHCHECK = (
     "import os, urllib.request; urllib.request.urlopen("
-    "'http://127.0.0.1:%s/ping' % os.environ.get('MLOPS_PORT', '8080'), timeout=2)"
+    "'http://127.0.0.1:%s/ping' % os.environ.get('MLOPS_SERVING_PORT', '8080'), timeout=2)"
 )
 
 DOCKERFILE = """\
@@ -77,7 +78,7 @@ RUN groupadd --system --gid {gid} mlops \\
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv PYTHONPATH=/opt/app \\
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/home/mlops \\
-    MLOPS_HOST=0.0.0.0 MLOPS_PORT={port} MLOPS_MODEL_URI={model_dir}
+    MLOPS_SERVING_HOST=0.0.0.0 MLOPS_SERVING_PORT={port} MLOPS_SERVING_MODEL_URI={model_dir}
 COPY mlops_pipeline/ /opt/app/mlops_pipeline/
 WORKDIR /opt/app
 USER {uid}:{gid}
@@ -87,7 +88,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
 CMD ["python", "-m", "mlops_pipeline.serving"]
 # Everything below changes with each model version; everything above is reused from cache.
 COPY model/ {model_dir}/
-ENV MLOPS_MODEL_NAME={model_name} MLOPS_MODEL_VERSION={model_version}
+ENV MLOPS_SERVING_MODEL_NAME={model_name} MLOPS_SERVING_MODEL_VERSION={model_version}
 LABEL {labels}
 """
 
@@ -358,7 +359,7 @@ def run_build(
     return image_id, steps, cached
 
 
-@task(name="build-image", cache_policy=NO_CACHE)
+@step(name="build-image", cache_policy=NO_CACHE)
 def build_image(
     model_uri: str, tag: str | None = None, base_image: str | None = None, no_cache: bool = False
 ) -> ImageBuild:

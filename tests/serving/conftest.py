@@ -68,13 +68,13 @@ def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str
     log = tmp / f"server-{port}.log"
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
-        "MLOPS_MODEL_URI": str(model_dir),
-        "MLOPS_PORT": str(port),
-        "MLOPS_MODEL_NAME": "iris",
-        "MLOPS_MODEL_VERSION": "1",
-        "MLOPS_CAPTURE_FLUSH_SECONDS": "0.2",
-        "MLOPS_CAPTURE_SPOOL_DIR": str(tmp / f"spool-{port}"),
-        "MLOPS_SHUTDOWN_TIMEOUT": "15",
+        "MLOPS_SERVING_MODEL_URI": str(model_dir),
+        "MLOPS_SERVING_PORT": str(port),
+        "MLOPS_SERVING_MODEL_NAME": "iris",
+        "MLOPS_SERVING_MODEL_VERSION": "1",
+        "MLOPS_SERVING_CAPTURE_FLUSH_SECONDS": "0.2",
+        "MLOPS_SERVING_CAPTURE_SPOOL_DIR": str(tmp / f"spool-{port}"),
+        "MLOPS_SERVING_SHUTDOWN_TIMEOUT": "15",
         **env,
     }
     with log.open("wb") as out:
@@ -85,7 +85,7 @@ def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str
             stdout=out,
             stderr=out,
         )
-    capture = env.get("MLOPS_CAPTURE_URI")
+    capture = env.get("MLOPS_SERVING_CAPTURE_URI")
     server = Server(f"http://127.0.0.1:{port}", proc, log, Path(capture) if capture else None)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -105,7 +105,7 @@ def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str
 def iris_server(tmp_path_factory: pytest.TempPathFactory, iris_model_dir: Path) -> Iterator[Server]:
     """One capturing server shared by read-only tests (formats, validation, fuzz, metrics)."""
     tmp = tmp_path_factory.mktemp("iris-server")
-    server = start_server(tmp, iris_model_dir, MLOPS_CAPTURE_URI=str(tmp / "capture"))
+    server = start_server(tmp, iris_model_dir, MLOPS_SERVING_CAPTURE_URI=str(tmp / "capture"))
     yield server
     assert server.stop() == 0
 

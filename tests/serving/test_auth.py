@@ -18,7 +18,7 @@ def auth_server(tmp_path_factory, iris_model_dir):
     tmp = tmp_path_factory.mktemp("auth")
     key_file = tmp / "keys"
     key_file.write_text(f"{PRIMARY}\n{SECONDARY}\n")
-    server = start_server(tmp, iris_model_dir, MLOPS_API_KEY_FILE=str(key_file))
+    server = start_server(tmp, iris_model_dir, MLOPS_SERVING_API_KEY_FILE=str(key_file))
     server.key_file = key_file
     yield server
     assert server.stop() == 0

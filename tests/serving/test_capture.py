@@ -48,7 +48,7 @@ def assert_exact_capture(capture: pd.DataFrame, sent) -> None:
 
 def test_every_answered_request_is_captured_exactly_once(tmp_path, iris_model_dir, iris_features):
     capture_dir = tmp_path / "capture"
-    server = start_server(tmp_path, iris_model_dir, MLOPS_CAPTURE_URI=str(capture_dir))
+    server = start_server(tmp_path, iris_model_dir, MLOPS_SERVING_CAPTURE_URI=str(capture_dir))
     sent = run_load(server.url, make_bodies(iris_features, 300))
     assert all(s.status in (200, 400) for s in sent)
     assert server.stop() == 0
@@ -65,8 +65,8 @@ def test_sigterm_during_load_loses_nothing(tmp_path, iris_model_dir, iris_featur
     server = start_server(
         tmp_path,
         iris_model_dir,
-        MLOPS_CAPTURE_URI=str(capture_dir),
-        MLOPS_CAPTURE_FLUSH_SECONDS="5",
+        MLOPS_SERVING_CAPTURE_URI=str(capture_dir),
+        MLOPS_SERVING_CAPTURE_FLUSH_SECONDS="5",
     )
     sent = run_load(
         server.url,
@@ -87,10 +87,10 @@ def test_sink_outage_fails_no_request_and_counts_drops_exactly(
     capture_dir = blocker / "capture"
     spool = tmp_path / "spool"
     env = {
-        "MLOPS_CAPTURE_URI": str(capture_dir),
-        "MLOPS_CAPTURE_SPOOL_DIR": str(spool),
-        "MLOPS_CAPTURE_SPOOL_MAX_BYTES": "30000",
-        "MLOPS_SHUTDOWN_TIMEOUT": "2",
+        "MLOPS_SERVING_CAPTURE_URI": str(capture_dir),
+        "MLOPS_SERVING_CAPTURE_SPOOL_DIR": str(spool),
+        "MLOPS_SERVING_CAPTURE_SPOOL_MAX_BYTES": "30000",
+        "MLOPS_SERVING_SHUTDOWN_TIMEOUT": "2",
     }
     server = start_server(tmp_path, iris_model_dir, **env)
 
@@ -137,7 +137,10 @@ def test_sink_outage_fails_no_request_and_counts_drops_exactly(
 def test_sample_rate_keeps_a_share(tmp_path, iris_model_dir, iris_features):
     capture_dir = tmp_path / "capture"
     server = start_server(
-        tmp_path, iris_model_dir, MLOPS_CAPTURE_URI=str(capture_dir), MLOPS_SAMPLE_RATE="0.5"
+        tmp_path,
+        iris_model_dir,
+        MLOPS_SERVING_CAPTURE_URI=str(capture_dir),
+        MLOPS_SERVING_SAMPLE_RATE="0.5",
     )
     sent = run_load(server.url, make_bodies(iris_features, 200, bad_every=0, seed=4))
     assert server.stop() == 0
@@ -188,7 +191,10 @@ def test_feedback_without_capture_is_409(tmp_path, iris_model_dir):
 def test_two_workers_share_metrics_and_capture_everything(tmp_path, iris_model_dir, iris_features):
     capture_dir = tmp_path / "capture"
     server = start_server(
-        tmp_path, iris_model_dir, MLOPS_CAPTURE_URI=str(capture_dir), MLOPS_WORKERS="2"
+        tmp_path,
+        iris_model_dir,
+        MLOPS_SERVING_CAPTURE_URI=str(capture_dir),
+        MLOPS_SERVING_WORKERS="2",
     )
     # /ready answers from whichever worker accepts the connection; wait until both loaded
     wait_for(

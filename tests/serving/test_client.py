@@ -59,7 +59,7 @@ def test_retries_until_the_service_is_up(tmp_path, iris_model_dir, iris_features
 def test_api_key_is_sent(tmp_path, iris_model_dir, iris_features):
     key_file = tmp_path / "keys"
     key_file.write_text("client-key-123\n")
-    server = start_server(tmp_path, iris_model_dir, MLOPS_API_KEY_FILE=str(key_file))
+    server = start_server(tmp_path, iris_model_dir, MLOPS_SERVING_API_KEY_FILE=str(key_file))
     try:
         with ScoringClient(server.url, api_key=read_api_key(key_file)) as client:
             assert client.predict(iris_features.head(1)).predictions == [0]

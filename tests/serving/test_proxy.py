@@ -94,12 +94,13 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream, Upstream]]:
         up.stop()
 
 
-def start_proxy(upstream: str | None, tmp_path: Path, token: str | None = TOKEN):
+def start_proxy(upstream: str | None, tmp_path: Path, token: str | None = TOKEN, **settings):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_PROXY_")}
-    env["MLOPS_PROXY_STATE_FILE"] = str(tmp_path / "upstream.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_SERVING_PROXY_")}
+    env["MLOPS_SERVING_PROXY_STATE_FILE"] = str(tmp_path / "upstream.json")
     if token:
-        env["MLOPS_PROXY_TOKEN"] = token
+        env["MLOPS_SERVING_PROXY_TOKEN"] = token
+    env.update(settings)
     args = [sys.executable, "-m", "mlops_pipeline.serving.proxy", "--port", str(port)]
     if upstream:
         args += ["--upstream", upstream]
@@ -179,6 +180,14 @@ def test_switch_drains_in_flight_requests_on_the_old_upstream(proxy: str, upstre
     assert state.json() == {"upstream": upstreams[1].url, "in_flight": {}}
 
 
+def test_liveness_is_the_proxys_own_and_readiness_is_the_upstreams(proxy: str) -> None:
+    live = httpx.get(proxy + "/health/live")
+    assert (live.status_code, live.text) == (200, "ok")
+    assert "x-upstream" not in live.headers  # answered by the proxy, never forwarded
+    for path in ("/ping", "/ready"):
+        assert httpx.get(proxy + path).headers["x-upstream"] == "blue"
+
+
 def test_unreachable_upstream_is_a_clean_502(tmp_path: Path) -> None:
     proc, url = start_proxy(f"http://127.0.0.1:{free_port()}", tmp_path)
     try:
@@ -187,6 +196,9 @@ def test_unreachable_upstream_is_a_clean_502(tmp_path: Path) -> None:
         assert response.json() == {
             "error": {"code": "bad_gateway", "message": "The model service is unavailable."}
         }
+        # not ready to score, yet alive: an orchestrator must not restart the proxy for it
+        assert httpx.get(url + "/ping").status_code == 502
+        assert httpx.get(url + "/health/live").status_code == 200
     finally:
         proc.terminate()
         proc.wait(15)
@@ -196,6 +208,7 @@ def test_without_upstream_503_and_without_token_admin_is_disabled(tmp_path: Path
     proc, url = start_proxy(None, tmp_path, token=None)
     try:
         assert httpx.get(url + "/ready").status_code == 503
+        assert httpx.get(url + "/health/live").status_code == 200
         assert switch(url, "http://127.0.0.1:1").status_code == 403
     finally:
         proc.terminate()
@@ -213,3 +226,35 @@ def test_restarted_proxy_keeps_the_switched_upstream(upstreams, tmp_path: Path) 
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_admin_token_can_come_from_a_file(upstreams, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    proc, url = start_proxy(
+        upstreams[0].url, tmp_path, token=None, MLOPS_SERVING_PROXY_TOKEN_FILE=str(token_file)
+    )
+    try:
+        assert switch(url, upstreams[1].url, token=TOKEN).status_code == 401
+        assert switch(url, upstreams[1].url, token="from-a-file").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MLOPS_SERVING_PROXY_TIMEOUT", "soon"), ("MLOPS_SERVING_PROXY_TOKEN_FILE", "/nonexistent")],
+)
+def test_bad_settings_are_one_line_naming_the_variable(variable: str, value: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_SERVING_PROXY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_pipeline.serving.proxy", "--port", str(free_port())],
+        env={**env, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and variable in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

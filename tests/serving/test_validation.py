@@ -174,9 +174,9 @@ def limited_server(tmp_path_factory, iris_model_dir):
     server = start_server(
         tmp,
         iris_model_dir,
-        MLOPS_MAX_BODY_BYTES="4000",
-        MLOPS_MAX_ROWS="5",
-        MLOPS_EXTRA_COLUMNS="ignore",
+        MLOPS_SERVING_MAX_BODY_BYTES="4000",
+        MLOPS_SERVING_MAX_ROWS="5",
+        MLOPS_SERVING_EXTRA_COLUMNS="ignore",
     )
     yield server
     assert server.stop() == 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.serving.settings import ProxySettings, ServingSettings
 from mlops_pipeline.targets import (
     DeployConfig,
     Deployment,
@@ -126,23 +128,53 @@ def test_deploy_config_rejects_unknown_fields_and_bad_ports() -> None:
     assert DeployConfig(port=8080).drain_timeout > 0
 
 
-def test_serving_env_follows_the_scoring_service_contract() -> None:
+def test_serving_env_follows_the_scoring_service_contract(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = ModelRef("iris", "3")
     config = DeployConfig(capture_uri="/data/capture", api_key_file="/keys", sample_rate=0.5)
     env = serving_env(model.uri, model, config, host="0.0.0.0", port=9000, image="mlops/iris:3")
     assert env == {
-        "MLOPS_MODEL_URI": "models:/iris/3",
-        "MLOPS_MODEL_NAME": "iris",
-        "MLOPS_MODEL_VERSION": "3",
-        "MLOPS_HOST": "0.0.0.0",
-        "MLOPS_PORT": "9000",
-        "MLOPS_WORKERS": "1",
-        "MLOPS_SAMPLE_RATE": "0.5",
-        "MLOPS_CAPTURE_URI": "/data/capture",
-        "MLOPS_API_KEY_FILE": "/keys",
-        "MLOPS_IMAGE": "mlops/iris:3",
+        "MLOPS_SERVING_MODEL_URI": "models:/iris/3",
+        "MLOPS_SERVING_MODEL_NAME": "iris",
+        "MLOPS_SERVING_MODEL_VERSION": "3",
+        "MLOPS_SERVING_HOST": "0.0.0.0",
+        "MLOPS_SERVING_PORT": "9000",
+        "MLOPS_SERVING_WORKERS": "1",
+        "MLOPS_SERVING_SAMPLE_RATE": "0.5",
+        "MLOPS_SERVING_CAPTURE_URI": "/data/capture",
+        "MLOPS_SERVING_API_KEY_FILE": "/keys",
+        "MLOPS_SERVING_IMAGE": "mlops/iris:3",
     }
-    assert "MLOPS_CAPTURE_URI" not in serving_env(model.uri, model, DeployConfig())
+    assert "MLOPS_SERVING_CAPTURE_URI" not in serving_env(model.uri, model, DeployConfig())
+    # a sample rate of 0 is a setting, not an absent one
+    quiet = serving_env(model.uri, model, DeployConfig(sample_rate=0.0))
+    assert quiet["MLOPS_SERVING_SAMPLE_RATE"] == "0.0"
+
+    # the service reads exactly these names, and nothing of the pipeline's MLOPS_ settings
+    for name in list(os.environ):
+        if name.startswith("MLOPS_"):
+            monkeypatch.delenv(name)
+    for name, value in {**env, "MLOPS_PORT": "1", "MLOPS_HOME": "/elsewhere"}.items():
+        monkeypatch.setenv(name, value)
+    settings = ServingSettings()
+    assert (settings.model_uri, settings.host, settings.port) == ("models:/iris/3", "0.0.0.0", 9000)
+    assert (settings.model_name, settings.model_version, settings.image) == (
+        "iris",
+        "3",
+        "mlops/iris:3",
+    )
+    assert settings.capture_uri == "/data/capture" and str(settings.api_key_file) == "/keys"
+    assert (settings.workers, settings.sample_rate) == (1, 0.5)
+
+
+def test_readme_documents_every_scoring_service_and_proxy_variable() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for field in ServingSettings.model_fields:
+        assert f"`MLOPS_SERVING_{field.upper()}`" in readme, field
+    proxy_line = readme[readme.index("reads `MLOPS_SERVING_PROXY_`") :][:400]
+    for field in ProxySettings.model_fields:
+        assert f"`{field.upper()}`" in proxy_line, field
 
 
 def test_deployment_record_round_trips_through_json() -> None:

@@ -109,6 +109,18 @@ def test_create_serves_with_keys_and_capture_then_delete_removes_all(
     model = next(c for c in containers if c.labels["mlops.role"] == "model")
     assert model.attrs["Config"]["User"] == "10001:10001"
     assert "primary-key" not in str(model.attrs)  # the key file is copied in, not in the env
+    model_env = dict(item.split("=", 1) for item in model.attrs["Config"]["Env"])
+    assert model_env["MLOPS_SERVING_CAPTURE_URI"] == "/var/lib/mlops/capture"
+    assert model_env["MLOPS_SERVING_API_KEY_FILE"] == "/run/mlops/api-keys"
+    assert model_env["MLOPS_SERVING_MODEL_VERSION"] == "1"
+    proxy = next(c for c in containers if c.labels["mlops.role"] == "proxy")
+    proxy_env = dict(item.split("=", 1) for item in proxy.attrs["Config"]["Env"])
+    assert proxy_env["MLOPS_SERVING_PROXY_UPSTREAM"] == f"http://{model.name}:8080"
+    # the proxy's health is its liveness; whether the model can score is the model's own check
+    assert "/health/live" in " ".join(proxy.attrs["Config"]["Healthcheck"]["Test"])
+    assert "/ping" in " ".join(model.attrs["Config"]["Healthcheck"]["Test"])
+    live = httpx.get(f"{deployment.endpoint_url}/health/live")  # no key: the proxy answers
+    assert (live.status_code, live.text) == (200, "ok")
     recovered = DockerTarget("docker:").get(name)
     assert (recovered.model_version, recovered.endpoint_url) == ("1", deployment.endpoint_url)
     assert recovered.config["capture_uri"] == str(capture)

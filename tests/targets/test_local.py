@@ -15,7 +15,9 @@ import httpx
 import pytest
 from mlops_pipeline.errors import ConflictError, DeploymentError, NotFoundError
 from mlops_pipeline.targets import DeployConfig, DeploymentStatus, ModelRef, get_target
-from mlops_pipeline.targets.local import LocalTarget, pid_alive
+from mlops_pipeline.targets.local import LocalTarget
+from mlops_pipeline.targets.local_protocol import DeploymentFiles, SupervisorState, pid_alive
+from mlops_pipeline.targets.local_supervisor import LIVENESS_PERIOD
 
 from tests.targets.local_support import IRIS_ROW, break_version, register_version, served_version
 
@@ -38,6 +40,12 @@ def all_pids(target: LocalTarget, name: str) -> list[int]:
     current = state(target, name)
     control = json.loads((target.root / name / "control.json").read_text())
     return [control["pid"], current["proxy"]["pid"], current["active"]["pid"]]
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a running process was started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
 def wait_until(predicate, timeout: float = 60.0) -> None:
@@ -68,7 +76,8 @@ def test_lifecycle_create_predict_restart_update_delete(
         [
             sys.executable,
             "-c",
-            "from targets.local import LocalTarget; print(LocalTarget().get('iris-prod').json())",
+            "from mlops_pipeline.targets.local import LocalTarget; "
+            "print(LocalTarget().get('iris-prod').model_dump_json())",
         ],
         capture_output=True,
         text=True,
@@ -84,6 +93,30 @@ def test_lifecycle_create_predict_restart_update_delete(
     wait_until(lambda: state(target, "iris-prod")["active"]["restarts"] == 1)
     wait_until(lambda: httpx.get(f"{endpoint}/ready", timeout=5).status_code == 200, 120)
     assert state(target, "iris-prod")["active"]["pid"] != crashed
+
+    # children get their own settings, and never the supervisor's control token
+    files = DeploymentFiles(target.root / "iris-prod")
+    recorded = files.read_state()
+    assert isinstance(recorded, SupervisorState) and recorded.active.model_uri == "models:/iris/1"
+    service_env, proxy_env = environ_of(recorded.active.pid), environ_of(recorded.proxy.pid)
+    assert service_env["MLOPS_SERVING_MODEL_URI"] == "models:/iris/1"
+    assert service_env["MLOPS_SERVING_PORT"] == str(recorded.active.port)
+    assert proxy_env["MLOPS_SERVING_PROXY_PORT"] == endpoint.rsplit(":", 1)[1]
+    assert "MLOPS_SUPERVISOR_TOKEN" not in service_env | proxy_env
+    assert files.read_control().token not in json.dumps(service_env | proxy_env)
+
+    # the stable endpoint's liveness is the proxy's own: it answers, whatever the upstream does
+    live = httpx.get(f"{endpoint}/health/live", timeout=5)
+    assert (live.status_code, live.text) == (200, "ok")
+
+    # a hung service (running, answering nothing) is killed and restarted like a crashed one
+    time.sleep(LIVENESS_PERIOD + 1)  # one probe has seen the restarted service answer
+    hung = state(target, "iris-prod")["active"]["pid"]
+    os.kill(hung, signal.SIGSTOP)
+    wait_until(lambda: state(target, "iris-prod")["active"]["restarts"] == 2, 120)
+    wait_until(lambda: httpx.get(f"{endpoint}/ready", timeout=5).status_code == 200, 120)
+    assert not pid_alive(hung)
+    assert target.predict("iris-prod", IRIS_ROW) == {"predictions": [0, 2]}
 
     old_pid = state(target, "iris-prod")["active"]["pid"]
     updated = target.update("iris-prod", ModelRef("iris", v2), FAST)

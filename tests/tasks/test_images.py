@@ -24,12 +24,15 @@ def test_dockerfile_installs_offline_as_non_root_with_model_last():
 
     assert "--no-cache-dir --no-index --find-links /tmp/wheelhouse" in text
     assert "USER 10001:10001" in lines
-    assert "/ping" in text and "HEALTHCHECK" in instructions
-    assert 'ENV MLOPS_MODEL_NAME="iris" MLOPS_MODEL_VERSION="3"' in lines
-    assert "MLOPS_HOST=0.0.0.0" in text and "MLOPS_MODEL_URI=/opt/model" in text
+    assert "HEALTHCHECK" in instructions
+    assert 'ENV MLOPS_SERVING_MODEL_NAME="iris" MLOPS_SERVING_MODEL_VERSION="3"' in lines
+    assert "MLOPS_SERVING_HOST=0.0.0.0" in text and "MLOPS_SERVING_MODEL_URI=/opt/model" in text
     # the model changes with every version, so it comes after every dependency layer
     assert instructions[-3:] == ["COPY", "ENV", "LABEL"]
-    assert text.index("COPY model/") > text.index("COPY serving/") > text.index("pip install")
+    layers = [text.index(step) for step in ("pip install", "COPY mlops_pipeline/", "COPY model/")]
+    assert layers == sorted(layers)
+    # the health check asks whether the model can score, on the port the service reads
+    assert "/ping" in text and "MLOPS_SERVING_PORT" in text
     assert '"org.opencontainers.image.version"="3"' in text
 
 
@@ -81,8 +84,8 @@ def test_image_has_labels_user_healthcheck_and_no_secrets(
     assert config["User"] == "10001:10001"
     assert "/ping" in " ".join(config["Healthcheck"]["Test"])
     env = dict(item.split("=", 1) for item in config["Env"])
-    assert env["MLOPS_MODEL_URI"] == "/opt/model" and env["MLOPS_HOST"] == "0.0.0.0"
-    assert (env["MLOPS_MODEL_NAME"], env["MLOPS_MODEL_VERSION"]) == ("iris", "1")
+    assert env["MLOPS_SERVING_MODEL_URI"] == "/opt/model" and env["MLOPS_SERVING_HOST"] == "0.0.0.0"
+    assert (env["MLOPS_SERVING_MODEL_NAME"], env["MLOPS_SERVING_MODEL_VERSION"]) == ("iris", "1")
     history = json.dumps([image.attrs, image.history()])
     assert "do-not-bake-me" not in history
     # the wheels stay in the build stage: the final image holds only the installed venv
