@@ -37,13 +37,14 @@ def monitor_deployment(
     window: str | None = None,
     capture_uri: str | None = None,
     model_uri: str | None = None,
-    drift_config: dict[str, Any] | None = None,
+    drift_config: DriftConfig | None = None,
     cooldown_hours: float = 24.0,
 ) -> dict[str, Any]:
     """Validate and drift-test what DEPLOYMENT captured since the last run, signal drift, and
     only then advance the watermark. `window` ('24h', '7d', an ISO time) re-analyses the files
-    since then instead, leaving the watermark alone."""
-    config = DriftConfig.from_dict(drift_config or {})
+    since then instead, leaving the watermark alone. `drift_config` holds the drift settings
+    (a typed form in the Prefect UI; a dict is validated the same way)."""
+    config = DriftConfig.parse(drift_config, "drift_config")
     target = resolve_target(deployment, capture_uri, model_uri)
     files = list_new_captures(
         deployment, target.capture_uri, target.model_name, target.model_version, window
@@ -66,7 +67,12 @@ def monitor_deployment(
 
     report_dir = monitor_dir(deployment) / "reports" / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"
     validation = validate_captures(
-        scored, features, reference.suite, batch.quarantined, report_dir / "data-docs"
+        scored,
+        features,
+        reference.suite,
+        batch.quarantined,
+        report_dir / "data-docs",
+        profile=reference.profile,
     )
     predictions = predict_reference(target, reference.frame, features)
     reference_frame, prediction_columns = reference_for_drift(
@@ -78,6 +84,7 @@ def monitor_deployment(
         columns=[*features, *prediction_columns],
         prediction_columns=prediction_columns,
         config=config,
+        profile=reference.profile,
     )
     report_path = save_window_results(
         report_dir,

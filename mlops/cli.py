@@ -795,11 +795,13 @@ def build_image_cmd(
 # --- monitor commands ---
 
 
-def _drift_config(config_file: str | None, min_samples: int | None) -> dict[str, Any]:
-    """Drift settings from a JSON file (see tasks.drift.DriftConfig) plus CLI overrides."""
+def _drift_config(config_file: str | None, min_samples: int | None) -> Any:
+    """Drift settings (a checked tasks.drift_settings.DriftConfig) from a JSON file plus CLI
+    overrides; a wrong key, type or value is exit 2 naming the setting, value and type."""
     from pathlib import Path
 
     from mlops_pipeline.errors import InvalidInputError, NotFoundError
+    from mlops_pipeline.tasks.drift_settings import DriftConfig
 
     settings: dict[str, Any] = {}
     if config_file:
@@ -817,33 +819,54 @@ def _drift_config(config_file: str | None, min_samples: int | None) -> dict[str,
             raise InvalidInputError(f"--config file '{config_file}' must hold a JSON object.")
     if min_samples is not None:
         settings["min_samples"] = min_samples
-    return settings
+    source = f"setting in --config file '{config_file}'" if config_file else "drift setting"
+    return DriftConfig.parse(settings, source)
 
 
 def render_drift(result: dict[str, Any]) -> None:
-    from rich.table import Table
-
     if result.get("status") == "no_new_data":
         console.print(f"No new capture files for {result['deployment']}.")
         return
-    table = Table("column", "role", "status", "method", "PSI", "p (corrected)")
+
+    def number(value: float | None, unit: str = "") -> str:
+        return "-" if value is None else f"{value:.3g}{unit}"
+
+    rows = []
     for f in result["features"]:
-        style = "bold red" if f["drifted"] else None
-        score = "-" if f["score"] is None else f"{f['score']:.3g}"
-        p_value = "-" if f["p_value"] is None else f"{f['p_value']:.3g}"
-        table.add_row(
-            f["name"],
-            f.get("role", "-"),
-            f["status"],
-            f["method"] or "-",
-            score,
-            p_value,
-            style=style,
+        nulls = "-"
+        if f.get("null_rate_current") is not None:
+            nulls = f"{f['null_rate_reference']:.1%} -> {f['null_rate_current']:.1%}"
+        rows.append(
+            [
+                f["name"],
+                f.get("role", "-"),
+                f["status"],
+                f["method"] or "-",
+                number(f["score"]),
+                number(f.get("wasserstein_sd"), " sd"),
+                nulls,
+                number(f["p_value"]),
+            ]
         )
-    console.print(table)
+    print_table(
+        ["column", "role", "status", "method", "PSI", "shift", "nulls", "p (corrected)"],
+        rows,
+        styles=[
+            "bold red" if f["drifted"] or f["status"] == "incompatible" else None
+            for f in result["features"]
+        ],
+    )
+    for f in result["features"]:
+        if f["status"] == "incompatible":
+            console.print(f"[bold red]Incompatible[/] {f['name']}: {f.get('reason')}.")
     if result["drift"]:
         console.print(f"[bold red]Drift[/] in {', '.join(result['drifted'])}")
-    else:
+    if result.get("incompatible"):
+        console.print(
+            f"[bold red]Not comparable:[/] {', '.join(result['incompatible'])} cannot be read "
+            "as the kind the reference recorded."
+        )
+    elif not result["drift"]:
         console.print("[green]No drift.[/]")
     validation = result.get("validation")
     if validation:
@@ -918,11 +941,13 @@ def drift_cmd(
     """Compare two CSV/Parquet files column by column; exit 0 whether or not they drift."""
     from pathlib import Path
 
-    from mlops_pipeline.tasks.drift import DriftConfig, compare_frames, json_safe, read_table_file
+    from mlops_pipeline.tasks.drift import compare_frames, json_safe
+    from mlops_pipeline.tasks.profile import infer_kinds
+    from mlops_pipeline.tasks.tables import read_table_file
 
-    settings = DriftConfig.from_dict(_drift_config(config, min_samples))
-    reference_frame = read_table_file(reference)
-    current_frame = read_table_file(current)
+    settings = _drift_config(config, min_samples)
+    reference_frame = read_table_file(reference, option="--reference")
+    current_frame = read_table_file(current, option="--current")
     common = [c for c in reference_frame.columns if c in current_frame.columns]
     if not common:
         from mlops_pipeline.errors import InvalidInputError
@@ -940,6 +965,8 @@ def drift_cmd(
             columns=common,
             prediction_columns=predictions,
             config=settings,
+            # no registered profile here: each column's kind is decided from the reference
+            kinds=infer_kinds(reference_frame[common]),
         )
     )
     if report:

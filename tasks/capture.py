@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.log import get_logger
 from mlops_pipeline.settings import get_settings
-from prefect import task
+from mlops_pipeline.tasks.orchestration import step
+from mlops_pipeline.tasks.tables import BOM
 from prefect.cache_policies import NO_CACHE
 
 METADATA_COLUMNS = ["_request_id", "_row", "_ts", "_status"]
@@ -211,6 +212,13 @@ def quarantine_file(capture_uri: str, relpath: str) -> str:
     return target
 
 
+def _read_table(handle: object) -> pa.Table:
+    """A capture or feedback file, byte-order marks stripped from its column names (a CSV
+    body with a mark, captured before the service ignored it, named its first column so)."""
+    table = pq.read_table(handle)
+    return table.rename_columns([name.lstrip(BOM) for name in table.column_names])
+
+
 def read_capture_files(
     capture_uri: str, relpaths: list[str], features: dict[str, str]
 ) -> CaptureBatch:
@@ -223,13 +231,16 @@ def read_capture_files(
     for relpath in relpaths:
         try:
             with fs.open(f"{root}/{relpath}", "rb") as handle:
-                table = pq.read_table(handle)
+                table = _read_table(handle)
         except (pa.ArrowException, OSError, ValueError) as exc:
             problem = f"unreadable Parquet: {exc.__class__.__name__}: {exc}"[:300]
         else:
             status = table.column("_status") if "_status" in table.column_names else None
             n_scored = (
-                int(pc.sum(pc.less(status, 400)).as_py() or 0)
+                int(
+                    pc.sum(pc.and_(pc.greater_equal(status, 200), pc.less(status, 300))).as_py()
+                    or 0
+                )
                 if status is not None
                 else table.num_rows
             )
@@ -257,7 +268,7 @@ def read_feedback(capture_uri: str, model_name: str, model_version: str) -> pd.D
     for relpath in list_capture_files(capture_uri, model_name, model_version, feedback=True):
         try:
             with fs.open(f"{root}/{relpath}", "rb") as handle:
-                frame = pq.read_table(handle).to_pandas()
+                frame = _read_table(handle).to_pandas()
         except (pa.ArrowException, OSError, ValueError) as exc:
             get_logger(__name__).warning("skipping unreadable feedback file %s: %s", relpath, exc)
             continue
@@ -290,7 +301,7 @@ def join_labels(captured: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     return captured.assign(label=row_labels.where(row_labels.notna(), request_labels).to_numpy())
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def list_new_captures(
     deployment: str,
     capture_uri: str,
@@ -304,7 +315,7 @@ def list_new_captures(
     return list_capture_files(capture_uri, model_name, model_version, watermark, start)
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def read_captures(
     capture_uri: str,
     model_name: str,
@@ -321,20 +332,23 @@ def read_captures(
     return batch
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def commit_watermark(deployment: str, relpaths: list[str]) -> str:
     """Mark capture files as processed (call only after the window's results are saved)."""
     watermark = load_watermark(deployment).advanced(relpaths)
     return str(save_watermark(deployment, watermark))
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def summarise_window(batch: CaptureBatch, features: list[str]) -> tuple[pd.DataFrame, dict]:
-    """The window's scored rows (rejected requests left out) and its row and file counts."""
+    """The window's scored rows and its row and file counts. Requests the service answered
+    with a non-2xx status are left out of the drift and validation sample (their null
+    features and predictions would fake a change) and counted apart as `rows_rejected`."""
     current = batch.frame
     if current.empty:
         current = pd.DataFrame({c: pd.Series(dtype=object) for c in [*features, "_status"]})
-    scored = current[current["_status"].astype("float64") < 400]
+    status = current["_status"].astype("float64")
+    scored = current[(status >= 200) & (status < 300)]
     stats = {
         "rows": len(current),
         "rows_scored": len(scored),

@@ -1,40 +1,55 @@
 """Per-feature drift between reference and current data, vectorised with numpy/scipy.
 
 Method (see `compare_frames`):
+- kinds: every column is first cast, on both sides, to the kind the reference profile recorded
+  (`tasks.profile.cast_to_kind`; without a profile the kind is inferred from the reference
+  values), so a CSV that read integers as floats still compares level 1 with level 1. Values
+  that cannot be cast are invalid: left out of the tests, counted, and when more than the
+  `invalid` threshold of a column's values are invalid the column is "incompatible".
 - numeric: both samples are sorted once; PSI on `bins` reference-quantile bins (deciles by
-  default; tied edges merged) and the two-sample KS statistic D computed exactly on the sorted
-  arrays, with scipy's asymptotic p-value (`kstwo.sf(D, round(n*m/(n+m)))`, as
-  `ks_2samp(method="asymp")`). Integer columns with at most `max_int_levels` distinct reference
-  values are treated as categorical.
+  default; tied edges merged), the two-sample KS statistic D computed exactly on the sorted
+  arrays with scipy's asymptotic p-value (`kstwo.sf(D, round(n*m/(n+m)))`, as
+  `ks_2samp(method="asymp")`), and the effect in reference standard deviations: the mean shift
+  and the normalised Wasserstein distance W1 / reference std (as Evidently reports it). Integer
+  columns with at most `max_int_levels` distinct reference values are treated as categorical.
 - categorical/boolean: buckets are the `max_categories` most frequent reference values, plus
   `__other__` (rarer reference values) and `__unseen__` (values absent from the reference);
   chi-squared test of homogeneity on the 2 x buckets table, PSI and total variation distance
   on the bucket shares.
+- missing values: whenever either side has missing cells, the null rates are compared with a
+  two-proportion z-test (pooled), effect size Cohen's h = |2 asin sqrt(p1) - 2 asin sqrt(p0)|
+  (Cohen 1988, ch. 6): a jump in blanks is drift even when the filled cells look the same.
 - PSI floors shares at `PSI_EPSILON` so empty bins and unseen values give a finite score.
-- p-values are corrected across all tested columns: Holm by default (family-wise error: a
-  drift alarm triggers a redeploy, so any false alarm is costly), or Benjamini-Hochberg ("bh").
-- A column drifts only when its corrected p-value is below `alpha` AND an effect size passes its
-  threshold (PSI, or the distance: KS D / total variation, or the unseen-value share), so huge
-  samples do not flag trivial differences. Fewer than `min_samples` non-null values on either
-  side gives "insufficient_data", never an alarm.
+- p-values of every test (distribution and null rate) are corrected together: Holm by default
+  (family-wise error: a drift alarm triggers a redeploy, so any false alarm is costly), or
+  Benjamini-Hochberg ("bh").
+- A test flags drift only when its corrected p-value is below `alpha` AND its effect size
+  passes its threshold (`Thresholds`), so huge samples do not flag trivial differences. Fewer
+  than `min_samples` non-null values on either side gives "insufficient_data", never an alarm.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlops_pipeline.errors import InvalidInputError, NotFoundError
-from mlops_pipeline.tasks.profile import category_key, column_kind
-from prefect import task
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.tasks.drift_settings import DriftConfig, Thresholds
+from mlops_pipeline.tasks.orchestration import step
+from mlops_pipeline.tasks.profile import (
+    CastColumn,
+    ColumnKind,
+    cast_to_kind,
+    category_key,
+    infer_kind,
+    profile_kinds,
+)
 from prefect.cache_policies import NO_CACHE
-from pyarrow import ArrowException
 from scipy import stats
 
 PSI_EPSILON = 1e-4
@@ -44,74 +59,18 @@ PLOT_BINS = 40
 PLOT_CATEGORIES = 20
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Effect sizes a significant difference must reach to count as drift."""
-
-    psi: float = 0.1
-    distance: float = 0.05
-    unseen: float = 0.01
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """Drift settings; `features` overrides the thresholds per column name."""
-
-    alpha: float = 0.01
-    correction: Literal["bh", "holm"] = "holm"
-    min_samples: int = 500
-    bins: int = 10
-    max_categories: int = 50
-    max_int_levels: int = 20
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    features: dict[str, Thresholds] = field(default_factory=dict)
-
-    def for_feature(self, name: str) -> Thresholds:
-        return self.features.get(name, self.thresholds)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DriftConfig:
-        """Build from JSON: {"alpha": .., "thresholds": {..}, "features": {name: {..}}}."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
-        if unknown:
-            raise InvalidInputError(
-                f"Unknown drift settings {sorted(unknown)}.", hint=f"Use only {sorted(known)}."
-            )
-        try:
-            base = Thresholds(**data.get("thresholds", {}))
-            features = {
-                name: replace(base, **values) for name, values in data.get("features", {}).items()
-            }
-            scalars = {k: v for k, v in data.items() if k not in ("thresholds", "features")}
-            config = cls(thresholds=base, features=features, **scalars)
-        except TypeError as exc:
-            raise InvalidInputError(
-                f"Invalid drift threshold setting: {exc}.",
-                hint="Threshold keys are psi, distance and unseen.",
-            ) from exc
-        if config.correction not in ("bh", "holm"):
-            raise InvalidInputError(
-                f"correction '{config.correction}' is not supported.", hint="Use 'bh' or 'holm'."
-            )
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def drift_kind(series: pd.Series, max_int_levels: int) -> str:
-    """How a column is tested: numeric, categorical (incl. boolean and few-level ints), datetime."""
-    kind = column_kind(series)
-    if kind == "boolean":
+def comparison_kind(kind: ColumnKind, reference: CastColumn, max_int_levels: int) -> str:
+    """How a column is tested: numeric, categorical (incl. boolean and few-level integers) or
+    datetime (not tested: timestamps move by design)."""
+    if kind.kind in ("boolean", "categorical"):
         return "categorical"
     if (
-        kind == "numeric"
-        and pd.api.types.is_integer_dtype(series.dtype)
-        and series.nunique(dropna=True) <= max_int_levels
+        kind.kind == "numeric"
+        and kind.integer
+        and reference.values.nunique(dropna=True) <= max_int_levels
     ):
         return "categorical"
-    return kind
+    return kind.kind
 
 
 def _psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
@@ -120,9 +79,18 @@ def _psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def _numeric_values(series: pd.Series) -> np.ndarray:
-    values = series.to_numpy(dtype="float64", na_value=np.nan)
+def _numeric_values(cast: CastColumn) -> np.ndarray:
+    values = cast.values.to_numpy(dtype="float64", na_value=np.nan)
     return np.sort(values[np.isfinite(values)])
+
+
+def wasserstein_distance(ref: np.ndarray, cur: np.ndarray) -> float:
+    """W1 between two sorted samples: the area between their ECDFs (as
+    `scipy.stats.wasserstein_distance`, without re-sorting the inputs)."""
+    merged = np.sort(np.concatenate((ref, cur)), kind="stable")
+    ref_cdf = np.searchsorted(ref, merged[:-1], "right") / ref.size
+    cur_cdf = np.searchsorted(cur, merged[:-1], "right") / cur.size
+    return float(np.sum(np.abs(ref_cdf - cur_cdf) * np.diff(merged)))
 
 
 def _ecdf_steps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +132,8 @@ def _numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> dict[str, Any]:
         counts = np.diff(np.searchsorted(values, plot_edges, "left"))
         return (counts / values.size).tolist()
 
+    std = float(ref.std(ddof=1)) if ref.size > 1 else 0.0
+    mean_ref, mean_cur = float(ref.mean()), float(cur.mean())
     return {
         "method": "ks+psi",
         "statistic": statistic,
@@ -171,8 +141,12 @@ def _numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> dict[str, Any]:
         "distance": statistic,
         "psi": _psi(shares(ref), shares(cur)),
         "unseen_share": 0.0,
-        "mean_reference": float(ref.mean()),
-        "mean_current": float(cur.mean()),
+        "mean_reference": mean_ref,
+        "mean_current": mean_cur,
+        "std_reference": std,
+        # effect in reference standard deviations; undefined for a constant reference
+        "mean_shift_sd": (mean_cur - mean_ref) / std if std > 0 else None,
+        "wasserstein_sd": wasserstein_distance(ref, cur) / std if std > 0 else None,
         "plot": {
             "type": "histogram",
             "edges": plot_edges.tolist(),
@@ -246,13 +220,15 @@ def _adjust(p_values: np.ndarray, method: str) -> np.ndarray:
     return adjusted
 
 
-def _base_result(name: str, role: str, kind: str, n_ref: int, n_cur: int) -> dict[str, Any]:
+def _base_result(name: str, role: str, kind: ColumnKind, n_ref: int, n_cur: int) -> dict:
     return {
         "name": name,
         "role": role,
-        "kind": kind,
+        "kind": kind.kind,
+        "integer": kind.integer,
         "status": "ok",
         "drifted": False,
+        "drifted_by": [],
         "method": None,
         "score": None,
         "p_value": None,
@@ -260,48 +236,103 @@ def _base_result(name: str, role: str, kind: str, n_ref: int, n_cur: int) -> dic
         "statistic": None,
         "distance": None,
         "psi": None,
+        "wasserstein_sd": None,
         "severity": 0.0,
         "n_reference": n_ref,
         "n_current": n_cur,
     }
 
 
-def _compare_column(
-    name: str, role: str, ref: pd.Series, cur: pd.Series, config: DriftConfig
-) -> dict[str, Any]:
-    kind = drift_kind(ref, config.max_int_levels)
-    numeric_current = pd.api.types.is_numeric_dtype(cur.dtype) and not pd.api.types.is_bool_dtype(
-        cur.dtype
-    )
-    if kind == "numeric" and not numeric_current and cur.notna().any():
-        result = _base_result(name, role, kind, int(ref.notna().sum()), int(cur.notna().sum()))
-        result["status"] = "incompatible"
-        result["reason"] = f"reference is numeric but current has dtype {cur.dtype}"
+def _null_rate_test(ref: CastColumn, cur: CastColumn, min_samples: int) -> dict | None:
+    """Two-proportion z-test (pooled) on the missing-cell rates and Cohen's h; None when either
+    side has fewer than `min_samples` rows or neither has a missing cell (nothing to test)."""
+    n_ref, n_cur = ref.missing.size, cur.missing.size
+    a, b = int(ref.missing.sum()), int(cur.missing.sum())
+    rate_ref = a / n_ref if n_ref else 0.0
+    rate_cur = b / n_cur if n_cur else 0.0
+    result = {"reference": rate_ref, "current": rate_cur, "p_value_raw": None, "effect": None}
+    pooled = (a + b) / (n_ref + n_cur) if n_ref + n_cur else 0.0
+    if min(n_ref, n_cur) < min_samples or pooled in (0.0, 1.0):
         return result
-    if kind == "numeric":
-        ref_values, cur_values = _numeric_values(ref), _numeric_values(cur)
+    z = (rate_cur - rate_ref) / math.sqrt(pooled * (1 - pooled) * (1 / n_ref + 1 / n_cur))
+    result["p_value_raw"] = float(2 * stats.norm.sf(abs(z)))
+    result["effect"] = abs(2 * math.asin(math.sqrt(rate_cur)) - 2 * math.asin(math.sqrt(rate_ref)))
+    return result
+
+
+def _compare_column(
+    name: str, role: str, ref: pd.Series, cur: pd.Series, kind: ColumnKind, config: DriftConfig
+) -> dict[str, Any]:
+    limits = config.for_feature(name)
+    ref_cast, cur_cast = cast_to_kind(ref, kind), cast_to_kind(cur, kind)
+    method_kind = comparison_kind(kind, ref_cast, config.max_int_levels)
+    if method_kind == "numeric":
+        ref_values, cur_values = _numeric_values(ref_cast), _numeric_values(cur_cast)
         n_ref, n_cur = ref_values.size, cur_values.size
     else:
-        n_ref, n_cur = int(ref.notna().sum()), int(cur.notna().sum())
+        n_ref = int((~ref_cast.missing & ~ref_cast.invalid).sum())
+        n_cur = int((~cur_cast.missing & ~cur_cast.invalid).sum())
     result = _base_result(name, role, kind, n_ref, n_cur)
-    result["null_rate_reference"] = float(ref.isna().mean()) if len(ref) else 0.0
-    result["null_rate_current"] = float(cur.isna().mean()) if len(cur) else 0.0
-    if kind == "datetime":
-        result["status"] = "skipped"
-        result["reason"] = "timestamps move by design; not tested for drift"
+    present = int((~cur_cast.missing).sum())
+    n_invalid = int(cur_cast.invalid.sum())
+    result["n_invalid"] = n_invalid
+    result["invalid_share"] = n_invalid / present if present else 0.0
+    null_rate = _null_rate_test(ref_cast, cur_cast, config.min_samples)
+    result["null_rate_reference"] = null_rate["reference"]
+    result["null_rate_current"] = null_rate["current"]
+    if n_invalid and result["invalid_share"] > limits.invalid:
+        examples = ", ".join(repr(v) for v in cur_cast.invalid_examples(cur))
+        result["status"] = "incompatible"
+        result["reason"] = (
+            f"{result['invalid_share']:.1%} of current values (e.g. {examples}) cannot be read "
+            f"as {kind.kind}, the kind the reference recorded"
+        )
         return result
-    if min(n_ref, n_cur) < config.min_samples:
+    result["null_rate"] = null_rate
+    if method_kind == "datetime":
+        result["status"] = "skipped"
+        result["reason"] = "timestamps move by design; only their null rate is tested"
+    elif min(n_ref, n_cur) < config.min_samples:
         result["status"] = "insufficient_data"
         result["reason"] = (
             f"{min(n_ref, n_cur)} non-null values; at least {config.min_samples} are needed"
         )
-        return result
-    if kind == "numeric":
+    elif method_kind == "numeric":
         result |= _numeric(ref_values, cur_values, config.bins)
     else:
-        result |= _categorical(_category_counts(ref), _category_counts(cur), config.max_categories)
+        counted = kind.kind == "categorical"  # keys of raw values equal those of cast values
+        result |= _categorical(
+            _category_counts(ref if counted else ref_cast.values),
+            _category_counts(cur if counted else cur_cast.values),
+            config.max_categories,
+        )
     result["score"] = result["psi"]
     return result
+
+
+def _judge(result: dict[str, Any], limits: Thresholds, alpha: float) -> None:
+    """Set severity, drifted, drifted_by, status and method from corrected p-values."""
+    severities = {}
+    if result["p_value"] is not None:
+        effects = [
+            result["psi"] / limits.psi,
+            result["distance"] / limits.distance,
+            result["unseen_share"] / limits.unseen,
+        ]
+        if result.get("wasserstein_sd") is not None:
+            effects.append(result["wasserstein_sd"] / limits.wasserstein)
+        severities["distribution"] = (max(effects), result["p_value"])
+    null_rate = result.get("null_rate") or {}
+    if null_rate.get("p_value") is not None:
+        severities["null_rate"] = (null_rate["effect"] / limits.null_rate, null_rate["p_value"])
+    flagged = [t for t, (sev, p) in severities.items() if p < alpha and sev >= 1.0]
+    result["severity"] = max((sev for sev, _ in severities.values()), default=0.0)
+    result["drifted"] = bool(flagged)
+    result["drifted_by"] = flagged
+    if flagged:
+        result["status"] = "drift"
+        if flagged == ["null_rate"]:
+            result["method"] = "null_rate"
 
 
 def compare_frames(
@@ -311,14 +342,20 @@ def compare_frames(
     columns: list[str] | None = None,
     prediction_columns: list[str] | None = None,
     config: DriftConfig | None = None,
+    kinds: Mapping[str, ColumnKind] | None = None,
 ) -> dict[str, Any]:
     """Test every common column (or `columns`) for drift and return the verdict as a dict.
 
-    Returns {"drift": bool, "drifted": [names, most severe first], "features": [per-column
-    results incl. name, role, kind, status, drifted, method, score (PSI), p_value (corrected),
-    p_value_raw, statistic, distance, severity], "summary": counts, "config": settings}.
+    `kinds` (column -> ColumnKind, from the reference profile) decides how each column is read;
+    a column without one gets the kind inferred from its reference values. Returns
+    {"status": "drift"|"incompatible"|"ok", "drift": bool, "drifted": [names, most severe
+    first], "incompatible": [names], "features": [per-column results incl. name, role, kind,
+    status, drifted, drifted_by, method, score (PSI), p_value (corrected), p_value_raw,
+    statistic, distance, wasserstein_sd, mean_shift_sd, null_rate {reference, current,
+    p_value, effect}, n_invalid, severity], "summary": counts, "config": settings}.
     """
     config = config or DriftConfig()
+    kinds = kinds or {}
     predictions = set(prediction_columns or [])
     if columns is None:
         columns = [c for c in reference.columns if c in current.columns]
@@ -328,43 +365,54 @@ def compare_frames(
             hint=f"Reference has {list(reference.columns)[:10]}, "
             f"current has {list(current.columns)[:10]}.",
         )
+
+    def compare(name: str) -> dict[str, Any]:
+        kind = kinds.get(str(name)) or infer_kind(reference[name])
+        role = "prediction" if name in predictions else "feature"
+        return _compare_column(str(name), role, reference[name], current[name], kind, config)
+
     # numpy sorts and searches release the GIL, so columns overlap on several cores
     with ThreadPoolExecutor(max_workers=min(len(columns), os.cpu_count() or 1)) as pool:
-        results = list(
-            pool.map(
-                lambda name: _compare_column(
-                    str(name),
-                    "prediction" if name in predictions else "feature",
-                    reference[name],
-                    current[name],
-                    config,
-                ),
-                columns,
-            )
-        )
-    tested = [r for r in results if r["p_value_raw"] is not None]
-    adjusted = _adjust(np.array([r["p_value_raw"] for r in tested]), config.correction)
-    for result, p_value in zip(tested, adjusted, strict=True):
+        results = list(pool.map(compare, columns))
+    # one family for the correction: every distribution test and every null-rate test
+    family = [(r, "distribution") for r in results if r["p_value_raw"] is not None]
+    family += [
+        (r, "null_rate")
+        for r in results
+        if (r.get("null_rate") or {}).get("p_value_raw") is not None
+    ]
+    raw = np.array(
+        [
+            r["p_value_raw"] if t == "distribution" else r["null_rate"]["p_value_raw"]
+            for r, t in family
+        ]
+    )
+    for (result, test), p_value in zip(family, _adjust(raw, config.correction), strict=True):
+        if test == "distribution":
+            result["p_value"] = float(p_value)
+        else:
+            result["null_rate"]["p_value"] = float(p_value)
+    for result in results:
         limits = config.for_feature(result["name"])
-        result["p_value"] = float(p_value)
-        result["thresholds"] = asdict(limits)
-        result["severity"] = max(
-            result["psi"] / limits.psi,
-            result["distance"] / limits.distance,
-            result["unseen_share"] / limits.unseen,
-        )
-        result["drifted"] = bool(p_value < config.alpha and result["severity"] >= 1.0)
-        result["status"] = "drift" if result["drifted"] else "ok"
+        result["thresholds"] = limits.model_dump()
+        if result.get("null_rate") is not None:
+            result["null_rate"].setdefault("p_value", None)
+        _judge(result, limits, config.alpha)
     drifted = sorted((r for r in results if r["drifted"]), key=lambda r: -r["severity"])
+    incompatible = [r["name"] for r in results if r["status"] == "incompatible"]
     statuses = [r["status"] for r in results]
     return {
+        "status": "drift" if drifted else "incompatible" if incompatible else "ok",
         "drift": bool(drifted),
         "drifted": [r["name"] for r in drifted],
+        "incompatible": incompatible,
         "features": results,
         "summary": {
             "columns": len(results),
-            "tested": len(tested),
+            "tested": sum(r["p_value"] is not None for r in results),
+            "null_rate_tested": sum(t == "null_rate" for _, t in family),
             "drifted": len(drifted),
+            "incompatible": len(incompatible),
             "insufficient_data": statuses.count("insufficient_data"),
             "n_reference": len(reference),
             "n_current": len(current),
@@ -384,15 +432,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def detect_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     columns: list[str] | None = None,
     prediction_columns: list[str] | None = None,
     config: DriftConfig | None = None,
+    profile: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compare current data with the reference per column and return the drift verdict."""
+    """Compare current data with the reference per column and return the drift verdict; the
+    reference `profile` (registration) decides each column's kind where it records one."""
     return json_safe(
         compare_frames(
             reference,
@@ -400,31 +450,6 @@ def detect_drift(
             columns=columns,
             prediction_columns=prediction_columns,
             config=config,
+            kinds=profile_kinds(profile, reference),
         )
-    )
-
-
-def read_table_file(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, raising mlops errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(
-            f"File '{path}' does not exist.", hint="Check the path.", path=str(path)
-        )
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".txt"):
-            return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError, ArrowException) as exc:
-        raise InvalidInputError(
-            f"File '{path}' could not be read as {suffix.lstrip('.')}: {exc.__class__.__name__}.",
-            hint="Pass a valid CSV or Parquet file.",
-            path=str(path),
-        ) from exc
-    raise InvalidInputError(
-        f"File '{path}' is neither CSV nor Parquet.",
-        hint="Use a .csv or .parquet file.",
-        path=str(path),
     )

@@ -18,10 +18,10 @@ from mlflow.exceptions import MlflowException
 from mlops_pipeline.errors import BackendError, InvalidInputError, NotFoundError
 from mlops_pipeline.log import get_logger
 from mlops_pipeline.tasks.capture import monitor_dir
-from mlops_pipeline.tasks.profile import column_kind
+from mlops_pipeline.tasks.orchestration import step
+from mlops_pipeline.tasks.profile import profile_kinds
 from mlops_pipeline.tasks.registry import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
 from mlops_pipeline.tracking import connect, ensure_experiment
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -71,7 +71,7 @@ def _parse_model_uri(model_uri: str) -> tuple[str, str]:
     return mv.name, str(mv.version)
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def resolve_target(
     deployment: str, capture_uri: str | None = None, model_uri: str | None = None
 ) -> MonitorTarget:
@@ -104,7 +104,7 @@ def _download_json(artifact_uri: str, destination: str) -> dict[str, Any]:
     )
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@step(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def load_reference(model_name: str, model_version: str) -> ReferenceBundle:
     """Download the reference data, profile and GX suite stored with a model version."""
     import mlflow
@@ -151,7 +151,7 @@ def prediction_frame(output: Any, index: pd.Index) -> pd.DataFrame:
     return pd.DataFrame({"prediction": array.reshape(len(index))}, index=index)
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def predict_reference(
     target: MonitorTarget, reference: pd.DataFrame, features: list[str]
 ) -> pd.DataFrame | None:
@@ -184,7 +184,7 @@ def _metric_key(prefix: str, name: str) -> str:
     return prefix + "." + re.sub(r"[^0-9A-Za-z_./ -]", "_", name)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@step(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_monitoring_run(
     target: MonitorTarget,
     verdict: dict[str, Any],
@@ -220,7 +220,7 @@ def log_monitoring_run(
             metrics["drift.detected"] = float(verdict["drift"])
             metrics["drift.features_drifted"] = float(len(verdict["drifted"]))
             for feature in verdict["features"]:
-                for key in ("psi", "distance", "p_value"):
+                for key in ("psi", "distance", "wasserstein_sd", "null_rate_current", "p_value"):
                     if feature.get(key) is not None:
                         metrics[_metric_key(key, feature["name"])] = float(feature[key])
             mlflow.log_metrics(metrics, model_id=model_id)
@@ -249,6 +249,11 @@ def verdict_markdown(
         f"# Monitor {target.deployment} ({target.model_uri})",
         f"**Drift: {'yes' if verdict['drift'] else 'no'}**"
         + (f" in {', '.join(verdict['drifted'])}" if verdict["drift"] else ""),
+        *(
+            [f"**Incompatible** (not readable as their reference kind): {', '.join(bad)}"]
+            if (bad := verdict.get("incompatible"))
+            else []
+        ),
         f"Validation: {validation.get('failed', 0)}/{validation.get('evaluated', 0)} "
         f"expectations failed, {len(validation.get('quarantined', []))} file(s) quarantined.",
         f"Report: `{report_path}`",
@@ -256,7 +261,7 @@ def verdict_markdown(
     return "\n\n".join(lines)
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def publish_artifacts(
     target: MonitorTarget, verdict: dict[str, Any], validation: dict[str, Any], report_path: str
 ) -> None:
@@ -269,6 +274,10 @@ def publish_artifacts(
             "method": f["method"],
             "psi": f["psi"],
             "distance": f["distance"],
+            "wasserstein_sd": f.get("wasserstein_sd"),
+            "null_rate": f"{f['null_rate_reference']:.1%} -> {f['null_rate_current']:.1%}"
+            if f.get("null_rate_current") is not None
+            else None,
             "p_value": f["p_value"],
             "n_current": f["n_current"],
         }
@@ -325,7 +334,7 @@ def next_episode(
     return "emit", {"version": version, "started_at": started, "last_event_at": now.isoformat()}
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def signal_drift(
     target: MonitorTarget,
     verdict: dict[str, Any],
@@ -365,7 +374,14 @@ def signal_drift(
             "version": target.model_version,
             "drifted_features": verdict["drifted"],
             "scores": {
-                name: {"psi": f["psi"], "distance": f["distance"], "p_value": f["p_value"]}
+                name: {
+                    "method": f["method"],
+                    "psi": f["psi"],
+                    "distance": f["distance"],
+                    "wasserstein_sd": f.get("wasserstein_sd"),
+                    "p_value": f["p_value"],
+                    "null_rate": f.get("null_rate"),
+                }
                 for name, f in ranked.items()
             },
             "report_path": report_path,
@@ -386,12 +402,12 @@ def signal_drift(
 def kinds_for(
     profile: dict[str, Any], reference: pd.DataFrame, columns: list[str]
 ) -> dict[str, str]:
-    """Column name -> kind (numeric/categorical/boolean/datetime) from the profile or data."""
-    profiled = profile.get("columns", {})
-    return {c: profiled[c]["kind"] if c in profiled else column_kind(reference[c]) for c in columns}
+    """Column name -> kind (numeric/categorical/boolean/datetime): as the profile recorded
+    it, else inferred from the reference values."""
+    return {name: kind.kind for name, kind in profile_kinds(profile, reference[columns]).items()}
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def feature_columns(target: MonitorTarget, reference: pd.DataFrame) -> list[str]:
     """The model's input columns: its signature's, else the reference columns that are not
     labels, predictions or capture metadata."""
@@ -420,7 +436,7 @@ def feature_columns(target: MonitorTarget, reference: pd.DataFrame) -> list[str]
     ]
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def reference_for_drift(
     reference: pd.DataFrame,
     features: list[str],
@@ -448,12 +464,28 @@ def monitor_summary(
     signal: dict[str, Any],
 ) -> dict[str, Any]:
     """The JSON result of one monitored window (what `mlops monitor --json` prints)."""
-    keys = ("name", "role", "status", "drifted", "method", "score", "p_value")
+    keys = (
+        "name",
+        "role",
+        "kind",
+        "status",
+        "drifted",
+        "drifted_by",
+        "method",
+        "score",
+        "p_value",
+        "wasserstein_sd",
+        "null_rate_reference",
+        "null_rate_current",
+        "n_invalid",
+        "reason",
+    )
     return {
-        "status": "drift" if verdict["drift"] else "ok",
+        "status": verdict.get("status", "drift" if verdict["drift"] else "ok"),
         "drift": verdict["drift"],
         "drifted": verdict["drifted"],
-        "features": [{k: f[k] for k in keys} for f in verdict["features"]],
+        "incompatible": verdict.get("incompatible", []),
+        "features": [{k: f.get(k) for k in keys} for f in verdict["features"]],
         "validation": {
             k: validation.get(k)
             for k in ("success", "failure_rate", "failures", "quarantined", "data_docs")

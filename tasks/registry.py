@@ -143,33 +143,10 @@ def load_reference_data(path: str | None) -> pd.DataFrame | None:
     """Read reference data from CSV or Parquet."""
     if path is None:
         return None
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise NotFoundError(
-            f"--reference-data '{path}' does not exist.",
-            hint="Give the path of a CSV or Parquet file with the model's input columns.",
-            field="reference_data",
-            value=path,
-        )
-    try:
-        if file.suffix.lower() in {".parquet", ".pq"}:
-            frame = pd.read_parquet(file)
-        elif file.suffix.lower() in {".csv", ".txt"}:
-            frame = pd.read_csv(file)
-        else:
-            raise InvalidInputError(
-                f"--reference-data '{path}' is neither .csv nor .parquet.",
-                hint="Convert it to CSV or Parquet.",
-                field="reference_data",
-                value=path,
-            )
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise InvalidInputError(
-            f"--reference-data '{path}' could not be read ({type(exc).__name__}).",
-            hint="Check that it is a valid CSV or Parquet file.",
-            field="reference_data",
-            value=path,
-        ) from exc
+    from mlops_pipeline.tasks.tables import read_table_file
+
+    # one reader for every CSV/Parquet input: a UTF-8 byte-order mark is ignored
+    frame = read_table_file(path, option="--reference-data", field="reference_data")
     if frame.empty:
         raise InvalidInputError(
             f"--reference-data '{path}' has no rows.",

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from prefect import task  # noqa: E402
+from mlops_pipeline.tasks.orchestration import step  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 _STYLE = """
@@ -115,6 +115,12 @@ def plot_feature(feature: dict[str, Any]) -> str | None:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _null_rates(feature: dict[str, Any]) -> str:
+    if feature.get("null_rate_current") is None:
+        return "-"
+    return f"{feature['null_rate_reference']:.1%} &rarr; {feature['null_rate_current']:.1%}"
+
+
 def render_report(
     verdict: dict[str, Any],
     title: str,
@@ -123,12 +129,20 @@ def render_report(
 ) -> str:
     """The whole report as one HTML string."""
     drifted = verdict["drifted"]
-    headline = (
-        f'<p class="drift">Drift detected in {len(drifted)} column(s): '
-        f"{html.escape(', '.join(drifted))}</p>"
-        if verdict["drift"]
-        else '<p class="ok">No drift detected.</p>'
-    )
+    incompatible = verdict.get("incompatible") or []
+    headline = ""
+    if verdict["drift"]:
+        headline = (
+            f'<p class="drift">Drift detected in {len(drifted)} column(s): '
+            f"{html.escape(', '.join(drifted))}</p>"
+        )
+    elif not incompatible:
+        headline = '<p class="ok">No drift detected.</p>'
+    if incompatible:
+        headline += (
+            f'<p class="drift">Not comparable: {html.escape(", ".join(incompatible))} cannot '
+            "be read as the kind the reference recorded.</p>"
+        )
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
         f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -161,12 +175,14 @@ def render_report(
     ranked = sorted(verdict["features"], key=lambda f: (not f["drifted"], -f["severity"]))
     header = (
         "<tr><th>column</th><th>role</th><th>status</th><th>method</th><th>PSI</th>"
-        "<th>distance</th><th>p (corrected)</th><th>n ref</th><th>n current</th></tr>"
+        "<th>distance</th><th>shift (sd)</th><th>null rate</th><th>p (corrected)</th>"
+        "<th>n ref</th><th>n current</th></tr>"
     )
     rows = "".join(
         f"<tr><td>{_fmt(f['name'])}</td><td>{_fmt(f['role'])}</td>"
         f"<td class='{'drift' if f['drifted'] else 'muted'}'>{_fmt(f['status'])}</td>"
         f"<td>{_fmt(f['method'])}</td><td>{_fmt(f['psi'])}</td><td>{_fmt(f['distance'])}</td>"
+        f"<td>{_fmt(f.get('wasserstein_sd'))}</td><td>{_null_rates(f)}</td>"
         f"<td>{_fmt(f['p_value'])}</td><td>{f['n_reference']}</td><td>{f['n_current']}</td></tr>"
         for f in ranked
     )
@@ -199,7 +215,7 @@ def write_report(
     return path
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def save_window_results(
     report_dir: Path,
     verdict: dict[str, Any],

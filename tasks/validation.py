@@ -21,7 +21,8 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from mlops_pipeline.errors import InvalidInputError
-from prefect import task
+from mlops_pipeline.tasks.orchestration import step
+from mlops_pipeline.tasks.profile import ColumnKind, cast_to_kind, profile_kinds
 from prefect.cache_policies import NO_CACHE
 
 # Dtype names GX compares a column's pandas dtype against; validate_frame turns nullable
@@ -256,16 +257,22 @@ def restrict_suite(suite: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     return suite | {"expectations": expectations}
 
 
-@task(cache_policy=NO_CACHE)
+@step(cache_policy=NO_CACHE)
 def validate_captures(
     scored: pd.DataFrame,
     features: list[str],
     suite: dict[str, Any],
     quarantined: list[dict[str, str]],
     docs_dir: Path,
+    profile: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate a window's scored rows with the version's suite (limited to the model's
-    features); quarantined capture files count as validation failures too."""
+    features); quarantined capture files count as validation failures too.
+
+    Each feature is first cast to the kind the reference `profile` recorded (`cast_to_kind`),
+    so a float 1.0 passes where the reference held the integer 1; a value that cannot be cast
+    is reported as a failure of its own ("cast_to_reference_kind") and left out of the rest.
+    """
     if scored.empty:
         validation: dict[str, Any] = {
             "success": not quarantined,
@@ -276,7 +283,43 @@ def validate_captures(
             "data_docs": None,
         }
     else:
-        validation = validate_frame(scored[features], restrict_suite(suite, features), docs_dir)
+        frame, cast_failures = cast_features(
+            scored[features], profile_kinds(profile, scored[features])
+        )
+        validation = validate_frame(frame, restrict_suite(suite, features), docs_dir)
+        validation["evaluated"] += len(features)
+        validation["failed"] += len(cast_failures)
+        validation["failures"] = cast_failures + validation["failures"]
+        validation["failure_rate"] = validation["failed"] / validation["evaluated"]
+        validation["success"] = validation["success"] and not cast_failures
     validation["quarantined"] = quarantined
     validation["success"] = validation["success"] and not quarantined
     return validation
+
+
+def cast_features(
+    frame: pd.DataFrame, kinds: dict[str, ColumnKind]
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """`frame` with every column cast to its recorded kind, and one failure per column holding
+    values that cannot be cast (their share and a few examples)."""
+    cast_columns = {}
+    failures = []
+    for name in frame.columns:
+        cast = cast_to_kind(frame[name], kinds[name])
+        values = cast.values
+        if kinds[name].kind == "boolean":  # GX checks membership in {True, False} on objects
+            values = values.astype(object).where(values.notna(), None)
+        cast_columns[name] = values
+        n_invalid = int(cast.invalid.sum())
+        if n_invalid:
+            failures.append(
+                {
+                    "expectation": "cast_to_reference_kind",
+                    "column": name,
+                    "observed": f"{n_invalid} value(s) are not {kinds[name].kind}",
+                    "unexpected_percent": 100.0 * n_invalid / len(frame),
+                    "partial_unexpected": cast.invalid_examples(frame[name], limit=5),
+                    "error": None,
+                }
+            )
+    return frame.assign(**cast_columns), failures

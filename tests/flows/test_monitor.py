@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.monitor import monitor_deployment
@@ -224,3 +225,76 @@ def test_monitor_reads_capture_uri_and_version_from_the_ledger(
     assert {f["status"] for f in result["features"]} == {"insufficient_data"}
     assert result["drift"] is False
     assert mlflow.get_run(result["mlflow_run_id"]).data.tags["mlops.deployment"] == "iris-ledger"
+
+
+def rejected_request(like: pa.Table, at: dt.datetime) -> pa.Table:
+    """One request the service answered 400: null features and prediction, as it is captured."""
+    columns = {name: pa.nulls(1, like.schema.field(name).type) for name in like.column_names}
+    columns |= {
+        "_request_id": pa.array(["rejected"], like.schema.field("_request_id").type),
+        "_ts": pa.array([at], like.schema.field("_ts").type),
+        "_status": pa.array([400], pa.int32()),
+        "_error_code": pa.array(["invalid_input"], like.schema.field("_error_code").type),
+    }
+    return pa.table(columns, schema=like.schema)
+
+
+def test_rejected_requests_stay_out_and_a_jump_in_blanks_is_drift(
+    monitored, iris_frame, iris_estimator
+):
+    params = {
+        "deployment": "iris-rejected",
+        "capture_uri": str(monitored["capture"]),
+        "model_uri": monitored["model_uri"],
+    }
+    rows = iris_like(iris_frame, 50, 600)
+    scored = capture_table(
+        rows.assign(prediction=iris_estimator.predict(rows[IRIS_COLUMNS])),
+        T0,
+        "in",
+        version=monitored["version"],
+    )
+    table = pa.concat_tables([scored, rejected_request(scored, T0)])
+    write_capture(monitored["capture"], table, T0, model=MODEL, version=monitored["version"])
+
+    quiet = run_flow(monitor_deployment, **params)
+
+    assert quiet["stats"]["rows_scored"] == 600 and quiet["stats"]["rows_rejected"] == 1
+    assert quiet["status"] == "ok" and quiet["drift"] is False, quiet["drifted"]
+    assert {f["status"] for f in quiet["features"]} == {"ok"}
+    prediction = next(f for f in quiet["features"] if f["name"] == "prediction")
+    assert prediction["method"] == "chi2+psi"  # class labels stay levels, not floats
+    assert quiet["validation"]["failures"] == [] and quiet["event"]["emitted"] is False
+
+    blanks = iris_like(iris_frame, 51, 2000)
+    blanks.loc[np.random.default_rng(0).random(2000) < 0.9, "sepal_width"] = np.nan
+    at = T0 + dt.timedelta(hours=1)
+    scored = capture_table(
+        blanks.assign(prediction=iris_estimator.predict(blanks[IRIS_COLUMNS].fillna(3.0))),
+        at,
+        "blank",
+        version=monitored["version"],
+    )
+    write_capture(monitored["capture"], scored, at, model=MODEL, version=monitored["version"])
+
+    drifted = run_flow(monitor_deployment, **params)
+
+    assert drifted["drifted"] == ["sepal_width"]
+    sepal = next(f for f in drifted["features"] if f["name"] == "sepal_width")
+    assert sepal["method"] == "null_rate" and sepal["drifted_by"] == ["null_rate"]
+    assert sepal["null_rate_reference"] == 0.0 and sepal["null_rate_current"] > 0.85
+
+
+def test_drift_settings_are_the_flows_typed_parameter():
+    from mlops_pipeline.errors import InvalidInputError
+    from mlops_pipeline.tasks.drift import DriftConfig
+
+    schema = monitor_deployment.parameters.model_dump()
+    drift_config = schema["properties"]["drift_config"]
+    assert "DriftConfig" in json.dumps(drift_config)
+    definition = schema["definitions"]["DriftConfig"]
+    assert definition["additionalProperties"] is False
+    assert {"alpha", "thresholds", "features"} <= set(definition["properties"])
+    assert DriftConfig.parse({"alpha": 0.05}).alpha == 0.05
+    with pytest.raises(InvalidInputError, match="'thresholds.psi' is '0.2'"):
+        monitor_deployment.fn(deployment="x", drift_config={"thresholds": {"psi": "0.2"}})

@@ -80,7 +80,7 @@ def test_drift_settings_from_cli_and_config_file(files, tmp_path) -> None:
     assert {f["status"] for f in small["features"]} == {"insufficient_data"}
 
     config = tmp_path / "drift.json"
-    config.write_text(json.dumps({"features": {"x": {"psi": 10, "distance": 1}}}))
+    config.write_text(json.dumps({"features": {"x": {"psi": 10, "distance": 1, "wasserstein": 5}}}))
     code, relaxed = drift_json(files["reference"], files["shifted"], "--config", str(config))
     assert code == 0 and relaxed["drift"] is False
 
@@ -163,3 +163,85 @@ def test_help_lists_the_options() -> None:
     for command, option in (("drift", "--reference"), ("monitor", "--since")):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and option in result.output
+
+
+def test_drift_reads_column_kinds_from_the_reference_file(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    pd.DataFrame(
+        {"rooms": rng.integers(1, 6, 3000), "segment": rng.choice(["A", "B"], 3000)}
+    ).to_csv(tmp_path / "reference.csv", index=False)
+    current = pd.DataFrame(
+        {"rooms": rng.integers(1, 6, 2000).astype(float), "segment": rng.choice(["A", "B"], 2000)}
+    )
+    current.loc[3, "rooms"] = np.nan
+    current.to_csv(tmp_path / "one-blank.csv", index=False)
+    blanks = current.fillna({"rooms": 2.0}).astype({"segment": object})
+    blanks.loc[rng.random(2000) < 0.9, "segment"] = None
+    blanks.to_csv(tmp_path / "blanks.csv", index=False)
+
+    code, quiet = drift_json(tmp_path / "reference.csv", tmp_path / "one-blank.csv")
+    assert code == 0 and quiet["drift"] is False and quiet["status"] == "ok"
+    rooms = quiet["features"][0]
+    assert rooms["method"] == "chi2+psi" and rooms["unseen_share"] == 0.0 and rooms["psi"] < 0.02
+    text = invoke(
+        "drift",
+        "--reference",
+        str(tmp_path / "reference.csv"),
+        "--current",
+        str(tmp_path / "one-blank.csv"),
+    )
+    assert text.exit_code == 0 and "No drift." in text.output
+
+    code, drifted = drift_json(tmp_path / "reference.csv", tmp_path / "blanks.csv")
+    assert code == 0 and drifted["drifted"] == ["segment"]
+    segment = drifted["features"][1]
+    assert segment["method"] == "null_rate"
+    assert segment["null_rate"]["reference"] == 0.0 and segment["null_rate"]["current"] > 0.85
+
+
+def test_drift_says_when_a_column_cannot_be_compared(files, tmp_path) -> None:
+    current = pd.read_csv(files["same"]).assign(x="not a number")
+    current.to_csv(tmp_path / "text.csv", index=False)
+
+    code, verdict = drift_json(files["reference"], tmp_path / "text.csv")
+    text = invoke(
+        "drift", "--reference", str(files["reference"]), "--current", str(tmp_path / "text.csv")
+    )
+
+    assert code == 0 and verdict["status"] == "incompatible" and verdict["incompatible"] == ["x"]
+    assert "Not comparable" in text.output and "No drift." not in text.output
+    assert "cannot be read as numeric" in text.output
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"alpha": "high"}, "'alpha' is 'high' (str), expected a number"),
+        ({"thresholds": {"psi": "0.2"}}, "'thresholds.psi' is '0.2' (str), expected a number"),
+        ({"features": ["x"]}, "'features' is ['x'] (list), expected an object"),
+        ({"alhpa": 0.1}, "unknown setting(s) ['alhpa']"),
+    ],
+)
+def test_drift_and_monitor_check_settings_with_their_types(
+    files, tmp_path, settings, expected
+) -> None:
+    config = tmp_path / "drift.json"
+    config.write_text(json.dumps(settings))
+
+    drift = invoke(
+        "drift",
+        "--reference",
+        str(files["reference"]),
+        "--current",
+        str(files["same"]),
+        "--config",
+        str(config),
+    )
+    monitor = invoke("monitor", "anything", "--config", str(config), "--json")
+
+    for result in (drift, monitor):
+        assert result.exit_code == 2, result.output
+        assert expected in " ".join(result.output.split())
+        assert "please report" not in result.output and "Traceback" not in result.output
+    assert json.loads(monitor.stdout)["error"]["code"] == "invalid_input"
+    assert len(drift.stderr.strip().splitlines()) == 1 and "drift.json" in drift.stderr

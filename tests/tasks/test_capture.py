@@ -223,3 +223,21 @@ def test_parse_since_accepts_durations_and_iso_times() -> None:
 
 def test_listing_an_empty_capture_dir_finds_nothing(tmp_path: Path) -> None:
     assert list_capture_files(str(tmp_path / "none"), MODEL, VERSION) == []
+
+
+def test_only_2xx_answers_enter_the_window_others_are_counted_apart(
+    mlops_home: Path, tmp_path: Path
+) -> None:
+    from mlops_pipeline.tasks.capture import read_capture_files, summarise_window
+
+    rng = np.random.default_rng(9)
+    table = capture_table(features(rng, 6), dt.datetime(2026, 3, 1, tzinfo=dt.UTC), "s")
+    statuses = pa.array([200, 201, 302, 400, 422, 503], pa.int32())
+    table = table.set_column(table.column_names.index("_status"), "_status", statuses)
+    rel = write_capture(tmp_path, table, dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+
+    batch = read_capture_files(str(tmp_path), [rel], KINDS)
+    scored, stats = summarise_window.fn(batch, list(KINDS))
+
+    assert scored["_status"].tolist() == [200, 201]
+    assert stats["rows"] == 6 and stats["rows_scored"] == 2 and stats["rows_rejected"] == 4

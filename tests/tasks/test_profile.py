@@ -65,3 +65,40 @@ def test_empty_and_all_null_columns_do_not_break_the_profile() -> None:
     assert profile["columns"]["x"]["null_rate"] == 1.0
     assert profile["columns"]["s"]["categories"] == {}
     json.dumps(profile)
+
+
+def test_the_profile_records_kinds_from_values_so_csv_and_parquet_agree(tmp_path) -> None:
+    from mlops_pipeline.tasks.tables import read_table_file
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "rooms": pd.array(rng.integers(1, 6, 300), dtype="Int64"),
+            "owner": pd.array(rng.random(300) < 0.5, dtype="boolean"),
+            "city": rng.choice(["paris", "oslo"], 300),
+            "since": pd.Timestamp("2026-01-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 10**6, 300), unit="s"),
+        }
+    )
+    frame.loc[::7] = None
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    frame.to_parquet(tmp_path / "data.parquet")
+
+    profiles = [profile_frame(read_table_file(tmp_path / f"data.{s}")) for s in ("csv", "parquet")]
+
+    for profile in profiles:
+        columns = profile["columns"]
+        assert {name: c["kind"] for name, c in columns.items()} == {
+            "rooms": "numeric",
+            "owner": "boolean",
+            "city": "categorical",
+            "since": "datetime",
+        }
+        assert columns["rooms"]["integer"] is True
+        assert set(columns["owner"]["categories"]) == {"True", "False"}
+    csv, parquet = (p["columns"] for p in profiles)
+    for name in ("rooms", "owner", "city"):
+        assert {k: v for k, v in csv[name].items() if k != "dtype"} == {
+            k: v for k, v in parquet[name].items() if k != "dtype"
+        }
+    assert csv["since"]["min"] == parquet["since"]["min"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from mlops_pipeline.tasks.drift import compare_frames
-from mlops_pipeline.tasks.report import save_window_results
+from mlops_pipeline.tasks.report import render_report, save_window_results
 
 
 def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -> None:
@@ -75,3 +75,16 @@ def test_validation_failures_read_as_sentences_not_dicts() -> None:
         "(8.07 % of values unexpected, e.g. 17.8, 22.3)" in page
     )
     assert "{'expectation'" not in page
+
+
+def test_the_report_shows_shift_null_rates_and_incompatible_columns() -> None:
+    rng = np.random.default_rng(5)
+    reference = pd.DataFrame({"x": rng.normal(size=2_000), "y": rng.normal(size=2_000)})
+    current = pd.DataFrame({"x": ["text"] * 1_000, "y": rng.normal(0.5, 1.0, 1_000)})
+    current.loc[:99, "y"] = np.nan
+
+    page = render_report(compare_frames(reference, current), "t")
+
+    assert "Not comparable: x cannot be read" in page and "No drift detected" not in page
+    assert "Drift detected in 1 column(s): y" in page
+    assert "<th>shift (sd)</th>" in page and "0.0% &rarr; 10.0%" in page
