@@ -40,6 +40,12 @@ import numpy as np
 import pandas as pd
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.tasks.drift_settings import DriftConfig, Thresholds
+from mlops_pipeline.tasks.drift_stats import (
+    adjust_p_values,
+    ks_statistic,
+    psi,
+    wasserstein_distance,
+)
 from mlops_pipeline.tasks.orchestration import step
 from mlops_pipeline.tasks.profile import (
     CastColumn,
@@ -52,7 +58,6 @@ from mlops_pipeline.tasks.profile import (
 from prefect.cache_policies import NO_CACHE
 from scipy import stats
 
-PSI_EPSILON = 1e-4
 OTHER = "__other__"
 UNSEEN = "__unseen__"
 PLOT_BINS = 40
@@ -73,45 +78,9 @@ def comparison_kind(kind: ColumnKind, reference: CastColumn, max_int_levels: int
     return kind.kind
 
 
-def _psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
-    ref = np.maximum(ref_share, PSI_EPSILON)
-    cur = np.maximum(cur_share, PSI_EPSILON)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
-
-
 def _numeric_values(cast: CastColumn) -> np.ndarray:
     values = cast.values.to_numpy(dtype="float64", na_value=np.nan)
     return np.sort(values[np.isfinite(values)])
-
-
-def wasserstein_distance(ref: np.ndarray, cur: np.ndarray) -> float:
-    """W1 between two sorted samples: the area between their ECDFs (as
-    `scipy.stats.wasserstein_distance`, without re-sorting the inputs)."""
-    merged = np.sort(np.concatenate((ref, cur)), kind="stable")
-    ref_cdf = np.searchsorted(ref, merged[:-1], "right") / ref.size
-    cur_cdf = np.searchsorted(cur, merged[:-1], "right") / cur.size
-    return float(np.sum(np.abs(ref_cdf - cur_cdf) * np.diff(merged)))
-
-
-def _ecdf_steps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct values of a sorted array and the ECDF at each (ties end at their last copy)."""
-    last = np.flatnonzero(values[1:] != values[:-1])
-    last = np.append(last, values.size - 1)
-    return values[last], (last + 1) / values.size
-
-
-def ks_statistic(ref: np.ndarray, cur: np.ndarray) -> float:
-    """Exact two-sample KS D for sorted arrays, searching only the smaller sample's steps.
-
-    Between two steps of the smaller sample its ECDF is flat while the other one rises, so the
-    largest gap is at a step (x) or just before one (x-): two binary searches per step.
-    """
-    small, large = (ref, cur) if ref.size <= cur.size else (cur, ref)
-    steps, small_cdf = _ecdf_steps(small)
-    small_before = np.concatenate(([0.0], small_cdf[:-1]))
-    large_at = np.searchsorted(large, steps, "right") / large.size
-    large_before = np.searchsorted(large, steps, "left") / large.size
-    return float(max(np.abs(small_cdf - large_at).max(), np.abs(small_before - large_before).max()))
 
 
 def _numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> dict[str, Any]:
@@ -139,7 +108,7 @@ def _numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> dict[str, Any]:
         "statistic": statistic,
         "p_value_raw": float(stats.kstwo.sf(statistic, effective_n)),
         "distance": statistic,
-        "psi": _psi(shares(ref), shares(cur)),
+        "psi": psi(shares(ref), shares(cur)),
         "unseen_share": 0.0,
         "mean_reference": mean_ref,
         "mean_current": mean_cur,
@@ -196,7 +165,7 @@ def _categorical(
         "statistic": float(chi2),
         "p_value_raw": float(p_value),
         "distance": float(0.5 * np.abs(cur_share - ref_share).sum()),
-        "psi": _psi(ref_share, cur_share),
+        "psi": psi(ref_share, cur_share),
         "unseen_share": float(cur_share[-1]),
         "unseen_values": sorted(k for k in cur_counts if k not in ref_counts)[:10],
         "plot": {
@@ -206,18 +175,6 @@ def _categorical(
             "current": [float(cur_share[i]) for i in order if used[i]],
         },
     }
-
-
-def _adjust(p_values: np.ndarray, method: str) -> np.ndarray:
-    if p_values.size == 0:
-        return p_values
-    if method == "bh":
-        return stats.false_discovery_control(p_values, method="bh")
-    order = np.argsort(p_values)
-    scaled = p_values[order] * (p_values.size - np.arange(p_values.size))
-    adjusted = np.empty_like(p_values)
-    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    return adjusted
 
 
 def _base_result(name: str, role: str, kind: ColumnKind, n_ref: int, n_cur: int) -> dict:
@@ -387,7 +344,9 @@ def compare_frames(
             for r, t in family
         ]
     )
-    for (result, test), p_value in zip(family, _adjust(raw, config.correction), strict=True):
+    for (result, test), p_value in zip(
+        family, adjust_p_values(raw, config.correction), strict=True
+    ):
         if test == "distribution":
             result["p_value"] = float(p_value)
         else:

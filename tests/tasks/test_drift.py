@@ -14,8 +14,8 @@ from mlops_pipeline.tasks.drift import (
     DriftConfig,
     compare_frames,
     detect_drift,
-    ks_statistic,
 )
+from mlops_pipeline.tasks.drift_stats import ks_statistic
 from mlops_pipeline.tasks.tables import read_table_file
 from scipy import stats
 

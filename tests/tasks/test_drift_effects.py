@@ -10,8 +10,8 @@ from mlops_pipeline.tasks.drift import (
     DriftConfig,
     Thresholds,
     compare_frames,
-    wasserstein_distance,
 )
+from mlops_pipeline.tasks.drift_stats import wasserstein_distance
 from scipy import stats
 
 
