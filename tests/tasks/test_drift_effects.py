@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.tasks.drift import (
     DriftConfig,
@@ -126,8 +128,22 @@ def test_wasserstein_distance_matches_scipy() -> None:
     assert wasserstein_distance(a, b) == pytest.approx(stats.wasserstein_distance(a, b))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-20, 20), min_size=1, max_size=60),
+    st.lists(st.integers(-20, 20), min_size=1, max_size=60),
+)
+def test_wasserstein_distance_is_exact_with_ties_and_any_sizes(a: list[int], b: list[int]) -> None:
+    left, right = np.sort(np.array(a, float) / 4), np.sort(np.array(b, float) / 4)
+
+    expected = stats.wasserstein_distance(left, right)
+
+    assert wasserstein_distance(left, right) == pytest.approx(expected, abs=1e-12)
+    assert wasserstein_distance(right, left) == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.parametrize(
-    ("settings", "setting", "value", "expected"),
+    ("data", "setting", "value", "expected"),
     [
         ({"alpha": "high"}, "'alpha'", "'high' (str)", "a number"),
         ({"thresholds": {"psi": "0.2"}}, "'thresholds.psi'", "'0.2' (str)", "a number"),
@@ -139,9 +155,9 @@ def test_wasserstein_distance_matches_scipy() -> None:
         ({"alpha": 2}, "'alpha'", "2 (int)", "less than 1"),
     ],
 )
-def test_settings_are_checked_with_their_types(settings, setting, value, expected) -> None:
+def test_settings_are_checked_with_their_types(data, setting, value, expected) -> None:
     with pytest.raises(InvalidInputError) as caught:
-        DriftConfig.parse(settings, "drift setting")
+        DriftConfig.parse(data, "drift setting")
 
     message = str(caught.value)
     assert "\n" not in message and caught.value.exit_code == 2
