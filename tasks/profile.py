@@ -74,7 +74,8 @@ def _all_integral(values: np.ndarray) -> bool:
 def infer_kind(series: pd.Series) -> ColumnKind:
     """A column's kind decided from its values, not from how the file was read: whole-number
     floats (an integer CSV column with a blank cell) are `integer`, Python bools in an object
-    column are boolean, ISO date strings (CSV) are datetime, numeric strings are numeric."""
+    column and true/false text are boolean, ISO date strings (CSV) are datetime, numeric
+    strings are numeric."""
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
         return ColumnKind("boolean")
@@ -94,17 +95,14 @@ def infer_kind(series: pd.Series) -> ColumnKind:
     if all(issubclass(t, dt.datetime | dt.date | np.datetime64) for t in types):
         return ColumnKind("datetime")
     if types <= {str}:
+        if present.str.lower().isin(["true", "false"]).all():  # as pandas reads CSV booleans
+            return ColumnKind("boolean")
         if present.str.match(_ISO_DATE).all() and _parse_datetimes(present).notna().all():
             return ColumnKind("datetime")
         numbers = pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64")
         if np.isfinite(numbers).all():
             return ColumnKind("numeric", integer=_all_integral(numbers))
     return ColumnKind("categorical")
-
-
-def column_kind(series: pd.Series) -> str:
-    """Classify a column as numeric, categorical, boolean or datetime (see `infer_kind`)."""
-    return infer_kind(series).kind
 
 
 def infer_kinds(frame: pd.DataFrame) -> dict[str, ColumnKind]:

@@ -61,6 +61,8 @@ def test_kinds_are_inferred_from_values_not_dtypes() -> None:
     assert infer_kind(pd.Series(["2026-01-01 10:00:00", None])).kind == "datetime"
     assert infer_kind(pd.Series(["1", "2", None])) == ColumnKind("numeric", integer=True)
     assert infer_kind(pd.Series(["a", "b"])).kind == "categorical"
+    assert infer_kind(pd.Series(["true", "False", None])).kind == "boolean"
+    assert infer_kind(pd.Series(["yes", "no"])).kind == "categorical"
     assert category_key(1.0) == category_key(1) == category_key(np.int64(1)) == "1"
     assert category_key(True) == "True" and category_key(2.5) == "2.5"
 
