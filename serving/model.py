@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import inspect
 import json
 import logging
@@ -115,6 +116,17 @@ def predictions_json(raw: Any) -> bytes:
         return json.dumps({"predictions": obj}, cls=NumpyEncoder).encode()
 
 
+def capture_columns(columns: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Checked columns as numpy arrays for the capture: a pandas nullable (Int64, boolean)
+    array becomes an object array with None for its missing values."""
+    return {
+        name: values.to_numpy(dtype=object, na_value=None)
+        if isinstance(values, pd.api.extensions.ExtensionArray)
+        else values
+        for name, values in columns.items()
+    }
+
+
 @dataclass
 class Parsed:
     """A request read and checked: the model input, its typed columns and row count."""
@@ -176,8 +188,8 @@ class Runtime:
     def parse(self, body: bytes, mime: str) -> Parsed:
         """Read a JSON or CSV body and check it against the signature."""
         if mime == "text/csv":
-            try:
-                text = body.decode("utf-8")
+            try:  # utf-8-sig: a byte-order mark, as spreadsheets write, is not part of the header
+                text = body.decode("utf-8-sig")
             except UnicodeDecodeError:
                 raise bad_input("invalid_encoding", "The CSV body must be UTF-8 text.") from None
             if self.columns is None:
@@ -196,7 +208,7 @@ class Runtime:
             raw, self.columns, reject_extra=self.reject_extra, max_rows=self.max_rows
         )
         frame = pd.DataFrame(features, copy=False)
-        return Parsed(frame, n_rows, features, params)
+        return Parsed(frame, n_rows, capture_columns(features), params)
 
     def _parse_with_mlflow(self, doc: Any) -> Parsed:
         from mlflow.exceptions import MlflowException
@@ -266,6 +278,7 @@ class Runtime:
 
 
 def _load_json(body: bytes) -> Any:
+    body = body.removeprefix(codecs.BOM_UTF8)  # RFC 8259 lets parsers ignore a byte-order mark
     if not body.strip():
         raise bad_input("empty_body", "The request body is empty; send a JSON scoring payload.")
     try:

@@ -3,7 +3,16 @@
 MLflow's own parsers build a DataFrame first and enforce the schema afterwards, which costs
 about a millisecond per request and produces errors that echo the payload. Here each format is
 read straight into per-column lists, each column is checked against its ColSpec (naming the
-column, row and expected type on failure) and converted to one numpy array.
+column, row and expected type on failure) and converted to one array.
+
+Nulls: a column the signature marks optional (`required=False`, which registration sets for every
+column with missing values in the reference data) may hold nulls or be left out (all null). The
+model then gets them as a pandas frame holds missing values: NaN for numbers, None for strings
+and bytes, NaT for date-times, and the nullable dtypes Int64/Int32/boolean for integers and
+booleans. A required integer or boolean column refuses nulls.
+
+Date-times with a UTC offset or `Z` are converted to UTC; the model and the capture get naive
+UTC times.
 """
 
 from __future__ import annotations
@@ -13,11 +22,13 @@ import binascii
 import csv
 import io
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .errors import ServingError, bad_input
 
@@ -33,7 +44,7 @@ _JSON_TYPES = {
     dict: "object",
 }
 
-# signature type -> (numpy dtype, OpenAPI schema, nulls allowed)
+# signature type -> (numpy dtype, OpenAPI schema, nulls allowed in a required column)
 _TYPES: dict[str, tuple[Any, dict[str, str], bool]] = {
     "double": (np.float64, {"type": "number", "format": "double"}, True),
     "float": (np.float32, {"type": "number", "format": "float"}, True),
@@ -44,6 +55,10 @@ _TYPES: dict[str, tuple[Any, dict[str, str], bool]] = {
     "binary": (object, {"type": "string", "format": "byte"}, True),
     "datetime": ("datetime64[ns]", {"type": "string", "format": "date-time"}, True),
 }
+# pandas nullable dtypes for optional integer and boolean columns
+_NULLABLE = {"long": "Int64", "integer": "Int32", "boolean": "boolean"}
+# a trailing UTC offset (Z, +02:00, -0530, +02) after the time of an ISO 8601 date-time
+_UTC_OFFSET = re.compile(r"(?<=\d)(?:[Zz]|([+-])(\d\d)(?::?(\d\d))?)$")
 
 
 def json_type(value: Any) -> str:
@@ -62,6 +77,11 @@ class Column:
     @property
     def openapi(self) -> dict[str, str]:
         return dict(_TYPES[self.type][1])
+
+    @property
+    def nullable(self) -> bool:
+        """Whether null values are accepted: always for optional columns, else by type."""
+        return not self.required or _TYPES[self.type][2]
 
 
 def signature_columns(schema: Any) -> list[Column] | None:
@@ -102,19 +122,60 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_int(v: Any) -> bool:
-    return type(v) is int
+    # JSON has one number type: 3.0 is the integer 3 (pandas writes integer categories so)
+    t = type(v)
+    return t is int or (t is float and v.is_integer())
+
+
+def _is_int_or_null(v: Any) -> bool:
+    return v is None or _is_int(v)
 
 
 def _is_bool(v: Any) -> bool:
     return type(v) is bool
 
 
+def _is_bool_or_null(v: Any) -> bool:
+    return v is None or type(v) is bool
+
+
+def parse_datetime(text: str) -> np.datetime64:
+    """An ISO 8601 date-time as datetime64[ns]; one with a UTC offset or Z is converted to UTC.
+
+    The offset is applied here because numpy's own parsing of offsets is deprecated (it warns on
+    every call). Raises ValueError for text that is not a date-time or lies outside the
+    datetime64[ns] range (years 1678-2261), which numpy would otherwise wrap silently.
+    """
+    offset = None
+    if "T" in text or " " in text or "t" in text:
+        match = _UTC_OFFSET.search(text)
+        if match is not None:
+            text = text[: match.start()]
+            sign, hours, minutes = match.groups()
+            offset = 0 if sign is None else int(hours) * 60 + int(minutes or 0)
+            if sign == "-":
+                offset = -offset
+    value = np.datetime64(text)
+    if np.isnat(value):  # "NaT", as numpy writes a missing date-time
+        return np.datetime64("NaT", "ns")
+    ns = value.astype("datetime64[ns]")
+    if ns.astype(value.dtype) != value:
+        raise ValueError("outside the datetime64[ns] range")
+    if offset:
+        ns = ns - np.timedelta64(offset, "m")
+    return ns
+
+
 def _is_str_or_null(v: Any) -> bool:
     return v is None or type(v) is str
 
 
-def to_array(column: Column, values: list) -> np.ndarray:
-    """Check `values` against the column type and convert them to a numpy array."""
+def to_array(column: Column, values: list) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """Check `values` against the column type and convert them to an array.
+
+    Returns a numpy array, or a pandas Int64/Int32/boolean array for a nullable integer or
+    boolean column; raises ServingError (400) naming the column and row of the first bad value.
+    """
     name, kind = column.name, column.type
     if kind in ("double", "float"):
         if not all(map(_is_number, values)):
@@ -126,19 +187,28 @@ def to_array(column: Column, values: list) -> np.ndarray:
             row, v = _first_bad(values, lambda x: x is None or abs(x) < 1.8e308)
             raise _bad_value(name, row, "number within float range", v) from None
     if kind in ("long", "integer"):
-        if not all(map(_is_int, values)):
-            row, v = _first_bad(values, _is_int)
+        is_int = _is_int_or_null if column.nullable else _is_int
+        if not all(map(is_int, values)):
+            row, v = _first_bad(values, is_int)
             raise _bad_value(name, row, "integer", v)
+        if float in map(type, values):
+            values = [int(v) if type(v) is float else v for v in values]
         dtype = _TYPES[kind][0]
         info = np.iinfo(dtype)
-        if values and (min(values) < info.min or max(values) > info.max):
-            row, v = _first_bad(values, lambda x: info.min <= x <= info.max)
+        present = [v for v in values if v is not None] if column.nullable else values
+        if present and (min(present) < info.min or max(present) > info.max):
+            row, v = _first_bad(values, lambda x: x is None or info.min <= x <= info.max)
             raise _bad_value(name, row, f"integer within {np.dtype(dtype).name}", v)
+        if column.nullable:
+            return pd.array(values, dtype=_NULLABLE[kind])
         return np.array(values, dtype=dtype)
     if kind == "boolean":
-        if not all(map(_is_bool, values)):
-            row, v = _first_bad(values, _is_bool)
+        is_bool = _is_bool_or_null if column.nullable else _is_bool
+        if not all(map(is_bool, values)):
+            row, v = _first_bad(values, is_bool)
             raise _bad_value(name, row, "boolean", v)
+        if column.nullable:
+            return pd.array(values, dtype=_NULLABLE[kind])
         return np.array(values, dtype=np.bool_)
     if not all(map(_is_str_or_null, values)):
         row, v = _first_bad(values, _is_str_or_null)
@@ -155,13 +225,13 @@ def to_array(column: Column, values: list) -> np.ndarray:
             except (binascii.Error, ValueError):
                 raise _bad_value(name, i, "base64 string", v) from None
         return out
+    out = np.empty(len(values), dtype="datetime64[ns]")
     for i, v in enumerate(values):  # datetime
-        if v is not None:
-            try:
-                np.datetime64(v, "ns")
-            except ValueError:
-                raise _bad_value(name, i, "ISO 8601 date-time string", v) from None
-    return np.array([np.datetime64("NaT") if v is None else v for v in values], "datetime64[ns]")
+        try:
+            out[i] = np.datetime64("NaT") if v is None else parse_datetime(v)
+        except ValueError:
+            raise _bad_value(name, i, "ISO 8601 date-time string", v) from None
+    return out
 
 
 def _rows_to_columns(rows: list, names: list[str], field: str) -> dict[str, list]:
@@ -277,8 +347,12 @@ def payload_columns(doc: Any, names: list[str]) -> dict[str, list]:
 
 def check_columns(
     raw: dict[str, list], columns: list[Column], *, reject_extra: bool, max_rows: int
-) -> tuple[dict[str, np.ndarray], int]:
-    """Match `raw` to the signature: names, equal lengths, types, row limit."""
+) -> tuple[dict[str, Any], int]:
+    """Match `raw` to the signature: names, equal lengths, types, row limit.
+
+    Returns ({column: array} in signature order, row count); an optional column the request
+    leaves out is all null.
+    """
     if not any(raw.values()):
         raise bad_input("empty_input", "The request has no rows to score.")
     known = {c.name for c in columns}
@@ -321,33 +395,55 @@ def check_columns(
             rows=n_rows,
             limit=max_rows,
         )
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for column in columns:
         values = raw.get(column.name)
-        if values is None:
-            continue
-        if not _TYPES[column.type][2] and None in values:
+        if values is None:  # an optional column left out
+            values = [None] * n_rows
+        if not column.nullable and None in values:
             row = values.index(None)
-            raise _bad_value(column.name, row, column.type, None)
+            raise bad_input(
+                "wrong_type",
+                f"Column '{column.name}' row {row}: expected {column.type}, got null. The model "
+                f"signature requires a value in every row of '{column.name}'.",
+                column=column.name,
+                row=row,
+                expected=column.type,
+                got="null",
+            )
         out[column.name] = to_array(column, values)
     return out, n_rows
 
 
+# an empty cell is a missing value, as pandas and `mlflow models serve` read CSV
 _CSV_PARSERS: dict[str, Callable[[str], Any]] = {
     "double": lambda s: float(s) if s else math.nan,
     "float": lambda s: float(s) if s else math.nan,
-    "long": int,
-    "integer": int,
-    "string": lambda s: s,
+    "long": lambda s: _csv_int(s) if s else None,
+    "integer": lambda s: _csv_int(s) if s else None,
+    "boolean": lambda s: _BOOLS[s.lower()] if s else None,
+    "string": lambda s: s or None,
     "binary": lambda s: s or None,
     "datetime": lambda s: s or None,
 }
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
+def _csv_int(cell: str) -> int:
+    """An integer cell; `3.0` (as pandas writes integers next to missing values) is 3."""
+    try:
+        return int(cell)
+    except ValueError:
+        number = float(cell)
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
 def csv_columns(text: str, columns: list[Column] | None) -> dict[str, list]:
-    """Read CSV with a header row into typed {column: values}."""
-    reader = csv.reader(io.StringIO(text))
+    """Read CSV with a header row into typed {column: values}; a leading byte-order mark
+    (as spreadsheets write UTF-8) is ignored."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     try:
         header = next(reader)
         rows = list(reader)
@@ -358,7 +454,7 @@ def csv_columns(text: str, columns: list[Column] | None) -> dict[str, list]:
     out: dict[str, list] = {}
     for j, name in enumerate(header):
         kind = types.get(name, "string")
-        parse = _CSV_PARSERS.get(kind)
+        parse = _CSV_PARSERS[kind]
         values = []
         for i, row in enumerate(rows):
             if len(row) != len(header):
@@ -369,7 +465,7 @@ def csv_columns(text: str, columns: list[Column] | None) -> dict[str, list]:
                 )
             cell = row[j]
             try:
-                values.append(_BOOLS[cell.lower()] if kind == "boolean" else parse(cell))
+                values.append(parse(cell))
             except (KeyError, ValueError):
                 raise bad_input(
                     "wrong_type",
@@ -387,7 +483,7 @@ def request_schema(columns: Iterable[Column], reject_extra: bool) -> dict[str, A
     columns = list(columns)
     props = {c.name: c.openapi for c in columns}
     nullable_props = {
-        c.name: {**c.openapi, "nullable": True} if _TYPES[c.type][2] else c.openapi for c in columns
+        c.name: {**c.openapi, "nullable": True} if c.nullable else c.openapi for c in columns
     }
     required = [c.name for c in columns if c.required]
     row = {

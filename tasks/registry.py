@@ -19,6 +19,8 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 from mlops_pipeline import inuse
 from mlops_pipeline.errors import (
     BackendError,
@@ -190,8 +192,13 @@ _KIND_CHECKS = {
 }
 
 
+# signature types whose values cannot be missing in a required column (the service refuses null)
+_NO_NULLS_WHEN_REQUIRED = {"integer", "long", "boolean"}
+
+
 def check_columns_fit(signature: ModelSignature, reference: pd.DataFrame) -> None:
-    """Raise naming the first column that the reference data lacks or has the wrong type for."""
+    """Raise naming the first column that the reference data lacks or has the wrong type for,
+    or whose missing values the signature would refuse (so no version refuses its own data)."""
     for spec in signature.inputs.inputs:
         name = getattr(spec, "name", None)
         if name is None:
@@ -215,6 +222,20 @@ def check_columns_fit(signature: ModelSignature, reference: pd.DataFrame) -> Non
                 field="reference_data",
                 value=name,
             )
+        if (
+            type_name in _NO_NULLS_WHEN_REQUIRED
+            and getattr(spec, "required", True)
+            and reference[name].isna().any()
+        ):
+            raise InvalidInputError(
+                f"--reference-data column '{name}' has missing values, but the model's "
+                f"signature requires a {type_name} in every row, so the version would refuse "
+                "its own reference data.",
+                hint=f"Fill or drop the missing '{name}' values, or log the model with a "
+                f"signature that marks '{name}' optional (ColSpec required=False).",
+                field="reference_data",
+                value=name,
+            )
 
 
 @task(cache_policy=NO_CACHE)
@@ -233,7 +254,7 @@ def check_reference_fits(
             "checked against a schema and drift cannot be measured."
         )
         return None
-    sample = reference.head(100)
+    sample = reference_sample(reference)
     try:
         predictions = model.predict(sample)
     except Exception as exc:  # the model's own code decides what it raises on bad input
@@ -242,7 +263,91 @@ def check_reference_fits(
             hint="Give reference data with the columns and types the model was trained on.",
             field="reference_data",
         ) from exc
-    return infer_signature(sample, predictions)
+    return reference_signature(reference, sample, predictions)
+
+
+def reference_sample(reference: pd.DataFrame, rows: int = 100) -> pd.DataFrame:
+    """The first `rows` rows plus, per column, its first missing and first present value.
+
+    Small enough to predict on and infer types from quickly (MLflow's inference takes ~30 s on
+    500k rows), yet every column shows its type and, if it has any, a missing value.
+    """
+    picked = set(range(min(rows, len(reference))))
+    missing = reference.isna()
+    for name in reference.columns:
+        for mask in (missing[name].to_numpy(), ~missing[name].to_numpy()):
+            hits = mask.nonzero()[0]
+            if len(hits):
+                picked.add(int(hits[0]))
+    return reference.iloc[sorted(picked)]
+
+
+def reference_signature(
+    reference: pd.DataFrame, sample: pd.DataFrame, predictions: Any
+) -> ModelSignature:
+    """The signature of a pickled model, typed from `sample` of `reference`.
+
+    A column with any missing value in the whole reference is optional (ColSpec required=False),
+    so the service accepts null there and the version scores its own reference rows. Raises
+    InvalidInputError naming a column that a signature cannot describe.
+    """
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values does not apply: such
+        # columns become optional and are scored as pandas nullable integers
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        signature = infer_signature(sample, predictions)
+    specs = signature.inputs.inputs
+    if not signature.inputs.has_input_names() or any(
+        isinstance(spec.type, AnyType) for spec in specs
+    ):
+        raise _undescribable_column(sample)
+    missing = reference.isna().any()
+    signature.inputs = Schema(
+        [ColSpec(spec.type, spec.name, required=not bool(missing[spec.name])) for spec in specs]
+    )
+    return signature
+
+
+def _undescribable_column(sample: pd.DataFrame) -> InvalidInputError:
+    """The error for the first column MLflow cannot type (timedeltas, mixed objects, all null)."""
+    name = str(sample.columns[0])
+    for column in sample.columns:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                spec = infer_signature(sample[[column]]).inputs.inputs[0]
+        except Exception:  # noqa: BLE001 - any failure means MLflow cannot type it
+            spec = None
+        if spec is None or spec.name is None or isinstance(spec.type, AnyType):
+            name = str(column)
+            break
+    return InvalidInputError(
+        f"--reference-data column '{name}' (dtype {sample[name].dtype}) has no type an MLflow "
+        "signature can describe, so requests could not be checked against it.",
+        hint=f"Convert '{name}' to numbers, strings, booleans or date-times (and give it at "
+        "least one value), or drop it if the model does not use it.",
+        field="reference_data",
+        value=name,
+    )
+
+
+def reference_dtypes(reference: pd.DataFrame) -> dict[str, Any]:
+    """The pandas dtype of each reference column as JSON: its name, or for a categorical its
+    categories, their dtype and order. The pickled-model wrapper casts inputs back to these."""
+    dtypes: dict[str, Any] = {}
+    for name, dtype in reference.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
+            dtypes[str(name)] = {
+                "categories": json.loads(
+                    dtype.categories.to_series().to_json(orient="values", date_format="iso")
+                ),
+                "categories_dtype": str(dtype.categories.dtype),
+                "ordered": bool(dtype.ordered),
+            }
+        else:
+            dtypes[str(name)] = str(dtype)
+    return dtypes
 
 
 def pickle_requirements(model: Any) -> list[str]:
@@ -279,13 +384,17 @@ def log_registration_run(
             mlflow.log_artifacts(str(source.path), artifact_path="model")
             model_uri = f"runs:/{run.info.run_id}/model"
         else:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
                 # MLflow nudges towards type hints and input examples; the signature covers both
                 warnings.simplefilter("ignore", UserWarning)
+                artifacts = {"model": str(source.path)}
+                if reference is not None:  # the wrapper hands the model the reference's dtypes
+                    artifacts["dtypes"] = str(Path(tmp, "dtypes.json"))
+                    Path(artifacts["dtypes"]).write_text(json.dumps(reference_dtypes(reference)))
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=str(PICKLED_MODEL_CODE),
-                    artifacts={"model": str(source.path)},
+                    artifacts=artifacts,
                     signature=signature,
                     pip_requirements=pickle_requirements(model),
                 )

@@ -43,3 +43,48 @@ def test_failed_registration_leaves_no_version_or_run(mlops_home, iris_model_dir
         [e.experiment_id for e in client.search_experiments()], filter_string=""
     )
     assert len(runs) == 1
+
+
+def test_nullable_reference_columns_become_optional_in_the_version(mlops_home, tmp_path):
+    """Parquet with nullable Int64 `kids` and boolean `owner`: the version takes null there."""
+    import joblib
+    import mlflow
+    import pandas as pd
+
+    from tests.serving.reference_model import DtypeStrictModel
+
+    reference = pd.DataFrame(
+        {
+            "kids": pd.array([None, 2, 1, 0], dtype="Int64"),
+            "owner": pd.array([None, True, False, True], dtype="boolean"),
+            "income": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    reference.to_parquet(tmp_path / "reference.parquet", index=False)
+    model = DtypeStrictModel().fit(pd.read_parquet(tmp_path / "reference.parquet"))
+    joblib.dump(model, tmp_path / "model.joblib")
+    registered = run_flow(
+        register_model,
+        source=str(tmp_path / "model.joblib"),
+        name="household",
+        reference_data=str(tmp_path / "reference.parquet"),
+    )
+    connect()
+    loaded = mlflow.pyfunc.load_model(f"models:/household/{registered['version']}")
+    specs = {s.name: (s.type.name, s.required) for s in loaded.metadata.get_input_schema().inputs}
+    assert specs == {
+        "kids": ("long", False),
+        "owner": ("boolean", False),
+        "income": ("double", True),
+    }
+    # the registered wrapper hands the model its own dtypes, even from plain numpy/object input
+    plain = pd.DataFrame(
+        {
+            "kids": [None, 2.0, 1.0, 0.0],
+            "owner": [None, True, False, True],
+            "income": [1.0, 2, 3, 4],
+        }
+    )
+    assert loaded.unwrap_python_model().predict(None, plain).tolist() == (
+        model.predict(reference).tolist()
+    )

@@ -64,6 +64,20 @@ def test_csv_matches_pyfunc(http, rows, expected):
     assert response.json() == {"predictions": expected}
 
 
+def test_byte_order_mark_is_ignored(http, rows, expected):
+    """Spreadsheets and Windows tools start UTF-8 text with U+FEFF."""
+    csv_body = "\ufeff" + rows.to_csv(index=False)
+    assert csv_body.encode()[:3] == b"\xef\xbb\xbf"
+    response = http.post("/invocations", content=csv_body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected}
+    json_body = b"\xef\xbb\xbf" + json.dumps(split_payload(rows)).encode()
+    response = http.post(
+        "/invocations", content=json_body, headers={"Content-Type": "application/json"}
+    )
+    assert response.json() == {"predictions": expected}
+
+
 def test_charset_parameter_accepted(http, rows, expected):
     response = http.post(
         "/invocations",

@@ -178,3 +178,74 @@ def test_register_from_a_run_uri_keeps_the_run(mlops_home, iris_estimator, iris_
     )
     with pytest.raises(NotFoundError, match="not a loadable MLflow model"):
         run_flow(register_model, source="runs:/0123456789abcdef/model", name="from-run")
+
+
+@pytest.fixture
+def constant_pickle(tmp_path) -> Path:
+    import joblib
+
+    from tests.serving.reference_model import ConstantModel
+
+    joblib.dump(ConstantModel(), tmp_path / "constant.joblib")
+    return tmp_path / "constant.joblib"
+
+
+def test_pickle_signature_marks_every_column_with_missing_values_optional(
+    constant_pickle, iris_features
+):
+    """Nullability comes from the whole reference, not from the rows types are inferred from."""
+    reference = iris_features.assign(
+        kids=pd.array([1] * 149 + [None], dtype="Int64"),
+        owner=pd.array([None] + [True] * 149, dtype="boolean"),
+    )
+    source = resolve_source.fn(str(constant_pickle))
+    model = load_pickled_model.fn(source.path)
+    signature = check_reference_fits.fn(source, reference, model)
+    specs = {spec.name: spec for spec in signature.inputs.inputs}
+    assert (specs["kids"].type.name, specs["kids"].required) == ("long", False)
+    assert (specs["owner"].type.name, specs["owner"].required) == ("boolean", False)
+    assert all(specs[c].required for c in iris_features.columns)
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("waited", pd.to_timedelta(range(150), unit="s")),
+        ("notes", pd.Series([None] * 150, dtype=object)),
+        ("mixed", pd.Series([1, "a"] * 75, dtype=object)),
+    ],
+)
+def test_pickle_reference_column_without_a_signature_type_is_refused(
+    constant_pickle, iris_features, column, values
+):
+    source = resolve_source.fn(str(constant_pickle))
+    model = load_pickled_model.fn(source.path)
+    with pytest.raises(InvalidInputError, match=f"column '{column}'") as exc:
+        check_reference_fits.fn(source, iris_features.assign(**{column: values}), model)
+    assert exc.value.exit_code == 2
+
+
+def test_mlflow_signature_that_refuses_the_reference_nulls_is_refused(tmp_path):
+    """A version whose signature requires `kids` in every row would refuse its own reference."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from sklearn.dummy import DummyClassifier
+
+    frame = pd.DataFrame({"kids": [0, 1, 2, 3], "income": [1.0, 2.0, 3.0, 4.0]})
+    estimator = DummyClassifier().fit(frame, [0, 1, 0, 1])
+    path = tmp_path / "model"
+    required = ModelSignature(Schema([ColSpec("long", "kids"), ColSpec("double", "income")]))
+    mlflow.sklearn.save_model(estimator, path, signature=required)
+    source = resolve_source.fn(str(path))
+    reference = frame.assign(
+        kids=pd.array([0, None, 2, 3], dtype="Int64"), income=[1.0, None, 3.0, 4.0]
+    )
+    with pytest.raises(InvalidInputError, match="column 'kids' has missing values") as exc:
+        check_reference_fits.fn(source, reference)
+    assert "required=False" in exc.value.hint
+    # doubles hold missing values as NaN, and an optional column may hold them
+    optional = ModelSignature(
+        Schema([ColSpec("long", "kids", required=False), ColSpec("double", "income")])
+    )
+    mlflow.sklearn.save_model(estimator, tmp_path / "optional", signature=optional)
+    assert check_reference_fits.fn(resolve_source.fn(str(tmp_path / "optional")), reference)
