@@ -34,7 +34,8 @@ from .settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/ping", "/ready"})
+LIVE_PATH = "/health/live"
+OPEN_PATHS = frozenset({"/ping", "/ready", LIVE_PATH})
 JSON = "application/json"
 MAX_FEEDBACK_ITEMS = 10_000
 
@@ -78,7 +79,7 @@ class ApiKeys:
 
 
 class ApiKeyMiddleware:
-    """Require `Authorization: Bearer <key>` or `api-key: <key>` outside /ping and /ready."""
+    """Require `Authorization: Bearer <key>` or `api-key: <key>` outside the health paths."""
 
     def __init__(self, app: ASGIApp, keys: ApiKeys, on_reject: Callable[[str], None]) -> None:
         self.app = app
@@ -124,7 +125,7 @@ class Service:
         self.m_requests: dict[int, Any] = {}
 
     def load(self) -> None:
-        """Load the model (in a background thread, so /ping answers meanwhile)."""
+        """Load the model (in a background thread, so /health/live answers meanwhile)."""
         try:
             runtime = load_runtime(self.settings)
         except Exception as exc:
@@ -257,17 +258,34 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             ServingError(500, "internal_error", "The server failed; see the server log.")
         )
 
-    @app.get("/ping", response_class=PlainTextResponse, summary="Liveness")
+    def check_ready() -> None:
+        if service.runtime is None and service.load_error:
+            raise ServingError(503, "model_load_failed", service.load_error)
+        if service.runtime is None:
+            raise ServingError(503, "not_ready", "The model is still loading.")
+
+    @app.get(
+        "/ping",
+        response_class=PlainTextResponse,
+        summary="Readiness as `mlflow models serve` answers it: 200 once the model can score",
+    )
     async def ping() -> PlainTextResponse:
+        # MLflow's ScoringServerClient.wait_server_ready and SageMaker poll /ping, then score
+        check_ready()
         return PlainTextResponse("ok")
 
     @app.get("/ready", summary="Readiness: 200 once the model is loaded")
     async def ready() -> Response:
-        if service.runtime is not None:
-            return Response(orjson.dumps({"status": "ready"}), media_type=JSON)
-        if service.load_error:
-            raise ServingError(503, "model_load_failed", service.load_error)
-        raise ServingError(503, "not_ready", "The model is still loading.")
+        check_ready()
+        return Response(orjson.dumps({"status": "ready"}), media_type=JSON)
+
+    @app.get(
+        LIVE_PATH,
+        response_class=PlainTextResponse,
+        summary="Liveness: 200 whenever the process serves HTTP, also while the model loads",
+    )
+    async def live() -> PlainTextResponse:
+        return PlainTextResponse("ok")
 
     @app.get("/version", summary="Model name, version, run id and image")
     async def version() -> Response:
@@ -282,7 +300,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             "image": settings.image,
             "mlflow_version": mlflow.version.VERSION,
             "serving_version": serving_version,
-            "columns": [{"name": c.name, "type": c.type} for c in (rt.columns or [])] if rt else [],
+            "columns": [
+                {"name": c.name, "type": c.type, "required": c.required} for c in (rt.columns or [])
+            ]
+            if rt
+            else [],
         }
         return Response(orjson.dumps(body), media_type=JSON)
 

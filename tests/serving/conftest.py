@@ -62,8 +62,13 @@ class Server:
         )
 
 
-def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str) -> Server:
-    """Start the scoring service on a free port and wait (bounded) until /ready is 200."""
+def start_server(
+    tmp: Path, model_dir: Path, port: int | None = None, *, wait: bool = True, **env: str
+) -> Server:
+    """Start the scoring service on a free port and wait (bounded) until /ready is 200.
+
+    With wait=False it returns at once, before the service answers anything.
+    """
     port = port or free_port()
     log = tmp / f"server-{port}.log"
     full_env = {
@@ -87,6 +92,8 @@ def start_server(tmp: Path, model_dir: Path, port: int | None = None, **env: str
         )
     capture = env.get("MLOPS_SERVING_CAPTURE_URI")
     server = Server(f"http://127.0.0.1:{port}", proc, log, Path(capture) if capture else None)
+    if not wait:
+        return server
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:

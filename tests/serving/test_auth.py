@@ -70,6 +70,7 @@ def test_missing_or_wrong_key_is_401(auth_server, body, headers, path):
 def test_probes_stay_open(auth_server):
     assert httpx.get(f"{auth_server.url}/ping", timeout=30).text == "ok"
     assert httpx.get(f"{auth_server.url}/ready", timeout=30).status_code == 200
+    assert httpx.get(f"{auth_server.url}/health/live", timeout=30).text == "ok"
 
 
 def test_rejections_are_counted(auth_server, body):

@@ -33,3 +33,4 @@ def test_version_reports_the_model(http):
     assert version["model_name"] == "iris"
     assert version["model_version"] == "1"
     assert [c["name"] for c in version["columns"]] == IRIS_COLUMNS
+    assert all(c["required"] for c in version["columns"])
