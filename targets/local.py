@@ -55,13 +55,11 @@ from mlops_pipeline.targets.local_protocol import (
     UpdateRequest,
     free_port,
     last_error,
+    log_tail,
     now,
     pid_alive,
     port_in_use,
     write_model,
-)
-from mlops_pipeline.targets.local_protocol import (
-    tail as log_tail,
 )
 from pydantic import BaseModel, ValidationError
 

@@ -12,6 +12,8 @@ spec.json                client at create; supervisor  `DeploymentSpec`: what sh
 state.json               supervisor, on every change   `SupervisorState`: what runs now (pids,
                                                        ports, logs, restarts, status, error)
 control.json (0600)      supervisor at start           `ControlEndpoint`: its pid, port, token
+proxy-upstream.json      the proxy, on every switch    its current upstream, read back when the
+                                                       proxy restarts
 logs/                    supervisor and its children   supervisor.log, proxy.log,
                                                        service-v<version>-<port>.log
 =======================  ============================  =========================================
@@ -24,7 +26,7 @@ Control API (127.0.0.1 only, header `X-Token: <ControlEndpoint.token>`):
 
 Files are written atomically (write, then rename), so a reader in another process sees either
 the old or the new content, never half of it. The JSON shapes are the models' own
-(`model_dump_json`); nothing else reads or writes these files.
+(`model_dump_json`); read them through these models, and write them from the two sides only.
 """
 
 from __future__ import annotations
@@ -255,7 +257,7 @@ def pid_alive(pid: int | None) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last `lines` lines of a log file; empty when it does not exist."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -265,7 +267,7 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def last_error(log: Path) -> str:
     """The line of a log that best says what went wrong: the last exception, else the last line."""
-    lines = [line.strip() for line in tail(log, 200).splitlines() if line.strip()]
+    lines = [line.strip() for line in log_tail(log, 200).splitlines() if line.strip()]
     for line in reversed(lines):
         if re.match(r"^[\w.]*(Error|Exception)\b.*:", line):
             return line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,12 @@ from mlops_pipeline.errors import BackendUnavailableError, InvalidInputError, No
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.register import register_model
 from mlops_pipeline.targets.base import ModelRef
-from mlops_pipeline.tasks.images import build_image, model_requirements, render_dockerfile
+from mlops_pipeline.tasks.images import (
+    build_image,
+    default_tag,
+    model_requirements,
+    render_dockerfile,
+)
 from typer.testing import CliRunner
 
 
@@ -102,14 +108,19 @@ def test_image_has_labels_user_healthcheck_and_no_secrets(
 def test_new_model_version_reuses_every_dependency_layer(
     docker_build_env, docker_engine, registered_model, iris_model_dir
 ):
-    first = build_image.fn("models:/iris/1")
+    # unique per run: the e2e docker loop builds the default tags mlops/iris:N on the same engine
+    repo = f"mlops-test/iris-cache-{uuid.uuid4().hex[:8]}"
+    first = build_image.fn("models:/iris/1", tag=f"{repo}:1")
     run_flow(register_model, source=str(iris_model_dir), name="iris")
 
-    result = CliRunner().invoke(app, ["build-image", "models:/iris/2", "--json"])
+    result = CliRunner().invoke(
+        app, ["build-image", "models:/iris/2", "--tag", f"{repo}:2", "--json"]
+    )
 
     assert result.exit_code == 0, result.output
     second = json.loads(result.stdout)
-    assert (first.tag, second["tag"]) == ("mlops/iris:1", "mlops/iris:2")
+    assert (first.tag, second["tag"]) == (f"{repo}:1", f"{repo}:2")
+    assert default_tag(first.model) == "mlops/iris:1"  # the tag without --tag
     assert second["wheelhouse"] == first.wheelhouse
     # everything above `COPY model/` came from cache; at most the 2 FROMs and the 3 model
     # steps ran (the model copy itself is cached too when its files match an earlier build)
