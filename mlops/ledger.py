@@ -61,6 +61,32 @@ events_table = sa.Table(
     sa.Column("reason", sa.Text),
 )
 
+# Monitor state, beside the deployments so monitors on several machines agree; mlops.state
+# reads and writes these tables (each change under the deployment's row lock).
+watermarks_table = sa.Table(
+    "monitor_watermarks",
+    metadata,
+    sa.Column("deployment", sa.String(200), primary_key=True),
+    sa.Column("floor_date", sa.String(10)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+processed_files_table = sa.Table(
+    "monitor_processed_files",
+    metadata,
+    sa.Column("deployment", sa.String(200), primary_key=True),
+    sa.Column("relpath", sa.String(1000), primary_key=True),
+)
+
+drift_episodes_table = sa.Table(
+    "monitor_drift_episodes",
+    metadata,
+    sa.Column("deployment", sa.String(200), primary_key=True),
+    sa.Column("episode", sa.JSON),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 class DeploymentEvent(BaseModel):
     """One ledger entry: who changed which deployment, when, from what to what, and how it went."""
