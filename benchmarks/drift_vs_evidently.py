@@ -6,9 +6,10 @@ moving from 0.40/0.10 to 0.35/0.15 on two of its four levels. Each side's flagge
 reported: ours must be exactly the shifted ones.
 
 Ours: the GX suite a registration stores (built from the reference profile beforehand) is run
-on the current frame (tasks.validation.validate_frame), then tasks.drift.compare_frames tests
-every column. Evidently: `Report([DataDriftPreset()]).run(current, reference)` on the same
-Parquet files. Evidently 0.7 does not import with pandas 3, so its half runs in its own venv
+on the current frame (monitoring.validation.validate_frame), then
+monitoring.drift.compare_frames tests every column. Evidently:
+`Report([DataDriftPreset()]).run(current, reference)` on the same Parquet files. Evidently
+0.7 does not import with pandas 3, so its half runs in its own venv
 (benchmarks/.out/evidently-venv, created on first use with pandas<3). Each half runs in a fresh
 subprocess so peak RSS is its own; the halves alternate (ours, Evidently, ours, ...) so machine
 noise hits both alike, and we report medians. Parquet reading is timed separately and excluded
@@ -43,9 +44,9 @@ import pandas as pd
 t0 = time.perf_counter()
 reference = pd.read_parquet(sys.argv[1]); current = pd.read_parquet(sys.argv[2])
 read = time.perf_counter() - t0
-from mlops_pipeline.tasks.drift import compare_frames
-from mlops_pipeline.tasks.profile import profile_frame
-from mlops_pipeline.tasks.validation import build_expectation_suite, validate_frame
+from mlops_pipeline.monitoring.drift import compare_frames
+from mlops_pipeline.monitoring.profile import profile_frame
+from mlops_pipeline.monitoring.validation import build_expectation_suite, validate_frame
 suite = build_expectation_suite(profile_frame(reference), "bench")  # done at registration
 t0 = time.perf_counter()
 validation = validate_frame(current, suite)

@@ -3,61 +3,73 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from mlops_pipeline.log import get_logger
+from mlops_pipeline.monitoring.captures import monitor_dir
+from mlops_pipeline.monitoring.drift_settings import DriftConfig
+from mlops_pipeline.monitoring.reference import kinds_for
+from mlops_pipeline.monitoring.results import MonitorResult
 from mlops_pipeline.tasks.capture import (
     commit_watermark,
     list_new_captures,
-    monitor_dir,
     read_captures,
     summarise_window,
 )
-from mlops_pipeline.tasks.drift import DriftConfig, detect_drift, json_safe
 from mlops_pipeline.tasks.monitoring import (
+    detect_drift,
     feature_columns,
-    kinds_for,
     load_reference,
     log_monitoring_run,
-    monitor_summary,
     predict_reference,
     publish_artifacts,
     reference_for_drift,
     resolve_target,
+    save_window_results,
     signal_drift,
+    validate_captures,
 )
-from mlops_pipeline.tasks.report import save_window_results
-from mlops_pipeline.tasks.validation import validate_captures
 from prefect import flow
+from pydantic import Field
 
 
 @flow(name="monitor-deployment", log_prints=False)
 def monitor_deployment(
-    deployment: str,
+    deployment: Annotated[str, Field(min_length=1)],
     window: str | None = None,
     capture_uri: str | None = None,
     model_uri: str | None = None,
     drift_config: DriftConfig | None = None,
-    cooldown_hours: float = 24.0,
+    cooldown_hours: Annotated[float, Field(ge=0)] = 24.0,
 ) -> dict[str, Any]:
     """Validate and drift-test what DEPLOYMENT captured since the last run, signal drift, and
     only then advance the watermark. `window` ('24h', '7d', an ISO time) re-analyses the files
     since then instead, leaving the watermark alone. `drift_config` holds the drift settings
-    (a typed form in the Prefect UI; a dict is validated the same way)."""
+    (a typed form in the Prefect UI; a dict is validated the same way). Returns the
+    `MonitorResult` as JSON (what `mlops monitor --json` prints)."""
+    return run_monitor(
+        deployment, window, capture_uri, model_uri, drift_config, cooldown_hours
+    ).model_dump(mode="json")
+
+
+def run_monitor(
+    deployment: str,
+    window: str | None,
+    capture_uri: str | None,
+    model_uri: str | None,
+    drift_config: DriftConfig | dict[str, Any] | None,
+    cooldown_hours: float,
+) -> MonitorResult:
+    """The monitor flow's recipe, returning the typed result."""
     config = DriftConfig.parse(drift_config, "drift_config")
     target = resolve_target(deployment, capture_uri, model_uri)
     files = list_new_captures(
         deployment, target.capture_uri, target.model_name, target.model_version, window
     )
-    header = {
-        "deployment": deployment,
-        "model_uri": target.model_uri,
-        "window": window or "since last run",
-        "files": len(files),
-    }
+    window_text = window or "since last run"
     if not files:
         get_logger(__name__).info("no new capture files for %s", deployment)
-        return header | {"status": "no_new_data", "drift": False}
+        return MonitorResult.no_new_data(deployment, target.model_uri, window_text)
 
     reference = load_reference(target.model_name, target.model_version)
     features = feature_columns(target, reference.frame)
@@ -89,9 +101,9 @@ def monitor_deployment(
     report_path = save_window_results(
         report_dir,
         verdict,
-        json_safe(validation),
+        validation,
         f"Monitor {deployment}: {target.model_uri}",
-        {"window": header["window"], **stats},
+        {"window": window_text, **stats.model_dump()},
     )
     run_id = log_monitoring_run(target, verdict, validation, stats, report_dir)
     publish_artifacts(target, verdict, validation, report_path)
@@ -99,4 +111,10 @@ def monitor_deployment(
     # results are saved: only now may the watermark move (a crash before re-runs the window)
     if window is None:
         commit_watermark(deployment, files)
-    return header | monitor_summary(verdict, validation, stats, report_path, run_id, signal)
+    header = {
+        "deployment": deployment,
+        "model_uri": target.model_uri,
+        "window": window_text,
+        "files": len(files),
+    }
+    return MonitorResult.of_window(header, verdict, validation, stats, report_path, run_id, signal)

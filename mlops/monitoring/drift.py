@@ -2,7 +2,7 @@
 
 Method (see `compare_frames`):
 - kinds: every column is first cast, on both sides, to the kind the reference profile recorded
-  (`tasks.profile.cast_to_kind`; without a profile the kind is inferred from the reference
+  (`monitoring.profile.cast_to_kind`; without a profile the kind is inferred from the reference
   values), so a CSV that read integers as floats still compares level 1 with level 1. Values
   that cannot be cast are invalid: left out of the tests, counted, and when more than the
   `invalid` threshold of a column's values are invalid the column is "incompatible".
@@ -39,15 +39,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.tasks.drift_settings import DriftConfig, Thresholds
-from mlops_pipeline.tasks.drift_stats import (
+from mlops_pipeline.monitoring.drift_settings import DriftConfig, Thresholds
+from mlops_pipeline.monitoring.drift_stats import (
     adjust_p_values,
     ks_statistic,
     psi,
     wasserstein_distance,
 )
-from mlops_pipeline.tasks.orchestration import step
-from mlops_pipeline.tasks.profile import (
+from mlops_pipeline.monitoring.profile import (
     CastColumn,
     ColumnKind,
     cast_to_kind,
@@ -55,7 +54,8 @@ from mlops_pipeline.tasks.profile import (
     infer_kind,
     profile_kinds,
 )
-from prefect.cache_policies import NO_CACHE
+from mlops_pipeline.monitoring.results import DriftSummary, DriftVerdict, FeatureDrift
+from pydantic import BaseModel
 from scipy import stats
 
 OTHER = "__other__"
@@ -219,7 +219,8 @@ def _null_rate_test(ref: CastColumn, cur: CastColumn, min_samples: int) -> dict 
 
 def _compare_column(
     name: str, role: str, ref: pd.Series, cur: pd.Series, kind: ColumnKind, config: DriftConfig
-) -> dict[str, Any]:
+) -> FeatureDrift:
+    """One column's tests before the correction across columns (p_value and drift unset)."""
     limits = config.for_feature(name)
     ref_cast, cur_cast = cast_to_kind(ref, kind), cast_to_kind(cur, kind)
     method_kind = comparison_kind(kind, ref_cast, config.max_int_levels)
@@ -244,7 +245,7 @@ def _compare_column(
             f"{result['invalid_share']:.1%} of current values (e.g. {examples}) cannot be read "
             f"as {kind.kind}, the kind the reference recorded"
         )
-        return result
+        return FeatureDrift.model_validate(result)
     result["null_rate"] = null_rate
     if method_kind == "datetime":
         result["status"] = "skipped"
@@ -264,32 +265,32 @@ def _compare_column(
             config.max_categories,
         )
     result["score"] = result["psi"]
-    return result
+    return FeatureDrift.model_validate(result)
 
 
-def _judge(result: dict[str, Any], limits: Thresholds, alpha: float) -> None:
+def _judge(result: FeatureDrift, limits: Thresholds, alpha: float) -> None:
     """Set severity, drifted, drifted_by, status and method from corrected p-values."""
     severities = {}
-    if result["p_value"] is not None:
+    if result.p_value is not None:
         effects = [
-            result["psi"] / limits.psi,
-            result["distance"] / limits.distance,
-            result["unseen_share"] / limits.unseen,
+            (result.psi or 0.0) / limits.psi,
+            (result.distance or 0.0) / limits.distance,
+            (result.unseen_share or 0.0) / limits.unseen,
         ]
-        if result.get("wasserstein_sd") is not None:
-            effects.append(result["wasserstein_sd"] / limits.wasserstein)
-        severities["distribution"] = (max(effects), result["p_value"])
-    null_rate = result.get("null_rate") or {}
-    if null_rate.get("p_value") is not None:
-        severities["null_rate"] = (null_rate["effect"] / limits.null_rate, null_rate["p_value"])
+        if result.wasserstein_sd is not None:
+            effects.append(result.wasserstein_sd / limits.wasserstein)
+        severities["distribution"] = (max(effects), result.p_value)
+    null_rate = result.null_rate
+    if null_rate is not None and null_rate.p_value is not None:
+        severities["null_rate"] = ((null_rate.effect or 0.0) / limits.null_rate, null_rate.p_value)
     flagged = [t for t, (sev, p) in severities.items() if p < alpha and sev >= 1.0]
-    result["severity"] = max((sev for sev, _ in severities.values()), default=0.0)
-    result["drifted"] = bool(flagged)
-    result["drifted_by"] = flagged
+    result.severity = max((sev for sev, _ in severities.values()), default=0.0)
+    result.drifted = bool(flagged)
+    result.drifted_by = flagged
     if flagged:
-        result["status"] = "drift"
+        result.status = "drift"
         if flagged == ["null_rate"]:
-            result["method"] = "null_rate"
+            result.method = "null_rate"
 
 
 def compare_frames(
@@ -300,16 +301,24 @@ def compare_frames(
     prediction_columns: list[str] | None = None,
     config: DriftConfig | None = None,
     kinds: Mapping[str, ColumnKind] | None = None,
-) -> dict[str, Any]:
-    """Test every common column (or `columns`) for drift and return the verdict as a dict.
+) -> DriftVerdict:
+    """Test every common column (or `columns`) for drift and return the verdict.
 
-    `kinds` (column -> ColumnKind, from the reference profile) decides how each column is read;
-    a column without one gets the kind inferred from its reference values. Returns
-    {"status": "drift"|"incompatible"|"ok", "drift": bool, "drifted": [names, most severe
-    first], "incompatible": [names], "features": [per-column results incl. name, role, kind,
-    status, drifted, drifted_by, method, score (PSI), p_value (corrected), p_value_raw,
-    statistic, distance, wasserstein_sd, mean_shift_sd, null_rate {reference, current,
-    p_value, effect}, n_invalid, severity], "summary": counts, "config": settings}.
+    Args:
+        reference: the reference rows (registration's reference data), one column per feature.
+        current: the rows to compare (a monitoring window, or a file).
+        columns: the columns to test, each present in both frames; default: all common ones.
+        prediction_columns: those of `columns` that hold model outputs (role "prediction").
+        config: drift settings; default `DriftConfig()`.
+        kinds: column -> ColumnKind from the reference profile, deciding how each column is
+            read; a column without one gets the kind inferred from its reference values.
+
+    Returns:
+        A `DriftVerdict`: status "drift" | "incompatible" | "ok", the drifted column names
+        (most severe first), one `FeatureDrift` per column, counts and the settings used.
+
+    Raises:
+        InvalidInputError: the frames have no column in common.
     """
     config = config or DriftConfig()
     kinds = kinds or {}
@@ -323,7 +332,7 @@ def compare_frames(
             f"current has {list(current.columns)[:10]}.",
         )
 
-    def compare(name: str) -> dict[str, Any]:
+    def compare(name: str) -> FeatureDrift:
         kind = kinds.get(str(name)) or infer_kind(reference[name])
         role = "prediction" if name in predictions else "feature"
         return _compare_column(str(name), role, reference[name], current[name], kind, config)
@@ -332,56 +341,54 @@ def compare_frames(
     with ThreadPoolExecutor(max_workers=min(len(columns), os.cpu_count() or 1)) as pool:
         results = list(pool.map(compare, columns))
     # one family for the correction: every distribution test and every null-rate test
-    family = [(r, "distribution") for r in results if r["p_value_raw"] is not None]
+    family = [(r, "distribution") for r in results if r.p_value_raw is not None]
     family += [
         (r, "null_rate")
         for r in results
-        if (r.get("null_rate") or {}).get("p_value_raw") is not None
+        if r.null_rate is not None and r.null_rate.p_value_raw is not None
     ]
     raw = np.array(
-        [
-            r["p_value_raw"] if t == "distribution" else r["null_rate"]["p_value_raw"]
-            for r, t in family
-        ]
+        [r.p_value_raw if t == "distribution" else r.null_rate.p_value_raw for r, t in family]
     )
     for (result, test), p_value in zip(
         family, adjust_p_values(raw, config.correction), strict=True
     ):
         if test == "distribution":
-            result["p_value"] = float(p_value)
+            result.p_value = float(p_value)
         else:
-            result["null_rate"]["p_value"] = float(p_value)
+            result.null_rate.p_value = float(p_value)
     for result in results:
-        limits = config.for_feature(result["name"])
-        result["thresholds"] = limits.model_dump()
-        if result.get("null_rate") is not None:
-            result["null_rate"].setdefault("p_value", None)
+        limits = config.for_feature(result.name)
+        result.thresholds = limits.model_dump()
         _judge(result, limits, config.alpha)
-    drifted = sorted((r for r in results if r["drifted"]), key=lambda r: -r["severity"])
-    incompatible = [r["name"] for r in results if r["status"] == "incompatible"]
-    statuses = [r["status"] for r in results]
-    return {
-        "status": "drift" if drifted else "incompatible" if incompatible else "ok",
-        "drift": bool(drifted),
-        "drifted": [r["name"] for r in drifted],
-        "incompatible": incompatible,
-        "features": results,
-        "summary": {
-            "columns": len(results),
-            "tested": sum(r["p_value"] is not None for r in results),
-            "null_rate_tested": sum(t == "null_rate" for _, t in family),
-            "drifted": len(drifted),
-            "incompatible": len(incompatible),
-            "insufficient_data": statuses.count("insufficient_data"),
-            "n_reference": len(reference),
-            "n_current": len(current),
-        },
-        "config": config.to_dict(),
-    }
+    drifted = sorted((r for r in results if r.drifted), key=lambda r: -r.severity)
+    incompatible = [r.name for r in results if r.status == "incompatible"]
+    statuses = [r.status for r in results]
+    return DriftVerdict(
+        status="drift" if drifted else "incompatible" if incompatible else "ok",
+        drift=bool(drifted),
+        drifted=[r.name for r in drifted],
+        incompatible=incompatible,
+        features=results,
+        summary=DriftSummary(
+            columns=len(results),
+            tested=sum(r.p_value is not None for r in results),
+            null_rate_tested=sum(t == "null_rate" for _, t in family),
+            drifted=len(drifted),
+            incompatible=len(incompatible),
+            insufficient_data=statuses.count("insufficient_data"),
+            n_reference=len(reference),
+            n_current=len(current),
+        ),
+        config=config,
+    )
 
 
 def json_safe(value: Any) -> Any:
-    """Replace NaN/inf floats (not valid JSON) with None, recursively."""
+    """VALUE as plain JSON data: NaN/inf floats (not valid JSON) become None, recursively, and
+    a pydantic result becomes its JSON form (`model_dump(mode="json")`)."""
+    if isinstance(value, BaseModel):
+        return json_safe(value.model_dump(mode="json"))
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -391,7 +398,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-@step(cache_policy=NO_CACHE)
 def detect_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -399,16 +405,15 @@ def detect_drift(
     prediction_columns: list[str] | None = None,
     config: DriftConfig | None = None,
     profile: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Compare current data with the reference per column and return the drift verdict; the
-    reference `profile` (registration) decides each column's kind where it records one."""
-    return json_safe(
-        compare_frames(
-            reference,
-            current,
-            columns=columns,
-            prediction_columns=prediction_columns,
-            config=config,
-            kinds=profile_kinds(profile, reference),
-        )
+) -> DriftVerdict:
+    """Compare current data with the reference per column (`compare_frames`); the reference
+    `profile` (registration's, see `monitoring.profile`) decides each column's kind where it
+    records one. Raises InvalidInputError when the frames share no column."""
+    return compare_frames(
+        reference,
+        current,
+        columns=columns,
+        prediction_columns=prediction_columns,
+        config=config,
+        kinds=profile_kinds(profile, reference),
     )

@@ -1,4 +1,4 @@
-"""Two-sample statistics on sorted arrays and share vectors, used by `tasks.drift`.
+"""Two-sample statistics on sorted arrays and share vectors, used by `monitoring.drift`.
 
 `ks_statistic` and `wasserstein_distance` take sorted samples so a column is sorted once for
 every statistic; `adjust_p_values` is Holm's step-down or Benjamini-Hochberg's step-up procedure.

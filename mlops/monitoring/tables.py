@@ -4,7 +4,7 @@ CSV is read as UTF-8 with an optional byte-order mark (spreadsheets write one), 
 exactly (`float_precision="round_trip"`) so the same numbers give the same statistics from CSV
 and Parquet, and a mark left in a column name (a file saved twice, or converted to Parquet with
 the mark in its header) is stripped. Column kinds are *not* decided here: they come from the
-reference profile (`tasks.profile.infer_kind`), whatever dtype a reader happened to choose.
+reference profile (`monitoring.profile.infer_kind`), whatever dtype a reader happened to choose.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Great Expectations 1.x validation: every GX call in the project lives in this module.
 
-`build_expectation_suite` turns a reference profile (tasks/profile.py) into a suite stored with the
-model version at registration; `validate_frame` runs a stored suite on captured data with an
-ephemeral context, builds Data Docs HTML and returns a JSON-safe summary with the failure rate.
+`build_expectation_suite` turns a reference profile (monitoring/profile.py) into a suite stored
+with the model version at registration; `validate_frame` runs a stored suite on captured data
+with an ephemeral context, builds Data Docs HTML and returns a `ValidationResult` with the
+failure rate.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.tasks.orchestration import step
-from mlops_pipeline.tasks.profile import ColumnKind, cast_to_kind, profile_kinds
-from prefect.cache_policies import NO_CACHE
+from mlops_pipeline.monitoring.drift import json_safe
+from mlops_pipeline.monitoring.profile import ColumnKind, cast_to_kind, profile_kinds
+from mlops_pipeline.monitoring.results import (
+    ExpectationFailure,
+    QuarantinedFile,
+    ValidationResult,
+)
 
 # Dtype names GX compares a column's pandas dtype against; validate_frame turns nullable
 # extension dtypes into these numpy ones first (GX 1.x mis-handles extension dtypes).
@@ -174,36 +179,41 @@ def _frame_for_gx(df: pd.DataFrame, suite: gx.ExpectationSuite) -> pd.DataFrame:
     return df.assign(**converted) if converted else df
 
 
-def _failure(result: Any) -> dict[str, Any]:
+def _failure(result: Any) -> ExpectationFailure:
     config = result.expectation_config
     details = result.result or {}
     exception = (result.exception_info or {}).get("exception_message")
-    return {
-        "expectation": config.type,
-        "column": config.kwargs.get("column"),
-        "observed": details.get("observed_value"),
-        "unexpected_percent": details.get("unexpected_percent"),
-        "partial_unexpected": list(
+    return ExpectationFailure(
+        expectation=config.type,
+        column=config.kwargs.get("column"),
+        observed=json_safe(details.get("observed_value")),
+        unexpected_percent=details.get("unexpected_percent"),
+        partial_unexpected=list(
             dict.fromkeys(str(v) for v in details.get("partial_unexpected_list") or [])
         )[:5],
-        "error": exception,
-    }
+        error=exception,
+    )
 
 
 def validate_frame(
     df: pd.DataFrame, suite: dict[str, Any], docs_dir: Path | None = None
-) -> dict[str, Any]:
-    """Validate `df` against a suite dict; build Data Docs into `docs_dir` when given.
+) -> ValidationResult:
+    """Validate `df` against a suite dict (GX 1.x JSON); build Data Docs into `docs_dir`.
 
-    Returns {"success", "evaluated", "failed", "failure_rate", "failures": [...],
-    "data_docs": index.html path or None, "result": the full GX result as JSON}.
+    Returns:
+        success, evaluated/failed expectation counts, failure_rate (0..1), one
+        `ExpectationFailure` each, the Data Docs index.html path (or None) and the full GX
+        result as JSON in `result`.
+
+    Raises:
+        InvalidInputError: `suite` is not a GX 1.x expectation suite.
     """
     try:
         expectation_suite = gx.ExpectationSuite(**suite)
     except Exception as exc:
         raise InvalidInputError(
             f"The stored expectation suite '{suite.get('name')}' is not a GX 1.x suite: {exc}",
-            hint="Rebuild it with tasks.validation.build_expectation_suite.",
+            hint="Rebuild it with monitoring.validation.build_expectation_suite.",
         ) from exc
     if docs_dir is not None:
         docs_dir = Path(docs_dir).resolve()
@@ -232,15 +242,15 @@ def validate_frame(
     evaluated = len(result.results)
     failures = [_failure(r) for r in result.results if not r.success]
     index = docs_dir / "index.html" if docs_dir is not None else None
-    return {
-        "success": bool(result.success),
-        "evaluated": evaluated,
-        "failed": len(failures),
-        "failure_rate": len(failures) / evaluated if evaluated else 0.0,
-        "failures": failures,
-        "data_docs": str(index) if index is not None and index.exists() else None,
-        "result": result.describe_dict(),
-    }
+    return ValidationResult(
+        success=bool(result.success),
+        evaluated=evaluated,
+        failed=len(failures),
+        failure_rate=len(failures) / evaluated if evaluated else 0.0,
+        failures=failures,
+        data_docs=str(index) if index is not None and index.exists() else None,
+        result=json_safe(result.describe_dict()),
+    )
 
 
 def restrict_suite(suite: dict[str, Any], columns: list[str]) -> dict[str, Any]:
@@ -257,49 +267,46 @@ def restrict_suite(suite: dict[str, Any], columns: list[str]) -> dict[str, Any]:
     return suite | {"expectations": expectations}
 
 
-@step(cache_policy=NO_CACHE)
 def validate_captures(
     scored: pd.DataFrame,
     features: list[str],
     suite: dict[str, Any],
-    quarantined: list[dict[str, str]],
+    quarantined: list[QuarantinedFile] | list[dict[str, str]],
     docs_dir: Path,
     profile: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ValidationResult:
     """Validate a window's scored rows with the version's suite (limited to the model's
     features); quarantined capture files count as validation failures too.
 
     Each feature is first cast to the kind the reference `profile` recorded (`cast_to_kind`),
     so a float 1.0 passes where the reference held the integer 1; a value that cannot be cast
     is reported as a failure of its own ("cast_to_reference_kind") and left out of the rest.
+    Data Docs go to `docs_dir`. Raises InvalidInputError when `suite` is not a GX 1.x suite.
     """
+    files = [QuarantinedFile.coerce(q) for q in quarantined]
     if scored.empty:
-        validation: dict[str, Any] = {
-            "success": not quarantined,
-            "evaluated": 0,
-            "failed": 0,
-            "failure_rate": 1.0 if quarantined else 0.0,
-            "failures": [],
-            "data_docs": None,
-        }
-    else:
-        frame, cast_failures = cast_features(
-            scored[features], profile_kinds(profile, scored[features])
+        return ValidationResult(
+            success=not files, failure_rate=1.0 if files else 0.0, quarantined=files
         )
-        validation = validate_frame(frame, restrict_suite(suite, features), docs_dir)
-        validation["evaluated"] += len(features)
-        validation["failed"] += len(cast_failures)
-        validation["failures"] = cast_failures + validation["failures"]
-        validation["failure_rate"] = validation["failed"] / validation["evaluated"]
-        validation["success"] = validation["success"] and not cast_failures
-    validation["quarantined"] = quarantined
-    validation["success"] = validation["success"] and not quarantined
-    return validation
+    frame, cast_failures = cast_features(scored[features], profile_kinds(profile, scored[features]))
+    validation = validate_frame(frame, restrict_suite(suite, features), docs_dir)
+    evaluated = validation.evaluated + len(features)
+    failed = validation.failed + len(cast_failures)
+    return validation.model_copy(
+        update={
+            "evaluated": evaluated,
+            "failed": failed,
+            "failures": cast_failures + validation.failures,
+            "failure_rate": failed / evaluated,
+            "success": validation.success and not cast_failures and not files,
+            "quarantined": files,
+        }
+    )
 
 
 def cast_features(
     frame: pd.DataFrame, kinds: dict[str, ColumnKind]
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+) -> tuple[pd.DataFrame, list[ExpectationFailure]]:
     """`frame` with every column cast to its recorded kind, and one failure per column holding
     values that cannot be cast (their share and a few examples)."""
     cast_columns = {}
@@ -313,13 +320,12 @@ def cast_features(
         n_invalid = int(cast.invalid.sum())
         if n_invalid:
             failures.append(
-                {
-                    "expectation": "cast_to_reference_kind",
-                    "column": name,
-                    "observed": f"{n_invalid} value(s) are not {kinds[name].kind}",
-                    "unexpected_percent": 100.0 * n_invalid / len(frame),
-                    "partial_unexpected": cast.invalid_examples(frame[name], limit=5),
-                    "error": None,
-                }
+                ExpectationFailure(
+                    expectation="cast_to_reference_kind",
+                    column=name,
+                    observed=f"{n_invalid} value(s) are not {kinds[name].kind}",
+                    unexpected_percent=100.0 * n_invalid / len(frame),
+                    partial_unexpected=cast.invalid_examples(frame[name], limit=5),
+                )
             )
     return frame.assign(**cast_columns), failures

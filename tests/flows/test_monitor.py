@@ -15,11 +15,11 @@ import pytest
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.monitor import monitor_deployment
 from mlops_pipeline.flows.register import register_model
-from mlops_pipeline.tasks.capture import load_watermark
+from mlops_pipeline.monitoring.captures import load_watermark
 from mlops_pipeline.tracking import connect
 
 from tests.conftest import IRIS_COLUMNS
-from tests.tasks.capture_support import capture_table, write_capture
+from tests.mlops.monitoring.capture_support import capture_table, write_capture
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 MODEL = "iris-monitored"
@@ -287,7 +287,7 @@ def test_rejected_requests_stay_out_and_a_jump_in_blanks_is_drift(
 
 def test_drift_settings_are_the_flows_typed_parameter():
     from mlops_pipeline.errors import InvalidInputError
-    from mlops_pipeline.tasks.drift import DriftConfig
+    from mlops_pipeline.monitoring.drift_settings import DriftConfig
 
     schema = monitor_deployment.parameters.model_dump()
     drift_config = schema["properties"]["drift_config"]

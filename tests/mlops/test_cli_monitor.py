@@ -13,7 +13,7 @@ from mlops_pipeline.cli import app
 from typer.testing import CliRunner
 
 from tests.conftest import IRIS_COLUMNS
-from tests.tasks.capture_support import capture_table, write_capture
+from tests.mlops.monitoring.capture_support import capture_table, write_capture
 
 runner = CliRunner()
 

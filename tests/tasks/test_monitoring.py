@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlops_pipeline.errors import InvalidInputError, NotFoundError
+from mlops_pipeline.monitoring.episodes import next_episode
+from mlops_pipeline.monitoring.reference import MonitorTarget, prediction_frame
+from mlops_pipeline.state import read_drift_episode
 from mlops_pipeline.tasks.monitoring import (
-    MonitorTarget,
     load_reference,
-    next_episode,
-    prediction_frame,
     resolve_target,
     signal_drift,
 )
@@ -49,7 +49,7 @@ def test_without_a_prefect_api_drift_is_returned_but_not_signalled(mlops_home) -
         result = signal_drift.fn(target, DRIFT, "/tmp/report.html")
 
     assert result["emitted"] is False and "PREFECT_API_URL" in result["reason"]
-    assert not (mlops_home / "monitor" / "dep" / "drift_state.json").exists()
+    assert read_drift_episode("dep") == {"episode": None, "closed_at": None}
 
 
 def test_model_outputs_become_capture_style_prediction_columns() -> None:
@@ -86,3 +86,20 @@ def test_reference_bundle_comes_from_the_registered_version(mlops_home, register
     assert bundle.suite["expectations"]
     with pytest.raises(NotFoundError, match="does not exist"):
         load_reference.fn("iris", "99")
+
+
+def test_direct_mode_publishes_nothing_even_with_a_prefect_api_configured(mlops_home) -> None:
+    from mlops_pipeline.monitoring.results import DriftVerdict, ValidationResult
+    from mlops_pipeline.tasks.monitoring import publish_artifacts
+
+    target = MonitorTarget("dep", "/tmp/capture", "m", "1")
+    # an API that nothing listens on: creating an artifact or event there would fail loudly
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        published = publish_artifacts(
+            target, DriftVerdict.coerce(DRIFT), ValidationResult(success=True), "/tmp/r.html"
+        )
+        signal = signal_drift(target, DRIFT, "/tmp/report.html")
+
+    assert published is False
+    assert signal["emitted"] is False and "not in a Prefect run" in signal["reason"]
+    assert read_drift_episode("dep")["episode"] is None

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from mlops_pipeline import state
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.tasks.capture import (
+from mlops_pipeline.monitoring.captures import (
     Watermark,
-    commit_watermark,
     join_labels,
     list_capture_files,
-    list_new_captures,
     load_watermark,
     parse_since,
-    read_captures,
     save_watermark,
 )
+from mlops_pipeline.tasks.capture import commit_watermark, list_new_captures, read_captures
 
-from tests.tasks.capture_support import MODEL, VERSION, capture_table, write_capture
+from tests.mlops.monitoring.capture_support import MODEL, VERSION, capture_table, write_capture
 
 KINDS = {"x": "numeric", "y": "numeric", "city": "categorical"}
 
@@ -114,9 +112,9 @@ def test_watermark_prunes_old_names_but_still_covers_them(mlops_home: Path) -> N
     assert len(stored.processed) == 3
     assert all(stored.seen(name) for name in names)
     assert not stored.seen("model=m/version=1/date=2026-03-09/part-20260309T120000Z-y.parquet")
-    raw = json.loads((mlops_home / "monitor" / "dep" / "watermark.json").read_text())
-    assert raw["floor_date"] == "2026-03-08"
-    assert not list((mlops_home / "monitor" / "dep").glob(".watermark-*"))
+    # the watermark lives in the ledger database, not in files under MLOPS_HOME
+    assert state.read_watermark("dep") == ("2026-03-08", stored.processed)
+    assert not (mlops_home / "monitor" / "dep").exists()
 
 
 def test_bad_files_are_quarantined_and_reported_never_raised(
@@ -228,7 +226,8 @@ def test_listing_an_empty_capture_dir_finds_nothing(tmp_path: Path) -> None:
 def test_only_2xx_answers_enter_the_window_others_are_counted_apart(
     mlops_home: Path, tmp_path: Path
 ) -> None:
-    from mlops_pipeline.tasks.capture import read_capture_files, summarise_window
+    from mlops_pipeline.monitoring.captures import read_capture_files
+    from mlops_pipeline.tasks.capture import summarise_window
 
     rng = np.random.default_rng(9)
     table = capture_table(features(rng, 6), dt.datetime(2026, 3, 1, tzinfo=dt.UTC), "s")

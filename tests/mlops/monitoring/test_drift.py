@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlops_pipeline.errors import InvalidInputError, NotFoundError
-from mlops_pipeline.tasks.drift import (
+from mlops_pipeline.monitoring.drift import (
     DriftConfig,
     compare_frames,
-    detect_drift,
 )
-from mlops_pipeline.tasks.drift_stats import ks_statistic
-from mlops_pipeline.tasks.tables import read_table_file
+from mlops_pipeline.monitoring.drift_stats import ks_statistic
+from mlops_pipeline.monitoring.tables import read_table_file
+from mlops_pipeline.tasks.monitoring import detect_drift
 from scipy import stats
 
 SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]

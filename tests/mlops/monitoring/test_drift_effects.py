@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.tasks.drift import (
+from mlops_pipeline.monitoring.drift import (
     DriftConfig,
     Thresholds,
     compare_frames,
 )
-from mlops_pipeline.tasks.drift_stats import wasserstein_distance
+from mlops_pipeline.monitoring.drift_stats import wasserstein_distance
 from scipy import stats
 
 

@@ -12,18 +12,20 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlops_pipeline.tasks.capture import read_capture_files, summarise_window
-from mlops_pipeline.tasks.drift import DriftConfig, compare_frames, detect_drift
-from mlops_pipeline.tasks.profile import (
+from mlops_pipeline.monitoring.captures import read_capture_files
+from mlops_pipeline.monitoring.drift import DriftConfig, compare_frames
+from mlops_pipeline.monitoring.profile import (
     ColumnKind,
     cast_to_kind,
     category_key,
     infer_kind,
     profile_frame,
 )
+from mlops_pipeline.monitoring.tables import read_table_file
+from mlops_pipeline.monitoring.validation import build_expectation_suite
+from mlops_pipeline.tasks.capture import summarise_window
+from mlops_pipeline.tasks.monitoring import detect_drift, validate_captures
 from mlops_pipeline.tasks.registry import load_reference_data
-from mlops_pipeline.tasks.tables import read_table_file
-from mlops_pipeline.tasks.validation import build_expectation_suite, validate_captures
 
 WORDS = ["north", "south", "east", "west", "centre"]
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from mlops_pipeline.tasks.profile import MAX_CATEGORIES, profile_frame
+from mlops_pipeline.monitoring.profile import MAX_CATEGORIES, profile_frame
 
 
 def test_profile_numeric_categorical_boolean_datetime_columns() -> None:
@@ -68,7 +68,7 @@ def test_empty_and_all_null_columns_do_not_break_the_profile() -> None:
 
 
 def test_the_profile_records_kinds_from_values_so_csv_and_parquet_agree(tmp_path) -> None:
-    from mlops_pipeline.tasks.tables import read_table_file
+    from mlops_pipeline.monitoring.tables import read_table_file
 
     rng = np.random.default_rng(3)
     frame = pd.DataFrame(

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlops_pipeline.tasks.drift import compare_frames
-from mlops_pipeline.tasks.report import render_report, save_window_results
+from mlops_pipeline.monitoring.drift import compare_frames
+from mlops_pipeline.monitoring.report import render_report
+from mlops_pipeline.tasks.monitoring import save_window_results
 
 
 def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ def test_report_embeds_a_png_per_tested_column_and_the_verdict(tmp_path: Path) -
 
 
 def test_validation_failures_read_as_sentences_not_dicts() -> None:
-    from mlops_pipeline.tasks.report import render_report
+    from mlops_pipeline.monitoring.report import render_report
 
     verdict = compare_frames(
         pd.DataFrame({"x": np.arange(600.0)}), pd.DataFrame({"x": np.arange(600.0)})

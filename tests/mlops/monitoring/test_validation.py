@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.tasks.profile import profile_frame
-from mlops_pipeline.tasks.validation import (
+from mlops_pipeline.monitoring.profile import profile_frame
+from mlops_pipeline.monitoring.validation import (
     build_expectation_suite,
     restrict_suite,
-    validate_captures,
     validate_frame,
 )
+from mlops_pipeline.tasks.monitoring import validate_captures
 
 
 def make_frame(seed: int, n: int) -> pd.DataFrame:
