@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -153,3 +155,28 @@ def test_monitor_result_json_is_what_mlops_monitor_prints(verdict) -> None:
         "status": "no_new_data",
         "drift": False,
     }
+
+
+def test_the_monitoring_domain_never_imports_prefect() -> None:
+    modules = [
+        "mlops_pipeline.state",
+        *(
+            f"mlops_pipeline.monitoring.{name}"
+            for name in (
+                "captures",
+                "drift",
+                "episodes",
+                "publish",
+                "reference",
+                "report",
+                "results",
+                "validation",
+            )
+        ),
+    ]
+    code = "; ".join(f"import {m}" for m in modules)
+    code += "; import sys; print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]"
