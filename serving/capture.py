@@ -23,7 +23,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import metrics
+from .contract import capture_file_path
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class CaptureWriter:
         spool_root = (spool_dir or Path(tempfile.gettempdir()) / "mlops-capture-spool").resolve()
         self._spool_parent = spool_root / hashlib.sha256(uri.encode()).hexdigest()[:16]
         self._spool = self._spool_parent / str(os.getpid())
-        self._partition = f"model={model_name}/version={model_version}"
+        self._model = (model_name, model_version)
 
         self._lock = threading.Lock()
         self._queue: deque[Record | Feedback] = deque()
@@ -267,7 +267,7 @@ class CaptureWriter:
         for item in batch:
             groups.setdefault((isinstance(item, Feedback), int(item.ts // 86400)), []).append(item)
         for (is_feedback, day_number), items in groups.items():
-            day = dt.datetime.fromtimestamp(day_number * 86400, dt.UTC).strftime("%Y-%m-%d")
+            day = dt.datetime.fromtimestamp(day_number * 86400, dt.UTC).date()
             rows = len(items) if is_feedback else sum(max(r.n_rows, 1) for r in items)
             self._m_memory.dec(rows)
             try:
@@ -276,9 +276,7 @@ class CaptureWriter:
                 log.exception("capture: could not build a table from %d rows", rows)
                 self._m_dropped["spool_error"].inc(rows)
                 continue
-            prefix = "feedback/" if is_feedback else ""
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            rel = f"{prefix}{self._partition}/date={day}/part-{stamp}-{uuid.uuid4().hex}.parquet"
+            rel = capture_file_path(*self._model, day, feedback=is_feedback)
             self._spool_table(table, self._spool / rel, rows)
 
     def _spool_table(self, table: pa.Table, path: Path, rows: int) -> None:

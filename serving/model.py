@@ -17,6 +17,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from .contract import prediction_column
 from .errors import ServingError, bad_input
 from .schema import Column, check_columns, csv_columns, payload_columns, signature_columns
 from .settings import ServingSettings
@@ -85,17 +86,17 @@ def prediction_columns(raw: Any, n_rows: int) -> dict[str, np.ndarray] | None:
     """Predictions as capture columns: `prediction`, or `prediction.<name>` for several outputs."""
     if isinstance(raw, pd.DataFrame):
         if raw.shape[1] == 1:
-            cols = {"prediction": raw.iloc[:, 0].to_numpy()}
+            cols = {prediction_column(): raw.iloc[:, 0].to_numpy()}
         else:
-            cols = {f"prediction.{c}": raw[c].to_numpy() for c in raw.columns}
+            cols = {prediction_column(c): raw[c].to_numpy() for c in raw.columns}
     elif isinstance(raw, dict):
-        cols = {f"prediction.{k}": np.asarray(v) for k, v in raw.items()}
+        cols = {prediction_column(k): np.asarray(v) for k, v in raw.items()}
     else:
         arr = np.asarray(raw.to_numpy() if isinstance(raw, pd.Series) else raw)
         if arr.ndim == 2:
-            cols = {f"prediction.{i}": arr[:, i] for i in range(arr.shape[1])}
+            cols = {prediction_column(i): arr[:, i] for i in range(arr.shape[1])}
         elif arr.ndim == 1:
-            cols = {"prediction": arr}
+            cols = {prediction_column(): arr}
         else:
             return None
     if any(v.ndim != 1 or len(v) != n_rows for v in cols.values()):
@@ -164,9 +165,9 @@ class Runtime:
         outputs = meta.get_output_schema()
         specs = list(outputs.inputs) if outputs is not None else []
         if len(specs) == 1 and (typ := _arrow_type(specs[0])) is not None:
-            self.prediction_types = {"prediction": typ}
+            self.prediction_types = {prediction_column(): typ}
         elif specs and outputs.has_input_names():
-            types = {f"prediction.{s.name}": _arrow_type(s) for s in specs}
+            types = {prediction_column(s.name): _arrow_type(s) for s in specs}
             self.prediction_types = {k: v for k, v in types.items() if v is not None}
         # Our own checks replace MLflow's schema enforcement (same dtypes, ~0.6 ms less per
         # request), so column-signature models are called through the flavor's wrapper.
@@ -179,7 +180,7 @@ class Runtime:
 
     @property
     def label_type(self) -> pa.DataType | None:
-        return self.prediction_types.get("prediction")
+        return self.prediction_types.get(prediction_column())
 
     @property
     def inline(self) -> bool:
