@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ import httpx
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from mlops_pipeline.serving.contract import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import IRIS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
