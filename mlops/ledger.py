@@ -112,7 +112,13 @@ def _engine(uri: str) -> sa.Engine:
         engine = sa.create_engine(uri, connect_args={"timeout": 30})
     else:
         engine = sa.create_engine(uri, pool_pre_ping=True)
-    metadata.create_all(engine)
+    for table in metadata.sorted_tables:
+        try:
+            table.create(engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # another process (a second monitor) created it between our check and our CREATE
+            if not sa.inspect(engine).has_table(table.name):
+                raise
     return engine
 
 

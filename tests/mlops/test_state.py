@@ -7,6 +7,7 @@ waits: a change that reads, pauses and writes must still keep what the other one
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -175,3 +176,18 @@ def test_monitor_state_on_postgresql(mlops_home: Path, monkeypatch: pytest.Monke
         finally:
             ledger.engine().dispose()
             ledger._engine.cache_clear()
+
+
+def test_two_monitors_starting_on_a_fresh_database_both_open_it(mlops_home: Path) -> None:
+    for attempt in range(5):
+        home = mlops_home / str(attempt)
+        uri = f"sqlite:///{home / 'ledger.db'}"
+        ledger._engine.cache_clear()
+
+        # the cache is bypassed so each "monitor" creates its engine and tables as a process would
+        open_ledger = functools.partial(ledger._engine.__wrapped__, uri)
+        engines = at_once(open_ledger, open_ledger)
+
+        assert not [e for e in engines if isinstance(e, Exception)], engines
+        for engine in engines:
+            engine.dispose()
