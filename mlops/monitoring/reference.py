@@ -22,13 +22,13 @@ from mlops_pipeline.errors import BackendError, InvalidInputError, NotFoundError
 from mlops_pipeline.log import get_logger
 from mlops_pipeline.monitoring.captures import monitor_dir
 from mlops_pipeline.monitoring.profile import profile_kinds
+from mlops_pipeline.registry.registration import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
 from mlops_pipeline.serving.contract import (
     ModelURI,
     is_prediction_column,
     parse_model_uri,
     prediction_column,
 )
-from mlops_pipeline.registry.registration import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
 from mlops_pipeline.tracking import connect
 
 # capture metadata columns start with "_"; these hold ground truth, never a model input
