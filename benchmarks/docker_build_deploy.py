@@ -75,17 +75,17 @@ def main() -> int:
     for var in ("MLOPS_TRACKING_URI", "MLOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
         os.environ.pop(var, None)
 
+    from mlops_pipeline.images import build_image
     from mlops_pipeline.targets.base import DeployConfig, ModelRef
     from mlops_pipeline.targets.docker import DockerTarget, docker_client
-    from mlops_pipeline.tasks.images import build_image
 
     from tests.docker_support import IRIS_PAYLOAD, continuous_load
 
     engine = docker_client().version()["Version"]
     register_versions()
     v1, v2 = ModelRef(MODEL, "1"), ModelRef(MODEL, "2")
-    cold = build_image.fn(v1.uri, tag="mlops-bench/iris:1", no_cache=True)
-    warm = build_image.fn(v2.uri, tag="mlops-bench/iris:2")
+    cold = build_image(v1.uri, tag="mlops-bench/iris:1", no_cache=True)
+    warm = build_image(v2.uri, tag="mlops-bench/iris:2")
     print(f"build: cold {cold.seconds} s, warm {warm.seconds} s", flush=True)
 
     target = DockerTarget("docker:")

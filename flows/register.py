@@ -45,4 +45,4 @@ def register_model(
         raise
     if alias:
         set_model_alias(name, alias, version)
-    return get_model_version(name, version=version)
+    return get_model_version(name, version=version).model_dump(mode="json")

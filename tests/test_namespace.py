@@ -47,7 +47,7 @@ from pathlib import Path
 
 import flows, flows.train, serving, tasks
 import mlops_pipeline.flows.register, mlops_pipeline.serving.app, mlops_pipeline.tasks.images
-from mlops_pipeline.tasks.images import prepare_context
+from mlops_pipeline.images import prepare_context
 
 context, wheelhouse = Path(sys.argv[1]), Path(sys.argv[2])
 prepare_context(["mlops-pipeline"], wheelhouse, context)

@@ -21,10 +21,10 @@ from mlops_pipeline.errors import (
 )
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.images import build_image
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus, ModelRef, get_target
 from mlops_pipeline.targets.docker import DockerTarget
-from mlops_pipeline.tasks.images import build_image
 
 from tests.docker_support import BASE_IMAGE, IRIS_PAYLOAD, remove_deployment_objects
 
@@ -49,7 +49,7 @@ def iris_images(
         run = uuid.uuid4().hex[:8]
         for version in ("1", "2"):
             run_flow(register_model, source=str(iris_model_dir), name="iris")
-            images[version] = build_image.fn(
+            images[version] = build_image(
                 f"models:/iris/{version}", tag=f"mlops-test/iris-target-{run}:{version}"
             ).tag
         mlflow.set_tracking_uri(None)

@@ -12,13 +12,14 @@ from mlops_pipeline.cli import app
 from mlops_pipeline.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.register import register_model
-from mlops_pipeline.targets.base import ModelRef
-from mlops_pipeline.tasks.images import (
+from mlops_pipeline.images import (
+    ImageBuild,
     build_image,
     default_tag,
     model_requirements,
     render_dockerfile,
 )
+from mlops_pipeline.targets.base import ModelRef
 from typer.testing import CliRunner
 
 
@@ -59,15 +60,15 @@ def test_model_requirements_serve_mlflow_with_skinny(tmp_path: Path):
 
 def test_bad_tag_and_unknown_version_are_refused(registered_model):
     with pytest.raises(InvalidInputError, match="Image tag 'Bad Tag'"):
-        build_image.fn("models:/iris/1", tag="Bad Tag")
+        build_image("models:/iris/1", tag="Bad Tag")
     with pytest.raises(NotFoundError, match="version '7'"):
-        build_image.fn("models:/iris/7")
+        build_image("models:/iris/7")
 
 
 def test_unreachable_engine_is_one_clear_error(registered_model, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(BackendUnavailableError, match="unix:///nonexistent/docker.sock"):
-        build_image.fn("models:/iris@champion")
+        build_image("models:/iris@champion")
 
 
 @pytest.mark.docker
@@ -76,7 +77,7 @@ def test_image_has_labels_user_healthcheck_and_no_secrets(
     docker_build_env, docker_engine, registered_model, monkeypatch
 ):
     monkeypatch.setenv("MLOPS_WEBHOOK_SECRET", "do-not-bake-me")
-    build = build_image.fn("models:/iris@champion", tag="mlops-test/iris-labels:1")
+    build = build_image("models:/iris@champion", tag="mlops-test/iris-labels:1")
 
     image = docker_engine.images.get(build.tag)
     config = image.attrs["Config"]
@@ -110,7 +111,7 @@ def test_new_model_version_reuses_every_dependency_layer(
 ):
     # unique per run: the e2e docker loop builds the default tags mlops/iris:N on the same engine
     repo = f"mlops-test/iris-cache-{uuid.uuid4().hex[:8]}"
-    first = build_image.fn("models:/iris/1", tag=f"{repo}:1")
+    first = build_image("models:/iris/1", tag=f"{repo}:1")
     run_flow(register_model, source=str(iris_model_dir), name="iris")
 
     result = CliRunner().invoke(
@@ -132,3 +133,27 @@ def test_new_model_version_reuses_every_dependency_layer(
     assert layers[0][:-1] == layers[1][:-1] and layers[0][-1] != layers[1][-1]
     for tag in (first.tag, second["tag"]):
         docker_engine.images.remove(tag, noprune=True)
+
+
+def test_image_build_is_typed_and_prints_flat_json():
+    build = ImageBuild(
+        tag="mlops/iris:3",
+        image_id="sha256:abc",
+        model_name="iris",
+        model_version="3",
+        model_uri="models:/iris/3",
+        run_id=None,
+        base_image="python:3.11-slim",
+        context_dir="/tmp/ctx",
+        wheelhouse="/tmp/wheels",
+        requirements=["scikit-learn==1.9.1"],
+        steps=14,
+        cached_steps=12,
+        seconds=3.5,
+    )
+    assert build.model == ModelRef("iris", "3")
+    shown = build.to_dict()
+    assert shown == build.model_dump(mode="json") and json.loads(json.dumps(shown)) == shown
+    assert shown["labels"] == {} and shown["run_id"] is None and shown["steps"] == 14
+    with pytest.raises(ValueError, match="steps"):
+        ImageBuild.model_validate({**shown, "steps": "many"})

@@ -1,19 +1,24 @@
-"""Registry tasks against a real sqlite-backed MLflow registry."""
+"""The registry domain (mlops_pipeline.registry) against a real sqlite-backed MLflow registry."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 from mlops_pipeline import inuse
+from mlops_pipeline.deployment import ModelRef
 from mlops_pipeline.errors import InUseError, InvalidInputError, NotFoundError
-from mlops_pipeline.tasks.registry import (
+from mlops_pipeline.registry import (
     PROFILE_TAG,
     REFERENCE_TAG,
     SUITE_TAG,
+    ModelVersionInfo,
     check_reference_fits,
     delete_model_versions,
     get_model_version,
@@ -21,6 +26,7 @@ from mlops_pipeline.tasks.registry import (
     load_pickled_model,
     load_reference_data,
     pickle_requirements,
+    pickled_model_code,
     resolve_source,
     validate_alias,
     validate_model_name,
@@ -30,37 +36,37 @@ from mlops_pipeline.tracking import connect
 
 @pytest.mark.parametrize("name", ["iris", "fraud-model_v2", "a.b"])
 def test_valid_names_pass(name):
-    assert validate_model_name.fn(name) == name
+    assert validate_model_name(name) == name
 
 
 @pytest.mark.parametrize("name", ["", "-x", "has space", "x/y", "x" * 201, "ünï"])
 def test_invalid_names_name_the_value(name):
     with pytest.raises(InvalidInputError) as exc:
-        validate_model_name.fn(name)
+        validate_model_name(name)
     assert f"'{name}'" in str(exc.value) and exc.value.exit_code == 2
 
 
 @pytest.mark.parametrize("alias", ["v3", "3x", "a b"])
 def test_invalid_aliases_are_refused(alias):
     with pytest.raises(InvalidInputError, match="alias"):
-        validate_alias.fn(alias)
+        validate_alias(alias)
 
 
 def test_resolve_source_kinds(tmp_path, iris_model_dir, iris_pickle):
-    assert resolve_source.fn("runs:/abc/model").kind == "run"
-    assert resolve_source.fn(str(iris_model_dir)).kind == "mlflow_dir"
-    assert resolve_source.fn(str(iris_pickle)).kind == "pickle"
+    assert resolve_source("runs:/abc/model").kind == "run"
+    assert resolve_source(str(iris_model_dir)).kind == "mlflow_dir"
+    assert resolve_source(str(iris_pickle)).kind == "pickle"
     with pytest.raises(NotFoundError, match="does not exist"):
-        resolve_source.fn(str(tmp_path / "missing.pkl"))
+        resolve_source(str(tmp_path / "missing.pkl"))
     with pytest.raises(InvalidInputError, match="without an MLmodel"):
-        resolve_source.fn(str(tmp_path))
+        resolve_source(str(tmp_path))
 
 
 def test_not_a_pickle_is_a_clear_error(tmp_path):
     bogus = tmp_path / "model.pkl"
     bogus.write_text("this is not a pickle")
     with pytest.raises(InvalidInputError, match="not a loadable pickle"):
-        load_pickled_model.fn(bogus)
+        load_pickled_model(bogus)
 
 
 def test_object_without_predict_is_refused(tmp_path):
@@ -69,41 +75,41 @@ def test_object_without_predict_is_refused(tmp_path):
     path = tmp_path / "dict.joblib"
     joblib.dump({"weights": [1, 2]}, path)
     with pytest.raises(InvalidInputError, match="has no predict method"):
-        load_pickled_model.fn(path)
+        load_pickled_model(path)
 
 
 def test_reference_data_formats(tmp_path, iris_features):
     iris_features.to_parquet(tmp_path / "ref.parquet")
     iris_features.to_csv(tmp_path / "ref.csv", index=False)
     for name in ("ref.parquet", "ref.csv"):
-        frame = load_reference_data.fn(str(tmp_path / name))
+        frame = load_reference_data(str(tmp_path / name))
         assert list(frame.columns) == list(iris_features.columns) and len(frame) == 150
     (tmp_path / "ref.xlsx").write_text("x")
     with pytest.raises(InvalidInputError, match="neither .csv nor .parquet"):
-        load_reference_data.fn(str(tmp_path / "ref.xlsx"))
+        load_reference_data(str(tmp_path / "ref.xlsx"))
     (tmp_path / "empty.csv").write_text("a,b\n")
     with pytest.raises(InvalidInputError, match="has no rows"):
-        load_reference_data.fn(str(tmp_path / "empty.csv"))
+        load_reference_data(str(tmp_path / "empty.csv"))
 
 
 def test_reference_must_match_mlflow_signature(iris_model_dir, iris_features):
-    source = resolve_source.fn(str(iris_model_dir))
-    signature = check_reference_fits.fn(source, iris_features)
+    source = resolve_source(str(iris_model_dir))
+    signature = check_reference_fits(source, iris_features)
     assert signature.inputs.input_names() == list(iris_features.columns)
     with pytest.raises(InvalidInputError, match="lacks column 'petal_width'"):
-        check_reference_fits.fn(source, iris_features.drop(columns=["petal_width"]))
+        check_reference_fits(source, iris_features.drop(columns=["petal_width"]))
     wrong_type = iris_features.assign(sepal_length="long")
     with pytest.raises(InvalidInputError, match="'sepal_length' has dtype"):
-        check_reference_fits.fn(source, wrong_type)
+        check_reference_fits(source, wrong_type)
 
 
 def test_pickle_signature_is_inferred_from_reference(iris_pickle, iris_features):
-    source = resolve_source.fn(str(iris_pickle))
-    model = load_pickled_model.fn(source.path)
-    signature = check_reference_fits.fn(source, iris_features, model)
+    source = resolve_source(str(iris_pickle))
+    model = load_pickled_model(source.path)
+    signature = check_reference_fits(source, iris_features, model)
     assert signature.inputs.input_names() == list(iris_features.columns)
     with pytest.raises(InvalidInputError, match="predict failed"):
-        check_reference_fits.fn(source, pd.DataFrame({"x": ["a", "b"]}), model)
+        check_reference_fits(source, pd.DataFrame({"x": ["a", "b"]}), model)
 
 
 def test_pickle_requirements_pin_the_model_libraries(iris_estimator):
@@ -129,27 +135,27 @@ def test_registered_version_carries_reference_profile_and_suite(registered_model
 
 
 def test_list_filters_by_tag_and_show_by_alias(registered_model):
-    assert [v["version"] for v in list_model_versions.fn("iris", {"team": "risk"})] == ["1"]
-    assert list_model_versions.fn("iris", {"team": "other"}) == []
-    assert get_model_version.fn("iris", alias="champion")["version"] == "1"
+    assert [v.version for v in list_model_versions("iris", {"team": "risk"})] == ["1"]
+    assert list_model_versions("iris", {"team": "other"}) == []
+    assert get_model_version("iris", alias="champion").version == "1"
     with pytest.raises(NotFoundError, match="no alias 'nope'"):
-        get_model_version.fn("iris", alias="nope")
+        get_model_version("iris", alias="nope")
     with pytest.raises(NotFoundError, match="no version '9'"):
-        get_model_version.fn("iris", version="9")
+        get_model_version("iris", version="9")
     with pytest.raises(NotFoundError, match="'ghost' is not registered"):
-        get_model_version.fn("ghost")
+        get_model_version("ghost")
 
 
 def test_in_use_version_cannot_be_deleted(registered_model):
     client = connect()
     inuse.mark_in_use(client, "iris", "1", "prod", "local:")
     with pytest.raises(InUseError, match=r"version 1 by prod \(local:\)") as exc:
-        delete_model_versions.fn("iris", "1")
+        delete_model_versions("iris", "1")
     assert exc.value.http_status == 409
     with pytest.raises(InUseError):
-        delete_model_versions.fn("iris")
+        delete_model_versions("iris")
     inuse.release(client, "iris", "1", "prod")
-    assert delete_model_versions.fn("iris", "1") == ["1"]
+    assert delete_model_versions("iris", "1") == ["1"]
 
 
 def test_register_from_a_run_uri_keeps_the_run(mlops_home, iris_estimator, iris_features):
@@ -198,9 +204,9 @@ def test_pickle_signature_marks_every_column_with_missing_values_optional(
         kids=pd.array([1] * 149 + [None], dtype="Int64"),
         owner=pd.array([None] + [True] * 149, dtype="boolean"),
     )
-    source = resolve_source.fn(str(constant_pickle))
-    model = load_pickled_model.fn(source.path)
-    signature = check_reference_fits.fn(source, reference, model)
+    source = resolve_source(str(constant_pickle))
+    model = load_pickled_model(source.path)
+    signature = check_reference_fits(source, reference, model)
     specs = {spec.name: spec for spec in signature.inputs.inputs}
     assert (specs["kids"].type.name, specs["kids"].required) == ("long", False)
     assert (specs["owner"].type.name, specs["owner"].required) == ("boolean", False)
@@ -218,10 +224,10 @@ def test_pickle_signature_marks_every_column_with_missing_values_optional(
 def test_pickle_reference_column_without_a_signature_type_is_refused(
     constant_pickle, iris_features, column, values
 ):
-    source = resolve_source.fn(str(constant_pickle))
-    model = load_pickled_model.fn(source.path)
+    source = resolve_source(str(constant_pickle))
+    model = load_pickled_model(source.path)
     with pytest.raises(InvalidInputError, match=f"column '{column}'") as exc:
-        check_reference_fits.fn(source, iris_features.assign(**{column: values}), model)
+        check_reference_fits(source, iris_features.assign(**{column: values}), model)
     assert exc.value.exit_code == 2
 
 
@@ -236,16 +242,74 @@ def test_mlflow_signature_that_refuses_the_reference_nulls_is_refused(tmp_path):
     path = tmp_path / "model"
     required = ModelSignature(Schema([ColSpec("long", "kids"), ColSpec("double", "income")]))
     mlflow.sklearn.save_model(estimator, path, signature=required)
-    source = resolve_source.fn(str(path))
+    source = resolve_source(str(path))
     reference = frame.assign(
         kids=pd.array([0, None, 2, 3], dtype="Int64"), income=[1.0, None, 3.0, 4.0]
     )
     with pytest.raises(InvalidInputError, match="column 'kids' has missing values") as exc:
-        check_reference_fits.fn(source, reference)
+        check_reference_fits(source, reference)
     assert "required=False" in exc.value.hint
     # doubles hold missing values as NaN, and an optional column may hold them
     optional = ModelSignature(
         Schema([ColSpec("long", "kids", required=False), ColSpec("double", "income")])
     )
     mlflow.sklearn.save_model(estimator, tmp_path / "optional", signature=optional)
-    assert check_reference_fits.fn(resolve_source.fn(str(tmp_path / "optional")), reference)
+    assert check_reference_fits(resolve_source(str(tmp_path / "optional")), reference)
+
+
+def test_model_version_info_is_typed_and_dumps_the_summary_shape(registered_model):
+    info = get_model_version("iris", alias="champion")
+    assert isinstance(info, ModelVersionInfo)
+    assert info.ref == ModelRef("iris", "1")
+    assert info.tags["team"] == "risk" and info.deployments == {}
+    assert isinstance(info.created, int) and info.status == "READY"
+    # the register flow returns it as JSON: the shape `mlops models show --json` always printed
+    assert list(registered_model) == [
+        "name", "version", "aliases", "tags", "description", "run_id", "source", "created",
+        "status", "deployments",
+    ]  # fmt: skip
+    assert info.model_dump(mode="json") == registered_model
+    assert ModelVersionInfo.model_validate(registered_model) == info
+
+    client = connect()
+    inuse.mark_in_use(client, "iris", "1", "prod", "local:")
+    [listed] = list_model_versions("iris")
+    assert listed.deployments == {"prod": "local:"} and listed.aliases == ["champion"]
+
+
+def test_registered_pickle_loads_without_this_package(
+    mlops_home, iris_pickle, iris_reference_csv, iris_features
+):
+    """The version's code is the copied pickled_model.py: loading it imports nothing of ours."""
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.register import register_model
+    from mlops_pipeline.settings import get_settings
+
+    version = run_flow(
+        register_model,
+        source=str(iris_pickle),
+        name="iris-pickle",
+        reference_data=str(iris_reference_csv),
+    )["version"]
+    connect()
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/iris-pickle/{version}"))
+    code = [p.name for p in model_dir.rglob("*.py")]
+    assert code == [pickled_model_code().name]
+    assert "mlops_pipeline" not in (model_dir / "MLmodel").read_text()
+
+    rows = iris_features.head(5)
+    rows.to_csv(model_dir.parent / "rows.csv", index=False)
+    script = (
+        "import sys; sys.modules['mlops_pipeline'] = None\n"  # any import of ours now fails
+        "import json, mlflow, pandas as pd\n"
+        f"model = mlflow.pyfunc.load_model({str(model_dir)!r})\n"
+        f"rows = pd.read_csv({str(model_dir.parent / 'rows.csv')!r})\n"
+        "print(json.dumps(pd.Series(model.predict(rows)).tolist()))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": get_settings().resolved_tracking_uri}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = load_pickled_model(iris_pickle).predict(rows).tolist()
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected

@@ -1,0 +1,304 @@
+"""Deployment operations, Prefect-free: plan, create, switch, roll back and delete deployments,
+and report their status.
+
+Each change goes through the ledger (history + registry in-use tags) around the target call, in
+an order that keeps the in-use guard true at every moment: the new version is tagged before it
+starts serving and the old one is released only after traffic has left it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from mlops_pipeline import ledger
+from mlops_pipeline.errors import ConflictError, InvalidInputError, MLOpsError, NotFoundError
+from mlops_pipeline.log import get_logger
+from mlops_pipeline.registry import get_model_version
+from mlops_pipeline.targets.base import (
+    DeployConfig,
+    Deployment,
+    DeploymentStatus,
+    ModelRef,
+    get_target,
+    target_class,
+)
+from mlops_pipeline.targets.base import parse_target_uri as split_target_uri
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class DeploymentHealth(BaseModel):
+    """What the stable endpoint answered: ready or not, the service's /version, or the error.
+
+    Fields a target could not learn are left out of the JSON (as `mlops status --json` always
+    did); targets may add fields of their own.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    endpoint_url: str | None = None
+    ready: bool = False
+    version: dict[str, Any] | None = None
+    error: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unknown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class DeploymentStatusReport(Deployment):
+    """A deployment as recorded, with the target's live status (`missing` when the target no
+    longer runs it), its live endpoint and the endpoint's health: what `mlops status` shows."""
+
+    status: DeploymentStatus | Literal["missing"]
+    health: DeploymentHealth
+
+
+def validate_deployment_name(name: str) -> str:
+    """Deployment names become process, container and Kubernetes names: DNS labels.
+
+    Returns NAME; raises InvalidInputError (exit 2) unless it is 1-63 lowercase letters,
+    digits and '-', starting and ending with a letter or digit.
+    """
+    if not DEPLOYMENT_NAME.match(name):
+        raise InvalidInputError(
+            f"Deployment name '{name}' is not allowed.",
+            hint="Use 1-63 lowercase letters, digits and '-', starting and ending with a "
+            "letter or digit, e.g. iris-prod.",
+            field="name",
+            value=name,
+        )
+    return name
+
+
+def target_needs_image(target_uri: str) -> bool:
+    """Whether the target runs container images (so `deploy` builds one first).
+
+    Raises InvalidInputError (exit 2) for a malformed or unknown target URI.
+    """
+    scheme, _ = split_target_uri(target_uri)
+    return target_class(scheme).needs_image
+
+
+def plan_deployment(
+    name: str, model: ModelRef, target_uri: str, port: int | None = None
+) -> Literal["create", "update"]:
+    """`create` for a new name; `update` when NAME already serves this model on this target.
+
+    Raises:
+        ConflictError: NAME serves another model, runs on another target, or listens on
+            another port than `port` (exit 4).
+    """
+    existing = ledger.find_deployment(name)
+    if existing is None:
+        return "create"
+    if existing.model_name != model.name:
+        raise ConflictError(
+            f"Deployment '{name}' already serves model '{existing.model_name}' "
+            f"(version {existing.model_version}), not '{model.name}'.",
+            hint=f"Choose another --name, or undeploy it first with `mlops undeploy {name}`.",
+            deployment=name,
+        )
+    requested = get_target(target_uri).target_uri
+    if existing.target_uri != requested:
+        raise ConflictError(
+            f"Deployment '{name}' runs on {existing.target_uri}, not {requested}.",
+            hint=f"Choose another --name, or undeploy it first with `mlops undeploy {name}`.",
+            deployment=name,
+        )
+    current_port = existing.config.get("port")
+    if port is not None and current_port is not None and port != current_port:
+        raise ConflictError(
+            f"Deployment '{name}' already listens on port {current_port}; an update cannot "
+            f"move it to {port}.",
+            hint="Drop --port to update it in place, or undeploy it first.",
+            deployment=name,
+        )
+    return "update"
+
+
+def create_deployment(
+    name: str,
+    model: ModelRef,
+    target_uri: str,
+    config: DeployConfig,
+    image: str | None = None,
+) -> Deployment:
+    """Start a new deployment and record it; on failure nothing is left running or tagged.
+
+    The version is tagged in use before it starts serving; the event (succeeded or failed)
+    goes to the ledger's history either way.
+
+    Raises:
+        Whatever the target raises (ConflictError, DeploymentError, BackendError, ...).
+    """
+    log = get_logger(__name__)
+    target = get_target(target_uri)
+    event = {"target_uri": target.target_uri, "model_name": model.name, "image": image}
+    ledger.mark_in_use(name, model, target.target_uri)
+    try:
+        log.info("Deploying %s as '%s' on %s", model.uri, name, target.target_uri)
+        deployment = target.create(name, model, config, image=image)
+        try:
+            deployment = ledger.upsert_deployment(deployment)
+        except MLOpsError:
+            target.delete(name)
+            raise
+    except BaseException as exc:  # also Ctrl-C and bugs: never leave a stale tag behind
+        ledger.release_in_use(name, model)
+        ledger.record_event(
+            name, "create", "failed", to_version=model.version, reason=str(exc), **event
+        )
+        raise
+    ledger.record_event(name, "create", "succeeded", to_version=model.version, **event)
+    log.info("Deployment '%s' is ready at %s", name, deployment.endpoint_url)
+    return deployment
+
+
+def switch_deployment(
+    name: str,
+    model: ModelRef,
+    config: DeployConfig | None = None,
+    image: str | None = None,
+    action: Literal["update", "rollback"] = "update",
+    reason: str | None = None,
+) -> Deployment:
+    """Switch NAME to `model` with zero downtime; on failure the old version keeps serving.
+
+    Args:
+        name: the deployment.
+        model: the version to serve (of the model NAME already serves).
+        config: new settings, or None to keep the recorded ones.
+        image: the image for image-based targets.
+        action: what the history records ("update" or "rollback").
+        reason: free text for the history.
+
+    Raises:
+        NotFoundError: no deployment NAME (exit 3).
+        ConflictError: `model` is of another model (exit 4).
+        Whatever the target raises while switching.
+    """
+    log = get_logger(__name__)
+    current = ledger.get_deployment(name)
+    if current.model_name != model.name:
+        raise ConflictError(
+            f"Deployment '{name}' serves model '{current.model_name}'; it cannot switch to "
+            f"'{model.name}'.",
+            hint=f"Deploy '{model.name}' under another --name.",
+            deployment=name,
+        )
+    target = get_target(current.target_uri)
+    config = config or current.deploy_config
+    event = {
+        "target_uri": current.target_uri,
+        "model_name": model.name,
+        "from_version": current.model_version,
+        "to_version": model.version,
+        "image": image,
+    }
+    ledger.mark_in_use(name, model, current.target_uri)
+    try:
+        log.info("%s '%s': version %s -> %s", action, name, current.model_version, model.version)
+        deployment = target.update(name, model, config, image=image)
+    except BaseException as exc:  # also Ctrl-C and bugs: never leave a stale tag behind
+        if model != current.model:
+            ledger.release_in_use(name, model)
+        ledger.record_event(name, action, "failed", reason=str(exc), **event)
+        raise
+    deployment = ledger.upsert_deployment(deployment)
+    ledger.record_event(name, action, "succeeded", reason=reason, **event)
+    log.info("Deployment '%s' now serves %s", name, model.uri)
+    return deployment
+
+
+def get_deployment(name: str) -> Deployment:
+    """The ledger record of NAME (NotFoundError lists the known ones)."""
+    return ledger.get_deployment(name)
+
+
+def find_rollback_version(name: str) -> tuple[ModelRef, str | None]:
+    """The version (and image) NAME served before the current one; it must still exist.
+
+    Raises:
+        ConflictError: NAME has no earlier version (exit 4).
+        NotFoundError: no deployment NAME, or its earlier version was deleted (exit 3).
+    """
+    ledger.get_deployment(name)
+    point = ledger.rollback_point(name)
+    if point is None:
+        raise ConflictError(
+            f"Deployment '{name}' has no earlier version to roll back to.",
+            hint=f"See `mlops deployments history {name}`; use `mlops update {name} --model "
+            "MODEL_URI` to pick a version.",
+            deployment=name,
+        )
+    model, image = point
+    try:
+        get_model_version(model.name, version=model.version)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"Cannot roll back '{name}' to {model.uri}: that version no longer exists.",
+            hint=f"Pick an existing one with `mlops update {name} --model MODEL_URI`.",
+            deployment=name,
+        ) from exc
+    return model, image
+
+
+def delete_deployment(name: str, reason: str | None = None) -> Deployment:
+    """Stop NAME everywhere, forget it and release its model version; returns the record.
+
+    Raises:
+        NotFoundError: no deployment NAME (exit 3).
+        Whatever the target raises while stopping it (then NAME stays recorded).
+    """
+    current = ledger.get_deployment(name)
+    event = {
+        "target_uri": current.target_uri,
+        "model_name": current.model_name,
+        "from_version": current.model_version,
+        "image": current.image,
+    }
+    try:
+        get_target(current.target_uri).delete(name)
+    except MLOpsError as exc:
+        ledger.record_event(name, "delete", "failed", reason=str(exc), **event)
+        raise
+    ledger.delete_deployment(name)
+    ledger.record_event(name, "delete", "succeeded", reason=reason, **event)
+    get_logger(__name__).info("Deployment '%s' removed", name)
+    return current
+
+
+def get_status(name: str) -> DeploymentStatusReport:
+    """Ledger record of NAME plus the live status and health of its stable endpoint.
+
+    Raises:
+        NotFoundError: no deployment NAME in the ledger (exit 3).
+    """
+    recorded = ledger.get_deployment(name)
+    target = get_target(recorded.target_uri)
+    fields = recorded.model_dump(exclude={"status"})
+    try:
+        live = target.get(name)
+    except NotFoundError:
+        return DeploymentStatusReport(
+            **fields,
+            status="missing",
+            health=DeploymentHealth(error=f"{recorded.target_uri} does not run it"),
+        )
+    fields["endpoint_url"] = live.endpoint_url
+    return DeploymentStatusReport(
+        **fields, status=live.status, health=DeploymentHealth.model_validate(target.health(name))
+    )
+
+
+def list_deployments(target_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded deployment (optionally on one target URI), as JSON-able dicts."""
+    return [d.model_dump(mode="json") for d in ledger.list_deployments(target_uri)]
+
+
+def get_deployment_history(name: str) -> list[dict[str, Any]]:
+    """All recorded events of NAME, oldest first, as JSON-able dicts."""
+    return [event.model_dump(mode="json") for event in ledger.history(name)]
