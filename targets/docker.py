@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import tarfile
 import time
 import uuid
@@ -37,7 +36,9 @@ from mlops_pipeline.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from mlops_pipeline.images import IMAGE_MODEL_DIR, IMAGE_PORT, IMAGE_USER, docker_client
 from mlops_pipeline.log import get_logger
+from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.serving.settings import PROXY_ENV_PREFIX, ProxySettings, env_name
 from mlops_pipeline.targets.base import (
     DeployConfig,
@@ -47,11 +48,6 @@ from mlops_pipeline.targets.base import (
     Target,
     serving_env,
 )
-
-# What tasks/images.py bakes into every image; the target relies on the same values.
-IMAGE_USER = "10001:10001"
-IMAGE_PORT = 8080
-IMAGE_MODEL_DIR = "/opt/model"
 
 DEPLOYMENT_LABEL = "mlops.deployment"
 ROLE_LABEL = "mlops.role"
@@ -63,41 +59,6 @@ NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 POLL_SECONDS = 0.25
 # the proxy container's settings, by field: {"token": "MLOPS_SERVING_PROXY_TOKEN", ...}
 PROXY_ENV = {field: env_name(field, PROXY_ENV_PREFIX) for field in ProxySettings.model_fields}
-
-
-def docker_client(timeout: int = 120) -> docker.DockerClient:
-    """A client for the engine in DOCKER_HOST (default local socket), checked with a ping."""
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        raise BackendUnavailableError(
-            f"Docker engine not reachable at {host}.",
-            hint="Start it (as root: bash .ci/docker.sh, or systemctl start docker) "
-            "or point DOCKER_HOST at a running engine.",
-        ) from exc
-    return client
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _check_port_free(port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise ConflictError(
-                f"Port {port} on 127.0.0.1 is already in use.",
-                hint="Choose another port, or leave it unset to get a free one.",
-                field="port",
-                value=port,
-            ) from exc
 
 
 def _is_local_path(uri: str) -> bool:
@@ -151,9 +112,14 @@ class DockerTarget(Target):
                 field="name",
                 value=name,
             )
-        if config.port is not None:
-            _check_port_free(config.port)
-        port = config.port or _free_port()
+        if config.port is not None and port_problem(config.port) is not None:
+            raise ConflictError(
+                f"Port {config.port} on 127.0.0.1 is already in use.",
+                hint="Choose another port, or leave it unset to get a free one.",
+                field="port",
+                value=config.port,
+            )
+        port = config.port or free_port()
         self.log.info("Creating deployment %s (%s, %s) on port %d", name, model.uri, image, port)
         try:
             network = self._docker(

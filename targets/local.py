@@ -36,6 +36,7 @@ from mlops_pipeline.errors import (
     MLOpsError,
     NotFoundError,
 )
+from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import (
     DeployConfig,
@@ -53,12 +54,10 @@ from mlops_pipeline.targets.local_protocol import (
     DeploymentSpec,
     ServedModel,
     UpdateRequest,
-    free_port,
     last_error,
     log_tail,
     now,
     pid_alive,
-    port_in_use,
     write_model,
 )
 from pydantic import BaseModel, ValidationError
@@ -120,7 +119,7 @@ class LocalTarget(Target):
                 deployment=name,
             )
         port = config.port or free_port()
-        if port_in_use(port):
+        if port_problem(port, HOST) is not None:
             raise ConflictError(
                 f"Port {port} is already in use on {HOST}.",
                 hint="Choose another with --port, or omit --port to get a free one.",

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,24 +225,6 @@ def read_model(path: Path, model: type[Model]) -> Model | None:
     except ValidationError as exc:
         logger.warning("ignoring %s: not a valid %s (%s)", path, model.__name__, exc)
         return None
-
-
-def free_port() -> int:
-    """A TCP port on HOST that the OS considers free right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def port_in_use(port: int) -> bool:
-    """True when TCP `port` on HOST cannot be bound (something listens on it)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return True
-    return False
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 from mlops_pipeline.errors import DeploymentError, MLOpsError
+from mlops_pipeline.serving.contract import free_port
 from mlops_pipeline.serving.settings import PROXY_ENV_PREFIX, env_name
 from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus, serving_env
 from mlops_pipeline.targets.local_process import LIVENESS_PATH, Child
@@ -56,7 +57,6 @@ from mlops_pipeline.targets.local_protocol import (
     SupervisorState,
     SwitchResult,
     UpdateRequest,
-    free_port,
     now,
     write_model,
 )
