@@ -85,5 +85,5 @@ def run_demo(workdir: Path = Path(".mlops/demo"), keep_serving: bool = False) ->
         "monitor_after_drift": drifted,
         "updated_to_version": updated["model_version"] if updated else None,
         "still_serving": keep_serving,
-        "versions": list_model_versions(DEMO_MODEL),
+        "versions": [v.model_dump(mode="json") for v in list_model_versions(DEMO_MODEL)],
     }
