@@ -34,12 +34,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import metrics
-from .contract import capture_file_path
+from .contract import LABEL, LATENCY_MS, REQUEST_ID, ROW, STATUS, TS, capture_file_path
 
 log = logging.getLogger(__name__)
 
 _TS = pa.timestamp("us", tz="UTC")
-_DICTIONARY_COLUMNS = ("_request_id", "_model_name", "_model_version", "_error_code")
+_DICTIONARY_COLUMNS = (REQUEST_ID, "_model_name", "_model_version", "_error_code")
 
 
 @dataclass(slots=True)
@@ -330,16 +330,16 @@ class CaptureWriter:
         for name in prediction_names:
             chunks = [r.predictions.get(name) if r.predictions else None for r in records]
             columns[name] = _column(chunks, counts, self._prediction_types.get(name))
-        columns["_request_id"] = _repeat([r.request_id for r in records], counts)
-        columns["_row"] = pa.array(row_index, type=pa.int64(), mask=~scored)
+        columns[REQUEST_ID] = _repeat([r.request_id for r in records], counts)
+        columns[ROW] = pa.array(row_index, type=pa.int64(), mask=~scored)
         ts_us = np.repeat(np.array([int(r.ts * 1e6) for r in records], dtype=np.int64), counts)
-        columns["_ts"] = pa.array(ts_us, type=pa.int64()).cast(_TS)
+        columns[TS] = pa.array(ts_us, type=pa.int64()).cast(_TS)
         columns["_model_name"] = _repeat([self.model_name], [len(row_index)])
         columns["_model_version"] = _repeat([self.model_version], [len(row_index)])
-        columns["_status"] = pa.array(np.repeat([r.status for r in records], counts), pa.int32())
+        columns[STATUS] = pa.array(np.repeat([r.status for r in records], counts), pa.int32())
         columns["_error_code"] = _repeat([r.error_code for r in records], counts)
         latency = np.repeat(np.array([r.latency_ms for r in records], dtype=np.float64), counts)
-        columns["_latency_ms"] = pa.array(latency, type=pa.float64())
+        columns[LATENCY_MS] = pa.array(latency, type=pa.float64())
         return pa.table(columns)
 
     def _feedback_table(self, items: list[Feedback]) -> pa.Table:
@@ -350,10 +350,10 @@ class CaptureWriter:
             label = pa.array([None if v is None else str(v) for v in labels], type=pa.string())
         return pa.table(
             {
-                "_request_id": pa.array([f.request_id for f in items], type=pa.string()),
-                "_row": pa.array([f.row for f in items], type=pa.int64()),
-                "label": label,
-                "_ts": pa.array([int(f.ts * 1e6) for f in items], type=pa.int64()).cast(_TS),
+                REQUEST_ID: pa.array([f.request_id for f in items], type=pa.string()),
+                ROW: pa.array([f.row for f in items], type=pa.int64()),
+                LABEL: label,
+                TS: pa.array([int(f.ts * 1e6) for f in items], type=pa.int64()).cast(_TS),
             }
         )
 

@@ -71,6 +71,17 @@ _DATE = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 
 
+# Columns every capture file carries beside the model's inputs and predictions; feedback files
+# carry REQUEST_ID, ROW (null: the label is for the whole request), LABEL and TS.
+REQUEST_ID = "_request_id"
+ROW = "_row"
+TS = "_ts"
+STATUS = "_status"
+LATENCY_MS = "_latency_ms"
+LABEL = "label"
+METADATA_COLUMNS = (REQUEST_ID, ROW, TS, STATUS)
+
+
 def partition_dir(model_name: str, model_version: str, *, feedback: bool = False) -> str:
     """`[feedback/]model=<name>/version=<version>`, relative to the capture URI."""
     prefix = f"{FEEDBACK_PREFIX}/" if feedback else ""

@@ -32,14 +32,19 @@ from mlops_pipeline.log import get_logger
 from mlops_pipeline.monitoring.results import QuarantinedFile, WindowStats
 from mlops_pipeline.monitoring.tables import BOM
 from mlops_pipeline.serving.contract import (
+    LABEL,
+    METADATA_COLUMNS,
     QUARANTINE_DIR,
+    REQUEST_ID,
+    ROW,
+    STATUS,
+    TS,
     capture_glob,
     file_written_at,
     partition_date,
 )
 from mlops_pipeline.settings import get_settings
 
-METADATA_COLUMNS = ["_request_id", "_row", "_ts", "_status"]
 GRACE_DAYS = 2
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -235,7 +240,7 @@ def read_capture_files(
         except (pa.ArrowException, OSError, ValueError) as exc:
             problem = f"unreadable Parquet: {exc.__class__.__name__}: {exc}"[:300]
         else:
-            status = table.column("_status") if "_status" in table.column_names else None
+            status = table.column(STATUS) if STATUS in table.column_names else None
             n_scored = (
                 int(
                     pc.sum(pc.and_(pc.greater_equal(status, 200), pc.less(status, 300))).as_py()
@@ -257,7 +262,7 @@ def read_capture_files(
     combined = pa.concat_tables(tables, promote_options="permissive")
     frame = combined.to_pandas()
     before = len(frame)
-    frame = frame.drop_duplicates(subset=["_request_id", "_row"], keep="first", ignore_index=True)
+    frame = frame.drop_duplicates(subset=[REQUEST_ID, ROW], keep="first", ignore_index=True)
     return CaptureBatch(frame, good, quarantined, duplicates=before - len(frame))
 
 
@@ -272,10 +277,10 @@ def read_feedback(capture_uri: str, model_name: str, model_version: str) -> pd.D
         except (pa.ArrowException, OSError, ValueError) as exc:
             get_logger(__name__).warning("skipping unreadable feedback file %s: %s", relpath, exc)
             continue
-        if {"_request_id", "_row", "label"} <= set(frame.columns):
+        if {REQUEST_ID, ROW, LABEL} <= set(frame.columns):
             frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["_request_id", "_row", "label", "_ts"])
+        return pd.DataFrame(columns=[REQUEST_ID, ROW, LABEL, TS])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -284,20 +289,16 @@ def join_labels(captured: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     the latest feedback for the same key wins."""
     if captured.empty or feedback.empty:
         return captured.assign(label=pd.Series([None] * len(captured), dtype=object))
-    feedback = feedback.sort_values("_ts", kind="stable") if "_ts" in feedback else feedback
-    per_row = feedback[feedback["_row"].notna()].drop_duplicates(
-        ["_request_id", "_row"], keep="last"
-    )
-    per_request = feedback[feedback["_row"].isna()].drop_duplicates("_request_id", keep="last")
-    keys = captured[["_request_id", "_row"]].astype({"_row": "Float64"})
+    feedback = feedback.sort_values(TS, kind="stable") if TS in feedback else feedback
+    per_row = feedback[feedback[ROW].notna()].drop_duplicates([REQUEST_ID, ROW], keep="last")
+    per_request = feedback[feedback[ROW].isna()].drop_duplicates(REQUEST_ID, keep="last")
+    keys = captured[[REQUEST_ID, ROW]].astype({ROW: "Float64"})
     row_labels = keys.merge(
-        per_row[["_request_id", "_row", "label"]].astype({"_row": "Float64"}),
-        on=["_request_id", "_row"],
+        per_row[[REQUEST_ID, ROW, LABEL]].astype({ROW: "Float64"}),
+        on=[REQUEST_ID, ROW],
         how="left",
-    )["label"]
-    request_labels = keys.merge(
-        per_request[["_request_id", "label"]], on="_request_id", how="left"
-    )["label"]
+    )[LABEL]
+    request_labels = keys.merge(per_request[[REQUEST_ID, LABEL]], on=REQUEST_ID, how="left")[LABEL]
     return captured.assign(label=row_labels.where(row_labels.notna(), request_labels).to_numpy())
 
 
@@ -339,14 +340,14 @@ def summarise_window(batch: CaptureBatch, features: list[str]) -> tuple[pd.DataF
     features and predictions would fake a change) and counted apart as `rows_rejected`."""
     current = batch.frame
     if current.empty:
-        current = pd.DataFrame({c: pd.Series(dtype=object) for c in [*features, "_status"]})
-    status = current["_status"].astype("float64")
+        current = pd.DataFrame({c: pd.Series(dtype=object) for c in [*features, STATUS]})
+    status = current[STATUS].astype("float64")
     scored = current[(status >= 200) & (status < 300)]
     stats = WindowStats(
         rows=len(current),
         rows_scored=len(scored),
         rows_rejected=len(current) - len(scored),
-        rows_labelled=int(current["label"].notna().sum()) if "label" in current else 0,
+        rows_labelled=int(current[LABEL].notna().sum()) if LABEL in current else 0,
         duplicates_dropped=batch.duplicates,
         files_read=len(batch.files),
         files_quarantined=len(batch.quarantined),

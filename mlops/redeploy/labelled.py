@@ -13,10 +13,10 @@ from typing import NamedTuple
 import pandas as pd
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.redeploy.results import HoldoutInfo
-from mlops_pipeline.serving.contract import is_prediction_column
+from mlops_pipeline.serving.contract import LABEL, REQUEST_ID, ROW, STATUS, is_prediction_column
 
 # the column the capture reader's join_labels() writes feedback labels to
-FEEDBACK_LABEL = "label"
+FEEDBACK_LABEL = LABEL
 
 
 class Holdout(NamedTuple):
@@ -104,13 +104,13 @@ def labelled_captures(
         )
     require_columns(frame, features, "captured data")
     keep = frame[source].notna()
-    if "_row" in frame.columns:
-        keep &= frame["_row"].notna()
-    if "_status" in frame.columns:
-        keep &= frame["_status"] == 200
+    if ROW in frame.columns:
+        keep &= frame[ROW].notna()
+    if STATUS in frame.columns:
+        keep &= frame[STATUS] == 200
     frame = frame[keep]
-    keys = [c for c in ("_request_id", "_row") if c in frame.columns]
-    if "_request_id" in keys:
+    keys = [c for c in (REQUEST_ID, ROW) if c in frame.columns]
+    if REQUEST_ID in keys:
         frame = frame[~frame.duplicated(keys, keep="last")]
     out = frame[features].copy()
     labels = frame[source]
