@@ -1,10 +1,17 @@
-"""All configuration in one place: environment variables with the MLOPS_ prefix."""
+"""All configuration in one place: environment variables with the MLOPS_ prefix.
+
+`get_settings()` reads them once per process. A caller that takes configuration from elsewhere
+(the CLI's `--tracking-uri` and `--debug`) lays it over the environment with `override_settings`
+instead of writing `os.environ`, so nothing leaks into the process's environment or its children.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,20 +73,54 @@ class Settings(BaseSettings):
         return self.ledger_uri or f"sqlite:///{self.resolved_home / 'ledger.db'}"
 
 
+# values laid over the environment while an `override_settings` block runs (field -> value)
+_overrides: dict[str, Any] = {}
+
+
+@contextmanager
+def override_settings(**values: Any) -> Iterator[None]:
+    """Within the block, `get_settings()` returns VALUES (by field name) over the environment.
+
+    The override is process-wide while the block runs, so threads a command starts (Prefect's,
+    thread pools) see it too; on exit the previous settings come back. Values are validated
+    lazily, by the first `get_settings()` call, as environment values are.
+
+    Raises:
+        TypeError: a name is not a field of `Settings`.
+    """
+    unknown = set(values) - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"override_settings() got unknown settings: {sorted(unknown)}")
+    previous = dict(_overrides)
+    _overrides.update(values)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        _overrides.clear()
+        _overrides.update(previous)
+        get_settings.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
+    """The process-wide settings, read once from the environment (under any active override).
+
+    Raises:
+        InvalidInputError: a value does not validate; names the variable (or overridden setting).
+    """
     from mlops_pipeline.errors import InvalidInputError
     from pydantic import ValidationError
 
     try:
-        return Settings()
+        return Settings(**_overrides)
     except ValidationError as exc:
         problem = exc.errors()[0]
-        variable = "MLOPS_" + str(problem["loc"][0]).upper()
+        field = str(problem["loc"][0])
+        variable = field if field in _overrides else "MLOPS_" + field.upper()
+        source = "Setting" if field in _overrides else "Environment variable"
         raise InvalidInputError(
-            f"Environment variable {variable}={problem.get('input')!r} is invalid: "
-            f"{problem['msg']}.",
+            f"{source} {variable}={problem.get('input')!r} is invalid: {problem['msg']}.",
             hint=f"Fix or unset {variable}.",
             field=variable,
         ) from exc

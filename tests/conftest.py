@@ -36,6 +36,8 @@ def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         "MLOPS_REGISTRY_URI",
         "MLOPS_LEDGER_URI",
         "MLFLOW_TRACKING_URI",
+        # mlflow.set_registry_uri (called by connect()) exports it and never removes it
+        "MLFLOW_REGISTRY_URI",
     ):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()

@@ -142,9 +142,9 @@ def test_installed_console_script(mlops_home, iris_pickle, iris_reference_csv):
 @pytest.fixture
 def narrow_terminal(monkeypatch):
     """An 80-column terminal as rich sees it (COLUMNS is read only when the console is made)."""
-    from mlops_pipeline import cli
+    from mlops_pipeline.cli import _output
 
-    monkeypatch.setattr(cli.console, "width", 80)
+    monkeypatch.setattr(_output.console, "width", 80)
     return 80
 
 
@@ -170,7 +170,7 @@ def test_models_list_cuts_nothing_in_a_narrow_terminal(registered_model, narrow_
 def test_demo_summary_prints_report_paths_whole(
     registered_model, narrow_terminal, tmp_path, monkeypatch
 ):
-    from mlops_pipeline import cli
+    from mlops_pipeline.cli import demo as demo_cli
     from mlops_pipeline.flows.demo import run_demo
 
     reports = tmp_path / "demo" / "monitor" / "wine-demo" / "reports"
@@ -195,7 +195,7 @@ def test_demo_summary_prints_report_paths_whole(
             "versions": versions,
         }
 
-    monkeypatch.setattr(cli, "run_flow", finished_demo)
+    monkeypatch.setattr(demo_cli, "run_flow", finished_demo)
     result = invoke("demo", "--keep-serving")
     assert result.exit_code == 0, result.output
     lines = [line.rstrip() for line in result.output.splitlines()]

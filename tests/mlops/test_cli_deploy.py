@@ -92,9 +92,9 @@ def test_json_errors_and_empty_list(registered_model: dict) -> None:
 @pytest.fixture
 def narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> int:
     """An 80-column terminal as rich sees it (COLUMNS is read only when the console is made)."""
-    from mlops_pipeline import cli
+    from mlops_pipeline.cli import _output
 
-    monkeypatch.setattr(cli.console, "width", 80)
+    monkeypatch.setattr(_output.console, "width", 80)
     return 80
 
 

@@ -1,0 +1,69 @@
+"""The `mlops` command line: one command per pipeline step, each with --help and --json.
+
+`app` (the console script `mlops = "mlops_pipeline.cli:app"`) holds the global options; the
+commands live in one module per command group, each with its own nameless `typer.Typer` named
+`app` whose commands (and sub-groups such as `models`) merge into the top level:
+
+* `registry`: register, models list/show/tag/delete, models alias set/remove
+* `demo`: demo
+* `serve`: serve, predict
+* `deploy`: deploy, update, rollback, undeploy, status, build-image, deployments list/show/history
+* `monitor`: monitor, drift
+
+`_output` is the one shared output and error helper: the `command` decorator (MLOpsError -> one
+stderr line + exit code + `--json` error object), `emit`, `print_table`, the consoles.
+
+Adding a command group (e.g. `redeploy`) is a two-line change here: write `cli/redeploy.py`
+with `app = typer.Typer()` and its commands registered through `_output.command(app, ...)`,
+then add `redeploy` to the import below and to `GROUPS`. Modules import the layers below them
+lazily inside each command, so `mlops --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from mlops_pipeline.cli import _output, demo, deploy, monitor, registry, serve
+from mlops_pipeline.settings import override_settings
+
+app = typer.Typer(
+    name="mlops",
+    help="Self-hosted MLOps loop: register -> build-image -> deploy -> monitor -> redeploy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+#: the command groups, in the order `mlops --help` lists them
+GROUPS = (registry, demo, serve, deploy, monitor)
+for _group in GROUPS:
+    app.add_typer(_group.app)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking/registry URI (env MLOPS_TRACKING_URI).", show_default=False
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks on errors (env MLOPS_DEBUG=1).")
+    ] = False,
+) -> None:
+    """Global options; they apply to every command."""
+    # MLflow reads this only from the environment; a user's own value is kept
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # options win over MLOPS_ variables for this invocation only: laid over the settings,
+    # never written to os.environ (children get what they need explicitly)
+    overrides: dict[str, object] = {}
+    if tracking_uri:
+        overrides["tracking_uri"] = tracking_uri
+    if debug:
+        overrides["debug"] = True
+    _output.remember_debug_option(debug)
+    ctx.with_resource(override_settings(**overrides))

@@ -1,0 +1,145 @@
+"""What every command shares: the error contract, JSON or human output, tables and times.
+
+* `command(typer_app, name)` registers a command so that an error becomes one stderr line and
+  its exit code (`mlops_pipeline.errors`), plus `{"error": {...}}` on stdout under `--json`;
+  with `--debug` or MLOPS_DEBUG=1 the traceback shows instead.
+* `emit(result, as_json, render)` prints a result as JSON for scripts or through `render`.
+* `print_table` and `format_time` print rows and times without cutting any value short.
+* `console` (stdout) and `err_console` (stderr) are soft-wrapped: rich never breaks a line of
+  free text, so a path or URL in it stays whole and can be copied.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from mlops_pipeline.errors import MLOpsError
+from mlops_pipeline.settings import get_settings
+from rich.console import Console
+
+# soft_wrap: free-text lines are never broken by rich, so a path or URL in them stays one line
+# that can be copied (the terminal wraps it only visually); tables lay out their own cells.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")]
+
+# `--debug` of the running invocation, set by the app's callback (see `traceback_wanted`)
+_debug_option = False
+
+
+def remember_debug_option(debug: bool) -> None:
+    """Record `--debug` for `traceback_wanted`, which must work when the settings do not load."""
+    global _debug_option
+    _debug_option = debug
+
+
+def traceback_wanted() -> bool:
+    """Whether an error shows its traceback: `--debug`, or the setting MLOPS_DEBUG."""
+    try:
+        return get_settings().debug
+    except MLOpsError:
+        # the settings themselves failed to load: read the two inputs as they were given
+        flag = os.environ.get("MLOPS_DEBUG", "").strip().lower()
+        return _debug_option or flag in {"1", "true", "yes", "on"}
+
+
+def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable:
+    """Register a CLI command that turns MLOpsError into one stderr line and its exit code.
+
+    Any other exception becomes `unexpected(...)` (exit 1). Under `--json` (the command's
+    `as_json` parameter) the error object is printed on stdout as well.
+    """
+
+    def decorator(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            try:
+                return func(*args, **kw)
+            except (typer.Exit, typer.Abort):
+                raise
+            except Exception as exc:
+                if traceback_wanted():
+                    raise
+                error = exc if isinstance(exc, MLOpsError) else unexpected(exc)
+                if kw.get("as_json"):
+                    typer.echo(json.dumps({"error": error.to_dict()}))
+                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                raise typer.Exit(error.exit_code) from None
+
+        return typer_app.command(name, **kwargs)(wrapper)
+
+    return decorator
+
+
+def unexpected(exc: Exception) -> MLOpsError:
+    """Wrap an error we did not anticipate so the user still gets one line, not a traceback."""
+    return MLOpsError(
+        f"Unexpected {type(exc).__name__}: {exc}",
+        hint="Re-run with --debug for the traceback, and please report it.",
+    )
+
+
+def emit(result: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
+    """Print `result` as JSON for scripts, or through `render` for people."""
+    if as_json:
+        typer.echo(json.dumps(result, default=str, indent=2))
+    elif render is not None:
+        render(result)
+    else:
+        console.print(result)
+
+
+FOLD_MIN_WIDTH = 8  # narrowest a folding column gets before the table stops fitting
+
+
+def print_table(
+    headers: list[str],
+    rows: list[list[str]],
+    fold: frozenset[str] = frozenset(),
+    styles: list[str | None] | None = None,
+) -> None:
+    """Print `rows` under `headers` without cutting any value short.
+
+    Columns named in `fold` (free text, tags, URIs) wrap onto more lines in a narrow terminal;
+    the others (names, versions, times, statuses) always stay whole on one line. When even they
+    do not fit, the table keeps the width they need and the terminal wraps it, instead of rich
+    shortening every column with an ellipsis. Cells are plain text (never rich markup);
+    `styles` gives each row a rich style (or None).
+    """
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [[str(value) for value in row] for row in rows]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for header in headers:
+        table.add_column(header, no_wrap=header not in fold, overflow="fold")
+    for row, style in zip(rows, styles or [None] * len(rows), strict=True):
+        table.add_row(*(Text(value) for value in row), style=style)
+    widths = [max(map(cell_len, column)) for column in zip(headers, *rows, strict=True)]
+    # two cells of padding and divider between neighbouring columns, none at the edges
+    needed = sum(
+        min(width, FOLD_MIN_WIDTH) if header in fold else width
+        for header, width in zip(headers, widths, strict=True)
+    ) + 2 * (len(headers) - 1)
+    if needed > console.width:
+        table.width = needed
+    console.print(table, crop=False)
+
+
+def format_time(value: Any) -> str:
+    """A timestamp (datetime or ISO string) as `2026-11-30 10:44:06Z`: UTC, to the second."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return "-"
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return f"{when:%Y-%m-%d %H:%M:%S}Z"
