@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.monitoring.captures import monitor_dir
 from mlops_pipeline.monitoring.drift_settings import DriftConfig
 from mlops_pipeline.monitoring.reference import kinds_for
@@ -29,6 +28,7 @@ from mlops_pipeline.tasks.monitoring import (
     signal_drift,
     validate_captures,
 )
+from mlops_pipeline.tasks.orchestration import get_logger
 from prefect import flow
 from pydantic import Field
 

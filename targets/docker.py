@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -37,7 +38,6 @@ from mlops_pipeline.errors import (
     NotFoundError,
 )
 from mlops_pipeline.images import IMAGE_MODEL_DIR, IMAGE_PORT, IMAGE_USER, docker_client
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.serving.settings import PROXY_ENV_PREFIX, ProxySettings, env_name
 from mlops_pipeline.targets.base import (
@@ -48,6 +48,8 @@ from mlops_pipeline.targets.base import (
     Target,
     serving_env,
 )
+
+logger = logging.getLogger(__name__)
 
 DEPLOYMENT_LABEL = "mlops.deployment"
 ROLE_LABEL = "mlops.role"
@@ -82,7 +84,6 @@ class DockerTarget(Target):
             )
         self.target_uri = "docker:"
         self._client: docker.DockerClient | None = None
-        self.log = get_logger(__name__)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -120,7 +121,7 @@ class DockerTarget(Target):
                 value=config.port,
             )
         port = config.port or free_port()
-        self.log.info("Creating deployment %s (%s, %s) on port %d", name, model.uri, image, port)
+        logger.info("Creating deployment %s (%s, %s) on port %d", name, model.uri, image, port)
         try:
             network = self._docker(
                 "create the network",
@@ -151,7 +152,7 @@ class DockerTarget(Target):
                 value=name,
             )
         previous = [c for c in self._containers(name) if c.labels.get(ROLE_LABEL) == "model"]
-        self.log.info("Updating deployment %s to %s (%s)", name, model.uri, image)
+        logger.info("Updating deployment %s to %s (%s)", name, model.uri, image)
         container = self._start_model(name, model, config, image, f"mlops-{name}")
         try:
             self._switch(name, proxy, container, config)
@@ -366,7 +367,7 @@ class DockerTarget(Target):
                 ) from exc
             if response.status_code == 200:
                 result = response.json()
-                self.log.info(
+                logger.info(
                     "Switched %s to %s (drained in %ss)",
                     name,
                     container.name,

@@ -8,12 +8,12 @@ starts serving and the old one is released only after traffic has left it.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Literal
 
 from mlops_pipeline import ledger
 from mlops_pipeline.errors import ConflictError, InvalidInputError, MLOpsError, NotFoundError
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.registry import get_model_version
 from mlops_pipeline.targets.base import (
     DeployConfig,
@@ -25,6 +25,8 @@ from mlops_pipeline.targets.base import (
 )
 from mlops_pipeline.targets.base import parse_target_uri as split_target_uri
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+logger = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -134,12 +136,11 @@ def create_deployment(
     Raises:
         Whatever the target raises (ConflictError, DeploymentError, BackendError, ...).
     """
-    log = get_logger(__name__)
     target = get_target(target_uri)
     event = {"target_uri": target.target_uri, "model_name": model.name, "image": image}
     ledger.mark_in_use(name, model, target.target_uri)
     try:
-        log.info("Deploying %s as '%s' on %s", model.uri, name, target.target_uri)
+        logger.info("Deploying %s as '%s' on %s", model.uri, name, target.target_uri)
         deployment = target.create(name, model, config, image=image)
         try:
             deployment = ledger.upsert_deployment(deployment)
@@ -153,7 +154,7 @@ def create_deployment(
         )
         raise
     ledger.record_event(name, "create", "succeeded", to_version=model.version, **event)
-    log.info("Deployment '%s' is ready at %s", name, deployment.endpoint_url)
+    logger.info("Deployment '%s' is ready at %s", name, deployment.endpoint_url)
     return deployment
 
 
@@ -180,7 +181,6 @@ def switch_deployment(
         ConflictError: `model` is of another model (exit 4).
         Whatever the target raises while switching.
     """
-    log = get_logger(__name__)
     current = ledger.get_deployment(name)
     if current.model_name != model.name:
         raise ConflictError(
@@ -200,7 +200,7 @@ def switch_deployment(
     }
     ledger.mark_in_use(name, model, current.target_uri)
     try:
-        log.info("%s '%s': version %s -> %s", action, name, current.model_version, model.version)
+        logger.info("%s '%s': version %s -> %s", action, name, current.model_version, model.version)
         deployment = target.update(name, model, config, image=image)
     except BaseException as exc:  # also Ctrl-C and bugs: never leave a stale tag behind
         if model != current.model:
@@ -209,7 +209,7 @@ def switch_deployment(
         raise
     deployment = ledger.upsert_deployment(deployment)
     ledger.record_event(name, action, "succeeded", reason=reason, **event)
-    log.info("Deployment '%s' now serves %s", name, model.uri)
+    logger.info("Deployment '%s' now serves %s", name, model.uri)
     return deployment
 
 
@@ -267,7 +267,7 @@ def delete_deployment(name: str, reason: str | None = None) -> Deployment:
         raise
     ledger.delete_deployment(name)
     ledger.record_event(name, "delete", "succeeded", reason=reason, **event)
-    get_logger(__name__).info("Deployment '%s' removed", name)
+    logger.info("Deployment '%s' removed", name)
     return current
 
 

@@ -8,11 +8,10 @@ Prefect has no run to attach them to.
 
 from __future__ import annotations
 
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.monitoring import drift, episodes, publish, reference, report, validation
 from mlops_pipeline.monitoring.reference import MonitorTarget
 from mlops_pipeline.monitoring.results import DriftSignal, DriftVerdict, ValidationResult
-from mlops_pipeline.tasks.orchestration import step
+from mlops_pipeline.tasks.orchestration import get_logger, step
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 

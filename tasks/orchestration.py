@@ -15,6 +15,10 @@ Two modes, one rule each:
   caching, and offers no `.submit()`/`.map()`: a step that needs concurrency must say so here.
 
 Nothing patches Prefect: the seam is composition over its public `Task` and `Flow` objects.
+
+Logs: the Prefect-free layers log to standard loggers under `mlops_pipeline`; inside a flow or
+task run, `RunLogHandler` copies those records into the run's log (the Prefect UI), and outside a
+run it stays silent (Prefect's own API handler would warn there).
 """
 
 from __future__ import annotations
@@ -28,13 +32,40 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.settings import get_settings
 from prefect import Flow, Task, task
-from prefect.context import FlowRunContext
-from prefect.exceptions import ParameterTypeError
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import MissingContextError, ParameterTypeError
+from prefect.logging import get_run_logger
+from prefect.logging.handlers import APILogHandler
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 logger = logging.getLogger(__name__)
+
+
+class RunLogHandler(APILogHandler):
+    """Sends `mlops_pipeline.*` records to the current Prefect run's log, and only inside one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+            super().emit(record)
+
+
+def _attach_run_log_handler() -> None:
+    root = logging.getLogger("mlops_pipeline")
+    if not any(isinstance(h, RunLogHandler) for h in root.handlers):
+        root.addHandler(RunLogHandler())
+
+
+_attach_run_log_handler()
+
+
+def get_logger(name: str) -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a flow or task run, otherwise `logging.getLogger(name)`."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(name)
 
 
 def prefect_api_configured() -> bool:

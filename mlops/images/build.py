@@ -10,6 +10,7 @@ Dockerfile written by `images.dockerfile`; this module drives the Docker engine.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -38,11 +39,12 @@ from mlops_pipeline.images.dockerfile import (
     image_labels,
     render_dockerfile,
 )
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.registry import get_model_version, resolve_model_uri
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.tracking import connect
 from pydantic import BaseModel, Field
+
+logger = logging.getLogger(__name__)
 
 
 class ImageBuild(BaseModel):
@@ -99,7 +101,6 @@ def run_build(
     client: docker.DockerClient, context: Path, tag: str, no_cache: bool = False
 ) -> tuple[str, int, int]:
     """Build `context` as `tag`, streaming the log; returns (image id, steps, cached steps)."""
-    log = get_logger(__name__)
     steps = cached = 0
     image_id = None
     tail: list[str] = []
@@ -123,11 +124,11 @@ def run_build(
                 tail.append(line)
                 if line.startswith("Step "):
                     steps += 1
-                    log.info("%s", line)
+                    logger.info("%s", line)
                 elif line == "---> Using cache":
                     cached += 1
                 else:
-                    log.debug("%s", line)
+                    logger.debug("%s", line)
     except docker.errors.APIError as exc:
         raise BackendError(
             f"The Docker engine refused the build of {tag}: {exc.explanation or exc}",
@@ -161,7 +162,6 @@ def build_image(
         DeploymentError: the Dockerfile build failed; carries the log tail (exit 7).
     """
     started = time.monotonic()
-    log = get_logger(__name__)
     if tag is not None and not IMAGE_REFERENCE.match(tag):
         raise InvalidInputError(
             f"Image tag '{tag}' is not a valid Docker image reference.",
@@ -180,10 +180,10 @@ def build_image(
     try:
         client.images.get(base_image)
     except docker.errors.ImageNotFound:
-        log.warning("Base image %s is not in the local engine; Docker will pull it", base_image)
+        logger.warning("Base image %s is not in the local engine; Docker will pull it", base_image)
     context = get_settings().resolved_home / "builds" / model.name / model.version
     context.mkdir(parents=True, exist_ok=True)
-    log.info("Building %s for %s (base %s) in %s", tag, model.uri, base_image, context)
+    logger.info("Building %s for %s (base %s) in %s", tag, model.uri, base_image, context)
     model_dir = download_model(model, context)
     requirements = sorted(set(model_requirements(model_dir) + serving_requirements()))
     wheelhouse = ensure_wheelhouse(requirements)
@@ -192,7 +192,7 @@ def build_image(
     (context / "Dockerfile").write_text(render_dockerfile(model, base_image, labels))
     image_id, steps, cached = run_build(client, context, tag, no_cache)
     seconds = round(time.monotonic() - started, 2)
-    log.info("Built %s (%s) in %.1f s, %d of %d steps from cache", tag, image_id, seconds,
+    logger.info("Built %s (%s) in %.1f s, %d of %d steps from cache", tag, image_id, seconds,
              cached, steps)  # fmt: skip
     return ImageBuild(
         tag=tag,

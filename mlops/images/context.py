@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 import os
 import platform
 import shutil
@@ -22,10 +23,11 @@ from mlflow.exceptions import MlflowException
 from mlops_pipeline.deployment import ModelRef
 from mlops_pipeline.errors import BackendError, InvalidInputError
 from mlops_pipeline.images.dockerfile import PROJECT
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.settings import get_settings
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+
+logger = logging.getLogger(__name__)
 
 SERVING_EXTRA = "serving"
 
@@ -97,8 +99,7 @@ def ensure_wheelhouse(requirements: list[str]) -> Path:
     target = root / f"{tag}-{key}"
     if target.is_dir():
         return target
-    log = get_logger(__name__)
-    log.info("Building the wheelhouse for %d requirements (once per set)", len(requirements))
+    logger.info("Building the wheelhouse for %d requirements (once per set)", len(requirements))
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".{target.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()

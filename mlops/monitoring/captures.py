@@ -17,6 +17,7 @@ reported, never raised.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from mlops_pipeline import state
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.monitoring.results import QuarantinedFile, WindowStats
 from mlops_pipeline.monitoring.tables import BOM
 from mlops_pipeline.serving.contract import (
@@ -44,6 +44,8 @@ from mlops_pipeline.serving.contract import (
     partition_date,
 )
 from mlops_pipeline.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 GRACE_DAYS = 2
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -254,7 +256,7 @@ def read_capture_files(
             tables.append(table)
             good.append(relpath)
             continue
-        get_logger(__name__).warning("quarantining capture file %s: %s", relpath, problem)
+        logger.warning("quarantining capture file %s: %s", relpath, problem)
         moved_to = quarantine_file(capture_uri, relpath)
         quarantined.append(QuarantinedFile(file=relpath, reason=problem, moved_to=moved_to))
     if not tables:
@@ -275,7 +277,7 @@ def read_feedback(capture_uri: str, model_name: str, model_version: str) -> pd.D
             with fs.open(f"{root}/{relpath}", "rb") as handle:
                 frame = _read_table(handle).to_pandas()
         except (pa.ArrowException, OSError, ValueError) as exc:
-            get_logger(__name__).warning("skipping unreadable feedback file %s: %s", relpath, exc)
+            logger.warning("skipping unreadable feedback file %s: %s", relpath, exc)
             continue
         if {REQUEST_ID, ROW, LABEL} <= set(frame.columns):
             frames.append(frame)

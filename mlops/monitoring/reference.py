@@ -10,6 +10,7 @@ prediction drift has a baseline. Column names follow the shared contract
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,6 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlops_pipeline.errors import BackendError, InvalidInputError, NotFoundError
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.monitoring.captures import monitor_dir
 from mlops_pipeline.monitoring.profile import profile_kinds
 from mlops_pipeline.registry.registration import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
@@ -30,6 +30,8 @@ from mlops_pipeline.serving.contract import (
     prediction_column,
 )
 from mlops_pipeline.tracking import connect
+
+logger = logging.getLogger(__name__)
 
 # capture metadata columns start with "_"; these hold ground truth, never a model input
 LABEL_COLUMNS = ("label", "target")
@@ -194,7 +196,7 @@ def predict_reference(
         model = mlflow.pyfunc.load_model(target.model_uri)
         predictions = prediction_frame(model.predict(reference[features]), reference.index)
     except Exception as exc:  # any model/flavour failure only costs us prediction drift
-        get_logger(__name__).warning(
+        logger.warning(
             "no prediction drift: %s could not score its reference data: %s", target.model_uri, exc
         )
         return None
@@ -220,9 +222,7 @@ def feature_columns(target: MonitorTarget, reference: pd.DataFrame) -> list[str]
     try:
         signature = get_model_info(target.model_uri).signature
     except Exception as exc:  # a model without readable metadata falls back to the reference
-        get_logger(__name__).warning(
-            "could not read the signature of %s: %s", target.model_uri, exc
-        )
+        logger.warning("could not read the signature of %s: %s", target.model_uri, exc)
         signature = None
     if (
         signature is not None

@@ -3,6 +3,7 @@ reference data for a pickle, checked so that no version refuses its own referenc
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -12,8 +13,9 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 from mlops_pipeline.errors import InvalidInputError, NotFoundError
-from mlops_pipeline.log import get_logger
 from mlops_pipeline.registry.sources import ModelSource
+
+logger = logging.getLogger(__name__)
 
 
 def read_model_signature(source: ModelSource) -> ModelSignature | None:
@@ -126,7 +128,7 @@ def check_reference_fits(
             check_columns_fit(signature, reference)
         return signature
     if reference is None:
-        get_logger(__name__).warning(
+        logger.warning(
             "No --reference-data: the pickled model gets no signature, so requests are not "
             "checked against a schema and drift cannot be measured."
         )

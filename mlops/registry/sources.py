@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any, Literal
 
 import pandas as pd
 from mlops_pipeline.errors import InvalidInputError, NotFoundError
-from mlops_pipeline.log import get_logger
+
+logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
@@ -92,7 +94,7 @@ def load_pickled_model(path: Path) -> Any:
     """
     import joblib
 
-    get_logger(__name__).warning(
+    logger.warning(
         "Loading %s with pickle: pickles run code when loaded, register only files you trust.",
         path.name,
     )

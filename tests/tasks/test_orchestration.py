@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.settings import get_settings
@@ -121,3 +123,36 @@ def test_a_flow_called_inside_a_flow_run_is_a_tracked_subflow(prefect_harness, d
     result = parent_flow(times=2)
     assert result["parent_in_flow_run"] is True
     assert result["child"]["in_flow_run"] is True and result["child"]["task_runs"] == [True]
+
+
+@flow
+def logging_flow() -> str:
+    import logging
+
+    logging.getLogger("mlops_pipeline.domain_example").warning("domain says hello")
+    return str(FlowRunContext.get().flow_run.id)
+
+
+def test_domain_logs_reach_the_run_log_inside_a_run_and_stay_quiet_outside(
+    prefect_harness, recwarn
+):
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logging.getLogger("mlops_pipeline.domain_example").warning("outside any run")
+    assert not [w for w in recwarn if "flow run id" in str(w.message)]
+
+    flow_run_id = logging_flow()
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        for _ in range(50):  # logs are shipped in the background: poll, bounded
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            messages = [entry.message for entry in logs]
+            if "domain says hello" in messages:
+                break
+            time.sleep(0.2)
+    assert "domain says hello" in messages, messages
