@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
+from mlops_pipeline.serving.contract import free_port
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -85,12 +85,6 @@ def latency_ms(url: str, seconds: float) -> tuple[float, float]:
             client.post(url + "/invocations", json=ROW).raise_for_status()
             samples.append(time.perf_counter() - started)
     return statistics.median(samples) * 1000, len(samples) / sum(samples)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from mlops_pipeline.serving.contract import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -55,12 +56,6 @@ class Cell:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def save_model(directory: Path) -> tuple[Path, list[str]]:
