@@ -137,9 +137,13 @@ def compare_categorical(
     }
 
 
-def null_rate_test(ref: CastColumn, cur: CastColumn, min_samples: int) -> dict | None:
-    """Two-proportion z-test (pooled) on the missing-cell rates and Cohen's h; None when either
-    side has fewer than `min_samples` rows or neither has a missing cell (nothing to test)."""
+def null_rate_test(ref: CastColumn, cur: CastColumn, min_samples: int) -> dict:
+    """Two-proportion z-test (pooled) on the missing-cell rates, with Cohen's h as effect size.
+
+    Returns `{"reference", "current"}` rates (0..1) and `p_value_raw` / `effect`, both None when
+    either side has fewer than `min_samples` rows or neither has a missing cell (nothing to test).
+    Sources: the pooled two-proportion z-test; Cohen (1988), h = |2 asin sqrt p1 - 2 asin sqrt p2|.
+    """
     n_ref, n_cur = ref.missing.size, cur.missing.size
     a, b = int(ref.missing.sum()), int(cur.missing.sum())
     rate_ref = a / n_ref if n_ref else 0.0
