@@ -11,9 +11,8 @@ from __future__ import annotations
 from mlops_pipeline.monitoring import drift, episodes, publish, reference, report, validation
 from mlops_pipeline.monitoring.reference import MonitorTarget
 from mlops_pipeline.monitoring.results import DriftSignal, DriftVerdict, ValidationResult
-from mlops_pipeline.tasks.orchestration import get_logger, step
+from mlops_pipeline.tasks.orchestration import get_logger, in_prefect_run, step
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext, TaskRunContext
 
 resolve_target = step(reference.resolve_target, cache_policy=NO_CACHE)
 load_reference = step(
@@ -28,11 +27,6 @@ save_window_results = step(report.save_window_results, cache_policy=NO_CACHE)
 log_monitoring_run = step(
     publish.log_monitoring_run, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2
 )
-
-
-def in_prefect_run() -> bool:
-    """Whether a Prefect flow or task run is active, so artifacts and events have a run."""
-    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 @step(cache_policy=NO_CACHE)

@@ -43,11 +43,16 @@ R = TypeVar("R")
 logger = logging.getLogger(__name__)
 
 
+def in_prefect_run() -> bool:
+    """Whether a Prefect flow or task run is active (logs, artifacts and events have a run)."""
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
 class RunLogHandler(APILogHandler):
     """Sends `mlops_pipeline.*` records to the current Prefect run's log, and only inside one."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+        if in_prefect_run():
             super().emit(record)
 
 
