@@ -64,7 +64,7 @@ def signal_drift(
     nothing is emitted and the episode stays unopened."""
     verdict = DriftVerdict.coerce(verdict)
 
-    def emit() -> DriftSignal:
+    def emit(episode_id: str) -> DriftSignal:
         if not in_prefect_run():
             return DriftSignal(
                 emitted=False,
@@ -73,7 +73,7 @@ def signal_drift(
             )
         from prefect.events import emit_event
 
-        event = emit_event(**publish.drift_event(target, verdict, report_path))
+        event = emit_event(**publish.drift_event(target, verdict, report_path, episode_id))
         event_id = str(event.id) if event is not None else None
         get_logger(__name__).warning(
             "drift in %s: %s; emitted %s (event %s)",

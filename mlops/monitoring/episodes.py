@@ -9,6 +9,7 @@ under the deployment's row lock, so two monitors of one deployment emit once bet
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -30,7 +31,8 @@ def next_episode(
     ("cool-down", None), ("close", None) or ("none", None).
 
     `version` is the version the deployment serves now, `now` a UTC time; within an episode the
-    event repeats only after `cooldown_hours`, so one episode triggers one redeploy.
+    event repeats only after `cooldown_hours`. A new episode gets a fresh `id` (32 hex digits)
+    that every event of the episode carries: the redeploy flow's idempotency key.
     """
     verdict = DriftVerdict.coerce(verdict)
     episode = current.get("episode")
@@ -43,24 +45,29 @@ def next_episode(
         last = dt.datetime.fromisoformat(episode["last_event_at"])
         if now - last < dt.timedelta(hours=cooldown_hours):
             return "cool-down", None
-    started = (episode or {}).get("started_at", now.isoformat())
-    return "emit", {"version": version, "started_at": started, "last_event_at": now.isoformat()}
+    episode = episode or {"id": uuid.uuid4().hex, "started_at": now.isoformat()}
+    return "emit", {
+        "id": episode.get("id") or uuid.uuid4().hex,  # episodes stored before ids had none
+        "version": version,
+        "started_at": episode["started_at"],
+        "last_event_at": now.isoformat(),
+    }
 
 
 def signal_once_per_episode(
     deployment: str,
     version: str,
     verdict: DriftVerdict,
-    emit: Callable[[], DriftSignal],
+    emit: Callable[[str], DriftSignal],
     cooldown_hours: float = 24.0,
     now: dt.datetime | None = None,
 ) -> DriftSignal:
     """Call `emit` when this window opens a drift episode of `deployment` (or repeats one after
     `cooldown_hours`), and record the episode; otherwise say why nothing was emitted.
 
-    `emit` returns the signal: emitted with the event id, or not emitted with the reason (e.g.
-    no Prefect run to emit from); the episode is stored only when it was emitted. Raises
-    BackendError when the ledger database cannot be written.
+    `emit(episode_id)` returns the signal: emitted with the event id, or not emitted with the
+    reason (e.g. no Prefect run to emit from); the episode is stored only when it was emitted.
+    Raises BackendError when the ledger database cannot be written.
     """
     now = now or dt.datetime.now(dt.UTC)
 
@@ -73,10 +80,18 @@ def signal_once_per_episode(
             return DriftSignal(emitted=False, reason="no drift"), None
         if action == "cool-down":
             event_id = current["episode"].get("event_id")
-            return DriftSignal(emitted=False, reason="cool-down", event_id=event_id), None
-        signal = emit()
-        if not signal.emitted or episode is None:
+            signal = DriftSignal(
+                emitted=False,
+                reason="cool-down",
+                event_id=event_id,
+                episode_id=current["episode"].get("id"),
+            )
             return signal, None
+        assert episode is not None  # "emit" always comes with the episode to store
+        signal = emit(episode["id"])
+        if not signal.emitted:
+            return signal, None
+        signal = signal.model_copy(update={"episode_id": episode["id"]})
         return signal, {"episode": episode | {"event_id": signal.event_id}, "closed_at": None}
 
     return state.update_drift_episode(deployment, decide)

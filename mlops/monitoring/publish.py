@@ -123,9 +123,12 @@ def feature_table(verdict: DriftVerdict) -> list[dict[str, Any]]:
     ]
 
 
-def drift_event(target: MonitorTarget, verdict: DriftVerdict, report_path: str) -> dict[str, Any]:
+def drift_event(
+    target: MonitorTarget, verdict: DriftVerdict, report_path: str, episode_id: str
+) -> dict[str, Any]:
     """Keyword arguments of `prefect.events.emit_event` for `mlops.drift.detected`: resource
-    is the deployment, related the model, payload the drifted columns and their scores."""
+    is the deployment, related the model, payload the drifted columns and their scores and the
+    drift episode's id (the redeploy's idempotency key)."""
     return {
         "event": DRIFT_EVENT,
         "resource": {
@@ -156,5 +159,6 @@ def drift_event(target: MonitorTarget, verdict: DriftVerdict, report_path: str) 
                 if f.drifted
             },
             "report_path": report_path,
+            "episode_id": episode_id,
         },
     }

@@ -252,6 +252,7 @@ class DriftSignal(Result):
     emitted: bool
     reason: str | None = None
     event_id: str | None = None
+    episode_id: str | None = None
 
     @model_serializer(mode="wrap")
     def _without_empty_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -260,6 +261,8 @@ class DriftSignal(Result):
             data.pop("reason", None)
         if self.event_id is None and not self.emitted:
             data.pop("event_id", None)
+        if self.episode_id is None:
+            data.pop("episode_id", None)
         return data
 
 

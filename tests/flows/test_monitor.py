@@ -142,6 +142,9 @@ def test_monitor_flow_validates_signals_drift_once_and_is_incremental(
     assert "sepal_width" in payload["drifted_features"]
     assert payload["scores"]["sepal_width"]["psi"] > 0
     assert payload["report_path"] == drifted["report"]
+    assert (
+        payload["episode_id"] == drifted["event"]["episode_id"] and len(payload["episode_id"]) == 32
+    )
 
     from prefect.artifacts import Artifact
 
@@ -156,6 +159,7 @@ def test_monitor_flow_validates_signals_drift_once_and_is_incremental(
         "emitted": False,
         "reason": "cool-down",
         "event_id": drifted["event"]["event_id"],
+        "episode_id": payload["episode_id"],
     }
     assert len(drift_events("iris-prod")) == 1
 

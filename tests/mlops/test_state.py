@@ -93,7 +93,7 @@ def check_concurrent_watermark_commits_keep_both() -> None:
 def check_one_episode_emits_once_between_two_monitors() -> None:
     emitted: list[str] = []
 
-    def emit() -> DriftSignal:
+    def emit(episode_id: str) -> DriftSignal:
         time.sleep(0.3)  # emitting takes a while; the other monitor must wait, not emit too
         emitted.append("event")
         return DriftSignal(emitted=True, event_id=f"e{len(emitted)}")
@@ -133,20 +133,32 @@ def test_one_drift_episode_emits_once_between_two_monitors_on_sqlite(database: s
 
 
 def test_episode_is_stored_only_when_emitted_and_closes_on_a_quiet_window(database: str) -> None:
-    def not_here() -> DriftSignal:
+    def not_here(episode_id: str) -> DriftSignal:
         return DriftSignal(emitted=False, reason="no Prefect run")
 
-    def emitted() -> DriftSignal:
+    episode_ids: list[str] = []
+
+    def emitted(episode_id: str) -> DriftSignal:
+        episode_ids.append(episode_id)
         return DriftSignal(emitted=True, event_id="e1")
 
-    assert signal_once_per_episode("dep", "3", DRIFT, not_here, now=NOW).reason == "no Prefect run"
+    assert signal_once_per_episode("dep", "3", DRIFT, not_here, now=NOW) == DriftSignal(
+        emitted=False, reason="no Prefect run"
+    )
     assert state.read_drift_episode("dep")["episode"] is None
 
-    assert signal_once_per_episode("dep", "3", DRIFT, emitted, now=NOW).emitted is True
+    first = signal_once_per_episode("dep", "3", DRIFT, emitted, now=NOW)
+    assert first.emitted is True and first.episode_id == episode_ids[0]
+    assert len(first.episode_id) == 32 and state.read_drift_episode("dep")["episode"]["id"] == (
+        first.episode_id
+    )
     later = NOW + dt.timedelta(hours=1)
     assert signal_once_per_episode("dep", "3", DRIFT, emitted, now=later) == DriftSignal(
-        emitted=False, reason="cool-down", event_id="e1"
+        emitted=False, reason="cool-down", event_id="e1", episode_id=first.episode_id
     )
+    # after the cool-down the event repeats with the same episode id: still one redeploy
+    repeat = signal_once_per_episode("dep", "3", DRIFT, emitted, now=NOW + dt.timedelta(hours=25))
+    assert repeat.emitted and repeat.episode_id == first.episode_id == episode_ids[1]
     closed = signal_once_per_episode("dep", "3", QUIET, emitted, now=later)
 
     assert closed == DriftSignal(emitted=False, reason="no drift")
@@ -154,7 +166,7 @@ def test_episode_is_stored_only_when_emitted_and_closes_on_a_quiet_window(databa
 
 
 def test_a_failing_emit_stores_nothing(database: str) -> None:
-    def broken() -> DriftSignal:
+    def broken(episode_id: str) -> DriftSignal:
         raise RuntimeError("events API down")
 
     with pytest.raises(RuntimeError, match="events API down"):

@@ -37,9 +37,10 @@ def test_one_drift_episode_signals_once_until_it_closes_or_cools_down() -> None:
 
     action, renewed = next_episode(state, DRIFT, "3", NOW + dt.timedelta(hours=25), 24)
     assert action == "emit" and renewed["started_at"] == episode["started_at"]
+    assert renewed["id"] == episode["id"]  # the same episode, so the same idempotency key
     # the redeployed version starts a new episode straight away
     action, fresh = next_episode(state, DRIFT, "4", later, 24)
-    assert action == "emit" and fresh["version"] == "4"
+    assert action == "emit" and fresh["version"] == "4" and fresh["id"] != episode["id"]
     assert next_episode({}, QUIET, "3", NOW, 24) == ("none", None)
 
 
