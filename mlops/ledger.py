@@ -87,6 +87,39 @@ drift_episodes_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# one row per redeploy decision; a drift episode's id is unique, so one episode redeploys once
+redeploys_table = sa.Table(
+    "redeploys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("deployment", sa.String(200), nullable=False, index=True),
+    sa.Column("episode_id", sa.String(64), unique=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("run", sa.String(200)),
+    sa.Column("decision", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("champion_version", sa.String(50)),
+    sa.Column("challenger_version", sa.String(50)),
+    sa.Column("details", sa.JSON),
+)
+
+
+# The per-file watermark of `batch:` deployments: input files already scored (by which model
+# version, into which part); mlops_pipeline.batch.watermark reads and writes it.
+batch_files_table = sa.Table(
+    "batch_scored_files",
+    metadata,
+    sa.Column("deployment", sa.String(200), primary_key=True),
+    sa.Column("input", sa.String(1000), primary_key=True),
+    sa.Column("model_version", sa.String(50), nullable=False),
+    sa.Column("output", sa.String(1000)),
+    sa.Column("rows_scored", sa.BigInteger),
+    sa.Column("rows_rejected", sa.BigInteger),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 class DeploymentEvent(BaseModel):
     """One ledger entry: who changed which deployment, when, from what to what, and how it went."""

@@ -50,10 +50,56 @@ class Settings(BaseSettings):
             "(PREFECT_API_URL), 'always' (starts a temporary server if none), or 'never'."
         ),
     )
+    prefect_port: int = Field(
+        default=4200, ge=1, le=65535, description="Port of the Prefect server `mlops up` starts."
+    )
+    mlflow_port: int = Field(
+        default=5000, ge=1, le=65535, description="Port of the MLflow server `mlops up` starts."
+    )
     actor: str | None = Field(
         default=None,
         description="Who the deployment ledger records as acting (CI, service accounts); "
         "default: the OS user.",
+    )
+    # the redeploy loop: retraining, the gate against the champion, the bake period
+    trainer: str | None = Field(
+        default=None,
+        description="Retraining entry point, module:function; it receives the training data "
+        "(features + label column) and returns a model with predict.",
+    )
+    redeploy_metric: str = Field(
+        default="accuracy",
+        description="Gate metric from sklearn.metrics (accuracy, f1, roc_auc, rmse, mae, ...).",
+    )
+    redeploy_min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        description="How much better, in the metric's units, a challenger must be.",
+    )
+    redeploy_label_column: str = Field(
+        default="label", min_length=1, description="The label's column in reference data."
+    )
+    redeploy_min_labelled_rows: int = Field(
+        default=200,
+        ge=1,
+        description="Labelled captured rows needed to gate on them (else a reference split).",
+    )
+    redeploy_holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of the labelled rows the gate holds out."
+    )
+    redeploy_seed: int = Field(default=0, description="Seed of the holdout split.")
+    bake_seconds: float = Field(
+        default=120.0, ge=0, description="Bake period after a switch, seconds (0 skips it)."
+    )
+    bake_interval: float = Field(default=5.0, gt=0, description="Seconds between bake scrapes.")
+    bake_max_error_rate_increase: float = Field(
+        default=0.01, ge=0, description="Allowed error-rate rise over the champion's (absolute)."
+    )
+    bake_max_p95_ratio: float = Field(
+        default=1.5, ge=1, description="Allowed p95 latency ratio new / champion."
+    )
+    bake_min_requests: int = Field(
+        default=100, ge=1, description="Requests a bake needs before its rates are judged."
     )
 
     @property

@@ -23,6 +23,7 @@ from mlops_pipeline.errors import BackendError, InvalidInputError, NotFoundError
 from mlops_pipeline.monitoring.captures import monitor_dir
 from mlops_pipeline.monitoring.profile import profile_kinds
 from mlops_pipeline.registry.registration import PROFILE_TAG, REFERENCE_TAG, SUITE_TAG
+from mlops_pipeline.registry.signatures import model_input_columns
 from mlops_pipeline.serving.contract import (
     ModelURI,
     is_prediction_column,
@@ -33,8 +34,6 @@ from mlops_pipeline.tracking import connect
 
 logger = logging.getLogger(__name__)
 
-# capture metadata columns start with "_"; these hold ground truth, never a model input
-LABEL_COLUMNS = ("label", "target")
 
 
 @dataclass(frozen=True)
@@ -232,11 +231,7 @@ def feature_columns(target: MonitorTarget, reference: pd.DataFrame) -> list[str]
         names = [n for n in signature.inputs.input_names() if n in reference.columns]
         if names:
             return names
-    return [
-        c
-        for c in reference.columns
-        if not (c.startswith("_") or c in LABEL_COLUMNS or is_prediction_column(c))
-    ]
+    return model_input_columns(reference)
 
 
 def reference_for_drift(

@@ -92,6 +92,7 @@ class TriggerInfo(BaseModel):
 
     reason: str
     episode_id: str | None = None
+    event_id: str | None = None
     monitor_run_id: str | None = None
 
 

@@ -14,8 +14,44 @@ from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 from mlops_pipeline.errors import InvalidInputError, NotFoundError
 from mlops_pipeline.registry.sources import ModelSource
+from mlops_pipeline.serving.contract import is_prediction_column
+from mlops_pipeline.settings import get_settings
 
 logger = logging.getLogger(__name__)
+
+# ground truth kept beside the inputs in reference data (the gate and retraining read it)
+LABEL_COLUMNS = ("label", "target")
+
+
+def model_input_columns(reference: pd.DataFrame, model: Any = None) -> list[str]:
+    """The columns of `reference` that a pickled model takes as inputs.
+
+    The model's own `feature_names_in_` (scikit-learn estimators fitted on a DataFrame) when it
+    has them; else every column but labels ("label", "target" and MLOPS_REDEPLOY_LABEL_COLUMN),
+    capture metadata (`_`-prefixed) and prediction columns, so reference data may carry the
+    labels the redeploy gate scores on.
+
+    Raises:
+        InvalidInputError: the model names input columns that `reference` lacks.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        wanted = [str(n) for n in names]
+        missing = [n for n in wanted if n not in reference.columns]
+        if missing:
+            raise InvalidInputError(
+                f"--reference-data lacks column(s) {missing} that the model was fitted on.",
+                hint=f"Give reference data with the columns {wanted}.",
+                field="reference_data",
+                value=missing[0],
+            )
+        return wanted
+    labels = {*LABEL_COLUMNS, get_settings().redeploy_label_column}
+    return [
+        c
+        for c in reference.columns
+        if not (str(c).startswith("_") or c in labels or is_prediction_column(str(c)))
+    ]
 
 
 def read_model_signature(source: ModelSource) -> ModelSignature | None:
@@ -114,8 +150,9 @@ def check_reference_fits(
 
     Returns:
         An MLflow model's own signature (None if it has none), or for a pickle one inferred
-        from `reference` and the model's predictions on a sample of it (None without reference
-        data, with a warning that requests then go unchecked).
+        from `reference`'s input columns (`model_input_columns`: labels and metadata are not
+        inputs) and the model's predictions on a sample of them (None without reference data,
+        with a warning that requests then go unchecked).
 
     Raises:
         InvalidInputError: reference data lacks a signature column, has the wrong dtype or
@@ -133,7 +170,8 @@ def check_reference_fits(
             "checked against a schema and drift cannot be measured."
         )
         return None
-    sample = reference_sample(reference)
+    inputs = reference[model_input_columns(reference, model)]
+    sample = reference_sample(inputs)
     try:
         predictions = model.predict(sample)
     except Exception as exc:  # the model's own code decides what it raises on bad input
@@ -142,7 +180,7 @@ def check_reference_fits(
             hint="Give reference data with the columns and types the model was trained on.",
             field="reference_data",
         ) from exc
-    return reference_signature(reference, sample, predictions)
+    return reference_signature(inputs, sample, predictions)
 
 
 def reference_sample(reference: pd.DataFrame, rows: int = 100) -> pd.DataFrame:

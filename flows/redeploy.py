@@ -1,0 +1,235 @@
+"""Flow: drift -> a challenger, a gate against the champion, a zero-downtime switch, a bake
+period, then promotion or rollback; one redeploy per drift episode."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from mlops_pipeline.deployment import Deployment, ModelRef
+from mlops_pipeline.flows.deploy import rollback_deployment, update_deployment
+from mlops_pipeline.flows.register import register_model
+from mlops_pipeline.redeploy.loop import GateData, RedeployPolicy
+from mlops_pipeline.redeploy.results import RedeployDecision, TriggerInfo, VersionScore
+from mlops_pipeline.settings import get_settings
+from mlops_pipeline.tasks.deploy import get_deployment
+from mlops_pipeline.tasks.orchestration import get_logger, run_flow
+from mlops_pipeline.tasks.redeploy import (
+    bake,
+    challenger_tags,
+    champion_figures,
+    claim_episode,
+    evaluate_gate,
+    finish_redeploy,
+    gate_data,
+    load_for_gate,
+    load_trainer,
+    log_decision_run,
+    promote,
+    redeploy_policy,
+    registered_challenger,
+    retrain_challenger,
+    save_challenger,
+    training_data,
+)
+from mlops_pipeline.tasks.registry import tag_model_version
+from prefect import flow
+from prefect.runtime import flow_run
+from pydantic import Field
+
+NO_CHALLENGER = (
+    "No challenger: pass one (--challenger MODEL_URI or an alias such as 'challenger') or set "
+    "MLOPS_TRAINER=module:function so the flow retrains one."
+)
+
+
+@flow(name="redeploy", log_prints=False)
+def redeploy(
+    name: Annotated[str, Field(min_length=1)],
+    challenger: str | None = None,
+    reason: str = "manual",
+    metric: str | None = None,
+    min_improvement: Annotated[float, Field(ge=0)] | None = None,
+    bake_seconds: Annotated[float, Field(ge=0)] | None = None,
+    episode_id: str | None = None,
+    event_id: str | None = None,
+    monitor_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Gate a challenger against deployment NAME's champion and, if it is better, switch to it
+    with zero downtime, watch a bake period and promote it (or roll back on a regression).
+
+    The challenger is `challenger` (a models:/ URI or alias of the served model, or a source to
+    register: runs:/..., a model dir, a pickle), else one retrained by MLOPS_TRAINER. A drift
+    episode's `episode_id` makes the run idempotent: one redeploy per episode. Returns the
+    `RedeployDecision` as JSON: decision promoted | rejected | rolled_back | skipped.
+    """
+    trigger = TriggerInfo(
+        reason=reason,
+        episode_id=episode_id or None,
+        event_id=event_id or None,
+        monitor_run_id=monitor_run_id or None,
+    )
+    return run_redeploy(
+        name, challenger, trigger, metric, min_improvement, bake_seconds
+    ).model_dump(mode="json")
+
+
+def run_redeploy(
+    name: str,
+    challenger: str | None,
+    trigger: TriggerInfo,
+    metric: str | None,
+    min_improvement: float | None,
+    bake_seconds: float | None,
+) -> RedeployDecision:
+    """The redeploy flow's recipe, returning the typed decision (recorded in the ledger and in
+    an MLflow run of the `mlops-redeploy` experiment)."""
+    policy = redeploy_policy(metric, min_improvement, bake_seconds)
+    current = get_deployment(name)
+    champion = ModelRef(current.model_name, current.model_version)
+    claim = claim_episode(name, trigger.episode_id, flow_run.get_id())
+    if not claim.granted:
+        held = claim.held_by or {}
+        return RedeployDecision(
+            decision="skipped",
+            reason=f"Drift episode {trigger.episode_id} is already handled by redeploy "
+            f"{held.get('run') or '(direct run)'} ({held.get('decision')}, started "
+            f"{held.get('started_at')}).",
+            champion=VersionScore(name=champion.name, version=champion.version),
+            trigger=trigger,
+        )
+    try:
+        decision = decide(current, champion, challenger, policy, trigger)
+    except BaseException as exc:
+        finish_redeploy(claim.id, None, f"{type(exc).__name__}: {exc}", trigger.episode_id)
+        raise
+    finish_redeploy(claim.id, decision)
+    log_decision_run(name, decision)
+    get_logger(__name__).info("redeploy of %s: %s (%s)", name, decision.decision, decision.reason)
+    return decision
+
+
+def decide(
+    current: Deployment,
+    champion: ModelRef,
+    challenger: str | None,
+    policy: RedeployPolicy,
+    trigger: TriggerInfo,
+) -> RedeployDecision:
+    """Find or train the challenger, gate it, and switch, bake and promote or roll back."""
+    champion_score = VersionScore(name=champion.name, version=champion.version)
+    if challenger is None and policy.trainer is None:
+        return RedeployDecision(
+            decision="skipped", reason=NO_CHALLENGER, champion=champion_score, trigger=trigger
+        )
+    data = gate_data(current, policy, for_training=challenger is None)
+    candidate = find_challenger(current, champion, challenger, policy, trigger, data)
+    challenger_score = VersionScore(name=candidate.name, version=candidate.version)
+    if candidate.version == champion.version:
+        return RedeployDecision(
+            decision="skipped",
+            reason=f"The challenger {candidate.uri} is the version {current.name} serves.",
+            champion=champion_score,
+            challenger=challenger_score,
+            trigger=trigger,
+        )
+    gate = evaluate_gate(
+        load_for_gate(champion),
+        load_for_gate(candidate),
+        data.holdout.X,
+        data.holdout.y,
+        policy.metric,
+        policy.min_improvement,
+    )
+    report = None
+    if gate.passed:
+        report = switch_and_bake(current, champion, candidate, policy, trigger)
+    decision = RedeployDecision.from_gate(
+        gate,
+        champion=champion_score,
+        challenger=challenger_score,
+        holdout=data.holdout.info,
+        trigger=trigger,
+        bake=report,
+    )
+    if decision.decision == "promoted":
+        promote(champion.name, candidate.version, champion.version)
+    tag_model_version(
+        candidate.name,
+        candidate.version,
+        {"mlops.redeploy.decision": decision.decision, "mlops.redeploy.reason": decision.reason},
+    )
+    return decision
+
+
+def find_challenger(
+    current: Deployment,
+    champion: ModelRef,
+    challenger: str | None,
+    policy: RedeployPolicy,
+    trigger: TriggerInfo,
+    data: GateData,
+) -> ModelRef:
+    """The given challenger (registered now if it is a source), or one retrained and
+    registered, tagged with its parent version and what triggered it."""
+    tags = challenger_tags(champion.version, trigger)
+    if challenger is not None:
+        ref = registered_challenger(champion, challenger)
+        if ref is not None:
+            tag_model_version(ref.name, ref.version, tags)
+            return ref
+        source, reference = challenger, None
+        description = f"Challenger for {current.name} ({trigger.reason})"
+    else:
+        trainer = load_trainer(policy.trainer or "")
+        training = training_data(
+            data.reference, data.labelled, data.features, policy.label_column, holdout=data.holdout
+        )
+        model = retrain_challenger(trainer, training)
+        stamp = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"
+        workdir = get_settings().resolved_home / "redeploy" / f"{current.name}-{stamp}"
+        model_path, reference_path = save_challenger(model, training, workdir)
+        source, reference = str(model_path), str(reference_path)
+        description = f"Retrained by {policy.trainer} for {current.name} ({trigger.reason})"
+    registered = run_flow(
+        register_model,
+        source=source,
+        name=champion.name,
+        tags=tags,
+        description=description,
+        reference_data=reference,
+    )
+    return ModelRef(registered["name"], registered["version"])
+
+
+def switch_and_bake(
+    current: Deployment,
+    champion: ModelRef,
+    candidate: ModelRef,
+    policy: RedeployPolicy,
+    trigger: TriggerInfo,
+):
+    """Switch to the challenger with zero downtime and watch it; roll back on a regression.
+    Returns the bake report (None when the bake is off or the deployment has no endpoint)."""
+    baking = policy.bake_seconds > 0 and current.endpoint_url is not None
+    baseline = champion_figures(current.endpoint_url, champion) if baking else None
+    run_flow(
+        update_deployment,
+        name=current.name,
+        model_uri=candidate.uri,
+        reason=f"redeploy: challenger passed the gate ({trigger.reason})",
+    )
+    if baseline is None:
+        return None
+    switched = get_deployment(current.name)
+    report = bake(switched.endpoint_url or current.endpoint_url, candidate, baseline, policy)
+    if report.verdict == "regressed":
+        get_logger(__name__).warning(
+            "bake of %s regressed: %s; rolling back", candidate.uri, "; ".join(report.reasons)
+        )
+        run_flow(
+            rollback_deployment,
+            name=current.name,
+            reason=f"bake regressed: {'; '.join(report.reasons)}"[:500],
+        )
+    return report
