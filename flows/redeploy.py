@@ -31,6 +31,7 @@ from mlops_pipeline.tasks.redeploy import (
     retrain_challenger,
     save_challenger,
     training_data,
+    waiting_challenger,
 )
 from mlops_pipeline.tasks.registry import tag_model_version
 from prefect import flow
@@ -38,8 +39,9 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 NO_CHALLENGER = (
-    "No challenger: pass one (--challenger MODEL_URI or an alias such as 'challenger') or set "
-    "MLOPS_TRAINER=module:function so the flow retrains one."
+    "No challenger: pass one (--challenger MODEL_URI or an alias), set "
+    "MLOPS_TRAINER=module:function so the flow retrains one, or register one with the alias "
+    "'challenger'."
 )
 
 
@@ -59,7 +61,8 @@ def redeploy(
     with zero downtime, watch a bake period and promote it (or roll back on a regression).
 
     The challenger is `challenger` (a models:/ URI or alias of the served model, or a source to
-    register: runs:/..., a model dir, a pickle), else one retrained by MLOPS_TRAINER. A drift
+    register: runs:/..., a model dir, a pickle), else one retrained by MLOPS_TRAINER, else the
+    version the model's `challenger` alias points at (if it is not the champion). A drift
     episode's `episode_id` makes the run idempotent: one redeploy per episode. Returns the
     `RedeployDecision` as JSON: decision promoted | rejected | rolled_back | skipped.
     """
@@ -119,11 +122,15 @@ def decide(
     """Find or train the challenger, gate it, and switch, bake and promote or roll back."""
     champion_score = VersionScore(name=champion.name, version=champion.version)
     if challenger is None and policy.trainer is None:
+        challenger = waiting_challenger(champion)
+    if challenger is None and policy.trainer is None:
         return RedeployDecision(
             decision="skipped", reason=NO_CHALLENGER, champion=champion_score, trigger=trigger
         )
+    # a registered challenger is looked up first: a wrong alias or URI fails before any work
+    known = registered_challenger(champion, challenger) if challenger is not None else None
     data = gate_data(current, policy, for_training=challenger is None)
-    candidate = find_challenger(current, champion, challenger, policy, trigger, data)
+    candidate = find_challenger(current, champion, challenger, known, policy, trigger, data)
     challenger_score = VersionScore(name=candidate.name, version=candidate.version)
     if candidate.version == champion.version:
         return RedeployDecision(
@@ -166,18 +173,18 @@ def find_challenger(
     current: Deployment,
     champion: ModelRef,
     challenger: str | None,
+    known: ModelRef | None,
     policy: RedeployPolicy,
     trigger: TriggerInfo,
     data: GateData,
 ) -> ModelRef:
-    """The given challenger (registered now if it is a source), or one retrained and
-    registered, tagged with its parent version and what triggered it."""
+    """The given challenger (`known` when it is registered already, else registered now), or
+    one retrained and registered, tagged with its parent version and what triggered it."""
     tags = challenger_tags(champion.version, trigger)
+    if known is not None:
+        tag_model_version(known.name, known.version, tags)
+        return known
     if challenger is not None:
-        ref = registered_challenger(champion, challenger)
-        if ref is not None:
-            tag_model_version(ref.name, ref.version, tags)
-            return ref
         source, reference = challenger, None
         description = f"Challenger for {current.name} ({trigger.reason})"
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,20 +13,23 @@ import joblib
 import numpy as np
 import pandas as pd
 from mlops_pipeline.tasks.orchestration import step
+from prefect.cache_policies import NO_CACHE
 from sklearn.datasets import load_wine
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 
 @dataclass(frozen=True)
 class DemoData:
     """Where the demo's models and data frames were written."""
 
-    logreg_model_dir: Path
-    forest_pickle: Path
+    champion_model_dir: Path
+    quick_experiment_pickle: Path
+    retrained_pickle: Path
     reference_csv: Path
+    retrained_reference_csv: Path
     traffic_csv: Path
     drifted_traffic_csv: Path
 
@@ -47,13 +51,36 @@ def noisy_sample(
     return sample.assign(label=target.iloc[picks].to_numpy())
 
 
+def new_supplier(
+    features: pd.DataFrame, target: pd.Series, rows: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Labelled rows from a new grape supplier: more alcohol and colour, same everything else."""
+    drifted = noisy_sample(features, target, rows, rng)
+    drifted["alcohol"] += features["alcohol"].std()
+    drifted["color_intensity"] *= rng.uniform(1.4, 1.8, size=len(drifted))
+    return drifted
+
+
+def scaled_logreg(frame: pd.DataFrame) -> object:
+    """Standard scaler + logistic regression fitted on a labelled frame."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(
+        frame.drop(columns="label"), frame["label"]
+    )
+
+
 @step
 def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
-    """Train a logistic regression (MLflow model dir) and a random forest (plain pickle).
+    """Train the champion, a quick experiment the gate turns down, and a retrained challenger.
 
-    The pipeline of scaler + logistic regression is saved by MLflow's sklearn flavour (skops,
-    whose default trusted types cover it); the forest goes in as a joblib pickle, the way a
-    model trained outside MLflow arrives, so skops never has to trust its tree type.
+    * champion: scaler + logistic regression, saved by MLflow's sklearn flavour (skops, whose
+      default trusted types cover it);
+    * quick experiment: a depth-1 decision tree as a joblib pickle, the way a model trained
+      outside MLflow arrives (about 66 % accurate: the gate rejects it);
+    * retrained: the champion's recipe refitted on its training data plus labelled rows from
+      the new supplier, as a pickle with that data as its reference (the champion scores
+      about 90 % on the new supplier's wine, the retrained model 100 %).
+
+    Reference data keeps the `label` column, so the gate could hold part of it out.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -62,32 +89,38 @@ def train_demo_models(workdir: Path, seed: int = 7) -> DemoData:
     rng = np.random.default_rng(seed)
     wine, classes = wine_frame()
     training = noisy_sample(wine, classes, 3000, rng)
-    features, target = training.drop(columns="label"), training["label"]
-    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(
-        features, target
-    )
+    features = training.drop(columns="label")
+    champion = scaled_logreg(training)
     model_dir = workdir / "wine-logreg"
     if model_dir.exists():
         shutil.rmtree(model_dir)
     mlflow.sklearn.save_model(
-        logreg, model_dir, signature=infer_signature(features, logreg.predict(features))
+        champion, model_dir, signature=infer_signature(features, champion.predict(features))
     )
-    forest = RandomForestClassifier(n_estimators=50, random_state=seed).fit(features, target)
-    forest_pickle = workdir / "wine-forest.joblib"
-    joblib.dump(forest, forest_pickle)
+    stump = DecisionTreeClassifier(max_depth=1, random_state=seed).fit(features, training["label"])
+    stump_pickle = workdir / "wine-stump.joblib"
+    joblib.dump(stump, stump_pickle)
+    retraining = pd.concat([training, new_supplier(wine, classes, 1500, rng)], ignore_index=True)
+    retrained_pickle = workdir / "wine-logreg-retrained.joblib"
+    joblib.dump(scaled_logreg(retraining), retrained_pickle)
 
-    reference_csv = workdir / "reference.csv"
-    features.to_csv(reference_csv, index=False)
-    traffic = noisy_sample(wine, classes, 1500, rng)
-    traffic_csv = workdir / "traffic.csv"
-    traffic.to_csv(traffic_csv, index=False)
-    # a new grape supplier: more alcohol and colour, same everything else
-    drifted = noisy_sample(wine, classes, 1500, rng)
-    drifted["alcohol"] += wine["alcohol"].std()
-    drifted["color_intensity"] *= rng.uniform(1.4, 1.8, size=len(drifted))
-    drifted_csv = workdir / "traffic-drifted.csv"
-    drifted.to_csv(drifted_csv, index=False)
-    return DemoData(model_dir, forest_pickle, reference_csv, traffic_csv, drifted_csv)
+    paths = {
+        "reference.csv": training,
+        "reference-retrained.csv": retraining,
+        "traffic.csv": noisy_sample(wine, classes, 1500, rng),
+        "traffic-drifted.csv": new_supplier(wine, classes, 1500, rng),
+    }
+    for name, frame in paths.items():
+        frame.to_csv(workdir / name, index=False)
+    return DemoData(
+        champion_model_dir=model_dir,
+        quick_experiment_pickle=stump_pickle,
+        retrained_pickle=retrained_pickle,
+        reference_csv=workdir / "reference.csv",
+        retrained_reference_csv=workdir / "reference-retrained.csv",
+        traffic_csv=workdir / "traffic.csv",
+        drifted_traffic_csv=workdir / "traffic-drifted.csv",
+    )
 
 
 @step
@@ -131,3 +164,94 @@ def wait_for_captures(capture_dir: Path, rows: int, timeout: float = 60.0) -> in
         if captured >= rows or time.monotonic() > deadline:
             return captured
         time.sleep(0.5)
+
+
+class SteadyTraffic(threading.Thread):
+    """Clients scoring rows of a CSV through a deployment while it switches versions.
+
+    Counts answered requests by status and requests that got no answer; bounded by
+    `max_requests` and `max_seconds` so a stuck deployment cannot keep it running.
+    Use as a context manager: traffic runs inside the `with` block.
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        rows_csv: Path,
+        rows_per_request: int = 5,
+        max_requests: int = 50_000,
+        max_seconds: float = 400.0,
+    ) -> None:
+        super().__init__(daemon=True)
+        frame = pd.read_csv(rows_csv)
+        self.frame = frame.drop(columns=[c for c in ("label",) if c in frame.columns])
+        self.endpoint_url, self.rows_per_request = endpoint_url, rows_per_request
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.statuses: dict[int, int] = {}
+        self.unanswered = 0
+        self._stop_event = threading.Event()
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values()) + self.unanswered
+
+    @property
+    def failed(self) -> int:
+        """Requests without an answer or answered with a status other than 200."""
+        return self.requests - self.statuses.get(200, 0)
+
+    def run(self) -> None:
+        import httpx
+
+        started = time.monotonic()
+        start = 0
+        with httpx.Client(timeout=30) as client:
+            while (
+                not self._stop_event.is_set()
+                and self.requests < self.max_requests
+                and time.monotonic() - started < self.max_seconds
+            ):
+                batch = self.frame.iloc[start : start + self.rows_per_request]
+                start = (start + self.rows_per_request) % max(len(self.frame), 1)
+                body = {"dataframe_split": batch.to_dict(orient="split", index=False)}
+                try:
+                    response = client.post(f"{self.endpoint_url}/invocations", json=body)
+                except httpx.HTTPError:
+                    self.unanswered += 1
+                    continue
+                self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+
+    def __enter__(self) -> SteadyTraffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_event.set()
+        self.join(30)
+
+
+@step(cache_policy=NO_CACHE)
+def wait_for_redeploy(deployment: str, episode_id: str, timeout: float = 240.0) -> dict | None:
+    """Wait for the redeploy an automation started for drift episode `episode_id` to finish;
+    its decision JSON, or None when none finished within `timeout` seconds.
+
+    Raises:
+        DeploymentError: that redeploy failed (the message has its error).
+    """
+    from mlops_pipeline.errors import DeploymentError
+    from mlops_pipeline.redeploy.records import FAILED, decisions
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for row in decisions(deployment):
+            details = row.get("details") or {}
+            episode = (details.get("trigger") or {}).get("episode_id") or details.get("episode_id")
+            if episode != episode_id or not row["finished_at"]:
+                continue
+            if row["decision"] == FAILED:
+                raise DeploymentError(
+                    f"The redeploy the drift event started failed: {row['reason']}"
+                )
+            return details
+        time.sleep(1.0)
+    return None

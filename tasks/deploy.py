@@ -6,7 +6,7 @@ must see the deployment as it is now.
 
 from __future__ import annotations
 
-from mlops_pipeline import registry
+from mlops_pipeline import ledger, registry
 from mlops_pipeline.targets import operations
 from mlops_pipeline.tasks.orchestration import step
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +18,7 @@ plan_deployment = step(operations.plan_deployment, cache_policy=NO_CACHE)
 create_deployment = step(operations.create_deployment, cache_policy=NO_CACHE)
 switch_deployment = step(operations.switch_deployment, cache_policy=NO_CACHE)
 get_deployment = step(operations.get_deployment, cache_policy=NO_CACHE)
+find_deployment = step(ledger.find_deployment, cache_policy=NO_CACHE)
 find_rollback_version = step(operations.find_rollback_version, cache_policy=NO_CACHE)
 delete_deployment = step(operations.delete_deployment, cache_policy=NO_CACHE)
 get_status = step(operations.get_status, cache_policy=NO_CACHE)

@@ -80,6 +80,30 @@ def prefect_api_configured() -> bool:
     return bool(get_current_settings().api.url)
 
 
+def prefect_ui_url() -> str | None:
+    """The Prefect UI's address for the configured API (None without one)."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    url = settings.ui_url or (str(settings.api.url) if settings.api.url else None)
+    return url.removesuffix("/").removesuffix("/api") if url else None
+
+
+def deployment_served(name: str) -> bool:
+    """Whether the Prefect API knows deployment `name` ("flow-name/deployment-name"), e.g. the
+    event-triggered redeploy that `mlops up` serves. False without an API or on any error."""
+    if not prefect_api_configured():
+        return False
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(name)
+    except Exception:  # not found, or the API is unreachable: either way nothing serves it
+        return False
+    return True
+
+
 def orchestrated() -> bool:
     """Whether `run_flow` starts tracked Prefect flow runs (`MLOPS_ORCHESTRATE` and the API)."""
     mode = get_settings().orchestrate

@@ -27,18 +27,35 @@ def demo_cmd(
 
 
 def render_demo(result: dict[str, Any]) -> None:
-    """The versions, each monitor verdict with its report path, and what the demo switched."""
+    """Versions, both monitor verdicts, the rejected challenger, the drift-triggered redeploy,
+    the failed requests during it, and where to look next."""
+    from mlops_pipeline.cli.redeploy import render_decision
+    from mlops_pipeline.settings import get_settings
+
     render_versions(result["versions"])
-    for label, key in (
-        ("normal traffic", "monitor_before_drift"),
-        ("drifted traffic", "monitor_after_drift"),
-    ):
-        verdict = result[key]
-        drifted = ", ".join(verdict.get("drifted", [])) or "none"
-        console.print(f"{label}: drift={verdict['drift']} (drifted: {drifted})")
-        # the path alone on its line, never wrapped: it is there to be copied or opened
-        console.print(f"  report: {verdict.get('report')}", highlight=False)
-    if result["updated_to_version"]:
-        console.print(f"deployment switched to version {result['updated_to_version']} (challenger)")
+    before, after = result["monitor_before_drift"], result["monitor_after_drift"]
+    console.print(f"normal traffic: drift={before['drift']}")
+    console.print("[bold]a quick experiment asks to replace the champion:[/]")
+    render_decision(result["rejected_challenger"])
+    drifted = ", ".join(after.get("drifted", [])) or "none"
+    console.print(f"drifted traffic: drift={after['drift']} (drifted: {drifted})")
+    if result["redeploy"]:
+        console.print(f"[bold]redeploy[/] by {result['redeploy_trigger']}:")
+        render_decision(result["redeploy"])
+    traffic = result["traffic_during_redeploy"]
+    colour = "green" if traffic["failed"] == 0 else "red"
+    console.print(
+        f"failed requests during the redeploy: [bold {colour}]{traffic['failed']}[/] "
+        f"of {traffic['requests']}"
+    )
     if result["still_serving"]:
         console.print(f"still serving at {result['endpoint_url']} (mlops undeploy wine-demo)")
+    console.print("[bold]where to look:[/]")
+    if result["prefect_ui"]:
+        console.print(f"  Prefect UI (flow runs, events, automations): {result['prefect_ui']}")
+    else:
+        console.print("  Prefect UI: run `mlops up`, then `mlops demo` again to see the event path")
+    tracking = get_settings().resolved_tracking_uri
+    console.print(f"  MLflow UI: mlflow ui --backend-store-uri {tracking}", highlight=False)
+    # the paths alone on their lines, never wrapped: they are there to be copied or opened
+    console.print(f"  drift report: {after.get('report')}", highlight=False, soft_wrap=True)

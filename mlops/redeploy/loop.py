@@ -200,6 +200,18 @@ def registered_challenger(champion: ModelRef, challenger: str) -> ModelRef | Non
     return ref
 
 
+def waiting_challenger(champion: ModelRef) -> str | None:
+    """`models:/NAME@challenger` when the champion's model has a `challenger` alias on another
+    version (one registered for the next drift, e.g. by CI), else None."""
+    from mlops_pipeline.errors import NotFoundError
+
+    try:
+        ref = get_model_version(champion.name, alias=CHALLENGER).ref
+    except NotFoundError:
+        return None
+    return None if ref.version == champion.version else f"models:/{champion.name}@{CHALLENGER}"
+
+
 def challenger_tags(parent_version: str, trigger: TriggerInfo) -> dict[str, str]:
     """Registry tags of a challenger: its parent version, why it was made, and the drift
     episode, event and monitor run behind it (those known)."""

@@ -167,14 +167,26 @@ def test_models_list_cuts_nothing_in_a_narrow_terminal(registered_model, narrow_
     assert "".join(column.split()) == "".join(expected.split())
 
 
-def test_demo_summary_prints_report_paths_whole(
+def decision(kind: str, champion: str, challenger: str, scores: dict, reason: str) -> dict:
+    return {
+        "decision": kind,
+        "reason": reason,
+        "champion": {"name": "iris", "version": champion},
+        "challenger": {"name": "iris", "version": challenger},
+        "scores": scores,
+        "metric": "accuracy",
+        "holdout": {"source": "labelled_captures", "rows": 1500},
+        "bake": None,
+    }
+
+
+def test_demo_summary_prints_decisions_failed_requests_and_where_to_look(
     registered_model, narrow_terminal, tmp_path, monkeypatch
 ):
     from mlops_pipeline.cli import demo as demo_cli
     from mlops_pipeline.flows.demo import run_demo
 
     reports = tmp_path / "demo" / "monitor" / "wine-demo" / "reports"
-    before = reports / "20261130T104406123456Z" / "report.html"
     after = reports / "20261130T104512654321Z" / "report.html"
     assert len(str(after)) > narrow_terminal
     versions = json.loads(invoke("models", "list", "--name", "iris", "--json").stdout)
@@ -184,13 +196,21 @@ def test_demo_summary_prints_report_paths_whole(
         return {
             "model": "iris",
             "endpoint_url": "http://127.0.0.1:54321",
-            "monitor_before_drift": {"drift": False, "drifted": [], "report": str(before)},
+            "monitor_before_drift": {"drift": False, "drifted": []},
+            "rejected_challenger": decision(
+                "rejected", "1", "2", {"champion": 1.0, "challenger": 0.65}, "does not pass"
+            ),
             "monitor_after_drift": {
                 "drift": True,
                 "drifted": ["alcohol", "color_intensity", "prediction"],
                 "report": str(after),
             },
-            "updated_to_version": "2",
+            "redeploy_trigger": "event: mlops.drift.detected -> automation -> redeploy",
+            "redeploy": decision(
+                "promoted", "1", "3", {"champion": 0.95, "challenger": 1.0}, "passes"
+            ),
+            "traffic_during_redeploy": {"requests": 812, "failed": 0, "statuses": {"200": 812}},
+            "prefect_ui": "http://127.0.0.1:4200",
             "still_serving": True,
             "versions": versions,
         }
@@ -199,7 +219,15 @@ def test_demo_summary_prints_report_paths_whole(
     result = invoke("demo", "--keep-serving")
     assert result.exit_code == 0, result.output
     lines = [line.rstrip() for line in result.output.splitlines()]
-    assert f"  report: {before}" in lines and f"  report: {after}" in lines
+    assert "rejected: iris v2 vs champion v1" in lines and "reason: does not pass" in lines
+    assert "promoted: iris v3 vs champion v1" in lines
+    assert "failed requests during the redeploy: 0 of 812" in lines
+    # the report path stays whole on its line, to be copied or opened
+    assert f"  drift report: {after}" in lines
+    assert "  Prefect UI (flow runs, events, automations): http://127.0.0.1:4200" in lines
+    assert any(
+        line.startswith("  MLflow UI: mlflow ui --backend-store-uri sqlite:") for line in lines
+    )
     assert any(line.endswith("http://127.0.0.1:54321 (mlops undeploy wine-demo)") for line in lines)
 
 
