@@ -8,6 +8,7 @@ commands live in one module per command group, each with its own nameless `typer
 * `demo`: demo
 * `serve`: serve, predict
 * `deploy`: deploy, update, rollback, undeploy, status, build-image, deployments list/show/history
+* `batch`: score-batch
 * `monitor`: monitor, drift
 
 `_output` is the one shared output and error helper: the `command` decorator (MLOpsError -> one
@@ -25,7 +26,7 @@ import os
 from typing import Annotated
 
 import typer
-from mlops_pipeline.cli import _output, demo, deploy, monitor, registry, serve
+from mlops_pipeline.cli import _output, batch, demo, deploy, monitor, registry, serve
 from mlops_pipeline.settings import override_settings
 
 app = typer.Typer(
@@ -37,7 +38,7 @@ app = typer.Typer(
 )
 
 #: the command groups, in the order `mlops --help` lists them
-GROUPS = (registry, demo, serve, deploy, monitor)
+GROUPS = (registry, demo, serve, deploy, batch, monitor)
 for _group in GROUPS:
     app.add_typer(_group.app)
 

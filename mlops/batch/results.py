@@ -1,0 +1,56 @@
+"""Typed results of batch scoring: one `FileResult` per input file, one `BatchResult` per run.
+
+`BatchResult` is also what the `_SUCCESS` manifest holds (as JSON) and what `mlops score-batch
+--json` prints.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Format = Literal["parquet", "csv"]
+
+
+class FileResult(BaseModel):
+    """What happened to one input file.
+
+    `skipped` files were scored by an earlier run for the same model version (their output part
+    exists, or the batch deployment's watermark lists them); their row counts are unknown (None)
+    unless the part is Parquet, whose footer has them.
+    """
+
+    input: str = Field(description="The input file, as a path or fsspec URI.")
+    output: str | None = Field(default=None, description="Its output part.")
+    rejects: str | None = Field(default=None, description="Its rejects file, if rows failed.")
+    capture: str | None = Field(default=None, description="Its capture file, if captured.")
+    rows_read: int | None = 0
+    rows_scored: int | None = 0
+    rows_rejected: int | None = 0
+    skipped: bool = False
+
+
+class BatchResult(BaseModel):
+    """A whole run: the model, where it read and wrote, row counts and every file's result."""
+
+    model_uri: str = Field(description="models:/NAME/VERSION (pinned) or the model's path.")
+    model_name: str
+    model_version: str
+    input: str
+    output: str
+    format: Format
+    started_at: datetime
+    finished_at: datetime | None = None
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    files_scored: int = 0
+    files_skipped: int = 0
+    files: list[FileResult] = Field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        end = self.finished_at or self.started_at
+        return (end - self.started_at).total_seconds()

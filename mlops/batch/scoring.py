@@ -1,0 +1,179 @@
+"""Score files with a registered model version in bounded memory: `score_batch`.
+
+Each input file is streamed as record batches (`sources`), each batch checked against the
+signature with the scoring service's rules (`checks`), scored through the same model wrapper
+the service uses (`serving.model.Runtime`, so MLflow's slower schema enforcement is replaced by
+the service's checks exactly as in `/invocations`), and written to the file's output part, its
+rejects file and, when a capture URI is given, a capture file in the service's layout
+(`serving.contract.capture_file_path`) so `mlops monitor` reads batch predictions like served
+ones. Memory holds about two chunks at a time, whatever the input size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from mlops_pipeline.batch.files import BatchRun, FileScorer, progress_listener
+from mlops_pipeline.batch.output import OutputFolder
+from mlops_pipeline.batch.results import BatchResult, FileResult, Format
+from mlops_pipeline.batch.sources import list_input_files
+from mlops_pipeline.errors import (
+    BackendError,
+    InvalidInputError,
+    NotFoundError,
+)
+from mlops_pipeline.serving.model import Runtime
+from mlops_pipeline.serving.signature import signature_columns
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_CHUNK_ROWS", "load_runtime", "progress_listener", "score_batch"]
+
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+def load_runtime(model_uri: str, chunk_rows: int) -> Runtime:
+    """Resolve MODEL_URI in the registry and load it as the scoring service does.
+
+    Raises:
+        InvalidInputError: not a `models:/` URI (exit 2).
+        NotFoundError: no such model, version or alias (exit 3).
+        BackendError: the model cannot be loaded (exit 5).
+    """
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+    from mlops_pipeline.registry import resolve_model_uri
+    from mlops_pipeline.tracking import connect
+
+    ref = resolve_model_uri(model_uri)
+    connect()
+    try:
+        pyfunc = mlflow.pyfunc.load_model(ref.uri)
+    except (MlflowException, OSError, ImportError) as exc:
+        raise BackendError(f"Model {ref.uri} could not be loaded: {exc}") from exc
+    return Runtime(
+        pyfunc=pyfunc,
+        model_uri=ref.uri,
+        name=ref.name,
+        version=ref.version,
+        columns=signature_columns(pyfunc.metadata.get_input_schema()),
+        reject_extra=False,  # files carry ids and other columns; the model gets its own only
+        max_rows=chunk_rows,
+    )
+
+
+def score_batch(
+    model_uri: str,
+    input: str,
+    output: str,
+    *,
+    format: Format = "parquet",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    id_columns: list[str] | None = None,
+    error_threshold: int = 0,
+    capture_uri: str | None = None,
+    already_scored: Callable[[str], bool] | None = None,
+    on_file_scored: Callable[[FileResult, str], None] | None = None,
+    missing_ok: bool = False,
+) -> BatchResult:
+    """Score every CSV/Parquet file of INPUT with MODEL_URI into the folder OUTPUT.
+
+    Args:
+        model_uri: `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `models:/NAME/latest`; the
+            version is pinned when the run starts.
+        input: a file, folder or glob (local path or fsspec URI).
+        output: the output folder (created if missing; see `batch.output` for its layout).
+        format: `parquet` or `csv`, for parts and rejects files.
+        chunk_rows: rows per record batch (memory grows with it, not with the input).
+        id_columns: input columns to keep in the output (default: all input columns).
+        error_threshold: most rejected rows the run tolerates; one more fails it.
+        capture_uri: also write inputs and predictions in the capture layout there.
+        already_scored: returns True for an input file URI to skip (a deployment's watermark),
+            beside the files whose part for this model version exists.
+        on_file_scored: called with each scored file's result and the model version, after its
+            part is in place (a deployment records its watermark there).
+        missing_ok: an input that holds no files yet (an empty landing folder) scores nothing
+            instead of raising NotFoundError.
+
+    Returns:
+        The run's `BatchResult`, also written as the `_SUCCESS` manifest.
+
+    Raises:
+        InvalidInputError: bad options, an unreadable or empty file, a missing column or one of
+            the wrong type, naming the file and column (exit 2).
+        NotFoundError: the input or the model does not exist (exit 3).
+        ValidationFailedError: more rejected rows than `error_threshold`, or the model failed
+            on a chunk (exit 8).
+        BackendError: the model cannot be loaded or the output cannot be written (exit 5).
+    """
+    if chunk_rows < 1:
+        raise InvalidInputError(
+            f"--chunk-rows must be at least 1, got {chunk_rows}.", field="chunk_rows"
+        )
+    if error_threshold < 0:
+        raise InvalidInputError(
+            f"--error-threshold must be 0 or more, got {error_threshold}.",
+            field="error_threshold",
+        )
+    try:
+        files = list_input_files(input)
+    except NotFoundError:
+        if not missing_ok:
+            raise
+        files = []
+    out = OutputFolder(output, format)
+    runtime = load_runtime(model_uri, chunk_rows)
+    result = BatchResult(
+        model_uri=runtime.model_uri,
+        model_name=runtime.name,
+        model_version=runtime.version,
+        input=input,
+        output=output,
+        format=format,
+        started_at=dt.datetime.now(dt.UTC),
+    )
+    run = BatchRun(
+        runtime,
+        out,
+        result,
+        chunk_rows=chunk_rows,
+        id_columns=list(id_columns or []),
+        error_threshold=error_threshold,
+        capture_uri=capture_uri,
+    )
+    out.start()
+    logger.info("Scoring %d file(s) of %s with %s", len(files), input, runtime.model_uri)
+    for file in files:
+        name = out.part_name(file.uri, file.stem, runtime.version)
+        existing = out.existing_part(name)
+        if existing is not None or (already_scored is not None and already_scored(file.uri)):
+            uri, rows = existing or (None, None)
+            result.files.append(
+                FileResult(
+                    input=file.uri,
+                    output=uri,
+                    rows_read=None,
+                    rows_scored=rows,
+                    rows_rejected=None,
+                    skipped=True,
+                )
+            )
+            result.files_skipped += 1
+            continue
+        scored = FileScorer(run, file, name).score()
+        result.files.append(scored)
+        result.files_scored += 1
+        if on_file_scored is not None:
+            on_file_scored(scored, runtime.version)
+    result.finished_at = dt.datetime.now(dt.UTC)
+    out.finish(result)
+    logger.info(
+        "Scored %d rows (%d rejected) of %d file(s) into %s",
+        result.rows_scored,
+        result.rows_rejected,
+        result.files_scored,
+        output,
+    )
+    return result

@@ -1,0 +1,356 @@
+"""The `batch:` target: a scheduled Prefect deployment that scores a landing folder's new files.
+
+    mlops deploy models:/churn@champion --name churn-daily \\
+        --target 'batch:/landing?output=/scored&cron=0 * * * *'
+
+Target URI: `batch:<landing>?output=<folder>&cron=<cron>` with optional `format=parquet|csv`,
+`tz=<IANA zone>` (of the cron; default UTC), `pool=<work pool>` (default `mlops`, created as a
+process pool when missing), `id=<col>,<col>` (output only these input columns), `chunk_rows=N`
+and `error_threshold=N`. Landing and output are local paths or fsspec URIs.
+
+Design: targets may not import Prefect (import-linter), so this target talks to the Prefect
+server's REST API with httpx, the same way the docker: target talks to the Docker engine. The
+Prefect deployment is the target's whole runtime state: one per NAME (flow `score-batch`, tags
+`mlops`, `mlops-batch`), entry point `mlops_pipeline.flows.batch:score_batch` (installed with
+the package, so any process worker of the pool runs it), a cron schedule, a concurrency limit
+of 1 (runs never overlap, so the per-file watermark needs no locking), and parameters that say
+everything a run needs: the pinned model version, landing, output, capture URI and NAME. Each
+run scores the landing files NAME has not scored yet (`batch.watermark`, in the ledger
+database) and writes inputs and predictions in the capture layout too, so `mlops monitor` and
+the redeploy loop work as for served deployments. `update` patches the model version in those
+parameters, so later runs use it; `delete` removes the Prefect deployment (with its scheduled
+runs) and NAME's watermark. The ledger and in-use tags are handled by
+`targets.operations`, as for every target.
+
+The Prefect API is PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from mlops_pipeline.batch import watermark
+from mlops_pipeline.batch.scoring import DEFAULT_CHUNK_ROWS
+from mlops_pipeline.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
+from mlops_pipeline.targets.base import DeployConfig, Deployment, DeploymentStatus, ModelRef, Target
+
+__all__ = ["BatchTarget"]
+
+FLOW_NAME = "score-batch"
+ENTRYPOINT = "mlops_pipeline.flows.batch:score_batch"
+TAGS = ["mlops", "mlops-batch"]
+DEFAULT_POOL = "mlops"
+CAPTURE_DIR = "_captures"
+_OPTIONS = {"output", "cron", "format", "tz", "pool", "id", "chunk_rows", "error_threshold"}
+
+
+def _absolute(location: str) -> str:
+    """Workers run elsewhere: local paths become absolute; URIs stay as they are."""
+    return location if "://" in location else str(Path(location).expanduser().resolve())
+
+
+class BatchTarget(Target):
+    """Batch deployments: cron-scheduled Prefect deployments of the `score-batch` flow."""
+
+    scheme = "batch"
+    needs_image = False
+
+    def __init__(self, target_uri: str) -> None:
+        super().__init__(target_uri)
+        landing, _, query = self.location.partition("?")
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise InvalidInputError(
+                f"The batch target has no option '{unknown[0]}'.",
+                hint=f"Options: {', '.join(sorted(_OPTIONS))}.",
+                field="target",
+                value=target_uri,
+            )
+        self.options = options
+        self.landing = landing
+        if landing or query:  # `batch:` alone names the target for list and get
+            for key, value in (("landing folder", landing), ("output", options.get("output"))):
+                if not value:
+                    raise InvalidInputError(
+                        f"The batch target needs a {key}: got '{target_uri}'.",
+                        hint="Use --target 'batch:/landing?output=/scored&cron=0 * * * *'.",
+                        field="target",
+                        value=target_uri,
+                    )
+            if not options.get("cron"):
+                raise InvalidInputError(
+                    f"The batch target needs a schedule: got '{target_uri}'.",
+                    hint="Add &cron=MIN HOUR DAY MONTH WEEKDAY, e.g. &cron=0 * * * * (hourly).",
+                    field="target",
+                    value=target_uri,
+                )
+            if options.get("format", "parquet") not in ("parquet", "csv"):
+                raise InvalidInputError(
+                    f"format={options['format']} is not an output format of the batch target.",
+                    hint="Use format=parquet or format=csv.",
+                    field="target",
+                )
+            for key in ("chunk_rows", "error_threshold"):
+                if key in options and not options[key].isdigit():
+                    raise InvalidInputError(
+                        f"{key}={options[key]} in the batch target is not a whole number.",
+                        field="target",
+                    )
+            self.landing = _absolute(landing)
+            self.options["output"] = _absolute(options["output"])
+        # the ledger records one URI per target: `batch:`, whatever the folders and schedule
+        self.target_uri = "batch:"
+
+    # -- Prefect REST API --------------------------------------------------------------------
+
+    def _api(self) -> str:
+        url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+        if not url:
+            raise BackendUnavailableError(
+                "The batch target schedules runs on a Prefect server, and PREFECT_API_URL is "
+                "not set.",
+                hint="Start one (`mlops up` or `prefect server start`) and set PREFECT_API_URL, "
+                "e.g. http://127.0.0.1:4200/api.",
+            )
+        return url
+
+    def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        api = self._api()
+        headers = {}
+        if key := os.environ.get("PREFECT_API_KEY"):
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            response = httpx.request(
+                method, f"{api}{path}", json=body, headers=headers, timeout=30.0
+            )
+        except httpx.HTTPError as exc:
+            raise BackendUnavailableError(
+                f"The Prefect API at {api} did not answer: {exc}.",
+                hint="Check that the Prefect server runs and PREFECT_API_URL points at it.",
+            ) from exc
+        if response.status_code == 422:
+            raise InvalidInputError(
+                f"The Prefect server refused the batch deployment: {_detail(response)}",
+                hint="Check the cron expression and tz= of the target URI.",
+                field="target",
+            )
+        if response.status_code >= 400 and response.status_code != 404:
+            raise BackendError(
+                f"The Prefect API answered {method} {path} with HTTP {response.status_code}: "
+                f"{_detail(response)}"
+            )
+        return response
+
+    def _find(self, name: str) -> dict[str, Any] | None:
+        response = self._request("GET", f"/deployments/name/{FLOW_NAME}/{name}")
+        if response.status_code == 404:
+            return None
+        found = response.json()
+        return found if set(TAGS) <= set(found.get("tags") or []) else None
+
+    def _ensure_flow_and_pool(self, pool: str) -> str:
+        flow_id = self._request("POST", "/flows/", {"name": FLOW_NAME}).json()["id"]
+        if self._request("GET", f"/work_pools/{pool}").status_code == 404:
+            # a process worker fills in its default job template on first start
+            self._request("POST", "/work_pools/", {"name": pool, "type": "process"})
+        return flow_id
+
+    def _parameters(self, name: str, model: ModelRef, config: DeployConfig) -> dict[str, Any]:
+        output = self.options["output"]
+        params: dict[str, Any] = {
+            "model_uri": model.uri,
+            "input": self.landing,
+            "output": output,
+            "format": self.options.get("format", "parquet"),
+            "chunk_rows": int(self.options.get("chunk_rows", DEFAULT_CHUNK_ROWS)),
+            "error_threshold": int(self.options.get("error_threshold", 0)),
+            "capture_uri": config.capture_uri or f"{output.rstrip('/')}/{CAPTURE_DIR}",
+            "deployment": name,
+        }
+        if self.options.get("id"):
+            params["id_columns"] = [c.strip() for c in self.options["id"].split(",") if c.strip()]
+        return params
+
+    # -- Target ------------------------------------------------------------------------------
+
+    def create(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> Deployment:
+        if not self.landing:
+            raise InvalidInputError(
+                "The batch target needs a landing folder, output folder and schedule.",
+                hint="Use --target 'batch:/landing?output=/scored&cron=0 * * * *'.",
+                field="target",
+            )
+        if self._find(name) is not None:
+            raise ConflictError(
+                f"A batch deployment named '{name}' already exists.",
+                hint=f"Use `mlops update {name} --model MODEL_URI`, or undeploy it first.",
+                deployment=name,
+            )
+        pool = self.options.get("pool", DEFAULT_POOL)
+        flow_id = self._ensure_flow_and_pool(pool)
+        body = {
+            "name": name,
+            "flow_id": flow_id,
+            "entrypoint": ENTRYPOINT,
+            "work_pool_name": pool,
+            "parameters": self._parameters(name, model, config),
+            "enforce_parameter_schema": False,
+            "concurrency_limit": 1,
+            "tags": TAGS,
+            "description": f"mlops batch deployment '{name}': scores new files of "
+            f"{self.landing} into {self.options['output']} on '{self.options['cron']}'.",
+            "schedules": [
+                {
+                    "schedule": {
+                        "cron": self.options["cron"],
+                        "timezone": self.options.get("tz", "UTC"),
+                    },
+                    "active": True,
+                    "slug": "batch",
+                }
+            ],
+        }
+        response = self._request("POST", "/deployments/", body)
+        if response.status_code == 404:
+            raise BackendError(f"The Prefect API refused the deployment: {_detail(response)}")
+        return self.get(name)
+
+    def update(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> Deployment:
+        found = self._require(name)
+        parameters = {**found["parameters"], "model_uri": model.uri}
+        if config.capture_uri:
+            parameters["capture_uri"] = config.capture_uri
+        self._request("PATCH", f"/deployments/{found['id']}", {"parameters": parameters})
+        return self.get(name)
+
+    def delete(self, name: str) -> None:
+        found = self._find(name)
+        if found is not None:
+            self._request("DELETE", f"/deployments/{found['id']}")
+        watermark.forget(name)
+
+    def list(self) -> list[Deployment]:
+        body = {
+            "flows": {"name": {"any_": [FLOW_NAME]}},
+            "deployments": {"tags": {"all_": TAGS}},
+            "sort": "NAME_ASC",
+        }
+        return [
+            self._deployment(d) for d in self._request("POST", "/deployments/filter", body).json()
+        ]
+
+    def get(self, name: str) -> Deployment:
+        return self._deployment(self._require(name))
+
+    def _require(self, name: str) -> dict[str, Any]:
+        found = self._find(name)
+        if found is None:
+            raise NotFoundError(
+                f"No batch deployment named '{name}' on the Prefect server {self._api()}.",
+                hint="List them with `mlops deployments list --target batch:`.",
+                deployment=name,
+            )
+        return found
+
+    def _deployment(self, found: dict[str, Any]) -> Deployment:
+        params = found.get("parameters") or {}
+        model_uri = params.get("model_uri", "")
+        model_name, _, version = model_uri.removeprefix("models:/").partition("/")
+        schedules = found.get("schedules") or []
+        cron = schedules[0]["schedule"].get("cron") if schedules else None
+        active = bool(schedules) and schedules[0].get("active") and not found.get("paused")
+        ui = self._api().removesuffix("/api")
+        options = {
+            "landing": params.get("input"),
+            "output": params.get("output"),
+            "cron": cron,
+            "format": params.get("format"),
+            "pool": found.get("work_pool_name"),
+            "prefect_deployment_id": found["id"],
+        }
+        options = {key: str(value) for key, value in options.items() if value is not None}
+        return Deployment(
+            name=found["name"],
+            target_uri=self.target_uri,
+            model_name=model_name,
+            model_version=version,
+            model_uri=model_uri,
+            endpoint_url=f"{ui}/deployments/deployment/{found['id']}",
+            status=DeploymentStatus.READY if active else DeploymentStatus.STOPPED,
+            capture_uri=params.get("capture_uri"),
+            created_at=datetime.fromisoformat(found["created"]),
+            updated_at=datetime.fromisoformat(found["updated"]),
+            config={"capture_uri": params.get("capture_uri"), "options": options},
+        )
+
+    def logs(self, name: str, tail: int = 100) -> str:
+        found = self._require(name)
+        body = {
+            "deployments": {"id": {"any_": [found["id"]]}},
+            "sort": "EXPECTED_START_TIME_DESC",
+            "limit": tail,
+        }
+        runs = self._request("POST", "/flow_runs/filter", body).json()
+        lines = [
+            f"{run.get('start_time') or run.get('expected_start_time')} {run['name']} "
+            f"{run.get('state_name')}: {(run.get('state') or {}).get('message') or ''}".rstrip()
+            for run in reversed(runs)
+        ]
+        return "\n".join(lines) or f"No runs of batch deployment '{name}' yet."
+
+    def predict(
+        self, name: str, payload: dict[str, Any], *, headers: dict[str, str] | None = None
+    ) -> Any:
+        raise InvalidInputError(
+            f"Batch deployment '{name}' scores files, not requests.",
+            hint="Drop files into its landing folder, or run `mlops score-batch`.",
+            deployment=name,
+        )
+
+    def health(self, name: str) -> dict[str, Any]:
+        """The schedule's state and the last run instead of /ready: never raises."""
+        try:
+            deployment = self.get(name)
+            found = self._require(name)
+            result: dict[str, Any] = {
+                "endpoint_url": deployment.endpoint_url,
+                "ready": deployment.status == DeploymentStatus.READY,
+                "schedule": deployment.config["options"].get("cron"),
+                "workers": found.get("status"),
+            }
+            body = {
+                "deployments": {"id": {"any_": [found["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}},
+                "sort": "START_TIME_DESC",
+                "limit": 1,
+            }
+            last = self._request("POST", "/flow_runs/filter", body).json()
+            if last:
+                result["last_run"] = {"state": last[0]["state_name"], "at": last[0]["start_time"]}
+            return result
+        except (BackendError, NotFoundError) as exc:
+            return {"ready": False, "error": str(exc)}
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return str(detail)[:300]

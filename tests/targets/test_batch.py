@@ -1,0 +1,182 @@
+"""The batch: target against a real Prefect server: schedule, update, delete, ledger, guard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pandas as pd
+import pytest
+from mlops_pipeline.deployment import DeployConfig, DeploymentStatus, ModelRef
+from mlops_pipeline.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
+from mlops_pipeline.targets.base import get_target
+from mlops_pipeline.targets.batch import ENTRYPOINT, BatchTarget
+
+from tests.mlops.batch.conftest import iris_model, iris_registry  # noqa: F401, F811 - fixtures
+from tests.servers import prefect_server
+
+URI = "batch:{landing}?output={output}&cron=0 * * * *"
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory) -> Iterator[str]:
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as api:
+        yield api
+
+
+@pytest.fixture
+def api(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    monkeypatch.delenv("PREFECT_API_KEY", raising=False)
+    return prefect_api
+
+
+def prefect_deployment(api: str, name: str) -> dict | None:
+    response = httpx.get(f"{api}/deployments/name/score-batch/{name}", timeout=10)
+    return None if response.status_code == 404 else response.json()
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("batch:/landing?cron=0 * * * *", "needs a output"),
+        ("batch:/landing?output=/scored", "needs a schedule"),
+        ("batch:?output=/scored&cron=0 * * * *", "needs a landing folder"),
+        ("batch:/landing?output=/o&cron=0 * * * *&colour=red", "has no option 'colour'"),
+        ("batch:/landing?output=/o&cron=0 * * * *&format=xlsx", "format=xlsx"),
+        ("batch:/landing?output=/o&cron=0 * * * *&chunk_rows=many", "chunk_rows=many"),
+    ],
+)
+def test_target_uri_problems_are_named(uri: str, problem: str) -> None:
+    with pytest.raises(InvalidInputError, match=problem):
+        get_target(uri)
+
+
+def test_target_uri_parts_and_one_ledger_uri(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = get_target("batch:landing?output=s3://bucket/scored&cron=*/5 * * * *&format=csv")
+    assert isinstance(target, BatchTarget)
+    assert target.landing == str(tmp_path / "landing")  # workers run elsewhere: absolute
+    assert target.options["output"] == "s3://bucket/scored"
+    assert target.options["cron"] == "*/5 * * * *"
+    assert target.target_uri == "batch:" == get_target("batch:").target_uri
+
+
+def test_without_a_prefect_api_the_target_says_what_to_set(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    target = get_target(URI.format(landing=tmp_path, output=tmp_path / "o"))
+    with pytest.raises(BackendUnavailableError, match="PREFECT_API_URL"):
+        target.create("nightly", ModelRef("iris", "1"), DeployConfig())
+
+
+def test_create_schedules_update_switches_version_delete_removes(api: str, tmp_path) -> None:
+    uri = URI.format(landing=tmp_path / "land", output=tmp_path / "out") + "&tz=Europe/Paris"
+    target = get_target(uri + "&id=key,region&pool=batch-pool")
+    created = target.create("churn-hourly", ModelRef("churn", "3"), DeployConfig())
+
+    assert created.model_uri == "models:/churn/3" and created.status == DeploymentStatus.READY
+    assert created.target_uri == "batch:"
+    assert created.capture_uri == f"{tmp_path / 'out'}/_captures"
+    found = prefect_deployment(api, "churn-hourly")
+    assert found["entrypoint"] == ENTRYPOINT
+    assert found["global_concurrency_limit"]["limit"] == 1  # runs never overlap
+    assert found["work_pool_name"] == "batch-pool"
+    schedule = found["schedules"][0]
+    assert schedule["active"] is True
+    assert schedule["schedule"]["cron"] == "0 * * * *"
+    assert schedule["schedule"]["timezone"] == "Europe/Paris"
+    assert found["parameters"] == {
+        "model_uri": "models:/churn/3",
+        "input": str(tmp_path / "land"),
+        "output": str(tmp_path / "out"),
+        "format": "parquet",
+        "chunk_rows": 100_000,
+        "error_threshold": 0,
+        "capture_uri": f"{tmp_path / 'out'}/_captures",
+        "deployment": "churn-hourly",
+        "id_columns": ["key", "region"],
+    }
+    pool = httpx.get(f"{api}/work_pools/batch-pool", timeout=10).json()
+    assert pool["type"] == "process"
+    assert (
+        created.endpoint_url == f"{api.removesuffix('/api')}/deployments/deployment/{found['id']}"
+    )
+
+    with pytest.raises(ConflictError, match="already exists"):
+        target.create("churn-hourly", ModelRef("churn", "4"), DeployConfig())
+
+    updated = get_target("batch:").update("churn-hourly", ModelRef("churn", "4"), DeployConfig())
+    assert updated.model_version == "4"
+    after = prefect_deployment(api, "churn-hourly")
+    assert after["parameters"] == {**found["parameters"], "model_uri": "models:/churn/4"}
+    assert after["schedules"][0]["schedule"]["cron"] == "0 * * * *"
+
+    listed = get_target("batch:").list()
+    assert [d.name for d in listed] == ["churn-hourly"]
+    health = get_target("batch:").health("churn-hourly")
+    assert health["ready"] is True and health["schedule"] == "0 * * * *"
+    assert "No runs" in get_target("batch:").logs("churn-hourly")
+    with pytest.raises(InvalidInputError, match="scores files, not requests"):
+        get_target("batch:").predict("churn-hourly", {"inputs": []})
+
+    get_target("batch:").delete("churn-hourly")
+    assert prefect_deployment(api, "churn-hourly") is None
+    with pytest.raises(NotFoundError, match="No batch deployment named 'churn-hourly'"):
+        get_target("batch:").get("churn-hourly")
+    get_target("batch:").delete("churn-hourly")  # idempotent
+
+
+def test_a_bad_cron_is_refused_and_nothing_is_created(api: str, tmp_path) -> None:
+    target = get_target(f"batch:{tmp_path}?output={tmp_path / 'o'}&cron=every hour")
+    with pytest.raises(InvalidInputError, match="refused the batch deployment"):
+        target.create("bad-cron", ModelRef("churn", "1"), DeployConfig())
+    assert prefect_deployment(api, "bad-cron") is None
+
+
+def test_deploy_records_guards_runs_and_undeploys(
+    api: str,
+    iris_model,  # noqa: F811 - the fixture imported above
+    iris_features,
+    tmp_path,
+) -> None:
+    """Through the deployment operations, as `mlops deploy` does: ledger, in-use tag, runs."""
+    from mlops_pipeline import inuse
+    from mlops_pipeline.batch import watermark
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.batch import score_batch
+    from mlops_pipeline.monitoring.captures import list_capture_files
+    from mlops_pipeline.targets import operations
+    from mlops_pipeline.tracking import connect
+    from prefect.flows import load_flow_from_entrypoint
+
+    landing, out = tmp_path / "landing", tmp_path / "scored"
+    landing.mkdir()
+    iris_features.iloc[:40].to_parquet(landing / "monday.parquet", index=False)
+    uri = URI.format(landing=landing, output=out)
+    operations.create_deployment("iris-batch", ModelRef("iris", "1"), uri, DeployConfig())
+    try:
+        recorded = operations.get_deployment("iris-batch")
+        assert (recorded.target_uri, recorded.model_uri) == ("batch:", "models:/iris/1")
+        assert inuse.deployments_using(connect(), "iris", "1") == {"iris-batch": "batch:"}
+        assert operations.get_status("iris-batch").status == DeploymentStatus.READY
+
+        # what the schedule runs: the installed entry point with the deployment's parameters
+        assert load_flow_from_entrypoint(ENTRYPOINT) is score_batch
+        params = prefect_deployment(api, "iris-batch")["parameters"]
+        first = run_flow(score_batch, **params)
+        assert (first["files_scored"], first["rows_scored"]) == (1, 40)
+        assert run_flow(score_batch, **params)["files_scored"] == 0  # nothing new
+        iris_features.iloc[40:50].to_parquet(landing / "tuesday.parquet", index=False)
+        assert run_flow(score_batch, **params)["rows_scored"] == 10
+        assert len(list_capture_files(params["capture_uri"], "iris", "1")) == 2
+        assert pd.read_parquet(out).shape[0] == 50  # BI tools read the folder as one table
+    finally:
+        operations.delete_deployment("iris-batch")
+    assert prefect_deployment(api, "iris-batch") is None
+    assert inuse.deployments_using(connect(), "iris", "1") == {}
+    assert watermark.scored_files("iris-batch") == set()
