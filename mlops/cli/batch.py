@@ -77,8 +77,9 @@ def score_batch_cmd(
 ) -> None:
     """Score files with a registered model version, in bounded memory, into OUTPUT.
 
-    Rows that fail the model signature go to OUTPUT/_rejects with the reason; a rerun skips
-    input files already scored for the same model version; `_SUCCESS` is written last.
+    Rows that fail the model signature go to OUTPUT/_rejects with the reason. A rerun skips
+    the input files already scored for the same model version. `_SUCCESS` is written last.
+
     Exit codes: 0 ok, 2 bad input, 3 not found, 5 backend, 8 too many rejected rows.
     """
     from mlops_pipeline.batch import progress_listener
