@@ -31,6 +31,7 @@ from mlops_pipeline.registry import (
     validate_alias,
     validate_model_name,
 )
+from mlops_pipeline.settings import get_settings
 from mlops_pipeline.tracking import connect
 
 
@@ -108,8 +109,35 @@ def test_pickle_signature_is_inferred_from_reference(iris_pickle, iris_features)
     model = load_pickled_model(source.path)
     signature = check_reference_fits(source, iris_features, model)
     assert signature.inputs.input_names() == list(iris_features.columns)
-    with pytest.raises(InvalidInputError, match="predict failed"):
+    with pytest.raises(InvalidInputError, match="lacks column"):
         check_reference_fits(source, pd.DataFrame({"x": ["a", "b"]}), model)
+    text = iris_features.astype(str).assign(sepal_length="long")
+    with pytest.raises(InvalidInputError, match="predict failed"):
+        check_reference_fits(source, text, model)
+
+
+def test_labels_and_metadata_in_reference_data_are_not_pickle_inputs(
+    iris_pickle, iris_frame, mlops_home, monkeypatch
+):
+    source = resolve_source(str(iris_pickle))
+    model = load_pickled_model(source.path)
+    columns = list(iris_frame.columns[:4])
+    # the estimator was fitted on the four features: its feature_names_in_ decide, wherever the
+    # label sits and whatever it is called
+    labelled = iris_frame.assign(_request_id="r", prediction=0).rename(columns={"label": "y"})
+    assert check_reference_fits(source, labelled, model).inputs.input_names() == columns
+
+    class Bare:  # a model that does not know its columns: labels and metadata are left out
+        def predict(self, frame):
+            assert list(frame.columns) == columns, frame.columns
+            return [0] * len(frame)
+
+    monkeypatch.setenv("MLOPS_REDEPLOY_LABEL_COLUMN", "quality")
+    get_settings.cache_clear()
+    frame = iris_frame.assign(quality=1, target=2, _ts="t", prediction=0)
+    assert check_reference_fits(source, frame, Bare()).inputs.input_names() == columns
+    with pytest.raises(InvalidInputError, match=r"lacks column\(s\) \['petal_width'\]"):
+        check_reference_fits(source, iris_frame.drop(columns="petal_width"), model)
 
 
 def test_pickle_requirements_pin_the_model_libraries(iris_estimator):
