@@ -35,7 +35,6 @@ from mlops_pipeline.tracking import connect
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class MonitorTarget:
     """The deployment being monitored: where it captures to and which version it serves."""
