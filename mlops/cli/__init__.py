@@ -10,6 +10,7 @@ commands live in one module per command group, each with its own nameless `typer
 * `deploy`: deploy, update, rollback, undeploy, status, build-image, deployments list/show/history
 * `batch`: score-batch
 * `monitor`: monitor, drift
+* `up`: up (and up --status), down: the local stack (Prefect server, served flows, MLflow)
 
 `_output` is the one shared output and error helper: the `command` decorator (MLOpsError -> one
 stderr line + exit code + `--json` error object), `emit`, `print_table`, the consoles.
@@ -26,7 +27,7 @@ import os
 from typing import Annotated
 
 import typer
-from mlops_pipeline.cli import _output, batch, demo, deploy, monitor, registry, serve
+from mlops_pipeline.cli import _output, batch, demo, deploy, monitor, registry, serve, up
 from mlops_pipeline.settings import override_settings
 
 app = typer.Typer(
@@ -38,7 +39,7 @@ app = typer.Typer(
 )
 
 #: the command groups, in the order `mlops --help` lists them
-GROUPS = (registry, demo, serve, deploy, batch, monitor)
+GROUPS = (registry, demo, serve, deploy, batch, monitor, up)
 for _group in GROUPS:
     app.add_typer(_group.app)
 
@@ -68,3 +69,6 @@ def main_options(
         overrides["debug"] = True
     _output.remember_debug_option(debug)
     ctx.with_resource(override_settings(**overrides))
+    if ctx.invoked_subcommand not in {"up", "down"}:
+        # a stack `mlops up` started for this MLOPS_HOME: steps run as its Prefect flow runs
+        ctx.with_resource(up.stack_prefect_api())

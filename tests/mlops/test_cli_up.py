@@ -1,0 +1,144 @@
+"""`mlops up` / `mlops down` with real processes, and what other commands do while it runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from mlops_pipeline import stack
+from mlops_pipeline.cli import app
+from mlops_pipeline.serving.contract import free_port
+from typer.testing import CliRunner
+
+from tests.mlops.stack_support import flow_runs, gone, port_taken, served_flows
+
+runner = CliRunner()
+MLOPS = str(Path(sys.executable).with_name("mlops"))
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def mlops(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """The console script in a new process, as from another shell."""
+    return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", [["up"], ["down"]])
+def test_up_and_down_have_help_json_and_exit_codes(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "--json" in result.output and "Exit codes" in result.output
+
+
+def test_nothing_running_status_exits_3_and_down_exits_0(mlops_home: Path) -> None:
+    status = invoke("up", "--status", "--json")
+    assert status.exit_code == 3
+    assert json.loads(status.stdout) == {
+        "home": str(mlops_home.resolve()),
+        "state_file": str(mlops_home.resolve() / "up" / "state.json"),
+        "running": False,
+        "healthy": False,
+        "components": [],
+    }
+    down = invoke("down")
+    assert down.exit_code == 0 and "Nothing to stop" in down.output
+
+
+def test_a_taken_port_is_one_line_naming_it_and_exit_4(mlops_home: Path) -> None:
+    with port_taken() as port:
+        result = invoke("up", "--prefect-port", str(port), "--mlflow-port", str(free_port()))
+        as_json = invoke("up", "--prefect-port", str(port), "--mlflow-port", "1", "--json")
+    assert result.exit_code == 4
+    [line] = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith(f"error: Port {port} for the Prefect server is not free")
+    assert "--prefect-port" in line
+    assert as_json.exit_code == 4
+    assert json.loads(as_json.stdout)["error"]["code"] == "conflict"
+    assert not (mlops_home / "up" / "state.json").exists()
+
+
+def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
+    mlops_home: Path, monkeypatch: pytest.MonkeyPatch, iris_pickle: Path, tmp_path: Path
+) -> None:
+    served_flows(monkeypatch)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # another shell: the same MLOPS_HOME, no PREFECT_API_URL, its own Prefect client home
+    shell = {**os.environ, "PREFECT_HOME": str(tmp_path / "client-prefect")}
+    unrelated = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port())]
+        started = invoke("up", *ports, "--timeout", "180", "--json")
+        assert started.exit_code == 0, started.output
+        first = {c["name"]: c for c in json.loads(started.stdout)["components"]}
+        assert {n: (c["state"], c["started"]) for n, c in first.items()} == {
+            n: ("healthy", True) for n in ("prefect", "mlflow", "flows")
+        }
+        api = f"{first['prefect']['url']}/api"
+
+        # `up` again, from another shell: nothing new starts; it says where to look
+        again = mlops("up", env=shell)
+        assert again.returncode == 0, again.stderr
+        assert f"Prefect UI: {first['prefect']['url']}" in again.stdout
+        assert f"MLflow UI:  {first['mlflow']['url']}" in again.stdout
+        status = mlops("up", "--status", "--json", env=shell)
+        assert status.returncode == 0, status.stderr
+        now = {c["name"]: c for c in json.loads(status.stdout)["components"]}
+        assert {n: (c["pid"], c["state"]) for n, c in now.items()} == {
+            n: (c["pid"], "healthy") for n, c in first.items()
+        }
+
+        # a CLI step in that shell is a flow run of the stack's server ...
+        registered = mlops("register", str(iris_pickle), "--name", "stacked", "--json", env=shell)
+        assert registered.returncode == 0, registered.stderr
+        assert json.loads(registered.stdout)["version"] == "1"
+        [run] = flow_runs(api, "register-model")
+        assert run["state_type"] == "COMPLETED" and run["parameters"]["name"] == "stacked"
+        # ... unless orchestration is switched off
+        direct = mlops(
+            "register", str(iris_pickle), "--name", "stacked", "--json",
+            env={**shell, "MLOPS_ORCHESTRATE": "never"},
+        )  # fmt: skip
+        assert direct.returncode == 0, direct.stderr
+        assert json.loads(direct.stdout)["version"] == "2"
+        assert len(flow_runs(api, "register-model")) == 1
+
+        # the MLflow server dies (workers too): status says so; `up` restarts only it
+        os.killpg(first["mlflow"]["pid"], signal.SIGKILL)
+        assert gone(first["mlflow"]["pid"])
+        dead = mlops("up", "--status", env=shell)
+        assert dead.returncode == 6 and "dead" in dead.stdout
+        restarted = mlops("up", "--json", env=shell)
+        assert restarted.returncode == 0, restarted.stderr
+        after = {c["name"]: c for c in json.loads(restarted.stdout)["components"]}
+        assert after["mlflow"]["started"] and after["mlflow"]["pid"] != first["mlflow"]["pid"]
+        assert after["mlflow"]["port"] == first["mlflow"]["port"]
+        assert {n: (c["pid"], c["started"]) for n, c in after.items() if n != "mlflow"} == {
+            n: (c["pid"], False) for n, c in first.items() if n != "mlflow"
+        }
+
+        # `down` stops exactly the recorded processes, and leaves ours alone
+        pids = [c["pid"] for c in after.values()]
+        down = mlops("down", "--json", env=shell)
+        assert down.returncode == 0, down.stderr
+        stopped = json.loads(down.stdout)["stopped"]
+        assert [(s["name"], s["pid"]) for s in stopped] == [
+            (n, after[n]["pid"]) for n in ("flows", "mlflow", "prefect")
+        ]
+        assert all(gone(pid) for pid in pids)
+        assert psutil.Process(unrelated.pid).status() != psutil.STATUS_ZOMBIE
+        assert unrelated.poll() is None
+        assert mlops("up", "--status", env=shell).returncode == 3
+        again_down = mlops("down", env=shell)
+        assert again_down.returncode == 0 and "Nothing to stop" in again_down.stdout
+    finally:
+        stack.down(mlops_home.resolve(), timeout=10)
+        unrelated.kill()
+        unrelated.wait()
