@@ -8,6 +8,7 @@ serves one real flow through the same `prefect.serve` (`python -m tests.mlops.st
 from __future__ import annotations
 
 import importlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -35,6 +36,26 @@ def served_flows(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     monkeypatch.setattr(stack, "FLOWS_MODULE", "tests.mlops.stack_support")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the stack's children import tests.*
     return {STANDIN_DEPLOYMENT}
+
+
+def record(home: Path, name: str, pid: int, create_time: float, url: str) -> None:
+    """Write a state file recording component NAME as process (PID, CREATE_TIME) at URL."""
+    component = {
+        "name": name,
+        "title": name.title(),
+        "command": [name],
+        "env": {},
+        "port": int(url.rsplit(":", 1)[1]),
+        "url": url,
+        "health_url": f"{url}/health",
+        "port_hint": "",
+        "pid": pid,
+        "create_time": create_time,
+        "log_file": str(stack.stack_dir(home) / "logs" / f"{name}.log"),
+        "started_at": "2026-01-01T00:00:00Z",
+    }
+    stack.stack_dir(home).mkdir(parents=True, exist_ok=True)
+    stack.state_path(home).write_text(json.dumps({"components": {name: component}}))
 
 
 def deployment_names(api_url: str) -> set[str]:

@@ -16,7 +16,7 @@ from mlops_pipeline.cli import app
 from mlops_pipeline.serving.contract import free_port
 from typer.testing import CliRunner
 
-from tests.mlops.stack_support import flow_runs, gone, port_taken, served_flows
+from tests.mlops.stack_support import flow_runs, gone, port_taken, record, served_flows
 
 runner = CliRunner()
 MLOPS = str(Path(sys.executable).with_name("mlops"))
@@ -63,6 +63,34 @@ def test_a_taken_port_is_one_line_naming_it_and_exit_4(mlops_home: Path) -> None
     assert as_json.exit_code == 4
     assert json.loads(as_json.stdout)["error"]["code"] == "conflict"
     assert not (mlops_home / "up" / "state.json").exists()
+
+
+def test_commands_use_the_stacks_prefect_api_only_when_nothing_else_is_set(
+    mlops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_pipeline.cli.up import stack_prefect_api
+    from mlops_pipeline.settings import get_settings
+    from prefect.settings import get_current_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    before = get_current_settings().api.url
+    with stack_prefect_api():  # no stack
+        assert get_current_settings().api.url == before
+    # a recorded Prefect server that runs: this test process stands in for its process
+    me = psutil.Process()
+    record(mlops_home.resolve(), "prefect", me.pid, me.create_time(), "http://127.0.0.1:4321")
+    with stack_prefect_api():
+        assert get_current_settings().api.url == "http://127.0.0.1:4321/api"
+    assert get_current_settings().api.url == before
+    monkeypatch.setenv("MLOPS_ORCHESTRATE", "never")
+    get_settings.cache_clear()
+    with stack_prefect_api():
+        assert get_current_settings().api.url == before
+    monkeypatch.delenv("MLOPS_ORCHESTRATE")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the user's own API wins
+    get_settings.cache_clear()
+    with stack_prefect_api():
+        assert get_current_settings().api.url == before
 
 
 def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(

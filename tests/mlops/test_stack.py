@@ -17,7 +17,7 @@ from mlops_pipeline.errors import BackendError, BackendUnavailableError, Conflic
 from mlops_pipeline.serving.contract import free_port
 from mlops_pipeline.settings import get_settings
 
-from tests.mlops.stack_support import deployment_names, gone, port_taken, served_flows
+from tests.mlops.stack_support import deployment_names, gone, port_taken, record, served_flows
 
 
 def by_name(status: stack.StackStatus) -> dict[str, stack.ComponentStatus]:
@@ -159,28 +159,33 @@ def test_down_leaves_a_process_that_reused_a_recorded_pid_alone(mlops_home):
     other = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
         home = mlops_home.resolve()
-        stack.stack_dir(home).mkdir(parents=True)
-        record = {
-            "name": "mlflow",
-            "title": "MLflow server",
-            "command": ["mlflow", "server"],
-            "env": {},
-            "port": 5000,
-            "url": "http://127.0.0.1:5000",
-            "health_url": "http://127.0.0.1:5000/health",
-            "port_hint": "",
-            "pid": other.pid,
-            # the process we started had this pid earlier: its start time differs
-            "create_time": psutil.Process(other.pid).create_time() - 3600,
-            "log_file": str(home / "up" / "logs" / "mlflow.log"),
-            "started_at": "2026-01-01T00:00:00Z",
-        }
-        stack.state_path(home).write_text(json.dumps({"components": {"mlflow": record}}))
+        # the process we started had this pid earlier: its start time differs
+        started = psutil.Process(other.pid).create_time() - 3600
+        record(home, "mlflow", other.pid, started, "http://127.0.0.1:5000")
         assert [c.state for c in stack.status(home).components] == ["dead"]
-        assert stack.running_prefect_api(home) is None
         assert [s.outcome for s in stack.down(home, timeout=1)] == ["pid_reused"]
         assert other.poll() is None
         assert not stack.state_path(home).exists()
     finally:
         other.kill()
         other.wait()
+
+
+def test_store_uris_stay_out_of_the_record_and_a_remote_registry_gets_no_server(
+    mlops_home, monkeypatch
+):
+    secret_uri = "postgresql://mlops:s3cret@db.example/mlflow"
+    monkeypatch.setenv("MLOPS_TRACKING_URI", secret_uri)
+    get_settings.cache_clear()
+    specs = {s.name: s for s in stack.component_specs(get_settings(), 4300, 5300)}
+    assert list(specs) == ["prefect", "mlflow", "flows"]
+    assert specs["mlflow"].secret_env["MLFLOW_BACKEND_STORE_URI"] == secret_uri
+    assert specs["flows"].secret_env["MLOPS_TRACKING_URI"] == secret_uri
+    assert "mlops-guard" in specs["mlflow"].command
+    assert specs["flows"].env["PREFECT_API_URL"] == "http://127.0.0.1:4300/api"
+    recorded = json.dumps([spec.model_dump(mode="json") for spec in specs.values()])
+    assert "s3cret" not in recorded  # what the state file and `ps` would show
+
+    monkeypatch.setenv("MLOPS_TRACKING_URI", "http://mlflow.example:5000")
+    get_settings.cache_clear()
+    assert [s.name for s in stack.component_specs(get_settings())] == ["prefect", "flows"]
