@@ -121,6 +121,21 @@ batch_files_table = sa.Table(
 )
 
 
+# Webhook deliveries seen, by sender and delivery id (mlops_pipeline.webhooks.replay): the
+# insert that claims an id finds it taken for a replayed or redelivered request, so that request
+# starts no run, also after a restart.
+webhook_deliveries_table = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("source", sa.String(20), primary_key=True),
+    sa.Column("delivery_id", sa.String(200), primary_key=True),
+    sa.Column("event", sa.String(200), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("flow_runs", sa.JSON),
+)
+
+
 class DeploymentEvent(BaseModel):
     """One ledger entry: who changed which deployment, when, from what to what, and how it went."""
 
