@@ -7,8 +7,12 @@ health URL, command and log file. `up` starts only the components that are not r
 `status` reads the record, `down` stops exactly the recorded processes and removes it.
 
 Prefect-free: the components are commands (`prefect server start`, `python -m
-mlops_pipeline.flows.deployments`, `mlflow server`), checked over HTTP.
+mlops_pipeline.flows.deployments`, `mlflow server`), checked over HTTP. Process mechanics
+(identity by start time, stopping a group) live in `mlops_pipeline.processes`.
 """
+
+# Over 400 lines on purpose: the component specs, the state file and up/status/down change
+# together (a component added to the specs is started, shown and stopped by the rest).
 
 from __future__ import annotations
 
@@ -26,7 +30,12 @@ from typing import Literal
 
 import psutil
 from mlops_pipeline import processes
-from mlops_pipeline.errors import BackendError, BackendUnavailableError, ConflictError
+from mlops_pipeline.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConflictError,
+    InvalidInputError,
+)
 from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.settings import Settings
 from pydantic import BaseModel, Field
@@ -348,6 +357,7 @@ def up(
         progress: called with one line of progress at a time (the CLI prints them).
 
     Raises:
+        InvalidInputError: the two servers were given one port (exit 2).
         ConflictError: a port is taken by another process (exit 4).
         BackendError: a component exited before it was ready (exit 5).
         BackendUnavailableError: a component did not answer within TIMEOUT (exit 6).
@@ -373,6 +383,12 @@ def up(
             # the Prefect server comes back elsewhere: serve against the new one
             _stop(records["flows"], timeout=30)
             running.discard("flows")
+        if len({s.port for s in specs}) < len(specs):
+            raise InvalidInputError(
+                f"The Prefect and MLflow servers cannot share port {specs[0].port}.",
+                hint="Give --prefect-port and --mlflow-port different values.",
+                field="port",
+            )
         to_start = [s for s in specs if s.name not in running]
         for spec in to_start:
             if spec.name in records:  # dead: clear what its group left behind (e.g. workers)

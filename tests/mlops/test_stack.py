@@ -13,7 +13,12 @@ import httpx
 import psutil
 import pytest
 from mlops_pipeline import processes, stack
-from mlops_pipeline.errors import BackendError, BackendUnavailableError, ConflictError
+from mlops_pipeline.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConflictError,
+    InvalidInputError,
+)
 from mlops_pipeline.serving.contract import free_port
 from mlops_pipeline.settings import get_settings
 
@@ -104,6 +109,14 @@ def test_a_taken_port_fails_before_anything_starts(mlops_home):
     assert f"Port {port} for the MLflow server" in message
     assert "--mlflow-port" in message and "MLOPS_MLFLOW_PORT" in message
     assert raised.value.exit_code == 4
+    assert not stack.state_path(mlops_home.resolve()).exists()
+
+
+def test_one_port_for_both_servers_is_invalid_input(mlops_home):
+    port = free_port()
+    with pytest.raises(InvalidInputError, match=f"cannot share port {port}") as raised:
+        stack.up(get_settings(), prefect_port=port, mlflow_port=port)
+    assert raised.value.exit_code == 2
     assert not stack.state_path(mlops_home.resolve()).exists()
 
 
