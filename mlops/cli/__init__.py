@@ -11,6 +11,7 @@ commands live in one module per command group, each with its own nameless `typer
 * `batch`: score-batch
 * `monitor`: monitor, drift
 * `up`: up (and up --status), down: the local stack (Prefect server, served flows, MLflow)
+* `webhook`: webhook serve, webhook register-mlflow: GitHub and MLflow webhooks start flow runs
 
 `_output` is the one shared output and error helper: the `command` decorator (MLOpsError -> one
 stderr line + exit code + `--json` error object), `emit`, `print_table`, the consoles.
@@ -27,7 +28,7 @@ import os
 from typing import Annotated
 
 import typer
-from mlops_pipeline.cli import _output, batch, demo, deploy, monitor, registry, serve, up
+from mlops_pipeline.cli import _output, batch, demo, deploy, monitor, registry, serve, up, webhook
 from mlops_pipeline.settings import override_settings
 
 app = typer.Typer(
@@ -39,7 +40,7 @@ app = typer.Typer(
 )
 
 #: the command groups, in the order `mlops --help` lists them
-GROUPS = (registry, demo, serve, deploy, batch, monitor, up)
+GROUPS = (registry, demo, serve, deploy, batch, monitor, up, webhook)
 for _group in GROUPS:
     app.add_typer(_group.app)
 
