@@ -13,7 +13,9 @@ server's REST API with httpx, the same way the docker: target talks to the Docke
 Prefect deployment is the target's whole runtime state: one per NAME (flow `score-batch`, tags
 `mlops`, `mlops-batch`), entry point `mlops_pipeline.flows.batch:score_batch` (installed with
 the package, so any process worker of the pool runs it), a cron schedule, a concurrency limit
-of 1 (runs never overlap, so the per-file watermark needs no locking), and parameters that say
+of 1 (runs never overlap, so the per-file watermark needs no locking), the registry and ledger
+URIs of the deploying process in the worker's environment (job variables; not those carrying a
+password, which the worker must have itself), and parameters that say
 everything a run needs: the pinned model version, landing, output, capture URI and NAME. Each
 run scores the landing files NAME has not scored yet (`batch.watermark`, in the ledger
 database) and writes inputs and predictions in the capture layout too, so `mlops monitor` and
@@ -31,7 +33,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 from mlops_pipeline.batch import watermark
@@ -43,6 +45,7 @@ from mlops_pipeline.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import DeployConfig, Deployment, DeploymentStatus, ModelRef, Target
 
 __all__ = ["BatchTarget"]
@@ -153,12 +156,14 @@ class BatchTarget(Target):
             )
         return response
 
-    def _find(self, name: str) -> dict[str, Any] | None:
+    def _find(self, name: str, *, foreign: bool = False) -> dict[str, Any] | None:
+        """The Prefect deployment of batch deployment NAME; with `foreign`, also one of that
+        name that this target did not create."""
         response = self._request("GET", f"/deployments/name/{FLOW_NAME}/{name}")
         if response.status_code == 404:
             return None
         found = response.json()
-        return found if set(TAGS) <= set(found.get("tags") or []) else None
+        return found if foreign or set(TAGS) <= set(found.get("tags") or []) else None
 
     def _ensure_flow_and_pool(self, pool: str) -> str:
         flow_id = self._request("POST", "/flows/", {"name": FLOW_NAME}).json()["id"]
@@ -194,7 +199,7 @@ class BatchTarget(Target):
                 hint="Use --target 'batch:/landing?output=/scored&cron=0 * * * *'.",
                 field="target",
             )
-        if self._find(name) is not None:
+        if self._find(name, foreign=True) is not None:  # Prefect would overwrite it
             raise ConflictError(
                 f"A batch deployment named '{name}' already exists.",
                 hint=f"Use `mlops update {name} --model MODEL_URI`, or undeploy it first.",
@@ -210,6 +215,7 @@ class BatchTarget(Target):
             "parameters": self._parameters(name, model, config),
             "enforce_parameter_schema": False,
             "concurrency_limit": 1,
+            "job_variables": {"env": _worker_env()},
             "tags": TAGS,
             "description": f"mlops batch deployment '{name}': scores new files of "
             f"{self.landing} into {self.options['output']} on '{self.options['cron']}'.",
@@ -346,6 +352,25 @@ class BatchTarget(Target):
             return result
         except (BackendError, NotFoundError) as exc:
             return {"ready": False, "error": str(exc)}
+
+
+def _worker_env() -> dict[str, str]:
+    """The registry and ledger this process uses, for the worker that runs the schedule.
+
+    URIs with a password are left out (they would be stored in Prefect, readable in its UI):
+    give such a worker MLOPS_TRACKING_URI / MLOPS_LEDGER_URI in its own environment.
+    """
+    settings = get_settings()
+    env = {"MLOPS_HOME": str(settings.resolved_home)}
+    uris = {
+        "MLOPS_TRACKING_URI": settings.resolved_tracking_uri,
+        "MLOPS_REGISTRY_URI": settings.registry_uri,
+        "MLOPS_LEDGER_URI": settings.resolved_ledger_uri,
+    }
+    for variable, uri in uris.items():
+        if uri and urlsplit(uri).password is None:
+            env[variable] = uri
+    return env
 
 
 def _detail(response: httpx.Response) -> str:

@@ -21,7 +21,7 @@ import pyarrow as pa
 from mlops_pipeline.batch.checks import CheckedChunk, check_chunk, check_file_columns
 from mlops_pipeline.batch.output import OutputFolder, TableWriter, capture_writer
 from mlops_pipeline.batch.results import BatchResult, FileResult
-from mlops_pipeline.batch.sources import InputFile, iter_batches, open_dataset
+from mlops_pipeline.batch.sources import FileReader, InputFile
 from mlops_pipeline.errors import InvalidInputError, ValidationFailedError
 from mlops_pipeline.serving.contract import (
     LATENCY_MS,
@@ -117,8 +117,20 @@ class FileScorer:
     def _score_chunks(self) -> None:
         run, file = self.run, self.file
         columns = run.runtime.columns
-        dataset = open_dataset(file, [c.name for c in columns or []])
-        names = dataset.schema.names
+        with FileReader(file, [c.name for c in columns or []], run.chunk_rows) as reader:
+            first_row = self._score_reader(reader)
+        if first_row == 0:
+            raise InvalidInputError(
+                f"Input file '{file.uri}' has no rows.",
+                hint="Remove the empty file, or fill it, then run again.",
+                file=file.uri,
+            )
+
+    def _score_reader(self, reader: FileReader) -> int:
+        """Score every chunk of READER; returns the number of rows read."""
+        run, file = self.run, self.file
+        columns = run.runtime.columns
+        names = reader.names
         if columns is not None:
             check_file_columns(names, columns, file.uri)
         missing = [c for c in run.id_columns if c not in names]
@@ -140,15 +152,10 @@ class FileScorer:
                 column=column,
             )
         first_row = 0
-        for batch in iter_batches(file, dataset, run.chunk_rows):
+        for batch in reader:
             self._score_chunk(batch, first_row, keep)
             first_row += batch.num_rows
-        if first_row == 0:
-            raise InvalidInputError(
-                f"Input file '{file.uri}' has no rows.",
-                hint="Remove the empty file, or fill it, then run again.",
-                file=file.uri,
-            )
+        return first_row
 
     def _score_chunk(self, batch: pa.RecordBatch, first_row: int, keep: list[str]) -> None:
         run, runtime = self.run, self.run.runtime

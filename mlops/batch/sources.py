@@ -1,9 +1,9 @@
 """Batch input: which files an input names, and each file as a stream of record batches.
 
 An input is a CSV or Parquet file, a folder (searched recursively), or a glob, on a local path
-or any fsspec URI (`s3://`, `abfs://`, `gs://`, `memory://`, ...). Each file is read with
-`pyarrow.dataset` as record batches of at most `chunk_rows` rows with read-ahead of a few batches,
-so memory stays bounded by the chunk size, not the file size. Files and folders whose names
+or any fsspec URI (`s3://`, `abfs://`, `gs://`, `memory://`, ...). Each file is read as
+record batches of about `chunk_rows` rows (`FileReader`), so memory stays bounded by the chunk
+size, not the file size. Files and folders whose names
 start with `_` or `.` (Spark's and our own `_SUCCESS`, `_rejects`, temporary parts) are skipped
 in folders, as pyarrow and Spark skip them.
 
@@ -15,14 +15,15 @@ one row instead of failing the file.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import fsspec
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from mlops_pipeline.errors import InvalidInputError, NotFoundError
 
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2")
 _GLOB_CHARS = set("*?[")
+PREFETCH = 2  # chunks decoded ahead of the one being scored
 
 
 @dataclass(frozen=True)
@@ -132,51 +134,145 @@ def _unreadable(file: InputFile, exc: Exception) -> InvalidInputError:
     )
 
 
-def open_dataset(file: InputFile, text_columns: list[str]) -> ds.Dataset:
-    """FILE as a pyarrow dataset; CSV columns in `text_columns` are read as text.
+class FileReader:
+    """One input file as record batches of about `chunk_rows` rows; a context manager.
 
-    Raises:
-        InvalidInputError: the file is empty or not valid CSV/Parquet (exit 2).
+    Parquet is read with `pyarrow.parquet.ParquetFile.iter_batches` without pre-buffering and
+    through a 1 MiB buffered stream: page by page, so memory stays near one chunk (the dataset
+    scanner, which pre-buffers whole row groups ahead, held 2 GB for a 10M-row file). CSV is
+    read by Arrow's streaming reader in 8 MiB blocks, joined into chunks of `chunk_rows`.
+    Local files go through Arrow's own file system (reads in C++, off the GIL), others through
+    their fsspec file system.
+
+    Raises (on opening and while iterating):
+        InvalidInputError: the file is empty or not valid CSV/Parquet, or turns out unreadable
+            part-way, e.g. a CSV row with too many fields (exit 2).
     """
-    if file.format == "csv":
-        # only an empty cell is missing, as in the service's CSV reader ("NA" is text)
-        convert = pacsv.ConvertOptions(
-            column_types=dict.fromkeys(text_columns, pa.string()),
-            null_values=[""],
-            strings_can_be_null=True,
-        )
-        fmt: ds.FileFormat = ds.CsvFileFormat(convert_options=convert)
-    else:
-        fmt = ds.ParquetFileFormat()
-    # local files through Arrow's own filesystem: reads stay in C++, off the GIL
-    native = isinstance(file.fs, LocalFileSystem)
-    try:
-        return ds.dataset(
-            file.path, filesystem=pafs.LocalFileSystem() if native else file.fs, format=fmt
-        )
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise _unreadable(file, exc) from exc
 
-
-def iter_batches(
-    file: InputFile, dataset: ds.Dataset, chunk_rows: int, columns: list[str] | None = None
-) -> Iterator[pa.RecordBatch]:
-    """FILE's rows as record batches of at most `chunk_rows` rows (empty batches dropped).
-
-    Raises:
-        InvalidInputError: the file turns out unreadable part-way, e.g. a CSV row with too many
-            fields or a value that does not fit a column's type (exit 2).
-    """
-    scanner = dataset.scanner(
-        columns=columns, batch_size=chunk_rows, batch_readahead=4, fragment_readahead=1
-    )
-    batches = scanner.to_batches()
-    while True:
+    def __init__(self, file: InputFile, text_columns: list[str], chunk_rows: int) -> None:
+        self.file = file
+        self.chunk_rows = chunk_rows
+        local = isinstance(file.fs, LocalFileSystem)
+        self._handle = None
         try:
-            batch = next(batches)
-        except StopIteration:
-            return
+            if file.format == "parquet":
+                self._handle = None if local else file.fs.open(file.path, "rb")
+                self._parquet = pq.ParquetFile(
+                    file.path if local else self._handle, pre_buffer=False, buffer_size=1 << 20
+                )
+                self.names = list(self._parquet.schema_arrow.names)
+            else:
+                if local:
+                    self._handle = pa.input_stream(file.path, compression="detect")
+                else:
+                    self._handle = file.fs.open(file.path, "rb", compression="infer")
+                # only an empty cell is missing, as in the service's CSV reader ("NA" is text)
+                convert = pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(text_columns, pa.string()),
+                    null_values=[""],
+                    strings_can_be_null=True,
+                )
+                self._csv = pacsv.open_csv(
+                    self._handle,
+                    read_options=pacsv.ReadOptions(block_size=8 << 20),
+                    convert_options=convert,
+                )
+                self.names = list(self._csv.schema.names)
         except (pa.ArrowException, OSError, ValueError) as exc:
+            self.close()
             raise _unreadable(file, exc) from exc
-        if batch.num_rows:
-            yield batch
+
+    def __enter__(self) -> FileReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _raw(self) -> Iterator[pa.RecordBatch]:
+        if self.file.format == "parquet":
+            raw = self._parquet.iter_batches(batch_size=self.chunk_rows)
+        else:
+            raw = iter(self._csv)
+        return _prefetched(raw, PREFETCH)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        """Batches of `chunk_rows` rows (the last, and Parquet ones at row-group ends, fewer)."""
+        raw = self._raw()
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        while True:
+            try:
+                batch = next(raw)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise _unreadable(self.file, exc) from exc
+            if self.file.format == "parquet":
+                if batch.num_rows:
+                    yield batch
+                continue
+            while batch.num_rows:  # CSV blocks: joined or cut into chunks of chunk_rows
+                take = min(self.chunk_rows - rows, batch.num_rows)
+                pending.append(batch.slice(0, take))
+                rows += take
+                batch = batch.slice(take)
+                if rows == self.chunk_rows:
+                    yield _join(pending)
+                    pending, rows = [], 0
+        if rows:
+            yield _join(pending)
+
+
+def _prefetched(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
+    """BATCHES read ahead by a background thread, at most DEPTH waiting: decoding the next
+    chunk (Arrow, off the GIL) overlaps scoring this one. The reader's errors are raised
+    here; leaving the loop early stops the thread."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        ahead.put(batch, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: object = done
+        except BaseException as exc:  # handed to the consumer, which raises it
+            item = exc
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="batch-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _join(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]

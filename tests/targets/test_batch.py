@@ -131,6 +131,21 @@ def test_create_schedules_update_switches_version_delete_removes(api: str, tmp_p
     get_target("batch:").delete("churn-hourly")  # idempotent
 
 
+def test_a_prefect_deployment_of_that_name_made_by_someone_else_is_a_conflict(
+    api: str, tmp_path
+) -> None:
+    flow_id = httpx.post(f"{api}/flows/", json={"name": "score-batch"}, timeout=10).json()["id"]
+    httpx.post(
+        f"{api}/deployments/", json={"name": "handmade", "flow_id": flow_id}, timeout=10
+    ).raise_for_status()
+    target = get_target(URI.format(landing=tmp_path, output=tmp_path / "o"))
+    with pytest.raises(ConflictError, match="already exists"):
+        target.create("handmade", ModelRef("churn", "1"), DeployConfig())
+    assert prefect_deployment(api, "handmade")["parameters"] == {}  # left as it was
+    with pytest.raises(NotFoundError):
+        get_target("batch:").get("handmade")  # not one of ours
+
+
 def test_a_bad_cron_is_refused_and_nothing_is_created(api: str, tmp_path) -> None:
     target = get_target(f"batch:{tmp_path}?output={tmp_path / 'o'}&cron=every hour")
     with pytest.raises(InvalidInputError, match="refused the batch deployment"):
@@ -167,7 +182,14 @@ def test_deploy_records_guards_runs_and_undeploys(
 
         # what the schedule runs: the installed entry point with the deployment's parameters
         assert load_flow_from_entrypoint(ENTRYPOINT) is score_batch
-        params = prefect_deployment(api, "iris-batch")["parameters"]
+        found = prefect_deployment(api, "iris-batch")
+        # the worker gets this process's registry and ledger (no password in them here)
+        assert found["job_variables"]["env"] == {
+            "MLOPS_HOME": str(iris_model["home"]),
+            "MLOPS_TRACKING_URI": f"sqlite:///{iris_model['home']}/mlflow.db",
+            "MLOPS_LEDGER_URI": f"sqlite:///{iris_model['home']}/ledger.db",
+        }
+        params = found["parameters"]
         first = run_flow(score_batch, **params)
         assert (first["files_scored"], first["rows_scored"]) == (1, 40)
         assert run_flow(score_batch, **params)["files_scored"] == 0  # nothing new
@@ -180,3 +202,18 @@ def test_deploy_records_guards_runs_and_undeploys(
     assert prefect_deployment(api, "iris-batch") is None
     assert inuse.deployments_using(connect(), "iris", "1") == {}
     assert watermark.scored_files("iris-batch") == set()
+
+
+def test_the_worker_env_never_carries_a_password(mlops_home, monkeypatch) -> None:
+    from mlops_pipeline.settings import get_settings
+    from mlops_pipeline.targets.batch import _worker_env
+
+    monkeypatch.setenv("MLOPS_LEDGER_URI", "postgresql://mlops:s3cret@db.example/ledger")
+    monkeypatch.setenv("MLOPS_TRACKING_URI", "http://mlflow.example:5000")
+    get_settings.cache_clear()
+    env = _worker_env()
+    assert env == {
+        "MLOPS_HOME": str(mlops_home),
+        "MLOPS_TRACKING_URI": "http://mlflow.example:5000",
+    }
+    assert "s3cret" not in str(env)

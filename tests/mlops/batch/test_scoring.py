@@ -140,8 +140,23 @@ def test_more_rejects_than_the_threshold_fail_the_run_without_a_manifest(
         (lambda p, f: (p / "x.csv").write_bytes(b""), "cannot be read as CSV", None),
         (lambda p, f: f.iloc[:0].to_csv(p / "x.csv", index=False), "has no rows", None),
         (lambda p, f: f.iloc[:0].to_parquet(p / "x.parquet"), "has no rows", None),
+        (
+            lambda p, f: (p / "x.csv").write_text(
+                f.to_csv(index=False) + "1,2,3,4,5,6\n" + f.to_csv(index=False, header=False)
+            ),
+            "cannot be read as CSV: CSV parse error",
+            None,
+        ),
     ],
-    ids=["missing-column", "wrong-type", "unreadable", "empty-file", "header-only", "no-rows"],
+    ids=[
+        "missing-column",
+        "wrong-type",
+        "unreadable",
+        "empty-file",
+        "header-only",
+        "no-rows",
+        "too-many-fields",
+    ],
 )
 def test_bad_input_files_fail_with_one_message_naming_file_and_column(
     iris_model, iris_features, tmp_path, write, message, column
