@@ -13,16 +13,15 @@ server's REST API with httpx, the same way the docker: target talks to the Docke
 Prefect deployment is the target's whole runtime state: one per NAME (flow `score-batch`, tags
 `mlops`, `mlops-batch`), entry point `mlops_pipeline.flows.batch:score_batch` (installed with
 the package, so any process worker of the pool runs it), a cron schedule, a concurrency limit
-of 1 (runs never overlap, so the per-file watermark needs no locking), the registry and ledger
-URIs of the deploying process in the worker's environment (job variables; not those carrying a
-password, which the worker must have itself), and parameters that say
-everything a run needs: the pinned model version, landing, output, capture URI and NAME. Each
-run scores the landing files NAME has not scored yet (`batch.watermark`, in the ledger
-database) and writes inputs and predictions in the capture layout too, so `mlops monitor` and
-the redeploy loop work as for served deployments. `update` patches the model version in those
-parameters, so later runs use it; `delete` removes the Prefect deployment (with its scheduled
-runs) and NAME's watermark. The ledger and in-use tags are handled by
-`targets.operations`, as for every target.
+of 1 (runs never overlap, so the per-file watermark needs no locking), the deploying process's
+registry and ledger URIs in the worker's environment (job variables; never a URI carrying a
+password, which the worker must then have itself), and parameters that say everything a run
+needs: the pinned model version, landing, output, capture URI and NAME. Each run scores the
+landing files NAME has not scored yet (`batch.watermark`, in the ledger database) and writes
+inputs and predictions in the capture layout too, so `mlops monitor` and the redeploy loop work
+as for served deployments. `update` patches the model version in those parameters, so later
+runs use it; `delete` removes the Prefect deployment (with its scheduled runs) and NAME's
+watermark. The ledger and in-use tags are handled by `targets.operations`, as for every target.
 
 The Prefect API is PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud).
 """
