@@ -38,6 +38,8 @@ from mlops_pipeline.errors import (
 )
 from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.settings import Settings
+from mlops_pipeline.webhooks import registration as mlflow_webhooks
+from mlops_pipeline.webhooks.settings import WebhookSettings
 from pydantic import BaseModel, Field
 
 logger = logging.getLogger(__name__)
@@ -125,8 +127,8 @@ def component_specs(
     """The components in start order (`down` stops them in reverse); ports from the arguments
     or the settings.
 
-    The webhook receiver joins the stack here, as one more `ComponentSpec`, when its issue
-    adds it: `up`, `status` and `down` need nothing else.
+    The webhook receiver (`mlops webhook serve`, port MLOPS_WEBHOOK_PORT) is the last one; the
+    MLflow server gets the environment it needs to deliver webhooks to it.
     """
     home = settings.resolved_home
     prefect_port = prefect_port or settings.prefect_port
@@ -173,8 +175,15 @@ def component_specs(
                 ],
                 # the job runner serves GenAI features (prompt optimisation, trace rollups) with
                 # about eight worker processes; the registry loop does not use it
-                env={**common, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": job_execution},
-                secret_env=mlflow_stores,
+                env={
+                    **common,
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": job_execution,
+                    **mlflow_webhooks.mlflow_server_env(),
+                },
+                secret_env={
+                    **mlflow_stores,
+                    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": mlflow_webhooks.encryption_key(home),
+                },
                 port=mlflow_port,
                 url=f"http://{HOST}:{mlflow_port}",
                 health_url=f"http://{HOST}:{mlflow_port}/health",
@@ -199,6 +208,23 @@ def component_specs(
             url=f"{prefect_url}/deployments",
             health_url=f"http://{HOST}:{runner_port}/health",
             port_hint="run `mlops up` again: this port is picked free each time",
+        )
+    )
+    # the receiver's secrets (MLOPS_*_WEBHOOK_SECRET) are inherited, never recorded
+    webhook_port = WebhookSettings().port
+    specs.append(
+        ComponentSpec(
+            name="webhook",
+            title="Webhook receiver",
+            command=[
+                str(bin_dir / "mlops"),
+                *("webhook", "serve", "--host", HOST, "--port", str(webhook_port)),
+            ],
+            env={**common, "PREFECT_API_URL": f"{prefect_url}/api"},
+            port=webhook_port,
+            url=f"http://{HOST}:{webhook_port}",
+            health_url=f"http://{HOST}:{webhook_port}/health",
+            port_hint="choose another with MLOPS_WEBHOOK_PORT",
         )
     )
     return specs
@@ -411,7 +437,7 @@ def up(
 
         try:
             for spec in to_start:
-                if spec.name == "flows":  # served flows register with the Prefect API at start
+                if spec.name in {"flows", "webhook"}:  # both start runs on the Prefect API
                     wait("prefect")
                 progress(f"Starting: {spec.title} (port {spec.port})...")
                 records[spec.name] = _start(spec, log_dir)

@@ -8,6 +8,7 @@ webhook (URL, events, secret) instead of adding a second one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -94,3 +95,53 @@ def _all(client: MlflowClient) -> list[Any]:
         token = page.token
         if not token:
             return hooks
+
+
+#: the key file `mlops up` generates once when MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY is unset
+KEY_FILE = "mlflow-webhook-encryption.key"
+#: seconds the stack's MLflow server caches its webhook list (MLflow's default is 60)
+STACK_CACHE_TTL = "5"
+
+
+def mlflow_server_env() -> dict[str, str]:
+    """Environment of an `mlflow server` that delivers webhooks to a receiver on this machine.
+
+    Plain-http and loopback targets are refused by MLflow unless MLFLOW_WEBHOOK_ALLOWED_SCHEMES
+    includes http and MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS is true (which turns MLflow's SSRF
+    protection off: the stack binds 127.0.0.1 only). MLFLOW_WEBHOOK_CACHE_TTL is how long a new
+    or changed webhook may go unseen. A value already in the environment is kept.
+    """
+    import os
+
+    wanted = {
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": STACK_CACHE_TTL,
+    }
+    return {name: os.environ.get(name, value) for name, value in wanted.items()}
+
+
+def encryption_key(home: Path) -> str:
+    """MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY: from the environment, else a Fernet key generated
+    once into HOME/mlflow-webhook-encryption.key (mode 0600) and read back on every later start.
+
+    MLflow encrypts stored webhook secrets with it; without a fixed key each server process
+    draws its own, so the secrets of registered webhooks do not survive a restart.
+
+    Raises:
+        OSError: HOME cannot be written or the key file read.
+    """
+    import base64
+    import os
+
+    if key := os.environ.get("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"):
+        return key
+    path = home / KEY_FILE
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:  # a Fernet key: 32 random bytes, url-safe base64
+        out.write(base64.urlsafe_b64encode(os.urandom(32)).decode())
+    return path.read_text().strip()

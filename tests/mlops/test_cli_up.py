@@ -22,6 +22,14 @@ runner = CliRunner()
 MLOPS = str(Path(sys.executable).with_name("mlops"))
 
 
+@pytest.fixture(autouse=True)
+def webhook_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The stack's webhook receiver on a free port (8787 may be taken by a parallel test)."""
+    port = free_port()
+    monkeypatch.setenv("MLOPS_WEBHOOK_PORT", str(port))
+    return port
+
+
 def invoke(*args: str):
     return runner.invoke(app, list(args))
 
@@ -107,7 +115,7 @@ def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
         assert started.exit_code == 0, started.output
         first = {c["name"]: c for c in json.loads(started.stdout)["components"]}
         assert {n: (c["state"], c["started"]) for n, c in first.items()} == {
-            n: ("healthy", True) for n in ("prefect", "mlflow", "flows")
+            n: ("healthy", True) for n in ("prefect", "mlflow", "flows", "webhook")
         }
         api = f"{first['prefect']['url']}/api"
 
@@ -158,7 +166,7 @@ def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
         assert down.returncode == 0, down.stderr
         stopped = json.loads(down.stdout)["stopped"]
         assert [(s["name"], s["pid"]) for s in stopped] == [
-            (n, after[n]["pid"]) for n in ("flows", "mlflow", "prefect")
+            (n, after[n]["pid"]) for n in ("webhook", "flows", "mlflow", "prefect")
         ]
         assert all(gone(pid) for pid in pids)
         assert psutil.Process(unrelated.pid).status() != psutil.STATUS_ZOMBIE

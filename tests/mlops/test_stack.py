@@ -25,6 +25,14 @@ from mlops_pipeline.settings import get_settings
 from tests.mlops.stack_support import deployment_names, gone, port_taken, record, served_flows
 
 
+@pytest.fixture(autouse=True)
+def webhook_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The stack's webhook receiver on a free port (8787 may be taken by a parallel test)."""
+    port = free_port()
+    monkeypatch.setenv("MLOPS_WEBHOOK_PORT", str(port))
+    return port
+
+
 def by_name(status: stack.StackStatus) -> dict[str, stack.ComponentStatus]:
     return {c.name: c for c in status.components}
 
@@ -49,7 +57,7 @@ def test_up_status_restart_and_down_with_real_servers(mlops_home, monkeypatch):
         first = by_name(
             stack.up(settings, prefect_port=free_port(), mlflow_port=free_port(), timeout=180)
         )
-        assert list(first) == ["prefect", "mlflow", "flows"]
+        assert list(first) == ["prefect", "mlflow", "flows", "webhook"]
         assert all(c.state == "healthy" and c.started for c in first.values())
         prefect_api = f"{first['prefect'].url}/api"
         assert httpx.get(f"{prefect_api}/health", timeout=10).status_code == 200
@@ -78,17 +86,22 @@ def test_up_status_restart_and_down_with_real_servers(mlops_home, monkeypatch):
         os.killpg(first["flows"].pid, signal.SIGKILL)
         assert gone(first["flows"].pid)
         states = {c.name: c.state for c in stack.status(mlops_home.resolve()).components}
-        assert states == {"prefect": "healthy", "mlflow": "healthy", "flows": "dead"}
+        assert states == {
+            "prefect": "healthy",
+            "mlflow": "healthy",
+            "flows": "dead",
+            "webhook": "healthy",
+        }
         third = by_name(stack.up(settings, timeout=180))
         assert third["flows"].started and third["flows"].pid != first["flows"].pid
         assert third["flows"].state == "healthy"
-        for name in ("prefect", "mlflow"):
+        for name in ("prefect", "mlflow", "webhook"):
             assert (third[name].pid, third[name].started) == (first[name].pid, False)
 
         # `down` stops exactly what `up` started, workers included, and nothing else
         ours = set().union(*(group_pids(c.pid) for c in third.values()))
         stopped = stack.down(mlops_home.resolve(), timeout=30)
-        assert [s.name for s in stopped] == ["flows", "mlflow", "prefect"]
+        assert [s.name for s in stopped] == ["webhook", "flows", "mlflow", "prefect"]
         assert {s.outcome for s in stopped} <= {"terminated", "killed"}
         assert all(gone(pid) for pid in ours)
         assert unrelated.poll() is None
@@ -191,7 +204,7 @@ def test_store_uris_stay_out_of_the_record_and_a_remote_registry_gets_no_server(
     monkeypatch.setenv("MLOPS_TRACKING_URI", secret_uri)
     get_settings.cache_clear()
     specs = {s.name: s for s in stack.component_specs(get_settings(), 4300, 5300)}
-    assert list(specs) == ["prefect", "mlflow", "flows"]
+    assert list(specs) == ["prefect", "mlflow", "flows", "webhook"]
     assert specs["mlflow"].secret_env["MLFLOW_BACKEND_STORE_URI"] == secret_uri
     assert specs["flows"].secret_env["MLOPS_TRACKING_URI"] == secret_uri
     assert "mlops-guard" in specs["mlflow"].command
@@ -201,4 +214,5 @@ def test_store_uris_stay_out_of_the_record_and_a_remote_registry_gets_no_server(
 
     monkeypatch.setenv("MLOPS_TRACKING_URI", "http://mlflow.example:5000")
     get_settings.cache_clear()
-    assert [s.name for s in stack.component_specs(get_settings())] == ["prefect", "flows"]
+    names = [s.name for s in stack.component_specs(get_settings())]
+    assert names == ["prefect", "flows", "webhook"]
