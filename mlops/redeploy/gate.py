@@ -104,10 +104,11 @@ def evaluate_gate(
     improvement = challenger - champion if m.greater_is_better else champion - challenger
     passed = improvement > _TOLERANCE and improvement >= min_improvement - _TOLERANCE
     verdict = "passes" if passed else "does not pass"
+    need = f"at least {min_improvement:g}" if min_improvement > 0 else "more than 0"
     reason = (
         f"challenger {m.name} {challenger:.6g} vs champion {champion:.6g} "
         f"({'higher' if m.greater_is_better else 'lower'} is better): improvement "
-        f"{improvement:+.6g}, needs more than 0 and at least {min_improvement:g}; {verdict}"
+        f"{improvement:+.6g}, needs {need}; {verdict}"
     )
     return GateResult(
         **common, challenger_score=challenger, improvement=improvement, passed=passed, reason=reason

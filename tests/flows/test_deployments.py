@@ -144,3 +144,21 @@ def test_main_serves_every_deployment(monkeypatch):
     monkeypatch.setattr(deployments, "serve", lambda *d: served.extend(d))
     deployments.main()
     assert [d.name for d in served] == NAMES
+
+
+def test_the_serving_module_imports_no_flow_and_names_the_monitors_event() -> None:
+    """Each served run re-imports the module in a fresh interpreter: it must stay light."""
+    import subprocess
+    import sys
+
+    from mlops_pipeline.flows import deployments
+    from mlops_pipeline.monitoring.publish import DRIFT_EVENT
+
+    assert deployments.DRIFT_EVENT == DRIFT_EVENT
+    code = (
+        "import sys, mlops_pipeline.flows.deployments; "
+        "print(sorted(m for m in sys.modules if m.startswith(('great_expectations', "
+        "'mlops_pipeline.flows.', 'sklearn', 'mlflow'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['mlops_pipeline.flows.deployments']"
