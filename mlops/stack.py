@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -404,17 +405,18 @@ def up(
         specs = component_specs(
             settings, port("prefect", prefect_port), port("mlflow", mlflow_port)
         )
-        new_api = {s.name: s.env.get("PREFECT_API_URL") for s in specs}.get("flows")
-        if "flows" in running and records["flows"].env.get("PREFECT_API_URL") != new_api:
-            # the Prefect server comes back elsewhere: serve against the new one
-            _stop(records["flows"], timeout=30)
-            running.discard("flows")
-        if len({s.port for s in specs}) < len(specs):
-            raise InvalidInputError(
-                f"The Prefect and MLflow servers cannot share port {specs[0].port}.",
-                hint="Give --prefect-port and --mlflow-port different values.",
-                field="port",
-            )
+        for spec in specs:  # the Prefect server comes back elsewhere: its clients follow
+            api = spec.env.get("PREFECT_API_URL")
+            if spec.name in running and records[spec.name].env.get("PREFECT_API_URL") != api:
+                _stop(records[spec.name], timeout=30)
+                running.discard(spec.name)
+        for first, second in itertools.combinations(specs, 2):
+            if first.port == second.port:
+                raise InvalidInputError(
+                    f"The {first.title} and the {second.title} cannot share port {first.port}.",
+                    hint=f"For the {second.title}, {second.port_hint}.",
+                    field="port",
+                )
         to_start = [s for s in specs if s.name not in running]
         for spec in to_start:
             if spec.name in records:  # dead: clear what its group left behind (e.g. workers)
