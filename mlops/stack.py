@@ -405,11 +405,6 @@ def up(
         specs = component_specs(
             settings, port("prefect", prefect_port), port("mlflow", mlflow_port)
         )
-        for spec in specs:  # the Prefect server comes back elsewhere: its clients follow
-            api = spec.env.get("PREFECT_API_URL")
-            if spec.name in running and records[spec.name].env.get("PREFECT_API_URL") != api:
-                _stop(records[spec.name], timeout=30)
-                running.discard(spec.name)
         for first, second in itertools.combinations(specs, 2):
             if first.port == second.port:
                 raise InvalidInputError(
@@ -417,6 +412,11 @@ def up(
                     hint=f"For the {second.title}, {second.port_hint}.",
                     field="port",
                 )
+        for spec in specs:  # the Prefect server comes back elsewhere: its clients follow
+            api = spec.env.get("PREFECT_API_URL")
+            if spec.name in running and records[spec.name].env.get("PREFECT_API_URL") != api:
+                _stop(records[spec.name], timeout=30)
+                running.discard(spec.name)
         to_start = [s for s in specs if s.name not in running]
         for spec in to_start:
             if spec.name in records:  # dead: clear what its group left behind (e.g. workers)
