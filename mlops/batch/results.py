@@ -30,6 +30,9 @@ class FileResult(BaseModel):
     rows_scored: int | None = 0
     rows_rejected: int | None = 0
     skipped: bool = False
+    error: str | None = Field(
+        default=None, description="Why the file could not be scored (runs that keep going)."
+    )
 
 
 class BatchResult(BaseModel):
@@ -48,6 +51,7 @@ class BatchResult(BaseModel):
     rows_rejected: int = 0
     files_scored: int = 0
     files_skipped: int = 0
+    files_failed: int = 0
     files: list[FileResult] = Field(default_factory=list)
 
     @property

@@ -19,11 +19,7 @@ from mlops_pipeline.batch.files import BatchRun, FileScorer, progress_listener
 from mlops_pipeline.batch.output import OutputFolder
 from mlops_pipeline.batch.results import BatchResult, FileResult, Format
 from mlops_pipeline.batch.sources import list_input_files
-from mlops_pipeline.errors import (
-    BackendError,
-    InvalidInputError,
-    NotFoundError,
-)
+from mlops_pipeline.errors import BackendError, InvalidInputError, NotFoundError
 from mlops_pipeline.serving.model import Runtime
 from mlops_pipeline.serving.signature import signature_columns
 
@@ -77,6 +73,7 @@ def score_batch(
     already_scored: Callable[[str], bool] | None = None,
     on_file_scored: Callable[[FileResult, str], None] | None = None,
     missing_ok: bool = False,
+    keep_going: bool = False,
 ) -> BatchResult:
     """Score every CSV/Parquet file of INPUT with MODEL_URI into the folder OUTPUT.
 
@@ -96,6 +93,8 @@ def score_batch(
             part is in place (a deployment records its watermark there).
         missing_ok: an input that holds no files yet (an empty landing folder) scores nothing
             instead of raising NotFoundError.
+        keep_going: a file with a whole-file problem (InvalidInputError) does not stop the
+            others; the run still fails at the end, naming it, and writes no `_SUCCESS`.
 
     Returns:
         The run's `BatchResult`, also written as the `_SUCCESS` manifest.
@@ -162,12 +161,34 @@ def score_batch(
             )
             result.files_skipped += 1
             continue
-        scored = FileScorer(run, file, name).score()
+        scorer = FileScorer(run, file, name)
+        try:
+            scored = scorer.score()
+        except InvalidInputError as exc:
+            if not keep_going:
+                raise
+            # a bad file of a landing folder must not hold up the others; its rows read
+            # before the problem showed are not counted, its part was removed
+            result.rows_read -= scorer.result.rows_read or 0
+            result.rows_scored -= scorer.result.rows_scored or 0
+            result.rows_rejected -= scorer.result.rows_rejected or 0
+            result.files.append(FileResult(input=file.uri, error=str(exc)))
+            result.files_failed += 1
+            logger.warning("Skipping %s: %s", file.uri, exc)
+            continue
         result.files.append(scored)
         result.files_scored += 1
         if on_file_scored is not None:
             on_file_scored(scored, runtime.version)
     result.finished_at = dt.datetime.now(dt.UTC)
+    failed = [f for f in result.files if f.error]
+    if failed:  # no _SUCCESS: the output is not complete
+        raise InvalidInputError(
+            f"{len(failed)} of {len(files)} input files could not be scored (the others were): "
+            f"{failed[0].error}",
+            hint="Fix or remove them; the next run scores them and writes _SUCCESS.",
+            files=[f.input for f in failed],
+        )
     out.finish(result)
     logger.info(
         "Scored %d rows (%d rejected) of %d file(s) into %s",

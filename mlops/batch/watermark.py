@@ -91,7 +91,9 @@ def score_new_files(
         gives an empty result, not an error.
 
     Raises:
-        As `score_batch`; BackendError when the ledger database fails.
+        As `score_batch`; a bad file does not stop the others (they are scored and recorded),
+        the run then fails naming it (InvalidInputError) and it is tried again next run.
+        BackendError when the ledger database fails.
     """
     done = scored_files(deployment)
     return score_batch(
@@ -101,5 +103,6 @@ def score_new_files(
         already_scored=done.__contains__,
         on_file_scored=functools.partial(record_scored_file, deployment),
         missing_ok=True,
+        keep_going=True,
         **options,
     )

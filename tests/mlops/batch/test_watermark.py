@@ -63,3 +63,30 @@ def test_an_empty_landing_folder_scores_nothing_and_is_not_an_error(iris_model, 
     )
     assert (result.files_scored, result.rows_read) == (0, 0)
     assert (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_a_bad_landing_file_does_not_hold_up_the_others(
+    iris_model, landing, iris_features, tmp_path
+) -> None:
+    import pytest
+    from mlops_pipeline.errors import InvalidInputError
+
+    out = tmp_path / "scored"
+    bad = landing / "aa-broken.csv"
+    iris_features.drop(columns=["sepal_width"]).to_csv(bad, index=False)
+    with pytest.raises(InvalidInputError) as caught:
+        watermark.score_new_files("landing-zone", iris_model["uri"], str(landing), str(out))
+    assert "1 of 3 input files could not be scored" in str(caught.value)
+    assert str(bad) in str(caught.value) and "'sepal_width'" in str(caught.value)
+    assert caught.value.details["files"] == [str(bad)]
+    assert watermark.scored_files("landing-zone") == {
+        str(landing / "a.parquet"),
+        str(landing / "b.csv"),
+    }
+    assert not (out / "_SUCCESS").exists()
+    assert sorted(p.name.split("-")[2] for p in out.glob("part-*")) == ["a", "b"]
+
+    bad.unlink()  # fixed: the next run has nothing left to score and completes
+    done = watermark.score_new_files("landing-zone", iris_model["uri"], str(landing), str(out))
+    assert (done.files_scored, done.files_skipped, done.files_failed) == (0, 2, 0)
+    assert (out / "_SUCCESS").exists()
