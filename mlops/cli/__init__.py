@@ -59,8 +59,10 @@ def main_options(
     ] = False,
 ) -> None:
     """Global options; they apply to every command."""
-    # MLflow reads this only from the environment; a user's own value is kept
+    # MLflow reads these only from the environment; a user's own value is kept. Against a
+    # tracking server MLflow writes "View run ... at: URL" to stdout, which would break --json
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # options win over MLOPS_ variables for this invocation only: laid over the settings,
     # never written to os.environ (children get what they need explicitly)
     overrides: dict[str, object] = {}
