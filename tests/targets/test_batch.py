@@ -217,3 +217,38 @@ def test_the_worker_env_never_carries_a_password(mlops_home, monkeypatch) -> Non
         "MLOPS_TRACKING_URI": "http://mlflow.example:5000",
     }
     assert "s3cret" not in str(env)
+
+
+def test_mlops_deploy_status_and_undeploy_on_the_batch_target(
+    api: str,
+    iris_model,  # noqa: F811 - the fixture imported above
+    tmp_path,
+) -> None:
+    """The CLI end to end: deploy runs the deploy flow (a Prefect flow run on this server)."""
+    import json
+
+    from mlops_pipeline.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    target = f"batch:{tmp_path / 'landing'}?output={tmp_path / 'scored'}&cron=30 2 * * *"
+    deployed = runner.invoke(
+        app, ["deploy", "models:/iris/1", "--name", "iris-nightly", "--target", target, "--json"]
+    )
+    assert deployed.exit_code == 0, deployed.output
+    record = json.loads(deployed.stdout)
+    assert (record["target_uri"], record["model_uri"]) == ("batch:", "models:/iris/1")
+    assert record["config"]["options"]["cron"] == "30 2 * * *"
+
+    status = runner.invoke(app, ["status", "iris-nightly", "--json"])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    assert report["status"] == "ready" and report["health"]["schedule"] == "30 2 * * *"
+
+    again = runner.invoke(app, ["deploy", "models:/iris/1", "--name", "iris-nightly",
+                                "--target", "local:"])  # fmt: skip
+    assert again.exit_code == 4  # the name runs on batch:, not local:
+
+    removed = runner.invoke(app, ["undeploy", "iris-nightly"])
+    assert removed.exit_code == 0, removed.output
+    assert prefect_deployment(api, "iris-nightly") is None
