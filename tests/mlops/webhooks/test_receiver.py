@@ -8,7 +8,9 @@ Prefect server by the delivery's tag), durability of the replay store across a r
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -298,3 +300,59 @@ def test_secrets_are_never_logged(hooks: Hooks) -> None:
     for secret in (GITHUB_SECRET, MLFLOW_SECRET):
         assert secret not in text
     assert "sha256=" not in text and "v1," not in text  # nor signatures
+
+
+# --- a real MLflow server delivering ---------------------------------------------------------
+
+
+def test_a_real_mlflow_server_delivers_model_version_created(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mlflow server` with the environment `mlops up` gives it, the webhook registered by
+    `mlops webhook register-mlflow`, then a version created through the server: the mapped
+    flow run appears on the Prefect server."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlops_pipeline.webhooks.registration import encryption_key, mlflow_server_env
+
+    from tests.mlops.webhooks.support import MLOPS
+    from tests.servers import mlflow_server
+
+    tmp = hooks.tmp / "mlflow"
+    tmp.mkdir()
+    for name, value in mlflow_server_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", encryption_key(tmp))
+    with mlflow_server(f"sqlite:///{tmp / 'mlflow.db'}", tmp / "artifacts") as server:
+        env = {**os.environ, "MLOPS_MLFLOW_WEBHOOK_SECRET": MLFLOW_SECRET}
+        command = [MLOPS, "webhook", "register-mlflow", "--url", f"{hooks.url}/hooks/mlflow"]
+        command += ["--tracking-uri", server, "--test", "--json"]
+        for created in (True, False):  # registering again updates the same webhook
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            result = json.loads(done.stdout)
+            assert result["created"] is created
+            assert result["events"] == ["model_version.created", "model_version_alias.created"]
+            assert result["test"]["success"] and result["test"]["status"] == 202, result
+        assert MLFLOW_SECRET not in done.stdout + done.stderr
+
+        client = MlflowClient(tracking_uri=server, registry_uri=server)
+        mlflow.set_tracking_uri(server)
+        with mlflow.start_run() as run:
+            mlflow.log_text("stand-in", "model/MLmodel")
+        client.create_registered_model("hooked")
+        client.create_model_version("hooked", f"runs:/{run.info.run_id}/model", run.info.run_id)
+
+        deadline = time.monotonic() + 60
+        found: list[dict] = []
+        while not found and time.monotonic() < deadline:
+            found = [
+                r
+                for r in flow_runs(hooks.api, "webhook:mlflow")
+                if r["parameters"].get("name") == "hooked"
+            ]
+            time.sleep(0.5)
+    (started,) = found
+    assert started["parameters"]["challenger"] == "models:/hooked/1"
+    assert started["state_type"] == "SCHEDULED"
+    assert any(tag.startswith("delivery:") for tag in started["tags"])

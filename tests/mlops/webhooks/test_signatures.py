@@ -58,7 +58,7 @@ def test_mlflow_signature_is_what_mlflow_sends() -> None:
 
 def test_mlflow_verification_and_tolerance() -> None:
     body = b'{"entity": "model_version", "action": "created"}'
-    now = time.time()
+    now = float(int(time.time()))  # whole seconds, as the header carries
     headers = mlflow_headers("s3cret", "d-2", body, timestamp=int(now))
     args = (headers["X-MLflow-Delivery-Id"], headers["X-MLflow-Timestamp"])
     verify_mlflow("s3cret", body, *args, headers["X-MLflow-Signature"], 300, now=now)
