@@ -9,6 +9,7 @@ service's layout. The part, rejects and capture files appear only when the file 
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,13 @@ def _report(rows: int) -> None:
 
 def _constant(value: Any, n: int, typ: pa.DataType) -> pa.Array:
     return pa.nulls(n, typ).fill_null(pa.scalar(value, typ))
+
+
+@functools.lru_cache(maxsize=16)
+def _repeated(value: Any, n: int, typ: pa.DataType) -> pa.Array:
+    """A constant column of one run (model name, version, time), built once per chunk size:
+    Arrow arrays are immutable, so every chunk shares it."""
+    return _constant(value, n, typ)
 
 
 def _prediction_arrays(runtime: Runtime, raw: Any, n: int) -> dict[str, pa.Array]:
@@ -217,9 +225,9 @@ class FileScorer:
         run, n = self.run, scored.num_rows
         out = {name: scored.column(name) for name in keep}
         out.update(predictions)
-        out[MODEL_NAME] = _constant(run.runtime.name, n, pa.string())
-        out[MODEL_VERSION] = _constant(run.runtime.version, n, pa.string())
-        out[SCORED_AT] = _constant(run.scored_at, n, _TS)
+        out[MODEL_NAME] = _repeated(run.runtime.name, n, pa.string())
+        out[MODEL_VERSION] = _repeated(run.runtime.version, n, pa.string())
+        out[SCORED_AT] = _repeated(run.scored_at, n, _TS)
         self.part.write(pa.table(out))
         if self.capture is None:
             return
@@ -234,10 +242,10 @@ class FileScorer:
         capture[REQUEST_ID] = _constant(self.request_id, n, pa.string())
         kept_rows = rows if checked.valid is None else rows[checked.valid]
         capture[ROW] = pa.array(kept_rows, type=pa.int64())
-        capture[TS] = _constant(run.scored_at, n, _TS)
+        capture[TS] = _repeated(run.scored_at, n, _TS)
         capture["_model_name"] = out[MODEL_NAME]
         capture["_model_version"] = out[MODEL_VERSION]
-        capture[STATUS] = _constant(200, n, pa.int32())
+        capture[STATUS] = _repeated(200, n, pa.int32())
         capture["_error_code"] = pa.nulls(n, pa.string())
         capture[LATENCY_MS] = _constant(latency_ms, n, pa.float64())
         self.capture.write(pa.table(capture))
