@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         default=120.0, ge=0, description="Bake period after a switch, seconds (0 skips it)."
     )
     bake_interval: float = Field(default=5.0, gt=0, description="Seconds between bake scrapes.")
+    bake_warmup_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="First seconds of a bake whose latencies stay out of p95 (errors count).",
+    )
     bake_max_error_rate_increase: float = Field(
         default=0.01, ge=0, description="Allowed error-rate rise over the champion's (absolute)."
     )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import httpx
 from mlops_pipeline.errors import BackendError, BackendUnavailableError, InvalidInputError
 from mlops_pipeline.redeploy.results import BakeReport, ServiceFigures
-from mlops_pipeline.redeploy.scrape import figures, parse_metrics
+from mlops_pipeline.redeploy.scrape import MetricsSnapshot, figures, parse_metrics
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ def watch(
     stop: Callable[[ServiceFigures], bool] | None = None,
     model_name: str | None = None,
     model_version: str | None = None,
+    warmup: float = 0.0,
 ) -> list[ServiceFigures]:
     """Scrape /metrics every `interval` seconds for `seconds`; figures since the first scrape.
 
@@ -128,6 +129,10 @@ def watch(
         stop: called with the figures after each scrape; True ends the watch early, e.g.
             `lambda f: judge_bake(baseline, f, ...).verdict == "regressed"`.
         model_name, model_version: count only this version's samples.
+        warmup: seconds from the start whose latencies stay out of p95 (a new process's first
+            requests are slow: imports, caches), so p95 covers requests from the first scrape
+            at or after `warmup` (None until then); requests and errors always count from the
+            start.
 
     Returns:
         One ServiceFigures per scrape after the first, each covering the time from the first
@@ -146,6 +151,7 @@ def watch(
     first = parse_metrics(
         fetch(), model_name=model_name, model_version=model_version, taken_at=start
     )
+    warm: MetricsSnapshot | None = first if warmup <= 0 else None
     out: list[ServiceFigures] = []
     for _ in range(math.ceil(seconds / interval) + 1):
         remaining = deadline - clock()
@@ -156,7 +162,11 @@ def watch(
         snap = parse_metrics(
             text, model_name=model_name, model_version=model_version, taken_at=clock()
         )
-        out.append(figures(snap, first))
+        since_start = figures(snap, first)
+        latency = figures(snap, warm).p95_latency_ms if warm is not None else None
+        out.append(since_start.model_copy(update={"p95_latency_ms": latency}))
+        if warm is None and (snap.taken_at or 0.0) - start >= warmup:
+            warm = snap
         if stop is not None and stop(out[-1]):
             log.info("bake watch stopped early after %.1f s", out[-1].seconds or 0.0)
             break

@@ -59,6 +59,7 @@ class RedeployPolicy(BaseModel):
     seed: int
     bake_seconds: float = Field(ge=0, description="0 skips the bake period.")
     bake_interval: float = Field(gt=0)
+    bake_warmup_seconds: float = Field(ge=0)
     max_error_rate_increase: float = Field(ge=0)
     max_p95_ratio: float = Field(ge=1)
     min_requests: int = Field(ge=1)
@@ -97,6 +98,7 @@ def redeploy_policy(
         seed=settings.redeploy_seed,
         bake_seconds=settings.bake_seconds if bake_seconds is None else bake_seconds,
         bake_interval=settings.bake_interval,
+        bake_warmup_seconds=settings.bake_warmup_seconds,
         max_error_rate_increase=settings.bake_max_error_rate_increase,
         max_p95_ratio=settings.bake_max_p95_ratio,
         min_requests=settings.bake_min_requests,
@@ -279,8 +281,9 @@ def bake(
     endpoint_url: str, model: ModelRef, baseline: ServiceFigures, policy: RedeployPolicy
 ) -> BakeReport:
     """Watch the new version's /metrics for `policy.bake_seconds` and judge it against the
-    champion's `baseline`; stops early on a regression. A new version that stops answering
-    /metrics during the bake is a regression."""
+    champion's `baseline`; stops early on a regression. Latencies of the first
+    `bake_warmup_seconds` (at most half the bake) stay out of p95; errors always count. A new
+    version that stops answering /metrics during the bake is a regression."""
 
     def judge(observed: ServiceFigures) -> BakeReport:
         return judge_bake(
@@ -299,6 +302,8 @@ def bake(
             stop=lambda f: judge(f).verdict == "regressed",
             model_name=model.name,
             model_version=model.version,
+            # at most half the bake, so a short bake still judges latency
+            warmup=min(policy.bake_warmup_seconds, policy.bake_seconds / 2),
         )
     except BackendError as exc:
         empty = ServiceFigures(requests=0, errors=0, error_rate=None, p95_latency_ms=None)

@@ -193,6 +193,21 @@ def test_watch_stops_early_on_a_regression():
     assert len(out) == 2 and out[-1].errors == 10 and clock.now == 1010.0
 
 
+def test_watch_leaves_the_warmup_out_of_p95_but_counts_its_errors():
+    # the first 4 s are slow (a new process warming up) and fail once; then fast and healthy
+    steps = [(9, 1, 0.2), (10, 0, 0.2), (50, 0, 0.004), (50, 0, 0.004), (50, 0, 0.004)]
+    service, clock = FakeService(steps), Clock()
+    out = watch(service.fetch, 10, 2, clock=clock, sleep=clock.sleep, warmup=4)
+
+    assert [f.requests for f in out] == [10, 20, 70, 120, 170]
+    assert all(f.errors == 1 for f in out)  # the warm-up's error still counts
+    # p95 only from the scrape at 4 s on: None before, then the fast requests alone
+    assert [f.p95_latency_ms for f in out[:2]] == [None, None]
+    assert all(f.p95_latency_ms is not None and f.p95_latency_ms <= 5 for f in out[2:])
+    without = watch(FakeService(steps).fetch, 10, 2, clock=Clock(), sleep=Clock().sleep)
+    assert without[-1].p95_latency_ms > 100  # the slow start dominates without a warm-up
+
+
 def test_watch_filters_by_version_and_refuses_bad_arguments():
     service, clock = FakeService([(5, 1, 0.02)]), Clock()
     out = watch(service.fetch, 4, 2, clock=clock, sleep=clock.sleep, model_version="1")
