@@ -10,6 +10,7 @@ commands live in one module per command group, each with its own nameless `typer
 * `deploy`: deploy, update, rollback, undeploy, status, build-image, deployments list/show/history
 * `batch`: score-batch
 * `monitor`: monitor, drift
+* `redeploy`: redeploy, redeploys, pipeline
 * `up`: up (and up --status), down: the local stack (Prefect server, served flows, MLflow)
 * `webhook`: webhook serve, webhook register-mlflow: GitHub and MLflow webhooks start flow runs
 
@@ -28,7 +29,18 @@ import os
 from typing import Annotated
 
 import typer
-from mlops_pipeline.cli import _output, batch, demo, deploy, monitor, registry, serve, up, webhook
+from mlops_pipeline.cli import (
+    _output,
+    batch,
+    demo,
+    deploy,
+    monitor,
+    redeploy,
+    registry,
+    serve,
+    up,
+    webhook,
+)
 from mlops_pipeline.settings import override_settings
 
 app = typer.Typer(
@@ -40,7 +52,7 @@ app = typer.Typer(
 )
 
 #: the command groups, in the order `mlops --help` lists them
-GROUPS = (registry, demo, serve, deploy, batch, monitor, up, webhook)
+GROUPS = (registry, demo, serve, deploy, batch, monitor, redeploy, up, webhook)
 for _group in GROUPS:
     app.add_typer(_group.app)
 
