@@ -40,7 +40,7 @@ from mlops_pipeline.errors import (
 from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.settings import Settings
 from mlops_pipeline.webhooks import registration as mlflow_webhooks
-from mlops_pipeline.webhooks.settings import WebhookSettings
+from mlops_pipeline.webhooks.settings import load_webhook_settings
 from pydantic import BaseModel, Field
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def component_specs(
         )
     )
     # the receiver's secrets (MLOPS_*_WEBHOOK_SECRET) are inherited, never recorded
-    webhook_port = WebhookSettings().port
+    webhook_port = load_webhook_settings().port  # InvalidInputError names a bad variable
     specs.append(
         ComponentSpec(
             name="webhook",

@@ -98,5 +98,6 @@ def resolve_secrets(settings: WebhookSettings) -> dict[str, SecretStr | None]:
     for source in ("github", "mlflow"):
         key = getattr(settings, f"{source}_secret")
         block = getattr(settings, f"{source}_secret_block")
-        keys[source] = key if key is not None or not block else load_secret_block(block)
+        given = key is not None and bool(key.get_secret_value())
+        keys[source] = key if given or not block else load_secret_block(block)
     return keys

@@ -44,6 +44,7 @@ def serve_cmd(
             show_default=False,
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run the receiver: POST /hooks/github and /hooks/mlflow start mapped flow runs.
 
@@ -55,6 +56,8 @@ def serve_cmd(
     Answers: 202 accepted (with the flow run ids) or ignored; 401 bad or missing signature;
     409 stale or replayed delivery; 413 body too large; 503 no secret, or Prefect did not
     start the run.
+
+    --json: an error that stops it from starting is printed as a JSON object too.
 
     Exit codes: 0 stopped; 2 invalid setting or mapping file; 3 no such Secret block;
     4 the port is taken; 6 Prefect unreachable.
@@ -157,17 +160,23 @@ def register_mlflow_cmd(
     needs MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https and MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true
     (`mlops up` sets both), and it caches its webhook list for MLFLOW_WEBHOOK_CACHE_TTL s.
 
-    Exit codes: 0 registered; 2 no secret, not a server, or MLflow refused the URL; 5 MLflow failed.
+    Exit codes: 0 registered; 2 no secret, not a server, or MLflow refused the URL;
+    3 no such Secret block; 5 MLflow failed.
     """
     from mlops_pipeline.errors import InvalidInputError
     from mlops_pipeline.webhooks.registration import DEFAULT_EVENTS, register_mlflow_webhook
     from mlops_pipeline.webhooks.settings import load_webhook_settings
 
-    secret = load_webhook_settings().mlflow_secret
+    settings = load_webhook_settings()
+    secret = settings.mlflow_secret
+    if (secret is None or not secret.get_secret_value()) and settings.mlflow_secret_block:
+        from mlops_pipeline.tasks.webhooks import load_secret_block
+
+        secret = load_secret_block(settings.mlflow_secret_block)
     if secret is None or not secret.get_secret_value():
         raise InvalidInputError(
             "MLOPS_MLFLOW_WEBHOOK_SECRET is not set: MLflow must sign what it sends.",
-            hint="Set it to the same value the receiver has.",
+            hint="Set it (or MLOPS_WEBHOOK_MLFLOW_SECRET_BLOCK) to the receiver's key.",
             field="MLOPS_MLFLOW_WEBHOOK_SECRET",
         )
     result = register_mlflow_webhook(

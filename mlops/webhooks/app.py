@@ -13,9 +13,11 @@ Each request goes through the same steps, and stops at the first that fails:
 | the delivery id is claimed for the first time | 409 `replayed`, with the first run's ids |
 | the runs start within MLOPS_WEBHOOK_START_TIMEOUT | 503 `run_not_started` (claim released) |
 
-A GitHub `ping` gets 200; an event no route maps gets 202 `ignored`; a mapped one gets 202
-`accepted` with its flow run ids. Runs are started by the injected `start_run` (Prefect's
-`run_deployment(..., timeout=0)` in `mlops webhook serve`), so this module stays Prefect-free.
+At most MLOPS_WEBHOOK_MAX_CONCURRENT_STARTS deliveries start runs at once; the others wait for
+a turn within the start timeout. A GitHub `ping` gets 200; an event no route maps gets 202
+`ignored`; a mapped one gets 202 `accepted` with its flow run ids. Runs are started by the
+injected `start_run` (Prefect's `run_deployment(..., timeout=0)` in `mlops webhook serve`), so
+this module stays Prefect-free.
 Secrets, signatures and bodies are never logged or echoed.
 """
 
@@ -139,6 +141,9 @@ def create_app(
     """
     routes = mapping if mapping is not None else load_mapping(settings.mapping_file)
     keys = secrets or {"github": settings.github_secret, "mlflow": settings.mlflow_secret}
+    # load shedding: past Prefect's rate, a delivery waits here and gets a quick 503 (the sender
+    # retries) instead of adding one more run creation that makes every other one slower
+    starting = asyncio.Semaphore(settings.max_concurrent_starts)
     app = FastAPI(
         title="mlops-pipeline webhooks",
         description="GitHub and MLflow registry webhooks that start Prefect flow runs.",
@@ -165,7 +170,7 @@ def create_app(
 
     def plan_and_claim(source: Source, event: str, delivery: str, payload: Any):
         runs = plan_runs(routes, source, event, payload, delivery, _deployments_of)
-        return runs, replay.claim(source, delivery, event)
+        return runs, replay.claim(source, delivery, event, "claimed" if runs else "ignored")
 
     async def handle(source: Source, event: str, delivery: str, payload: Any) -> JSONResponse:
         runs, earlier = await run_in_threadpool(plan_and_claim, source, event, delivery, payload)
@@ -178,13 +183,15 @@ def create_app(
             )
         answer: dict[str, Any] = {"source": source, "event": event, "delivery_id": delivery}
         if not runs:
-            await run_in_threadpool(replay.finish, source, delivery, "ignored", [])
             logger.info("%s %s delivery %s: ignored (no route)", source, event, delivery)
             return JSONResponse({"status": "ignored", **answer}, status_code=202)
+
+        async def start_all() -> list[dict[str, Any]]:
+            async with starting:
+                return list(await asyncio.gather(*(start_run(run) for run in runs)))
+
         try:
-            started = await asyncio.wait_for(
-                asyncio.gather(*(start_run(run) for run in runs)), settings.start_timeout
-            )
+            started = await asyncio.wait_for(start_all(), settings.start_timeout)
         except Exception as exc:
             await run_in_threadpool(replay.release, source, delivery)
             reason = (

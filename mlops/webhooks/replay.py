@@ -60,8 +60,12 @@ def _insert_if_absent(conn: sa.Connection, values: dict[str, Any]) -> bool:
         return False
 
 
-def claim(source: Source, delivery_id: str, event: str) -> DeliveryRecord | None:
+def claim(
+    source: Source, delivery_id: str, event: str, status: Status = "claimed"
+) -> DeliveryRecord | None:
     """Claim DELIVERY_ID of SOURCE: None when this call claimed it, else the earlier record.
+
+    STATUS `ignored` records a delivery that starts nothing in the same single write.
 
     Raises:
         BackendError: the ledger database cannot be written.
@@ -71,7 +75,7 @@ def claim(source: Source, delivery_id: str, event: str) -> DeliveryRecord | None
         "delivery_id": delivery_id,
         "event": event,
         "received_at": dt.datetime.now(dt.UTC),
-        "status": "claimed",
+        "status": status,
     }
     try:
         with engine().begin() as conn:

@@ -41,6 +41,13 @@ class WebhookSettings(BaseSettings):
         description="Seconds starting the flow runs of one delivery may take before the "
         "receiver answers 503 (the sender retries with the same delivery id).",
     )
+    max_concurrent_starts: int = Field(
+        default=4,
+        ge=1,
+        description="Flow runs being started on Prefect at once; deliveries beyond wait (within "
+        "the start timeout). Prefect's server creates runs at a bounded rate (a sqlite one "
+        "serialises them): more in flight only makes each slower.",
+    )
     mapping_file: Path | None = Field(
         default=None,
         description="YAML or JSON file mapping events to Prefect deployments "

@@ -356,3 +356,41 @@ def test_a_real_mlflow_server_delivers_model_version_created(
     assert started["parameters"]["challenger"] == "models:/hooked/1"
     assert started["state_type"] == "SCHEDULED"
     assert any(tag.startswith("delivery:") for tag in started["tags"])
+
+
+def test_secrets_from_prefect_secret_blocks(hooks: Hooks) -> None:
+    """No secret variables: the keys come from Prefect Secret blocks; a missing block is exit 3."""
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.mlops.webhooks.support import MLOPS
+
+    with temporary_settings({PREFECT_API_URL: hooks.api}):
+        Secret(value=GITHUB_SECRET).save("gh-webhook", overwrite=True)
+        Secret(value=MLFLOW_SECRET).save("mlflow-webhook", overwrite=True)
+    env = {k: v for k, v in hooks.env.items() if "SECRET" not in k}
+    env["MLOPS_WEBHOOK_GITHUB_SECRET_BLOCK"] = "gh-webhook"
+    env["MLOPS_WEBHOOK_MLFLOW_SECRET_BLOCK"] = "mlflow-webhook"
+    log = hooks.tmp / "receiver-5.log"
+    with receiver(hooks.tmp / "home-5", hooks.api, log, **env) as url:
+        delivery = str(uuid.uuid4())
+        assert github_post(url, GITHUB_SECRET, "push", PUSH, delivery).status_code == 202
+        body = mlflow_body("model_version.created", VERSION)
+        assert mlflow_post(url, MLFLOW_SECRET, body, delivery).status_code == 202
+        assert github_post(url, "wrong", "push", PUSH).status_code == 401
+    assert GITHUB_SECRET not in log.read_text() and MLFLOW_SECRET not in log.read_text()
+
+    missing = {
+        **os.environ,
+        **env,
+        "PREFECT_API_URL": hooks.api,
+        "MLOPS_HOME": str(hooks.tmp / "home-6"),
+        "MLOPS_WEBHOOK_GITHUB_SECRET_BLOCK": "no-such-block",
+    }
+    for name in ("MLOPS_GITHUB_WEBHOOK_SECRET", "MLOPS_MLFLOW_WEBHOOK_SECRET"):
+        missing.pop(name, None)
+    done = subprocess.run(
+        [MLOPS, "webhook", "serve"], env=missing, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3, done.stderr
+    assert "No Prefect Secret block named 'no-such-block'" in done.stderr

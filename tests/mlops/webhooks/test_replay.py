@@ -39,3 +39,9 @@ def test_claims_survive_a_restart(mlops_home: Path) -> None:
     ledger._engine.cache_clear()  # a new process: a new engine on the same database
     assert replay.claim("github", "d-4", "push") is not None
     assert (mlops_home / "ledger.db").exists()
+
+
+def test_an_ignored_delivery_is_recorded_in_one_write(mlops_home: Path) -> None:
+    assert replay.claim("github", "d-5", "issues", "ignored") is None
+    earlier = replay.claim("github", "d-5", "issues")
+    assert earlier is not None and earlier.status == "ignored"
