@@ -203,6 +203,10 @@ def component_specs(
                 "PREFECT_RUNNER_SERVER_ENABLE": "true",
                 "PREFECT_RUNNER_SERVER_HOST": HOST,
                 "PREFECT_RUNNER_SERVER_PORT": str(runner_port),
+                # a drift event's redeploy starts within ~2 s, not Prefect's default 10 s poll
+                "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get(
+                    "PREFECT_RUNNER_POLL_FREQUENCY", "2"
+                ),
             },
             secret_env=tracking,
             port=runner_port,
