@@ -45,6 +45,17 @@ def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def undeploy_all(mlops_home: Path) -> Iterator[None]:
+    """Remove every local deployment of this test's MLOPS_HOME afterwards."""
+    yield
+    from mlops_pipeline.targets.local import LocalTarget
+
+    target = LocalTarget()
+    for deployment in target.list():
+        target.delete(deployment.name)
+
+
 @pytest.fixture(scope="session")
 def iris_frame() -> pd.DataFrame:
     """Iris features with plain column names, plus the target as `label`."""

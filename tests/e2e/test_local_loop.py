@@ -30,16 +30,6 @@ def mlops(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture
-def undeploy_all(mlops_home: Path):
-    yield
-    from mlops_pipeline.targets.local import LocalTarget
-
-    target = LocalTarget()
-    for deployment in target.list():
-        target.delete(deployment.name)
-
-
 def test_deploy_score_update_rollback_undeploy_under_load(
     undeploy_all: None, registered_model: dict, iris_model_dir: Path, tmp_path: Path
 ) -> None:

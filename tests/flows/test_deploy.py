@@ -17,18 +17,8 @@ def in_use(version: str) -> dict[str, str]:
     return inuse.deployments_using(connect(), "iris", version)
 
 
-@pytest.fixture
-def cleanup(mlops_home: Path):
-    yield
-    from mlops_pipeline.targets.local import LocalTarget
-
-    target = LocalTarget()
-    for deployment in target.list():
-        target.delete(deployment.name)
-
-
 def test_deploy_update_rollback_undeploy(
-    prefect_harness: None, cleanup: None, registered_model: dict, iris_model_dir: Path
+    prefect_harness: None, undeploy_all: None, registered_model: dict, iris_model_dir: Path
 ) -> None:
     v2 = register_version(iris_model_dir)
     register_version(iris_model_dir, name="other")

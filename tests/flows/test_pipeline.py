@@ -6,23 +6,12 @@ from pathlib import Path
 
 import joblib
 import pandas as pd
-import pytest
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.pipeline import mlops_pipeline
 from mlops_pipeline.registry.versions import get_model_version
 
 from tests.flows.redeploy_support import strong_model, weak_model
 from tests.targets.local_support import served_version
-
-
-@pytest.fixture
-def undeploy_all(mlops_home: Path):
-    yield
-    from mlops_pipeline.targets.local import LocalTarget
-
-    target = LocalTarget()
-    for deployment in target.list():
-        target.delete(deployment.name)
 
 
 def test_first_run_deploys_a_champion_and_the_next_run_gates_the_new_version(

@@ -46,12 +46,10 @@ def fast_bake(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def serving(mlops_home: Path, tmp_path: Path):
+def serving(undeploy_all: None, tmp_path: Path):
     """Deploy a version locally with capture; undeploy everything afterwards."""
-    names: list[str] = []
 
     def start(version: str, name: str = "iris-prod") -> str:
-        names.append(name)
         served = run_flow(
             deploy,
             model_uri=f"models:/iris/{version}",
@@ -61,12 +59,7 @@ def serving(mlops_home: Path, tmp_path: Path):
         )
         return served["endpoint_url"]
 
-    yield start
-    from mlops_pipeline.targets.local import LocalTarget
-
-    target = LocalTarget()
-    for deployment in target.list():
-        target.delete(deployment.name)
+    return start
 
 
 def aliases(version: str) -> list[str]:
