@@ -204,6 +204,7 @@ def test_user_packages_and_ours_import_side_by_side(
         "mlops.targets": {
             "local": ["mlops-pipeline", str(ours / "targets" / "local.py")],
             "docker": ["mlops-pipeline", str(ours / "targets" / "docker.py")],
+            "batch": ["mlops-pipeline", str(ours / "targets" / "batch.py")],
         },
         "mlflow.app": {"mlops-guard": ["mlops-pipeline", str(ours / "guard.py")]},
     }

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from mlops_pipeline.errors import BackendError
 from mlops_pipeline.ledger import actor, engine, redeploys_table
 from mlops_pipeline.redeploy.results import RedeployDecision
-from mlops_pipeline.tracking import connect
+from mlops_pipeline.tracking import connect, ensure_experiment
 from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
@@ -181,9 +181,10 @@ def log_decision_run(deployment: str, decision: RedeployDecision) -> str:
                 if value is not None:
                     metrics[f"bake.{side}.{key}"] = float(value)
     try:
-        mlflow.set_experiment(REDEPLOY_EXPERIMENT)
+        # by id, not set_experiment: that would leave this experiment active for the process
+        experiment_id = ensure_experiment(REDEPLOY_EXPERIMENT)
         run_name = f"redeploy-{deployment}-{_now():%Y%m%dT%H%M%S}"
-        with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             if decision.metric:
                 mlflow.log_params(
                     {"metric": decision.metric, "min_improvement": decision.min_improvement}

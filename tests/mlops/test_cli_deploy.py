@@ -48,7 +48,7 @@ def test_every_deploy_command_has_help_and_json(command: list[str]) -> None:
         (
             ["deploy", "models:/iris/1", "--name", "iris-prod", "--target", "nowhere:"],
             2,
-            "Known targets: docker:, local:",
+            "Known targets: batch:, docker:, local:",
         ),
         (
             # the target is checked first, even when the model is unknown too
