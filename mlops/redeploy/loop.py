@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from mlops_pipeline.redeploy.metrics import get_metric
 from mlops_pipeline.redeploy.results import BakeReport, ServiceFigures, TriggerInfo
 from mlops_pipeline.redeploy.scrape import figures, parse_metrics
 from mlops_pipeline.registry.versions import (
+    ALIAS_PATTERN,
     get_model_version,
     remove_model_alias,
     resolve_model_uri,
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 CHALLENGER = "challenger"
-_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class RedeployPolicy(BaseModel):
@@ -185,7 +184,7 @@ def registered_challenger(champion: ModelRef, challenger: str) -> ModelRef | Non
         NotFoundError: no such alias or version.
     """
     text = challenger.strip()
-    if _ALIAS.match(text) and not Path(text).exists():
+    if ALIAS_PATTERN.match(text) and not Path(text).exists():
         return get_model_version(champion.name, alias=text).ref
     if not text.startswith("models:/"):
         return None
