@@ -104,12 +104,37 @@ def iris_reference_csv(tmp_path_factory: pytest.TempPathFactory, iris_features) 
     return path
 
 
+_harness_running = False
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the whole test process (it takes seconds to start)."""
+    global _harness_running
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
+        _harness_running = True
+        try:
+            yield
+        finally:
+            _harness_running = False
+
+
+@pytest.fixture(autouse=True)
+def prefect_api_only_where_asked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Keep the session's Prefect harness out of tests that did not ask for it.
+
+    The harness sets PREFECT_API_URL in the worker's Prefect settings for the rest of the
+    session; a later test of "no Prefect API configured" would find it, and a `serve` command
+    under test would then serve forever instead of refusing.
+    """
+    if not _harness_running or "prefect_harness" in request.fixturenames:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
         yield
 
 

@@ -78,29 +78,27 @@ def test_commands_use_the_stacks_prefect_api_only_when_nothing_else_is_set(
 ) -> None:
     from mlops_pipeline.cli.up import stack_prefect_api
     from mlops_pipeline.settings import get_settings
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+    from prefect.settings import get_current_settings
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    # no API from elsewhere either (a Prefect test harness this worker started for other tests)
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        before = get_current_settings().api.url
-        with stack_prefect_api():  # no stack
-            assert get_current_settings().api.url == before
-        # a recorded Prefect server that runs: this test process stands in for its process
-        me = psutil.Process()
-        record(mlops_home.resolve(), "prefect", me.pid, me.create_time(), "http://127.0.0.1:4321")
-        with stack_prefect_api():
-            assert get_current_settings().api.url == "http://127.0.0.1:4321/api"
+    before = get_current_settings().api.url
+    with stack_prefect_api():  # no stack
         assert get_current_settings().api.url == before
-        monkeypatch.setenv("MLOPS_ORCHESTRATE", "never")
-        get_settings.cache_clear()
-        with stack_prefect_api():
-            assert get_current_settings().api.url == before
-        monkeypatch.delenv("MLOPS_ORCHESTRATE")
-        monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the user's own API wins
-        get_settings.cache_clear()
-        with stack_prefect_api():
-            assert get_current_settings().api.url == before
+    # a recorded Prefect server that runs: this test process stands in for its process
+    me = psutil.Process()
+    record(mlops_home.resolve(), "prefect", me.pid, me.create_time(), "http://127.0.0.1:4321")
+    with stack_prefect_api():
+        assert get_current_settings().api.url == "http://127.0.0.1:4321/api"
+    assert get_current_settings().api.url == before
+    monkeypatch.setenv("MLOPS_ORCHESTRATE", "never")
+    get_settings.cache_clear()
+    with stack_prefect_api():
+        assert get_current_settings().api.url == before
+    monkeypatch.delenv("MLOPS_ORCHESTRATE")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the user's own API wins
+    get_settings.cache_clear()
+    with stack_prefect_api():
+        assert get_current_settings().api.url == before
 
 
 def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
