@@ -1,4 +1,5 @@
-"""The local stack `mlops up` runs: a Prefect server, the served flows and an MLflow server.
+"""The local stack `mlops up` runs: a Prefect server, an MLflow server, the served flows, the
+step runner (a warm process `mlops register` hands its flow run to) and the webhook receiver.
 
 Each component is a background process in its own process group (session), logging to
 `$MLOPS_HOME/up/logs/<name>.log`. `$MLOPS_HOME/up/state.json` records what was started: pid,
@@ -7,7 +8,7 @@ health URL, command and log file. `up` starts only the components that are not r
 `status` reads the record, `down` stops exactly the recorded processes and removes it.
 
 Prefect-free: the components are commands (`prefect server start`, `python -m
-mlops_pipeline.flows.deployments`, `mlflow server`), checked over HTTP. Process mechanics
+mlops_pipeline.flows.deployments`, `mlflow server`, ...), checked over HTTP. Process mechanics
 (identity by start time, stopping a group) live in `mlops_pipeline.processes`.
 """
 
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 #: the module the `flows` component runs: it serves every deployment with its triggers
 FLOWS_MODULE = "mlops_pipeline.flows.deployments"
+#: the module the `steps` component runs: `mlops register` hands its flow run to it, warm
+STEPS_MODULE = "mlops_pipeline.cli.step_runner"
 Progress = Callable[[str], None]
 REMOTE_TRACKING_SCHEMES = {"http", "https", "databricks"}
 
@@ -212,6 +215,20 @@ def component_specs(
             port=runner_port,
             url=f"{prefect_url}/deployments",
             health_url=f"http://{HOST}:{runner_port}/health",
+            port_hint="run `mlops up` again: this port is picked free each time",
+        )
+    )
+    steps_port = free_port()  # found through the state file, like the runner's
+    specs.append(
+        ComponentSpec(
+            name="steps",
+            title="Step runner",
+            command=[sys.executable, "-m", STEPS_MODULE, "--host", HOST, "--port", str(steps_port)],
+            env={**common, "PREFECT_API_URL": f"{prefect_url}/api"},
+            secret_env=tracking,
+            port=steps_port,
+            url=f"http://{HOST}:{steps_port}",
+            health_url=f"http://{HOST}:{steps_port}/health",
             port_hint="run `mlops up` again: this port is picked free each time",
         )
     )
@@ -443,7 +460,7 @@ def up(
 
         try:
             for spec in to_start:
-                if spec.name in {"flows", "webhook"}:  # both start runs on the Prefect API
+                if spec.name in {"flows", "steps", "webhook"}:  # they use the Prefect API
                     wait("prefect")
                 progress(f"Starting: {spec.title} (port {spec.port})...")
                 records[spec.name] = _start(spec, log_dir)

@@ -77,6 +77,14 @@ def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> C
     return decorator
 
 
+def run_flow(flow: Any, **params: Any) -> Any:
+    """`mlops_pipeline.flows.run_flow`, imported when a command first runs a flow: Prefect then
+    loads only in commands that need it (`--help`, or a step the stack runs, stay fast)."""
+    from mlops_pipeline.flows import run_flow as run
+
+    return run(flow, **params)
+
+
 def unexpected(exc: Exception) -> MLOpsError:
     """Wrap an error we did not anticipate so the user still gets one line, not a traceback."""
     return MLOpsError(

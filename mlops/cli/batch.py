@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from mlops_pipeline.cli._output import JsonOption, command, console, emit, err_console
-from mlops_pipeline.flows import run_flow
+from mlops_pipeline.cli._output import JsonOption, command, console, emit, err_console, run_flow
 
 app = typer.Typer()
 

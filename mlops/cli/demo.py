@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from mlops_pipeline.cli._output import JsonOption, command, console, emit
+from mlops_pipeline.cli._output import JsonOption, command, console, emit, run_flow
 from mlops_pipeline.cli.registry import render_versions
-from mlops_pipeline.flows import run_flow
 
 app = typer.Typer()
 

@@ -17,8 +17,8 @@ from mlops_pipeline.cli._output import (
     emit,
     format_time,
     print_table,
+    run_flow,
 )
-from mlops_pipeline.flows import run_flow
 
 app = typer.Typer()
 deployments_app = typer.Typer(help="Inspect deployments and their history.", no_args_is_help=True)

@@ -18,8 +18,8 @@ from mlops_pipeline.cli._output import (
     emit,
     err_console,
     print_table,
+    run_flow,
 )
-from mlops_pipeline.flows import run_flow
 
 app = typer.Typer()
 

@@ -10,8 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from mlops_pipeline.cli._output import JsonOption, command, console, emit, format_time, print_table
-from mlops_pipeline.flows import run_flow
+from mlops_pipeline.cli._output import (
+    JsonOption,
+    command,
+    console,
+    emit,
+    format_time,
+    print_table,
+    run_flow,
+)
 
 app = typer.Typer()
 

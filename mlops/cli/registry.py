@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 from mlops_pipeline.cli._output import JsonOption, command, console, emit, print_table
-from mlops_pipeline.flows import run_flow
 
 app = typer.Typer()
 models_app = typer.Typer(help="Browse and manage registered models.", no_args_is_help=True)
@@ -75,10 +74,10 @@ def register_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Register a model as the next version of NAME."""
-    from mlops_pipeline.flows.register import register_model
+    from mlops_pipeline.cli.steps import run_step
 
-    result = run_flow(
-        register_model,
+    result = run_step(
+        "register-model",
         source=source,
         name=name,
         tags=parse_pairs(tag, "--tag"),

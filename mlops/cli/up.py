@@ -8,6 +8,8 @@ user, it points Prefect at the stack's server for the command, so CLI steps run 
 from __future__ import annotations
 
 import os
+import sys
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +36,10 @@ def stack_prefect_api() -> Iterator[None]:
     """While the block runs, Prefect uses this MLOPS_HOME's stack when nothing else is set.
 
     Nothing changes when PREFECT_API_URL is set (environment or Prefect profile), when
-    MLOPS_ORCHESTRATE=never, or when no stack runs. Prefect is imported only when one does.
+    MLOPS_ORCHESTRATE=never, or when no stack runs. When Prefect is not imported yet, the URL
+    goes into this process's PREFECT_API_URL for the block, which Prefect reads when a step
+    first imports it: a command the stack runs elsewhere (`mlops register`) never pays the
+    seconds Prefect takes to import.
     """
     from mlops_pipeline.errors import MLOpsError
     from mlops_pipeline.settings import get_settings
@@ -52,6 +57,16 @@ def stack_prefect_api() -> Iterator[None]:
     if url is None:
         yield
         return
+    if "prefect" not in sys.modules:
+        if prefect_profile_api() is not None:  # the user's Prefect profile names an API: it wins
+            yield
+            return
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+        return
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     if get_current_settings().api.url:  # the user's Prefect profile names an API: it wins
@@ -59,6 +74,20 @@ def stack_prefect_api() -> Iterator[None]:
         return
     with temporary_settings({PREFECT_API_URL: url}):
         yield
+
+
+def prefect_profile_api() -> str | None:
+    """PREFECT_API_URL of the active Prefect profile, read from its file without importing
+    Prefect (PREFECT_PROFILES_PATH, else $PREFECT_HOME/profiles.toml; PREFECT_PROFILE, else
+    the file's `active`, else Prefect's default `ephemeral`)."""
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
+    return profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL") or None
 
 
 def render_status(status: dict[str, Any]) -> None:

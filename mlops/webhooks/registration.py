@@ -9,11 +9,12 @@ webhook (URL, events, secret) instead of adding a second one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlops_pipeline.errors import BackendError, InvalidInputError
+
+if TYPE_CHECKING:  # mlflow loads only to register: `mlops up` reads this module on every command
+    from mlflow import MlflowClient
 
 DEFAULT_EVENTS = ("model_version.created", "model_version_alias.created")
 DEFAULT_NAME = "mlops-pipeline"
@@ -50,6 +51,9 @@ def register_mlflow_webhook(
             hint="Pass --tracking-uri http://HOST:PORT of the server (or run `mlops up`).",
             field="tracking_uri",
         )
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         existing = next((w for w in _all(client) if w.name == name), None)

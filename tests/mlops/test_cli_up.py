@@ -34,9 +34,13 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
-def mlops(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+def mlops(
+    *args: str, env: dict[str, str], timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """The console script in a new process, as from another shell."""
-    return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [MLOPS, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("command", [["up"], ["down"]])
@@ -115,7 +119,7 @@ def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
         assert started.exit_code == 0, started.output
         first = {c["name"]: c for c in json.loads(started.stdout)["components"]}
         assert {n: (c["state"], c["started"]) for n, c in first.items()} == {
-            n: ("healthy", True) for n in ("prefect", "mlflow", "flows", "webhook")
+            n: ("healthy", True) for n in ("prefect", "mlflow", "flows", "steps", "webhook")
         }
         api = f"{first['prefect']['url']}/api"
 
@@ -131,20 +135,41 @@ def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
             n: (c["pid"], "healthy") for n, c in first.items()
         }
 
-        # a CLI step in that shell is a flow run of the stack's server ...
-        registered = mlops("register", str(iris_pickle), "--name", "stacked", "--json", env=shell)
+        # a CLI step in that shell is a flow run of the stack's server, run by its warm step
+        # runner (a relative path is the shell's), its warnings shown in the shell ...
+        steps_log = Path(first["steps"]["log_file"])
+        registered = mlops(
+            "register", iris_pickle.name, "--name", "stacked", "--json",
+            env=shell, cwd=iris_pickle.parent,
+        )  # fmt: skip
         assert registered.returncode == 0, registered.stderr
         assert json.loads(registered.stdout)["version"] == "1"
+        assert "pickles run code when loaded" in registered.stderr
         [run] = flow_runs(api, "register-model")
         assert run["state_type"] == "COMPLETED" and run["parameters"]["name"] == "stacked"
-        # ... unless orchestration is switched off
+        assert run["parameters"]["source"] == iris_pickle.name
+        assert steps_log.read_text().count("Ran step register-model") == 1
+        # ... its errors keep their exit code and one line ...
+        missing = mlops("register", "missing.pkl", "--name", "stacked", env=shell)
+        assert missing.returncode == 3 and "'missing.pkl'" in missing.stderr
+        assert "Traceback" not in missing.stderr
+        assert "Step register-model failed" in steps_log.read_text()
+        # ... a shell whose settings differ runs the step itself, still on the stack's server ...
+        other = mlops(
+            "register", str(iris_pickle), "--name", "stacked", "--json",
+            env={**shell, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"},
+        )  # fmt: skip
+        assert other.returncode == 0, other.stderr
+        assert len(flow_runs(api, "register-model")) == 3
+        assert steps_log.read_text().count("Ran step register-model") == 1
+        # ... and with orchestration switched off, no flow run at all
         direct = mlops(
             "register", str(iris_pickle), "--name", "stacked", "--json",
             env={**shell, "MLOPS_ORCHESTRATE": "never"},
         )  # fmt: skip
         assert direct.returncode == 0, direct.stderr
-        assert json.loads(direct.stdout)["version"] == "2"
-        assert len(flow_runs(api, "register-model")) == 1
+        assert json.loads(direct.stdout)["version"] == "3"
+        assert len(flow_runs(api, "register-model")) == 3
 
         # the MLflow server dies (workers too): status says so; `up` restarts only it
         os.killpg(first["mlflow"]["pid"], signal.SIGKILL)
@@ -166,7 +191,7 @@ def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
         assert down.returncode == 0, down.stderr
         stopped = json.loads(down.stdout)["stopped"]
         assert [(s["name"], s["pid"]) for s in stopped] == [
-            (n, after[n]["pid"]) for n in ("webhook", "flows", "mlflow", "prefect")
+            (n, after[n]["pid"]) for n in ("webhook", "steps", "flows", "mlflow", "prefect")
         ]
         assert all(gone(pid) for pid in pids)
         assert psutil.Process(unrelated.pid).status() != psutil.STATUS_ZOMBIE

@@ -57,7 +57,7 @@ def test_up_status_restart_and_down_with_real_servers(mlops_home, monkeypatch):
         first = by_name(
             stack.up(settings, prefect_port=free_port(), mlflow_port=free_port(), timeout=180)
         )
-        assert list(first) == ["prefect", "mlflow", "flows", "webhook"]
+        assert list(first) == ["prefect", "mlflow", "flows", "steps", "webhook"]
         assert all(c.state == "healthy" and c.started for c in first.values())
         prefect_api = f"{first['prefect'].url}/api"
         assert httpx.get(f"{prefect_api}/health", timeout=10).status_code == 200
@@ -90,18 +90,19 @@ def test_up_status_restart_and_down_with_real_servers(mlops_home, monkeypatch):
             "prefect": "healthy",
             "mlflow": "healthy",
             "flows": "dead",
+            "steps": "healthy",
             "webhook": "healthy",
         }
         third = by_name(stack.up(settings, timeout=180))
         assert third["flows"].started and third["flows"].pid != first["flows"].pid
         assert third["flows"].state == "healthy"
-        for name in ("prefect", "mlflow", "webhook"):
+        for name in ("prefect", "mlflow", "steps", "webhook"):
             assert (third[name].pid, third[name].started) == (first[name].pid, False)
 
         # `down` stops exactly what `up` started, workers included, and nothing else
         ours = set().union(*(group_pids(c.pid) for c in third.values()))
         stopped = stack.down(mlops_home.resolve(), timeout=30)
-        assert [s.name for s in stopped] == ["webhook", "flows", "mlflow", "prefect"]
+        assert [s.name for s in stopped] == ["webhook", "steps", "flows", "mlflow", "prefect"]
         assert {s.outcome for s in stopped} <= {"terminated", "killed"}
         assert all(gone(pid) for pid in ours)
         assert unrelated.poll() is None
@@ -204,9 +205,10 @@ def test_store_uris_stay_out_of_the_record_and_a_remote_registry_gets_no_server(
     monkeypatch.setenv("MLOPS_TRACKING_URI", secret_uri)
     get_settings.cache_clear()
     specs = {s.name: s for s in stack.component_specs(get_settings(), 4300, 5300)}
-    assert list(specs) == ["prefect", "mlflow", "flows", "webhook"]
+    assert list(specs) == ["prefect", "mlflow", "flows", "steps", "webhook"]
     assert specs["mlflow"].secret_env["MLFLOW_BACKEND_STORE_URI"] == secret_uri
     assert specs["flows"].secret_env["MLOPS_TRACKING_URI"] == secret_uri
+    assert specs["steps"].secret_env["MLOPS_TRACKING_URI"] == secret_uri
     assert "mlops-guard" in specs["mlflow"].command
     assert specs["flows"].env["PREFECT_API_URL"] == "http://127.0.0.1:4300/api"
     recorded = json.dumps([spec.model_dump(mode="json") for spec in specs.values()])
@@ -215,4 +217,4 @@ def test_store_uris_stay_out_of_the_record_and_a_remote_registry_gets_no_server(
     monkeypatch.setenv("MLOPS_TRACKING_URI", "http://mlflow.example:5000")
     get_settings.cache_clear()
     names = [s.name for s in stack.component_specs(get_settings())]
-    assert names == ["prefect", "flows", "webhook"]
+    assert names == ["prefect", "flows", "steps", "webhook"]
