@@ -11,6 +11,7 @@ GET /health answers {"status", "fingerprint", "flows"}; POST /steps {"flow", "pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -92,6 +93,38 @@ def create_app(token: str, settings_fingerprint: str) -> FastAPI:
     return app
 
 
+#: what a registration loads on first use: imported once in the background after start, so the
+#: first `mlops register` after `mlops up` is as quick as the later ones
+WARM_MODULES = (
+    "mlflow.pyfunc",
+    "mlops_pipeline.monitoring.profile",
+    "mlops_pipeline.monitoring.validation",
+    "pyarrow.parquet",
+    "sklearn.base",
+    "joblib",
+)
+
+
+def warm_up() -> None:
+    """Import WARM_MODULES, map modules to distributions and open the registry (creating or
+    migrating its schema)."""
+    import importlib
+
+    from mlops_pipeline.registry.registration import module_distributions
+    from mlops_pipeline.tracking import connect
+
+    started = time.monotonic()
+    for module in WARM_MODULES:
+        with contextlib.suppress(ImportError):  # e.g. scikit-learn is optional for users
+            importlib.import_module(module)
+    module_distributions()  # what pins a pickle's requirements; seconds to build
+    try:
+        connect()
+    except Exception:  # the first step reports it, with its exit code
+        logger.warning("Could not open the registry yet", exc_info=True)
+    logger.info("Warm in %.1f s", time.monotonic() - started)
+
+
 def serve(host: str, port: int) -> None:
     """Write a fresh token, then serve the runner until stopped (SIGTERM from `mlops down`)."""
     settings = get_settings()
@@ -106,6 +139,7 @@ def serve(host: str, port: int) -> None:
         f.write(token)
     temporary.replace(path)
     app = create_app(token, fingerprint(settings))
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

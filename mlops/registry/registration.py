@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,23 @@ def reference_dtypes(reference: pd.DataFrame) -> dict[str, Any]:
     return dtypes
 
 
+def module_distributions() -> Mapping[str, list[str]]:
+    """Top-level module name -> the distributions that install it.
+
+    MLflow's own map, which `log_model` builds anyway to check requirements (reading every
+    installed distribution's file list takes seconds in a large environment), so a registration
+    pays for it once; the standard library's `packages_distributions()` if MLflow's changes.
+    """
+    try:
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_modules_to_packages_map()
+        mapping = requirements_utils._MODULES_TO_PACKAGES
+    except (ImportError, AttributeError):
+        mapping = None
+    return mapping if isinstance(mapping, dict) else importlib.metadata.packages_distributions()
+
+
 def pickle_requirements(model: Any) -> list[str]:
     """Pinned pip requirements (`dist==version`) for the libraries whose classes the pickled model
     refers to, plus mlflow, joblib and pandas, which the wrapper needs."""
@@ -85,7 +103,7 @@ def pickle_requirements(model: Any) -> list[str]:
     for opcode, arg, _ in pickletools.genops(pickle.dumps(model, protocol=2)):
         if opcode.name == "GLOBAL" and isinstance(arg, str):
             modules.add(arg.split(" ", 1)[0].split(".", 1)[0])
-    distributions = importlib.metadata.packages_distributions()
+    distributions = module_distributions()
     pins = {"mlflow", "joblib", "pandas"}
     for module in modules - set(sys.stdlib_module_names) - {"__main__", "builtins"}:
         pins.update(distributions.get(module, []))
