@@ -96,20 +96,19 @@ def render_status(status: dict[str, Any]) -> None:
     if not components:
         console.print(f"Nothing runs for MLOPS_HOME {status['home']}. Start it with `mlops up`.")
         return
+    # URLs stay whole, to be opened or copied, in 80 columns; pids and ports are in --json
     print_table(
-        ["component", "state", "url", "pid", "port", "since"],
+        ["name", "state", "url", "since"],
         [
             [
                 c["title"],
                 c["state"] + (" (started now)" if c.get("started") else ""),
                 c["url"],
-                str(c["pid"]),
-                str(c["port"]),
                 format_time(c["started_at"]),
             ]
             for c in components
         ],
-        fold=frozenset({"url"}),
+        fold=frozenset({"name", "state"}),
         styles=[STATE_STYLES.get(c["state"]) for c in components],
     )
     logs = sorted({str(Path(c["log_file"]).parent) for c in components})

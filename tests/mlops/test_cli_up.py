@@ -203,3 +203,26 @@ def test_the_stack_runs_cli_steps_as_flow_runs_and_down_stops_only_it(
         stack.down(mlops_home.resolve(), timeout=10)
         unrelated.kill()
         unrelated.wait()
+
+
+def test_status_table_keeps_every_url_whole_in_80_columns(monkeypatch) -> None:
+    from mlops_pipeline.cli import _output, up
+
+    monkeypatch.setattr(_output.console, "width", 80)
+    urls = ["http://127.0.0.1:46493", "http://127.0.0.1:46493/deployments"]
+    components = [
+        {
+            "title": title,
+            "state": "healthy",
+            "started": True,
+            "url": url,
+            "log_file": "/home/me/.mlops/up/logs/x.log",
+            "started_at": "2026-11-30T19:03:13Z",
+        }
+        for title, url in zip(["Prefect server", "Served flows"], urls, strict=True)
+    ]
+    with _output.console.capture() as captured:
+        up.render_status({"home": "/home/me/.mlops", "components": components})
+    lines = captured.get().splitlines()
+    assert max(map(len, lines)) <= 80
+    assert all(any(url in line for line in lines) for url in urls)
