@@ -252,3 +252,24 @@ def test_one_episode_sent_three_times_switches_versions_once(
     updates = [e for e in ledger.history("iris-repeat") if e.action == "update"]
     assert len(updates) == 1
     assert served_version(setup["endpoint"]) == setup["challenger"]
+
+
+def test_the_demo_redeploys_through_the_event_path_when_the_flows_are_served(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`make demo` with `mlops up` running: the drift event, not the demo, starts the redeploy."""
+    from mlops_pipeline.flows.demo import run_demo
+
+    wait_for_served(stack)
+    monkeypatch.setenv("MLOPS_ORCHESTRATE", "auto")  # as a user's `mlops demo`: tracked runs
+    get_settings.cache_clear()
+    result = run_flow(run_demo, workdir=tmp_path / "demo", bake_seconds=0)
+    assert result["redeploy_trigger"].startswith("event: mlops.drift.detected")
+    decision = result["redeploy"]
+    assert decision["decision"] == "promoted", decision.get("reason")
+    episode = (decision.get("trigger") or {}).get("episode_id") or decision.get("episode_id")
+    assert episode == result["monitor_after_drift"]["event"]["episode_id"]
+    assert result["traffic_during_redeploy"]["failed"] == 0
+    assert result["prefect_ui"] and stack.api.startswith(result["prefect_ui"])
+    [run] = [r for r in stack.flow_runs("redeploy") if r.parameters["name"] == "wine-demo"]
+    assert run.state.is_completed(), run.state
