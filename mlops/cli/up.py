@@ -175,7 +175,8 @@ def up_cmd(
     ] = 120.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Start the local stack in the background: Prefect server, served flows, MLflow.
+    """Start the local stack in the background: Prefect and MLflow servers, the served
+    flows, the step runner (`mlops register` runs there, warm) and the webhook receiver.
 
     Idempotent: what runs is kept, a dead component is restarted on its port.
     State and logs: $MLOPS_HOME/up/ (state.json, logs/).
