@@ -101,19 +101,29 @@ def _hand_over(flow_name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         os.environ.setdefault(name, value)
     try:
         health = httpx.get(record.health_url, timeout=5).json()
-        if health.get("fingerprint") != fingerprint(settings):
-            logger.debug("The stack's step runner has other settings: running in-process.")
-            return None
         token = token_path(home).read_text().strip()
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        logger.debug("The stack's step runner did not answer (%s): running in-process.", exc)
+        return None
+    if not isinstance(health, dict) or health.get("fingerprint") != fingerprint(settings):
+        logger.debug("The stack's step runner has other settings: running in-process.")
+        return None
+    try:
         response = httpx.post(
             f"{record.url}/steps",
             json={"flow": flow_name, "params": params, "cwd": os.getcwd()},
             headers={"Authorization": f"Bearer {token}"},
             timeout=STEP_TIMEOUT_S,
         )
-    except (httpx.HTTPError, OSError, ValueError) as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing reached it: safe here
         logger.debug("The stack's step runner did not answer (%s): running in-process.", exc)
         return None
+    except httpx.HTTPError as exc:  # it may have done the step: running it again could too
+        raise BackendError(
+            f"The stack's step runner stopped answering during the step ({exc}).",
+            hint=f"Check whether it finished (`mlops models list`) before running it again; "
+            f"the runner's log is {record.log_file}.",
+        ) from exc
     try:
         answer = response.json()
         for line in answer.get("warnings", []):

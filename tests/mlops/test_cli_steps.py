@@ -105,3 +105,63 @@ def test_the_active_prefect_profiles_api_is_read_without_prefect(
     assert prefect_profile_api() is None
     (tmp_path / "profiles.toml").write_text("active = [")
     assert prefect_profile_api() is None
+
+
+@pytest.fixture
+def recorded_runner(mlops_home: Path, monkeypatch: pytest.MonkeyPatch):
+    """A state file naming this process as the stack's Prefect server and step runner, with
+    `httpx.get` answering the runner's health check with this process's fingerprint."""
+    import json
+
+    import httpx
+    import psutil
+    from mlops_pipeline import stack
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.mlops.stack_support import record
+
+    home = mlops_home.resolve()
+    me = psutil.Process()
+    record(home, "steps", me.pid, me.create_time(), "http://127.0.0.1:9")
+    steps = json.loads(stack.state_path(home).read_text())["components"]["steps"]
+    record(home, "prefect", me.pid, me.create_time(), "http://127.0.0.1:4321")
+    state = json.loads(stack.state_path(home).read_text())
+    state["components"]["steps"] = steps
+    stack.state_path(home).write_text(json.dumps(state))
+    (stack.stack_dir(home) / "steps.token").write_text(TOKEN)
+    health = {"status": "ok", "fingerprint": fingerprint(get_settings())}
+    request = httpx.Request("GET", "http://127.0.0.1:9/health")
+    monkeypatch.setattr(
+        httpx, "get", lambda *a, **k: httpx.Response(200, json=health, request=request)
+    )
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4321/api"}):
+        yield
+
+
+def test_a_runner_that_never_got_the_step_leaves_it_to_the_cli(recorded_runner, monkeypatch):
+    import httpx
+    from mlops_pipeline.cli.steps import _hand_over
+
+    tried: list[str] = []
+
+    def refused(url, **kwargs):
+        tried.append(url)
+        raise httpx.ConnectError("refused")
+
+    monkeypatch.setattr(httpx, "post", refused)
+    assert _hand_over("register-model", {"source": "x.pkl", "name": "iris"}) is None
+    assert tried == ["http://127.0.0.1:9/steps"]
+
+
+def test_a_runner_lost_during_the_step_is_an_error_not_a_second_run(recorded_runner, monkeypatch):
+    import httpx
+    from mlops_pipeline.cli.steps import _hand_over
+    from mlops_pipeline.errors import BackendError
+
+    def dropped(*args, **kwargs):
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    monkeypatch.setattr(httpx, "post", dropped)
+    with pytest.raises(BackendError, match="stopped answering during the step") as raised:
+        _hand_over("register-model", {"source": "x.pkl", "name": "iris"})
+    assert raised.value.exit_code == 5 and "mlops models list" in str(raised.value)
