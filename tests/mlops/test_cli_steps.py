@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from mlops_pipeline.cli.step_runner import create_app
-from mlops_pipeline.cli.steps import _error_from, fingerprint
+from mlops_pipeline.cli.steps import CLI_MLFLOW_ENV, _error_from, fingerprint
 from mlops_pipeline.cli.up import prefect_profile_api
 from mlops_pipeline.errors import InUseError, MLOpsError, NotFoundError
 from mlops_pipeline.settings import get_settings
@@ -129,6 +129,8 @@ def recorded_runner(mlops_home: Path, monkeypatch: pytest.MonkeyPatch):
     state["components"]["steps"] = steps
     stack.state_path(home).write_text(json.dumps(state))
     (stack.stack_dir(home) / "steps.token").write_text(TOKEN)
+    for name, value in CLI_MLFLOW_ENV.items():  # as every `mlops` command sets them
+        monkeypatch.setenv(name, value)
     health = {"status": "ok", "fingerprint": fingerprint(get_settings())}
     request = httpx.Request("GET", "http://127.0.0.1:9/health")
     monkeypatch.setattr(
