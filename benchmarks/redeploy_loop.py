@@ -452,11 +452,13 @@ def main() -> int:
     parser.add_argument(
         "--bake-seconds", type=float, default=0.0, help="Bake period (delays the decision only)."
     )
+    from mlops_pipeline.stack import RUNNER_POLL_SECONDS
+
     parser.add_argument(
         "--runner-poll",
         type=float,
-        default=None,
-        help="PREFECT_RUNNER_POLL_FREQUENCY of the served flows (default: Prefect's, as mlops up).",
+        default=float(RUNNER_POLL_SECONDS),
+        help="PREFECT_RUNNER_POLL_FREQUENCY of the served flows (default: as `mlops up` sets it).",
     )
     parser.add_argument("--no-write", action="store_true", help="Do not update BENCHMARKS.md.")
     args = parser.parse_args()

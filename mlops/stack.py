@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 #: the module the `flows` component runs: it serves every deployment with its triggers
 FLOWS_MODULE = "mlops_pipeline.flows.deployments"
+#: seconds between the served flows' polls for runs (Prefect's default 10 s delays a redeploy)
+RUNNER_POLL_SECONDS = "2"
 #: the module the `steps` component runs: `mlops register` hands its flow run to it, warm
 STEPS_MODULE = "mlops_pipeline.cli.step_runner"
 Progress = Callable[[str], None]
@@ -208,7 +210,7 @@ def component_specs(
                 "PREFECT_RUNNER_SERVER_PORT": str(runner_port),
                 # a drift event's redeploy starts within ~2 s, not Prefect's default 10 s poll
                 "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get(
-                    "PREFECT_RUNNER_POLL_FREQUENCY", "2"
+                    "PREFECT_RUNNER_POLL_FREQUENCY", RUNNER_POLL_SECONDS
                 ),
             },
             secret_env=tracking,
