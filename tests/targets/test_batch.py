@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -252,3 +256,40 @@ def test_mlops_deploy_status_and_undeploy_on_the_batch_target(
     removed = runner.invoke(app, ["undeploy", "iris-nightly"])
     assert removed.exit_code == 0, removed.output
     assert prefect_deployment(api, "iris-nightly") is None
+
+
+def test_a_process_worker_of_the_pool_runs_what_the_schedule_starts(
+    api: str,
+    iris_model,  # noqa: F811 - the fixture imported above
+    iris_features,
+    tmp_path,
+) -> None:
+    """A run of the deployment, as its cron creates one, picked up by a real `prefect worker`
+    of its pool in another process: it scores the landing folder into the output folder."""
+    from mlops_pipeline.targets import operations
+
+    landing, out = tmp_path / "landing", tmp_path / "scored"
+    landing.mkdir()
+    iris_features.iloc[:40].to_parquet(landing / "monday.parquet", index=False)
+    uri = URI.format(landing=landing, output=out) + "&pool=batch-worker-test"
+    operations.create_deployment("iris-worker", ModelRef("iris", "1"), uri, DeployConfig())
+    try:
+        found = prefect_deployment(api, "iris-worker")
+        run = httpx.post(
+            f"{api}/deployments/{found['id']}/create_flow_run", json={}, timeout=30
+        ).json()
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        worker = subprocess.run(
+            [prefect, "worker", "start", "--pool", "batch-worker-test", "--run-once"],
+            env={**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "worker")},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=30).json()["state"]
+        assert state["type"] == "COMPLETED", (state, worker.stdout[-3000:], worker.stderr[-3000:])
+        scored = pd.read_parquet(out)
+        assert scored.shape[0] == 40 and (out / "_SUCCESS").exists()
+    finally:
+        operations.delete_deployment("iris-worker")
