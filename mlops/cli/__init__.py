@@ -41,6 +41,7 @@ from mlops_pipeline.cli import (
     up,
     webhook,
 )
+from mlops_pipeline.cli.steps import CLI_MLFLOW_ENV
 from mlops_pipeline.settings import override_settings
 
 app = typer.Typer(
@@ -73,8 +74,8 @@ def main_options(
     """Global options; they apply to every command."""
     # MLflow reads these only from the environment; a user's own value is kept. Against a
     # tracking server MLflow writes "View run ... at: URL" to stdout, which would break --json
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for name, value in CLI_MLFLOW_ENV.items():
+        os.environ.setdefault(name, value)
     # options win over MLOPS_ variables for this invocation only: laid over the settings,
     # never written to os.environ (children get what they need explicitly)
     overrides: dict[str, object] = {}

@@ -39,7 +39,8 @@ TOKEN_FILE = "steps.token"
 #: environment that changes what a step does outside MLOPS_ settings: MLflow's own variables,
 #: object-store credentials, and where pickled models' code is imported from
 FINGERPRINT_ENV_PREFIXES = ("MLFLOW_", "AWS_", "AZURE_", "GOOGLE_", "PYTHONPATH")
-#: set by every `mlops` process before a step (see `mlops_pipeline.cli.main_options`)
+#: set by every `mlops` process before its command (`mlops_pipeline.cli.main_options`) and by
+#: the step runner, so both fingerprints see them
 CLI_MLFLOW_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
@@ -97,8 +98,6 @@ def _hand_over(flow_name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         return None
     import httpx
 
-    for name, value in CLI_MLFLOW_ENV.items():
-        os.environ.setdefault(name, value)
     try:
         health = httpx.get(record.health_url, timeout=5).json()
         token = token_path(home).read_text().strip()
