@@ -31,7 +31,7 @@ lint-imports: $(STAMP)
 	cd $(LAYERS) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 test: lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist load --durations=25
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -12,6 +12,8 @@ from mlops_pipeline.settings import get_settings
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from tests.servers import flush_prefect_services
+
 # Docker engine, base image and shared wheelhouse fixtures for image and docker-target tests
 pytest_plugins = ["tests.docker_support"]
 
@@ -136,6 +138,13 @@ def prefect_api_only_where_asked(request: pytest.FixtureRequest) -> Iterator[Non
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         yield
+
+
+@pytest.fixture(autouse=True)
+def prefect_services_flushed() -> Iterator[None]:
+    """Each test leaves Prefect's process-wide log and event workers flushed (bounded)."""
+    yield
+    flush_prefect_services()
 
 
 @pytest.fixture

@@ -137,4 +137,22 @@ def prefect_server(home: Path) -> Iterator[str]:
     ]
     api = f"http://127.0.0.1:{port}/api"
     with running(command, env, home / "prefect-server.log", f"{api}/health", timeout=120):
-        yield api
+        try:
+            yield api
+        finally:
+            flush_prefect_services()  # while the server still runs
+
+
+def flush_prefect_services(timeout: float = 15) -> None:
+    """Flush Prefect's process-wide log and event workers, waiting at most `timeout` seconds.
+
+    Each worker holds its queue for the API it started against: the log worker retries its
+    backlog against a server a test has since stopped, and the events worker keeps sending to
+    its first API. Left alone they leak into later tests of the same process, and `drain_all`
+    (over every service of the process) then waited for minutes. Drained services are made
+    again on next use, for the API configured then.
+    """
+    if "prefect" in sys.modules:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=timeout)

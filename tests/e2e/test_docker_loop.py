@@ -35,7 +35,6 @@ def cleanup(docker_engine):
 
 @pytest.mark.e2e
 @pytest.mark.docker
-@pytest.mark.xdist_group("docker")
 def test_build_deploy_update_rollback_undeploy_without_failed_requests(
     docker_build_env, registered_model, iris_model_dir, tmp_path, cleanup
 ):

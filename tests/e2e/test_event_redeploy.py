@@ -37,7 +37,7 @@ from tests.flows.redeploy_support import COLUMNS, register_pickle, strong_model,
 from tests.servers import prefect_server
 from tests.targets.local_support import served_version
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("local-services")]
+pytestmark = pytest.mark.e2e
 
 SERVED = ["monitor", "redeploy"]  # the deployments this test drives
 

@@ -20,6 +20,7 @@ from mlops_pipeline.tracking import connect
 
 from tests.conftest import IRIS_COLUMNS
 from tests.mlops.monitoring.capture_support import capture_table, write_capture
+from tests.servers import flush_prefect_services
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 MODEL = "iris-monitored"
@@ -59,9 +60,8 @@ def capture(monitored, estimator, frame: pd.DataFrame, at: dt.datetime, prefix: 
 def drift_events(deployment: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-    from prefect.events.worker import EventsWorker
 
-    EventsWorker.drain_all()
+    flush_prefect_services(timeout=30)
     event_filter = EventFilter(
         event=EventNameFilter(name=["mlops.drift.detected"]),
         resource=EventResourceFilter(id=[f"mlops.deployment.{deployment}"]),

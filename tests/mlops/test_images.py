@@ -72,7 +72,6 @@ def test_unreachable_engine_is_one_clear_error(registered_model, monkeypatch):
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("docker")
 def test_image_has_labels_user_healthcheck_and_no_secrets(
     docker_build_env, docker_engine, registered_model, monkeypatch
 ):
@@ -105,7 +104,6 @@ def test_image_has_labels_user_healthcheck_and_no_secrets(
 
 
 @pytest.mark.docker
-@pytest.mark.xdist_group("docker")
 def test_new_model_version_reuses_every_dependency_layer(
     docker_build_env, docker_engine, registered_model, iris_model_dir
 ):

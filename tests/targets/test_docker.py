@@ -80,7 +80,6 @@ def test_unreachable_engine_is_backend_unavailable(monkeypatch):
 
 
 @docker_test
-@pytest.mark.xdist_group("docker")
 def test_create_serves_with_keys_and_capture_then_delete_removes_all(
     docker_engine, iris_images, deployment_name, tmp_path: Path
 ):
@@ -146,7 +145,6 @@ def test_create_serves_with_keys_and_capture_then_delete_removes_all(
 
 
 @docker_test
-@pytest.mark.xdist_group("docker")
 def test_failed_updates_keep_the_old_version_serving(docker_engine, iris_images, deployment_name):
     name = deployment_name
     target = DockerTarget("docker:")
@@ -179,7 +177,6 @@ def test_failed_updates_keep_the_old_version_serving(docker_engine, iris_images,
 
 
 @docker_test
-@pytest.mark.xdist_group("docker")
 def test_port_in_use_is_a_conflict_naming_the_port(docker_engine, iris_images, deployment_name):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
