@@ -24,8 +24,10 @@ Secrets, signatures and bodies are never logged or echoed.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,6 +62,8 @@ from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 logger = logging.getLogger(__name__)
+
+PRUNE_INTERVAL = 3600.0  # seconds between prunings of the replay store
 
 #: starts one flow run; returns {"id": flow run id, "name": ..., "deployment": ...}
 StartRun = Callable[[RunRequest], Awaitable[dict[str, Any]]]
@@ -168,7 +172,15 @@ def create_app(
             )
         return key.get_secret_value()
 
+    next_prune = 0.0  # monotonic time of the next pruning of the replay store
+
     def plan_and_claim(source: Source, event: str, delivery: str, payload: Any):
+        nonlocal next_prune
+        if time.monotonic() >= next_prune:  # at most hourly, on the delivery path: no timer
+            next_prune = time.monotonic() + PRUNE_INTERVAL
+            retention = dt.timedelta(days=settings.replay_retention_days)
+            if pruned := replay.prune(dt.datetime.now(dt.UTC) - retention):
+                logger.info("Pruned %d webhook delivery records older than %s", pruned, retention)
         runs = plan_runs(routes, source, event, payload, delivery, _deployments_of)
         return runs, replay.claim(source, delivery, event, "claimed" if runs else "ignored")
 

@@ -7,6 +7,10 @@ the database, exactly one inserts the row. The other, and every later one (also 
 restart), finds the id taken. A claim whose runs could not be started is released again, so the
 sender's retry (same delivery id) gets another chance; Prefect's idempotency key (the delivery
 id) keeps that retry from starting a run twice when the first attempt got further than it said.
+
+Records older than the retention (`MLOPS_WEBHOOK_REPLAY_RETENTION_DAYS`) are pruned: by then no
+sender can replay them. GitHub redelivers only deliveries of the past 3 days, and an MLflow
+delivery is refused as stale once its signed timestamp is past the tolerance (minutes).
 """
 
 from __future__ import annotations
@@ -127,3 +131,20 @@ def release(source: Source, delivery_id: str) -> None:
             )
     except sa.exc.SQLAlchemyError as exc:
         raise _backend_error("release a delivery", exc) from exc
+
+
+def prune(older_than: dt.datetime) -> int:
+    """Delete the records of deliveries received before OLDER_THAN (aware datetime).
+
+    Returns:
+        The number of records deleted.
+
+    Raises:
+        BackendError: the ledger database cannot be written.
+    """
+    try:
+        with engine().begin() as conn:
+            result = conn.execute(sa.delete(_table).where(_table.c.received_at < older_than))
+    except sa.exc.SQLAlchemyError as exc:
+        raise _backend_error("prune old deliveries", exc) from exc
+    return result.rowcount

@@ -35,6 +35,12 @@ class WebhookSettings(BaseSettings):
     timestamp_tolerance: float = Field(
         default=300.0, gt=0, description="Seconds an MLflow delivery's timestamp may be off."
     )
+    replay_retention_days: float = Field(
+        default=30.0,
+        ge=3,
+        description="Days a delivery id is kept to refuse replays; older records are pruned. At "
+        "least 3: GitHub redelivers deliveries of the past 3 days with their original id.",
+    )
     start_timeout: float = Field(
         default=0.8,
         gt=0,

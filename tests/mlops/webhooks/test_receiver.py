@@ -7,6 +7,7 @@ Prefect server by the delivery's tag), durability of the replay store across a r
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from mlops_pipeline import ledger
 
 from tests.mlops.webhooks.support import (
     MAPPING,
@@ -248,17 +251,31 @@ def test_not_json_is_400(hooks: Hooks) -> None:
     assert answer.status_code == 400
 
 
-def test_replays_stay_refused_after_a_restart(hooks: Hooks) -> None:
+def test_replays_stay_refused_after_a_restart_and_old_records_are_pruned(hooks: Hooks) -> None:
     delivery = str(uuid.uuid4())
     assert github_post(hooks.url, GITHUB_SECRET, "push", PUSH, delivery).status_code == 202
     body = mlflow_body("model_version.created", VERSION)
     stamp = int(time.time())
     assert mlflow_post(hooks.url, MLFLOW_SECRET, body, delivery, stamp).status_code == 202
+    old = str(uuid.uuid4())
+    assert github_post(hooks.url, GITHUB_SECRET, "push", PUSH, old).status_code == 202
+    deliveries = ledger.webhook_deliveries_table
+    db = sa.create_engine(f"sqlite:///{hooks.home / 'ledger.db'}")
+    with db.begin() as conn:  # received 31 days ago: past the 30-day retention
+        aged = dt.datetime.now(dt.UTC) - dt.timedelta(days=31)
+        conn.execute(
+            sa.update(deliveries).where(deliveries.c.delivery_id == old).values(received_at=aged)
+        )
     # a second receiver process on the same ledger database (as after a restart)
     with receiver(hooks.home, hooks.api, hooks.tmp / "receiver-2.log", **hooks.env) as url:
         assert github_post(url, GITHUB_SECRET, "push", PUSH, delivery).status_code == 409
         assert mlflow_post(url, MLFLOW_SECRET, body, delivery, stamp).status_code == 409
     assert len(runs_of(hooks, delivery)) == 2  # one per sender
+    # its first delivery pruned the record past the retention, and only that one
+    with db.connect() as conn:
+        kept = set(conn.execute(sa.select(deliveries.c.delivery_id)).scalars())
+    db.dispose()
+    assert delivery in kept and old not in kept
 
 
 def test_an_endpoint_without_a_secret_refuses_everything_with_503(hooks: Hooks) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,3 +46,15 @@ def test_an_ignored_delivery_is_recorded_in_one_write(mlops_home: Path) -> None:
     assert replay.claim("github", "d-5", "issues", "ignored") is None
     earlier = replay.claim("github", "d-5", "issues")
     assert earlier is not None and earlier.status == "ignored"
+
+
+def test_prune_deletes_only_records_older_than_the_cutoff(mlops_home: Path) -> None:
+    assert replay.claim("github", "old", "push") is None
+    replay.finish("github", "old", "accepted", [])
+    cutoff = dt.datetime.now(dt.UTC)
+    assert replay.claim("github", "new", "push") is None
+
+    assert replay.prune(cutoff) == 1
+    assert replay.prune(cutoff) == 0
+    assert replay.claim("github", "old", "push") is None  # forgotten: claimable again
+    assert replay.claim("github", "new", "push") is not None
