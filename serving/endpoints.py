@@ -3,12 +3,18 @@
 Each `Endpoints` method takes a starlette Request and returns a Response; what it computes comes
 from the shared `Service` handler. Errors are `ServingError`s, rendered by `error_response` as
 `{"error": {"code", "message", "details"}}` with their HTTP status.
+
+A shadow copy mirrored by the stable-port proxy carries `X-Shadow-Of: <the live request's id>`;
+when that value is well-formed (32 lowercase hex digits, as the service makes them) the copy is
+answered and captured under the live request's id, so the challenger's record joins the live
+one on `_request_id`. Any other value is ignored and the request gets a fresh id.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 LIVE_PATH = "/health/live"
 OPEN_PATHS = frozenset({"/ping", "/ready", LIVE_PATH})
 JSON = "application/json"
+SHADOW_OF = "x-shadow-of"
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def error_response(exc: ServingError, headers: dict[str, str] | None = None) -> Response:
@@ -175,7 +183,11 @@ class Endpoints:
         # captured under that id; no docstring here, FastAPI would publish it in the OpenAPI
         service = self.service
         start = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        live_id = request.headers.get(SHADOW_OF)
+        if live_id is not None and _REQUEST_ID.fullmatch(live_id):
+            request_id = live_id  # a shadow copy: captured under the live request's id
+        else:
+            request_id = uuid.uuid4().hex
         headers = {"X-Request-ID": request_id}
         parsed = raw = error = None
         try:

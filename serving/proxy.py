@@ -5,6 +5,21 @@ connections. An admin call switches the upstream atomically: new requests go to 
 at once, and the call returns only after the requests still in flight on the old one have
 completed (drain), so the caller can then stop the old service without failing a request.
 
+Beside that primary upstream, two optional routes let a challenger prove itself on live traffic:
+
+* canary: each request goes to the canary upstream with probability percent/100. With a sticky
+  header configured and present, the choice is a stable hash of its value into 10,000 buckets
+  (blake2b, not Python's salted hash()): one client stays on one version while the percent is
+  unchanged, and raising the percent only moves clients onto the canary, never off it.
+* shadow: percent of live POST /invocations requests are copied to the shadow upstream after the
+  live answer has been sent, on background tasks bounded by MLOPS_SERVING_PROXY_SHADOW_MAX_PENDING
+  (when full, the copy is dropped and counted). The shadow's answer is discarded: its slowness or
+  failure never reaches the client. The copy carries `X-Shadow-Of: <the live answer's
+  X-Request-ID>`, and the scoring service captures it under that id, so the two records join.
+
+Every forwarded answer names the version that served it in `X-Model-Version` when that route's
+version is known (the scoring service does not send that header itself; one it sends is kept).
+
 Run it:  python -m mlops_pipeline.serving.proxy [--host H] [--port P] [--upstream URL]
 
 Environment (`ProxySettings` in serving/settings.py; command-line options win):
@@ -13,10 +28,11 @@ Environment (`ProxySettings` in serving/settings.py; command-line options win):
   MLOPS_SERVING_PROXY_UPSTREAM    initial upstream base URL, e.g. http://127.0.0.1:41234
   MLOPS_SERVING_PROXY_TOKEN       admin bearer token (or MLOPS_SERVING_PROXY_TOKEN_FILE: a file
                                   holding it); without one the admin API answers 403
-  MLOPS_SERVING_PROXY_STATE_FILE  optional file where the current upstream is persisted on every
-                                  switch and read back at start, so a restarted proxy keeps the
-                                  switched version
+  MLOPS_SERVING_PROXY_STATE_FILE  optional file where the upstream, its version and the canary
+                                  and shadow routes are persisted on every change and read back
+                                  at start, so a restarted proxy keeps them
   MLOPS_SERVING_PROXY_TIMEOUT     seconds to wait for an upstream response (default 120)
+  MLOPS_SERVING_PROXY_SHADOW_MAX_PENDING, _SHADOW_TIMEOUT, _STATS_SAMPLES: see ProxySettings
 
 Health, as a client of the stable port sees it:
   GET /health/live        200 "ok", answered by the proxy itself and never forwarded: the
@@ -25,12 +41,38 @@ Health, as a client of the stable port sees it:
   GET /ping, GET /ready   forwarded: the active scoring service answers whether it can score.
   The liveness of a scoring service is asked of the service itself, on its own port.
 
-Admin API (header `Authorization: Bearer <token>`; paths under /-/proxy/ are never forwarded):
+Admin API (header `Authorization: Bearer <token>`; paths under /-/proxy/ are never forwarded;
+an invalid body is a 400 whose one-line message names the field and the value):
   GET /-/proxy/ping       200 "ok" (no token; the same as /health/live)
   GET /-/proxy/upstream   {"upstream": url, "in_flight": {url: n}}
-  PUT /-/proxy/upstream   body {"upstream": url, "drain_timeout": 30, "check_ready": true}
-                          -> 200 {"previous", "upstream", "drained", "in_flight_left",
+  PUT /-/proxy/upstream   body {"upstream": url, "version": "3", "drain_timeout": 30,
+                          "check_ready": true} ("version" optional: the label of the new primary)
+                          -> 200 {"previous", "upstream", "version", "drained", "in_flight_left",
                           "drain_seconds"}; 409 when check_ready is on and url/ready is not 200.
+                          Switching to the canary's upstream also removes the canary route (and
+                          takes its version when none is given): that is how a canary is
+                          promoted to 100 %.
+  GET /-/proxy/routes     {"primary": {"upstream", "version"}, "canary": {"upstream", "percent",
+                          "version"} | null, "shadow": {...} | null, "sticky_header": str | null}
+  PUT /-/proxy/routes     body with any of {"canary": {"upstream": url, "percent": 10,
+                          "version": "2"} | null, "shadow": {"upstream": url, "percent": 100,
+                          "version": "3"} | null, "sticky_header": "X-Client-ID" | null,
+                          "check_ready": true, "drain_timeout": 30}: a key that is present
+                          replaces that route (null removes it), an absent one is left as it is;
+                          the canary's percent is required, the shadow's defaults to 100.
+                          -> 200 the routes plus {"drained", "in_flight_left", "drain_seconds"}
+                          (the requests in flight on an upstream no route uses any more are
+                          drained first); 409 when a new upstream's /ready is not 200.
+  GET /-/proxy/stats      ?window=60 (seconds, default 60) -> {"window_seconds", "stats": [{
+                          "route", "version", "upstream", "requests", "errors", "error_rate",
+                          "p50_ms", "p95_ms", "complete", "dropped", "total_requests",
+                          "total_errors", "total_dropped"}]}: per route (primary, canary,
+                          shadow) and version, the requests that finished within the window
+                          (errors: 5xx answers, connection failures and timeouts; latency from
+                          the body read to the last byte sent, or to the shadow's answer). Each
+                          route and version keeps its last MLOPS_SERVING_PROXY_STATS_SAMPLES
+                          requests; "complete" is false when the window reaches further back
+                          than those. "dropped" counts shadow copies dropped on a full queue.
 
 This module ships in model images: it imports only the standard library, pydantic-settings,
 httpx and uvicorn.
@@ -41,14 +83,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import hmac
 import json
 import logging
+import math
+import random
+import re
 import signal
 import sys
 import time
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import uvicorn
@@ -60,6 +109,11 @@ logger = logging.getLogger("serving.proxy")
 
 ADMIN_PREFIX = "/-/proxy/"
 LIVENESS_PATH = "/health/live"
+MIRRORED_PATH = "/invocations"
+VERSION_HEADER = b"x-model-version"
+SHADOW_HEADER = b"x-shadow-of"
+PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
+BUCKETS = 10_000  # sticky routing resolution: a percent step of 0.01
 # Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection and are never forwarded.
 HOP_BY_HOP = frozenset(
     {
@@ -75,15 +129,164 @@ HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
+# A client's own X-Shadow-Of is dropped: only the proxy marks a copy as a shadow.
+_REQUEST_DROP = HOP_BY_HOP | {SHADOW_HEADER}
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
+_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+_VERSION = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII: safe in a response header
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")  # an HTTP header name
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+_ROUTE_KEYS = ("upstream", "percent", "version")
+_ROUTES_KEYS = ("canary", "shadow", "sticky_header", "check_ready", "drain_timeout")
+MAX_STATS_KEYS = 16  # (route, version) pairs kept; the oldest one no route uses goes first
 
 
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+class InvalidInput(ValueError):
+    """An admin request body that cannot be used; the message names the field and the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A canary or shadow route: an upstream base URL, its share of traffic and its version."""
+
+    upstream: str
+    percent: float
+    version: str | None = None
+
+
+def sticky_bucket(value: bytes) -> int:
+    """The stable bucket (0..9999) of a sticky header value: the same in every process."""
+    digest = hashlib.blake2b(value, digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def parse_route(field: str, value: Any, default_percent: float | None) -> Route | None:
+    """A `Route` from an admin body's `field`; None for null.
+
+    Raises:
+        InvalidInput: not an object, an unknown key, or a bad upstream, percent or version.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"{field}: {_show(value)} is not an object like "
+            '{"upstream": "http://host:port", "percent": 10, "version": "2"}, nor null.'
+        )
+    unknown = sorted(set(value) - set(_ROUTE_KEYS))
+    if unknown:
+        raise InvalidInput(f"{field}.{unknown[0]}: unknown field; use {', '.join(_ROUTE_KEYS)}.")
+    upstream = value.get("upstream")
+    if not isinstance(upstream, str) or not _URL.match(upstream):
+        raise InvalidInput(
+            f"{field}.upstream: {_show(upstream)} is not an http(s)://host:port URL."
+        )
+    percent = value.get("percent", default_percent)
+    if (
+        isinstance(percent, bool)
+        or not isinstance(percent, int | float)
+        or not math.isfinite(percent)
+        or not 0 <= percent <= 100
+    ):
+        raise InvalidInput(f"{field}.percent: {_show(percent)} is not a number from 0 to 100.")
+    return Route(upstream.rstrip("/"), float(percent), parse_version(f"{field}.version", value))
+
+
+def parse_version(field: str, body: dict[str, Any]) -> str | None:
+    """The optional "version" of a body: 1-128 visible ASCII characters, or None."""
+    version = body.get("version")
+    if version is None:
+        return None
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise InvalidInput(
+            f"{field}: {_show(version)} is not a version label (1-128 visible ASCII characters)."
+        )
+    return version
+
+
+def parse_sticky_header(value: Any) -> str | None:
+    """A sticky header name (an HTTP token, not a hop-by-hop header), or None."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not _TOKEN.match(value)
+        or value.lower().encode() in _REQUEST_DROP
+    ):
+        raise InvalidInput(
+            f"sticky_header: {_show(value)} is not a header name a client can send "
+            "(like X-Client-ID), nor null."
+        )
+    return value
+
+
+class RouteStats:
+    """Counts and the recent requests of one route and version, bounded in memory."""
+
+    __slots__ = ("requests", "errors", "dropped", "samples", "drops", "last")
+
+    def __init__(self, samples: int) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.dropped = 0
+        self.last = time.monotonic()
+        # (finished at, seconds, error) of the last `samples` requests; drop times likewise
+        self.samples: collections.deque[tuple[float, float, bool]] = collections.deque(
+            maxlen=samples
+        )
+        self.drops: collections.deque[float] = collections.deque(maxlen=samples)
+
+    def add(self, finished: float, seconds: float, error: bool) -> None:
+        self.requests += 1
+        self.errors += error
+        self.last = finished
+        self.samples.append((finished, seconds, error))
+
+    def drop(self, now: float) -> None:
+        self.dropped += 1
+        self.last = now
+        self.drops.append(now)
+
+    def summary(self, window: float, now: float) -> dict[str, Any]:
+        since = now - window
+        recent = [s for s in self.samples if s[0] >= since]
+        latencies = sorted(s[1] for s in recent)
+        errors = sum(1 for s in recent if s[2])
+
+        def pct(q: float) -> float | None:
+            if not latencies:
+                return None
+            return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 3)
+
+        full = len(self.samples) == self.samples.maxlen
+        return {
+            "requests": len(recent),
+            "errors": errors,
+            "error_rate": round(errors / len(recent), 6) if recent else None,
+            "p50_ms": pct(0.5),
+            "p95_ms": pct(0.95),
+            "complete": not (full and self.samples[0][0] >= since),
+            "dropped": sum(1 for t in self.drops if t >= since),
+            "total_requests": self.requests,
+            "total_errors": self.errors,
+            "total_dropped": self.dropped,
+        }
+
+
 class Proxy:
-    """ASGI app: forward to the current upstream; admin routes switch and drain."""
+    """ASGI app: forward to the primary or canary upstream, mirror to the shadow; admin routes
+    switch, change the routes, drain, and report per-version counts."""
 
     def __init__(
         self,
@@ -92,16 +295,52 @@ class Proxy:
         *,
         timeout: float = 120.0,
         state_file: Path | None = None,
+        shadow_max_pending: int = 64,
+        shadow_timeout: float = 10.0,
+        stats_samples: int = 10_000,
     ) -> None:
         self.state_file = state_file
+        self.version: str | None = None
+        self.canary: Route | None = None
+        self.shadow: Route | None = None
+        self.sticky_header: str | None = None
+        self._sticky: bytes | None = None
         if state_file is not None and state_file.is_file():
-            upstream = json.loads(state_file.read_text())["upstream"]
+            state = json.loads(state_file.read_text())
+            upstream = state.get("upstream") or upstream
+            self._load_routes(state)
         self.upstream = upstream.rstrip("/") if upstream else None
         self.token = token
         self.timeout = timeout
+        self.shadow_max_pending = shadow_max_pending
+        self.shadow_timeout = shadow_timeout
+        self.stats_samples = stats_samples
         self.in_flight: collections.Counter[str] = collections.Counter()
         self.client: httpx.AsyncClient | None = None
+        self.shadow_client: httpx.AsyncClient | None = None
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._stats: dict[tuple[str, str | None], RouteStats] = {}
+        self._stats_upstream: dict[tuple[str, str | None], str] = {}
         self._switch_lock = asyncio.Lock()
+
+    def _load_routes(self, state: dict[str, Any]) -> None:
+        """Routes from the state file; a file from before routes existed has none."""
+        try:
+            version = parse_version("version", state)
+            canary = parse_route(CANARY, state.get(CANARY), None)
+            shadow = parse_route(SHADOW, state.get(SHADOW), 100.0)
+            sticky = parse_sticky_header(state.get("sticky_header"))
+        except InvalidInput as exc:
+            logger.warning("state file %s: %s; starting without routes", self.state_file, exc)
+            return
+        self.version, self.canary, self.shadow = version, canary, shadow
+        self._set_sticky(sticky)
+
+    def _set_sticky(self, header: str | None) -> None:
+        self.sticky_header = header
+        self._sticky = header.lower().encode() if header else None
+
+    # -- ASGI ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -125,49 +364,89 @@ class Proxy:
                     timeout=httpx.Timeout(self.timeout, connect=5.0),
                     limits=httpx.Limits(max_connections=None, keepalive_expiry=4.0),
                 )
+                # Shadow copies have their own pool, never larger than the copies allowed in
+                # flight, so a slow shadow cannot hold connections the live traffic needs.
+                self.shadow_client = httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.shadow_timeout, connect=2.0),
+                    limits=httpx.Limits(
+                        max_connections=self.shadow_max_pending, keepalive_expiry=4.0
+                    ),
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.client is not None:
-                    await self.client.aclose()
+                for task in list(self._shadow_tasks):
+                    task.cancel()
+                if self._shadow_tasks:
+                    await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
+                for client in (self.client, self.shadow_client):
+                    if client is not None:
+                        await client.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    # -- data plane ---------------------------------------------------------------------------
+
+    def _target(self, route: str) -> tuple[str | None, str | None]:
+        """The upstream and version of `route` now; a canary removed meanwhile is the primary."""
+        canary = self.canary
+        if route == CANARY and canary is not None:
+            return canary.upstream, canary.version
+        return self.upstream, self.version
+
+    def _choose(self, sticky_value: bytes | None) -> str:
+        canary = self.canary
+        if canary is None or canary.percent <= 0:
+            return PRIMARY
+        if sticky_value is not None:
+            return CANARY if sticky_bucket(sticky_value) < canary.percent * 100 else PRIMARY
+        return CANARY if random.random() * 100 < canary.percent else PRIMARY
+
     async def _forward(self, scope: dict, receive: Any, send: Any) -> None:
         body = await _read_body(receive)
-        upstream = self.upstream
-        if upstream is None:
+        if self.upstream is None:
             await _respond(send, 503, _error_body("no_upstream", "No model version is active."))
             return
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+        started = time.monotonic()
+        sticky_name, sticky_value = self._sticky, None
+        headers = []
+        for k, v in scope["headers"]:
+            name = k.lower()
+            if name not in _REQUEST_DROP:
+                headers.append((k, v))
+                if name == sticky_name:
+                    sticky_value = v
         if scope.get("client"):
             headers.append((b"x-forwarded-for", scope["client"][0].encode()))
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
+        path = target.decode("latin-1")
+        route = self._choose(sticky_value)
+        upstream, version = self._target(route)
+        status = 502
+        live_id: str | None = None
         self.in_flight[upstream] += 1
         try:
             response = None
             for attempt in range(2):
                 request = self.client.build_request(
-                    scope["method"],
-                    upstream + target.decode("latin-1"),
-                    headers=headers,
-                    content=body,
+                    scope["method"], upstream + path, headers=headers, content=body
                 )
                 try:
                     response = await self.client.send(request, stream=True)
                     break
                 except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
                     # Connect errors sent nothing; a RemoteProtocolError here means the upstream
-                    # closed a pooled connection before answering. Retry once, on the upstream
-                    # that is current now (it may have just been switched).
+                    # closed a pooled connection before answering. Retry once, on the route's
+                    # upstream as it is now (it may have just been switched or removed).
                     if attempt:
                         logger.warning("upstream %s failed: %s", upstream, exc)
                         break
-                    self.in_flight[upstream] -= 1
-                    upstream = self.upstream or upstream
+                    self._done(upstream)
+                    upstream, version = self._target(route)
                     self.in_flight[upstream] += 1
                 except httpx.TimeoutException:
+                    status = 504
                     await _respond(
                         send, 504, _error_body("upstream_timeout", "The model did not answer.")
                     )
@@ -177,27 +456,129 @@ class Proxy:
                     send, 502, _error_body("bad_gateway", "The model service is unavailable.")
                 )
                 return
+            status = response.status_code
             try:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status_code,
-                        "headers": [
-                            (k, v)
-                            for k, v in response.headers.raw
-                            if k.lower() not in _RESPONSE_DROP
-                        ],
-                    }
-                )
+                out = [(k, v) for k, v in response.headers.raw if k.lower() not in _RESPONSE_DROP]
+                if version is not None and "x-model-version" not in response.headers:
+                    out.append((VERSION_HEADER, version.encode()))
+                live_id = response.headers.get("x-request-id")
+                await send({"type": "http.response.start", "status": status, "headers": out})
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
                 await response.aclose()
         finally:
-            self.in_flight[upstream] -= 1
-            if self.in_flight[upstream] <= 0:
-                del self.in_flight[upstream]
+            self._done(upstream)
+            self._record(route, version, upstream, time.monotonic() - started, status >= 500)
+        shadow = self.shadow
+        if (
+            shadow is not None
+            and scope["path"] == MIRRORED_PATH
+            and scope["method"] == "POST"
+            and random.random() * 100 < shadow.percent
+        ):
+            self._mirror(shadow, path, headers, body, live_id)
+
+    def _done(self, upstream: str) -> None:
+        self.in_flight[upstream] -= 1
+        if self.in_flight[upstream] <= 0:
+            del self.in_flight[upstream]
+
+    def _mirror(
+        self,
+        shadow: Route,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        live_id: str | None,
+    ) -> None:
+        """Start one shadow copy in the background, or drop it when the queue is full."""
+        if len(self._shadow_tasks) >= self.shadow_max_pending:
+            self._stats_for(SHADOW, shadow.version, shadow.upstream).drop(time.monotonic())
+            return
+        if live_id is None or not _REQUEST_ID.match(live_id):
+            live_id = uuid.uuid4().hex  # the live upstream named none: still a joinable id
+        task = asyncio.get_running_loop().create_task(
+            self._send_shadow(shadow, path, [*headers, (SHADOW_HEADER, live_id.encode())], body)
+        )
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _send_shadow(
+        self, shadow: Route, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        started = time.monotonic()
+        error = True
+        self.in_flight[shadow.upstream] += 1
+        try:
+            response = await self.shadow_client.post(
+                shadow.upstream + path, headers=headers, content=body
+            )
+            error = response.status_code >= 500
+        except httpx.HTTPError as exc:
+            logger.debug("shadow %s failed: %s", shadow.upstream, exc)
+        except Exception:  # a shadow must never take the proxy down
+            logger.exception("shadow copy to %s failed", shadow.upstream)
+        finally:
+            self._done(shadow.upstream)
+            self._record(SHADOW, shadow.version, shadow.upstream, time.monotonic() - started, error)
+
+    def _stats_for(self, route: str, version: str | None, upstream: str) -> RouteStats:
+        key = (route, version)
+        stats = self._stats.get(key)
+        if stats is None:
+            if len(self._stats) >= MAX_STATS_KEYS:
+                current = self._current_keys()
+                idle = [k for k in self._stats if k not in current] or list(self._stats)
+                oldest = min(idle, key=lambda k: self._stats[k].last)
+                del self._stats[oldest]
+                self._stats_upstream.pop(oldest, None)
+            stats = self._stats[key] = RouteStats(self.stats_samples)
+        self._stats_upstream[key] = upstream
+        return stats
+
+    def _current_keys(self) -> set[tuple[str, str | None]]:
+        keys = {(PRIMARY, self.version)}
+        if self.canary is not None:
+            keys.add((CANARY, self.canary.version))
+        if self.shadow is not None:
+            keys.add((SHADOW, self.shadow.version))
+        return keys
+
+    def _record(
+        self, route: str, version: str | None, upstream: str, seconds: float, error: bool
+    ) -> None:
+        self._stats_for(route, version, upstream).add(time.monotonic(), seconds, error)
+
+    def stats(self, window: float) -> dict[str, Any]:
+        """Per route and version: counts and latency over the last `window` seconds."""
+        now = time.monotonic()
+        order = {PRIMARY: 0, CANARY: 1, SHADOW: 2}
+        keys = sorted(self._stats, key=lambda k: (order[k[0]], k[1] or ""))
+        return {
+            "window_seconds": window,
+            "stats": [
+                {
+                    "route": route,
+                    "version": version,
+                    "upstream": self._stats_upstream.get((route, version)),
+                    **self._stats[(route, version)].summary(window, now),
+                }
+                for route, version in keys
+            ],
+        }
+
+    # -- admin API ----------------------------------------------------------------------------
+
+    def routes(self) -> dict[str, Any]:
+        """The routes as GET /-/proxy/routes shows them (and the state file stores them)."""
+        return {
+            PRIMARY: {"upstream": self.upstream, "version": self.version},
+            CANARY: asdict(self.canary) if self.canary else None,
+            SHADOW: asdict(self.shadow) if self.shadow else None,
+            "sticky_header": self.sticky_header,
+        }
 
     async def _admin(self, scope: dict, receive: Any, send: Any) -> None:
         path, method = scope["path"], scope["method"]
@@ -212,64 +593,179 @@ class Proxy:
         if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
             await _respond(send, 401, _error_body("unauthorized", "Wrong or missing token."))
             return
-        if path != ADMIN_PREFIX + "upstream":
+        name = path[len(ADMIN_PREFIX) :]
+        methods = {"upstream": ("GET", "PUT"), "routes": ("GET", "PUT"), "stats": ("GET",)}
+        if name not in methods:
             await _respond(send, 404, _error_body("not_found", "Unknown admin path."))
-        elif method == "GET":
-            await _respond_json(
-                send, 200, {"upstream": self.upstream, "in_flight": dict(self.in_flight)}
-            )
-        elif method == "PUT":
-            try:
-                request = json.loads(body)
-                new = str(request["upstream"]).rstrip("/")
-                drain_timeout = float(request.get("drain_timeout", 30.0))
-                check_ready = bool(request.get("check_ready", True))
-            except (ValueError, KeyError, TypeError):
-                await _respond(
-                    send,
-                    400,
-                    _error_body("invalid_input", 'Send {"upstream": "http://host:port"}.'),
-                )
-                return
-            status, result = await self.switch(new, drain_timeout, check_ready)
-            await _respond_json(send, status, result)
-        else:
-            await _respond(send, 405, _error_body("method_not_allowed", "Use GET or PUT."))
+            return
+        if method not in methods[name]:
+            allowed = " or ".join(methods[name])
+            await _respond(send, 405, _error_body("method_not_allowed", f"Use {allowed}."))
+            return
+        try:
+            if name == "stats":
+                status, result = 200, self.stats(_window(scope.get("query_string", b"")))
+            elif method == "GET" and name == "upstream":
+                status, result = 200, {"upstream": self.upstream, "in_flight": dict(self.in_flight)}
+            elif method == "GET":
+                status, result = 200, self.routes()
+            elif name == "upstream":
+                status, result = await self._put_upstream(body)
+            else:
+                status, result = await self._put_routes(body)
+        except InvalidInput as exc:
+            await _respond(send, 400, _error_body("invalid_input", str(exc)))
+            return
+        await _respond_json(send, status, result)
 
-    async def switch(
-        self, new: str, drain_timeout: float, check_ready: bool
+    async def _put_upstream(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            request = json.loads(body)
+            new = str(request["upstream"]).rstrip("/")
+            drain_timeout = float(request.get("drain_timeout", 30.0))
+            check_ready = bool(request.get("check_ready", True))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInput('Send {"upstream": "http://host:port"}.') from exc
+        version = parse_version("version", request)
+        return await self.switch(new, drain_timeout, check_ready, version=version)
+
+    async def _put_routes(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            request = json.loads(body or b"null")
+        except ValueError as exc:
+            raise InvalidInput(f"body: not JSON ({exc}).") from exc
+        if not isinstance(request, dict):
+            raise InvalidInput(
+                f"body: {_show(request)} is not an object like "
+                '{"canary": {"upstream": "http://host:port", "percent": 10}}.'
+            )
+        unknown = sorted(set(request) - set(_ROUTES_KEYS))
+        if unknown:
+            raise InvalidInput(f"{unknown[0]}: unknown field; use {', '.join(_ROUTES_KEYS)}.")
+        changes: dict[str, Any] = {}
+        if CANARY in request:
+            changes[CANARY] = parse_route(CANARY, request[CANARY], None)
+        if SHADOW in request:
+            changes[SHADOW] = parse_route(SHADOW, request[SHADOW], 100.0)
+        if "sticky_header" in request:
+            changes["sticky_header"] = parse_sticky_header(request["sticky_header"])
+        check_ready = request.get("check_ready", True)
+        if not isinstance(check_ready, bool):
+            raise InvalidInput(f"check_ready: {_show(check_ready)} is not true or false.")
+        drain_timeout = request.get("drain_timeout", 30.0)
+        if (
+            isinstance(drain_timeout, bool)
+            or not isinstance(drain_timeout, int | float)
+            or not 0 <= drain_timeout <= 3600
+        ):
+            raise InvalidInput(
+                f"drain_timeout: {_show(drain_timeout)} is not a number of seconds (0-3600)."
+            )
+        return await self.set_routes(changes, check_ready, float(drain_timeout))
+
+    async def _ready(self, upstream: str) -> bool:
+        try:
+            ready = await self.client.get(upstream + "/ready", timeout=5.0)
+        except httpx.HTTPError:
+            return False
+        return ready.status_code == 200
+
+    async def set_routes(
+        self, changes: dict[str, Any], check_ready: bool, drain_timeout: float
     ) -> tuple[int, dict[str, Any]]:
-        """Point new requests at `new`, then wait for the old upstream's requests to finish."""
+        """Replace the routes named in `changes`, then drain upstreams no route uses any more."""
         async with self._switch_lock:
             if check_ready:
-                try:
-                    ready = await self.client.get(new + "/ready", timeout=5.0)
-                    ok = ready.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if not ok:
-                    message = f"Upstream {new} is not ready; traffic stays on {self.upstream}."
-                    return 409, {"error": {"code": "not_ready", "message": message}}
-            previous, self.upstream = self.upstream, new
-            if self.state_file is not None:
-                tmp = self.state_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"upstream": new}))
-                tmp.replace(self.state_file)
-            started = time.monotonic()
-            deadline = started + drain_timeout
-            while previous and previous != new and self.in_flight[previous] > 0:
-                if time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(0.005)
-            left = self.in_flight[previous] if previous and previous != new else 0
-            logger.info("switched upstream %s -> %s (%d left in flight)", previous, new, left)
-            return 200, {
-                "previous": previous,
-                "upstream": new,
-                "drained": left == 0,
-                "in_flight_left": left,
-                "drain_seconds": round(time.monotonic() - started, 4),
-            }
+                for field in (CANARY, SHADOW):
+                    route = changes.get(field)
+                    if route is not None and not await self._ready(route.upstream):
+                        message = (
+                            f"{field}.upstream: {route.upstream} is not ready (its /ready is "
+                            "not 200); the routes are unchanged."
+                        )
+                        return 409, {"error": {"code": "not_ready", "message": message}}
+            before = self._in_use()
+            self.canary = changes.get(CANARY, self.canary)
+            self.shadow = changes.get(SHADOW, self.shadow)
+            if "sticky_header" in changes:
+                self._set_sticky(changes["sticky_header"])
+            self._save()
+            logger.info("routes: %s", json.dumps(self.routes()))
+            result = self.routes()
+            result.update(await self._drain(before - self._in_use(), drain_timeout))
+            return 200, result
+
+    def _in_use(self) -> set[str]:
+        used = {self.upstream} if self.upstream else set()
+        used.update(r.upstream for r in (self.canary, self.shadow) if r is not None)
+        return used
+
+    async def _drain(self, upstreams: set[str], timeout: float) -> dict[str, Any]:
+        """Wait (up to `timeout`) for the requests in flight on `upstreams` to finish."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while any(self.in_flight[u] > 0 for u in upstreams) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        left = sum(self.in_flight[u] for u in upstreams)
+        for u in upstreams:
+            if self.in_flight[u] <= 0:
+                del self.in_flight[u]
+        return {
+            "drained": left == 0,
+            "in_flight_left": left,
+            "drain_seconds": round(time.monotonic() - started, 4),
+        }
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        routes = self.routes()
+        state = {"upstream": self.upstream, "version": self.version}
+        state.update((k, routes[k]) for k in (CANARY, SHADOW, "sticky_header"))
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.state_file)
+
+    async def switch(
+        self, new: str, drain_timeout: float, check_ready: bool, *, version: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Point new requests at `new`, then wait for the old upstream's requests to finish.
+
+        Switching to the canary's upstream removes the canary route (a promotion), and the new
+        primary takes the canary's version unless `version` is given.
+        """
+        async with self._switch_lock:
+            if check_ready and not await self._ready(new):
+                message = f"Upstream {new} is not ready; traffic stays on {self.upstream}."
+                return 409, {"error": {"code": "not_ready", "message": message}}
+            before = self._in_use()
+            if self.canary is not None and self.canary.upstream == new:
+                version = version or self.canary.version
+                self.canary = None
+            previous, self.upstream, self.version = self.upstream, new, version
+            self._save()
+            drained = await self._drain(before - self._in_use(), drain_timeout)
+            logger.info(
+                "switched upstream %s -> %s version %s (%d left in flight)",
+                previous,
+                new,
+                version,
+                drained["in_flight_left"],
+            )
+            return 200, {"previous": previous, "upstream": new, "version": version, **drained}
+
+
+def _window(query: bytes) -> float:
+    values = parse_qs(query.decode("latin-1")).get("window")
+    if not values:
+        return 60.0
+    try:
+        window = float(values[-1])
+    except ValueError:
+        window = math.nan
+    if not 0 < window <= 86_400:
+        raise InvalidInput(f"window: {_show(values[-1])} is not a number of seconds (0-86400].")
+    return window
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -325,7 +821,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # httpx logs every forwarded request at INFO; that is the hot path.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = Proxy(args.upstream, token, timeout=settings.timeout, state_file=settings.state_file)
+    app = Proxy(
+        args.upstream,
+        token,
+        timeout=settings.timeout,
+        state_file=settings.state_file,
+        shadow_max_pending=settings.shadow_max_pending,
+        shadow_timeout=settings.shadow_timeout,
+        stats_samples=settings.stats_samples,
+    )
     # uvicorn drains, then re-raises SIGTERM to the handler it found: make that a clean exit 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(

@@ -94,6 +94,21 @@ class ProxySettings(BaseSettings):
         "start, so a restarted proxy keeps the switched version.",
     )
     timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for an upstream.")
+    shadow_max_pending: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Shadow copies in flight at once; a copy beyond that is dropped and counted.",
+    )
+    shadow_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a shadow copy may take before it is abandoned."
+    )
+    stats_samples: int = Field(
+        default=10_000,
+        ge=100,
+        le=1_000_000,
+        description="Recent requests kept per route and version for GET /-/proxy/stats.",
+    )
 
     def admin_token(self) -> str | None:
         """The token itself, else the first line of `token_file`; None disables the admin API.
