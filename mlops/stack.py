@@ -128,13 +128,19 @@ def state_path(home: Path) -> Path:
 
 
 def component_specs(
-    settings: Settings, prefect_port: int | None = None, mlflow_port: int | None = None
+    settings: Settings,
+    prefect_port: int | None = None,
+    mlflow_port: int | None = None,
+    webhook_port: int | None = None,
 ) -> list[ComponentSpec]:
     """The components in start order (`down` stops them in reverse); ports from the arguments
     or the settings.
 
-    The webhook receiver (`mlops webhook serve`, port MLOPS_WEBHOOK_PORT) is the last one; the
-    MLflow server gets the environment it needs to deliver webhooks to it.
+    The webhook receiver (`mlops webhook serve`, port WEBHOOK_PORT else MLOPS_WEBHOOK_PORT) is
+    the last one; the MLflow server gets the environment it needs to deliver webhooks to it.
+
+    Raises:
+        InvalidInputError: an MLOPS_WEBHOOK_* variable does not validate; names it.
     """
     home = settings.resolved_home
     prefect_port = prefect_port or settings.prefect_port
@@ -235,7 +241,7 @@ def component_specs(
         )
     )
     # the receiver's secrets (MLOPS_*_WEBHOOK_SECRET) are inherited, never recorded
-    webhook_port = load_webhook_settings().port  # InvalidInputError names a bad variable
+    webhook_port = webhook_port or load_webhook_settings().port
     specs.append(
         ComponentSpec(
             name="webhook",
@@ -248,7 +254,7 @@ def component_specs(
             port=webhook_port,
             url=f"http://{HOST}:{webhook_port}",
             health_url=f"http://{HOST}:{webhook_port}/health",
-            port_hint="choose another with MLOPS_WEBHOOK_PORT",
+            port_hint="choose another with --webhook-port or MLOPS_WEBHOOK_PORT",
         )
     )
     return specs
@@ -389,6 +395,7 @@ def up(
     settings: Settings,
     prefect_port: int | None = None,
     mlflow_port: int | None = None,
+    webhook_port: int | None = None,
     timeout: float = 120.0,
     progress: Progress = logger.info,
 ) -> StackStatus:
@@ -401,8 +408,8 @@ def up(
 
     Args:
         settings: home, tracking URI and default ports (MLOPS_PREFECT_PORT, MLOPS_MLFLOW_PORT).
-        prefect_port, mlflow_port: ports for components this call starts (default: the
-            recorded port of a dead component, else the settings).
+        prefect_port, mlflow_port, webhook_port: ports for components this call starts
+            (default: the recorded port of a dead component, else the settings).
         timeout: seconds each component may take to answer its health URL.
         progress: called with one line of progress at a time (the CLI prints them).
 
@@ -426,7 +433,10 @@ def up(
             return given
 
         specs = component_specs(
-            settings, port("prefect", prefect_port), port("mlflow", mlflow_port)
+            settings,
+            port("prefect", prefect_port),
+            port("mlflow", mlflow_port),
+            port("webhook", webhook_port),
         )
         for first, second in itertools.combinations(specs, 2):
             if first.port == second.port:

@@ -29,6 +29,20 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")]
 
+
+def port_option(what: str, variable: str, default: int, *names: str) -> Any:
+    """A `--port`-style option (1-65535, None when not given) whose help names the environment
+    VARIABLE and the DEFAULT that apply without it; NAMES are the option's flags, if not derived
+    from the parameter."""
+    return typer.Option(
+        *names,
+        min=1,
+        max=65535,
+        help=f"Port of {what} (env {variable}; default {default}).",
+        show_default=False,
+    )
+
+
 # `--debug` of the running invocation, set by the app's callback (see `traceback_wanted`)
 _debug_option = False
 

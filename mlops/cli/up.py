@@ -23,8 +23,11 @@ from mlops_pipeline.cli._output import (
     emit,
     err_console,
     format_time,
+    port_option,
     print_table,
 )
+from mlops_pipeline.settings import Settings
+from mlops_pipeline.webhooks.settings import DEFAULT_PORT
 
 app = typer.Typer()
 
@@ -147,6 +150,10 @@ def status_payload(status: Any) -> dict[str, Any]:
     }
 
 
+def _default(field: str) -> int:
+    return Settings.model_fields[field].default
+
+
 @command(app, "up")
 def up_cmd(
     status: Annotated[
@@ -154,21 +161,13 @@ def up_cmd(
     ] = False,
     prefect_port: Annotated[
         int | None,
-        typer.Option(
-            min=1,
-            max=65535,
-            help="Port of the Prefect server (env MLOPS_PREFECT_PORT; default 4200).",
-            show_default=False,
-        ),
+        port_option("the Prefect server", "MLOPS_PREFECT_PORT", _default("prefect_port")),
     ] = None,
     mlflow_port: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=65535,
-            help="Port of the MLflow server (env MLOPS_MLFLOW_PORT; default 5000).",
-            show_default=False,
-        ),
+        int | None, port_option("the MLflow server", "MLOPS_MLFLOW_PORT", _default("mlflow_port"))
+    ] = None,
+    webhook_port: Annotated[
+        int | None, port_option("the webhook receiver", "MLOPS_WEBHOOK_PORT", DEFAULT_PORT)
     ] = None,
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds each component may take to become healthy.")
@@ -205,6 +204,7 @@ def up_cmd(
         settings,
         prefect_port=prefect_port,
         mlflow_port=mlflow_port,
+        webhook_port=webhook_port,
         timeout=timeout,
         progress=progress,
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from mlops_pipeline.cli._output import JsonOption, command, console, emit
+from mlops_pipeline.cli._output import JsonOption, command, console, emit, port_option
+from mlops_pipeline.webhooks.settings import DEFAULT_PORT
 
 app = typer.Typer()
 webhook_app = typer.Typer(
@@ -28,13 +29,7 @@ def serve_cmd(
         typer.Option(help="Interface to listen on (env MLOPS_WEBHOOK_HOST; default 127.0.0.1)."),
     ] = None,
     port: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=65535,
-            help="Port (env MLOPS_WEBHOOK_PORT; default 8787).",
-            show_default=False,
-        ),
+        int | None, port_option("the receiver", "MLOPS_WEBHOOK_PORT", DEFAULT_PORT)
     ] = None,
     mapping: Annotated[
         Path | None,

@@ -204,8 +204,9 @@ def test_store_uris_stay_out_of_the_record_and_a_remote_registry_gets_no_server(
     secret_uri = "postgresql://mlops:s3cret@db.example/mlflow"
     monkeypatch.setenv("MLOPS_TRACKING_URI", secret_uri)
     get_settings.cache_clear()
-    specs = {s.name: s for s in stack.component_specs(get_settings(), 4300, 5300)}
+    specs = {s.name: s for s in stack.component_specs(get_settings(), 4300, 5300, 4400)}
     assert list(specs) == ["prefect", "mlflow", "flows", "steps", "webhook"]
+    assert specs["webhook"].port == 4400 and specs["webhook"].command[-1] == "4400"
     assert specs["mlflow"].secret_env["MLFLOW_BACKEND_STORE_URI"] == secret_uri
     assert specs["flows"].secret_env["MLOPS_TRACKING_URI"] == secret_uri
     assert specs["steps"].secret_env["MLOPS_TRACKING_URI"] == secret_uri
@@ -218,3 +219,10 @@ def test_store_uris_stay_out_of_the_record_and_a_remote_registry_gets_no_server(
     get_settings.cache_clear()
     names = [s.name for s in stack.component_specs(get_settings())]
     assert names == ["prefect", "flows", "steps", "webhook"]
+
+
+def test_the_webhook_port_comes_from_the_option_else_the_environment(mlops_home, monkeypatch):
+    monkeypatch.setenv("MLOPS_WEBHOOK_PORT", "4501")
+    get_settings.cache_clear()
+    assert stack.component_specs(get_settings())[-1].port == 4501
+    assert stack.component_specs(get_settings(), webhook_port=4502)[-1].port == 4502
