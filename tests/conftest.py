@@ -7,12 +7,19 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import prefect.main  # noqa: F401  (see below)
 import pytest
 from mlops_pipeline.settings import get_settings
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from tests.servers import flush_prefect_services
+
+# Prefect binds its console log handler to the sys.stderr of its first full import (prefect.main
+# sets up its logging). Imported here, that is pytest's stream for the whole session; imported
+# first inside a command under test, it would be the CliRunner's stream, closed once that test
+# ends, and every later Prefect log of the process would print a "--- Logging error ---"
+# traceback instead.
 
 # Docker engine, base image and shared wheelhouse fixtures for image and docker-target tests
 pytest_plugins = ["tests.docker_support"]
