@@ -111,6 +111,7 @@ ADMIN_PREFIX = "/-/proxy/"
 LIVENESS_PATH = "/health/live"
 MIRRORED_PATH = "/invocations"
 VERSION_HEADER = b"x-model-version"
+REQUEST_ID_HEADER = b"x-request-id"
 SHADOW_HEADER = b"x-shadow-of"
 PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
 BUCKETS = 10_000  # sticky routing resolution: a percent step of 0.01
@@ -458,10 +459,18 @@ class Proxy:
                 return
             status = response.status_code
             try:
-                out = [(k, v) for k, v in response.headers.raw if k.lower() not in _RESPONSE_DROP]
-                if version is not None and "x-model-version" not in response.headers:
+                out = []
+                labelled = version is None
+                for k, v in response.headers.raw:
+                    name = k.lower()
+                    if name not in _RESPONSE_DROP:
+                        out.append((k, v))
+                        if name == VERSION_HEADER:  # the upstream names itself: keep its own
+                            labelled = True
+                        elif name == REQUEST_ID_HEADER:
+                            live_id = v.decode("latin-1")
+                if not labelled:
                     out.append((VERSION_HEADER, version.encode()))
-                live_id = response.headers.get("x-request-id")
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
