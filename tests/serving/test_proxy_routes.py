@@ -31,11 +31,13 @@ class Stub:
     """An upstream on its own uvicorn thread: answers /invocations like the scoring service
     (JSON body, a fresh X-Request-ID), and records the X-Shadow-Of header of each request.
 
-    mode "ok" answers at once, "sleep" after 2 s, "error" with a 500.
+    mode "ok" answers at once, "sleep" after `delay` seconds, "error" with a 500.
     """
 
-    def __init__(self, label: str, mode: str = "ok", ready: bool = True) -> None:
-        self.label, self.mode, self.ready = label, mode, ready
+    def __init__(
+        self, label: str, mode: str = "ok", ready: bool = True, delay: float = 2.0
+    ) -> None:
+        self.label, self.mode, self.ready, self.delay = label, mode, ready, delay
         self.received: list[str | None] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,7 +63,7 @@ class Stub:
         elif scope["path"] == "/invocations":
             self.received.append(headers.get(b"x-shadow-of", b"").decode() or None)
             if self.mode == "sleep":
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(self.delay)
             elif self.mode == "error":
                 status = 500
         body = json.dumps({"upstream": self.label}).encode()
@@ -263,13 +265,13 @@ def test_a_slow_failing_or_dead_shadow_never_alters_the_live_answer(
 
 
 def test_a_full_shadow_queue_drops_copies_and_counts_them(blue_green, tmp_path: Path) -> None:
-    shadow = Stub("shadow", mode="sleep")
+    shadow = Stub("shadow", mode="sleep", delay=5.0)
     proc, url = start_proxy(blue_green[0].url, tmp_path, MLOPS_SERVING_PROXY_SHADOW_MAX_PENDING="2")
     try:
         route = {"upstream": shadow.url, "percent": 100, "version": "3"}
         assert put_routes(url, {"shadow": route}).status_code == 200
         with httpx.Client(timeout=10) as client:
-            answers = send(client, url, 10, budget=1.5)  # well within the shadow's 2 s sleep
+            answers = send(client, url, 10, budget=4)  # within the shadow's 5 s sleep
         assert all(r.status_code == 200 for r, _ in answers)
 
         def settled() -> bool:
