@@ -3,6 +3,8 @@
 * `command(typer_app, name)` registers a command so that an error becomes one stderr line and
   its exit code (`mlops_pipeline.errors`), plus `{"error": {...}}` on stdout under `--json`;
   with `--debug` or MLOPS_DEBUG=1 the traceback shows instead.
+* `run_flow` runs a step; in a command, a failed step's Prefect error records stay off the
+  terminal (the one error line says it; the Prefect UI keeps the traceback) unless `--debug`.
 * `emit(result, as_json, render)` prints a result as JSON for scripts or through `render`.
 * `print_table` and `format_time` print rows and times without cutting any value short.
 * `console` (stdout) and `err_console` (stderr) are soft-wrapped: rich never breaks a line of
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -63,6 +66,31 @@ def traceback_wanted() -> bool:
         return _debug_option or flag in {"1", "true", "yes", "on"}
 
 
+# a command run from the terminal (not the step runner, whose log keeps every traceback)
+_in_command = False
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class StepErrorsOffTheTerminal(logging.Filter):
+    """Keeps Prefect's flow- and task-run ERROR records (a failed step's traceback, twice) off
+    the terminal. The command prints the error as one line with its exit code; the run's log in
+    the Prefect UI keeps the whole record, as its API handler has no such filter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(_RUN_LOGGERS))
+
+
+def _keep_step_errors_off_the_terminal() -> None:
+    import prefect.main  # noqa: F401  (sets up Prefect's console handler, if not yet)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, StepErrorsOffTheTerminal) for f in handler.filters
+        ):
+            handler.addFilter(StepErrorsOffTheTerminal())
+
+
 def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable:
     """Register a CLI command that turns MLOpsError into one stderr line and its exit code.
 
@@ -73,6 +101,8 @@ def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> C
     def decorator(func: Callable) -> Callable:
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
+            global _in_command
+            _in_command = True
             try:
                 return func(*args, **kw)
             except (typer.Exit, typer.Abort):
@@ -96,6 +126,8 @@ def run_flow(flow: Any, **params: Any) -> Any:
     loads only in commands that need it (`--help`, or a step the stack runs, stay fast)."""
     from mlops_pipeline.flows import run_flow as run
 
+    if _in_command and not traceback_wanted():
+        _keep_step_errors_off_the_terminal()
     return run(flow, **params)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,41 @@ def test_drift_report_path_is_one_line(tmp_path, narrow_terminal, iris_reference
     assert result.exit_code == 0, result.output
     assert len(str(report)) > narrow_terminal - len("Report: ")
     assert f"Report: {report}" in result.output.splitlines()
+
+
+def test_a_failed_tracked_step_is_one_error_line_and_its_run_log_keeps_the_traceback(
+    prefect_harness, mlops_home, tmp_path
+):
+    """With a Prefect API (as under `mlops up`) each step is a flow run; when it fails on bad
+    input, the terminal shows the one error line, not Prefect's two tracebacks of the run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL
+
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "MLOPS_ORCHESTRATE": "auto",
+        "MLOPS_HOME": str(mlops_home),
+    }
+    model = f"nothing-{uuid.uuid4().hex[:8]}"  # the harness is shared: find this run's log
+    args = ["score-batch", f"models:/{model}/1", "--input", str(tmp_path / "in.csv")]
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("mlops")), *args, "--output", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line or "error:" in line]
+    assert errors == [
+        f"error: Model '{model}' is not registered. List models with `mlops models list`."
+    ]
+    with get_client(sync_client=True) as client:
+        failed = [r.id for r in client.read_flow_runs() if r.state_name == "Failed"]
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=failed)))
+    assert any("Traceback" in log.message and model in log.message for log in logs)
