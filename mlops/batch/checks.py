@@ -95,9 +95,24 @@ def _csv_cell(column: Column, text: str | None) -> tuple[Any, ServingError | Non
         return None, exc
 
 
-def _message(exc: ServingError, row: int) -> str:
+_SHOWN_CHARS = 40
+
+
+def _shown(value: Any) -> str:
+    """VALUE as a reason shows it: repr, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+
+
+def _message(exc: ServingError, row: int, value: Any = None) -> str:
     # the service checked one cell, so it says "row 0"; name the row of the file instead
-    return exc.message.replace(" row 0:", f" row {row}:", 1)
+    message = exc.message.replace(" row 0:", f" row {row}:", 1)
+    got = message.find(", got ")
+    end = message.find(".", got + 1) if got >= 0 else -1
+    if value is None or end < 0:
+        return message
+    # the service's words plus the cell itself: "got a value that is not one ('x')."
+    return f"{message[:end]} ({_shown(value)}){message[end:]}"
 
 
 def _base_type(arr: pa.Array) -> pa.Array:
@@ -206,7 +221,8 @@ def _check_column(
         if suspects is not None:
             values = arr.to_pylist()
             for i in np.flatnonzero(suspects):
-                if (problem := _cell_problem(column, values[i])) is not None:
+                # a CSV cell that failed to parse is null by now: keep its own reason
+                if int(i) not in bad and (problem := _cell_problem(column, values[i])) is not None:
                     bad[int(i)] = problem
         if bad:
             nulled = np.zeros(n, dtype=bool)
@@ -230,6 +246,33 @@ def _check_column(
     if len(bad) == n:
         return np.empty(n, dtype=object), bad
     return to_array(column, [placeholder if i in bad else v for i, v in enumerate(values)]), bad
+
+
+def _raise_if_wrong_type(
+    column: Column,
+    arr: pa.Array | pa.ChunkedArray,
+    bad: dict[int, ServingError],
+    file_uri: str,
+    first_row: int,
+    from_csv: bool,
+) -> None:
+    """Raise when no present value of ARR converts to COLUMN's type: the column as a whole is
+    of the wrong type, in CSV (text) as in Parquet. Missing cells do not count either way;
+    one good value makes the bad ones row rejects."""
+    failed = [i for i, e in bad.items() if e.details.get("got") != "null"]
+    present = len(arr) - arr.null_count
+    if not present or len(failed) < present:
+        return
+    row = min(failed)
+    typ = "text" if from_csv else str(_base_type(arr).type)
+    raise InvalidInputError(
+        f"Input file '{file_uri}': column '{column.name}' is of the wrong type ({typ}): the "
+        f"model signature expects {column.type}, e.g. row {first_row + row} holds "
+        f"{_shown(arr[row].as_py())}.",
+        hint=f"Write '{column.name}' as {column.type} values.",
+        file=file_uri,
+        column=column.name,
+    )
 
 
 def check_chunk(
@@ -265,26 +308,13 @@ def check_chunk(
     for column in columns:
         arr = batch.column(names.index(column.name)) if column.name in names else None
         values, bad = _check_column(column, arr, n, from_csv)
-        if first_chunk and bad and arr is not None:
-            present = n - arr.null_count
-            if (
-                present
-                and len(bad) >= present
-                and all(e.details.get("got") != "null" for e in bad.values())
-            ):
-                example = bad[min(bad)]
-                raise InvalidInputError(
-                    f"Input file '{file_uri}': column '{column.name}' is of the wrong type "
-                    f"({arr.type}); the model signature expects {column.type}. "
-                    f"First row: {_message(example, first_row + min(bad))}",
-                    hint=f"Write '{column.name}' as {column.type} values.",
-                    file=file_uri,
-                    column=column.name,
-                )
+        if first_chunk and arr is not None:
+            _raise_if_wrong_type(column, arr, bad, file_uri, first_row, from_csv)
         features[column.name] = values
         for i, problem in sorted(bad.items()):
             if i not in reasons:
-                reasons[i] = (column.name, problem.code, _message(problem, first_row + i))
+                value = arr[i].as_py() if arr is not None else None
+                reasons[i] = (column.name, problem.code, _message(problem, first_row + i, value))
     if not reasons:
         return CheckedChunk(None, features)
     valid = np.ones(n, dtype=bool)

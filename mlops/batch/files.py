@@ -87,6 +87,17 @@ def _prediction_arrays(runtime: Runtime, raw: Any, n: int) -> dict[str, pa.Array
     return out
 
 
+def _typed_features(checked: CheckedChunk, types: dict[str, pa.DataType]) -> dict[str, pa.Array]:
+    """The model's input columns of the scored rows as Arrow arrays of the signature's types."""
+    out = {}
+    for name, values in checked.features.items():
+        try:
+            out[name] = pa.array(values, type=types.get(name), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            out[name] = pa.array(values, from_pandas=True)
+    return out
+
+
 class FileScorer:
     """Scores one input file into its part, rejects file and capture file."""
 
@@ -101,6 +112,7 @@ class FileScorer:
             day = run.scored_at.date()
             relpath = capture_file_path(run.runtime.name, run.runtime.version, day)
             self.capture, self.result.capture = capture_writer(run.capture_uri, relpath)
+        self.name = name
         self.request_id = f"batch-{run.run_id}-{name}"
 
     def score(self) -> FileResult:
@@ -119,6 +131,8 @@ class FileScorer:
         self.result.output = self.run.out.uri_of(self.part) if self.part.commit() else None
         if self.rejects.commit():
             self.result.rejects = self.run.out.uri_of(self.rejects)
+        else:  # none now: one an earlier, failed attempt left would be misread as current
+            self.run.out.remove_rejects(self.name)
         if self.capture is not None and self.capture.commit() is None:
             self.result.capture = None
         return self.result
@@ -229,7 +243,15 @@ class FileScorer:
         latency_ms: float,
     ) -> None:
         run, n = self.run, scored.num_rows
-        out = {name: scored.column(name) for name in keep}
+        typed = _typed_features(checked, run.runtime.feature_types)
+        # signature columns as the signature types them, whatever the input format (CSV text,
+        # a Parquet int32 for a long), so every part of a run has one schema for them
+        out = {
+            name: typed[name]
+            if name in typed and scored.column(name).type != typed[name].type
+            else scored.column(name)
+            for name in keep
+        }
         out.update(predictions)
         out[MODEL_NAME] = _repeated(run.runtime.name, n, pa.string())
         out[MODEL_VERSION] = _repeated(run.runtime.version, n, pa.string())
@@ -237,13 +259,7 @@ class FileScorer:
         self.part.write(pa.table(out))
         if self.capture is None:
             return
-        types = run.runtime.feature_types
-        capture: dict[str, pa.Array] = {}
-        for name, values in checked.features.items():
-            try:
-                capture[name] = pa.array(values, type=types.get(name), from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                capture[name] = pa.array(values, from_pandas=True)
+        capture: dict[str, pa.Array] = dict(typed)
         capture.update(predictions)
         capture[REQUEST_ID] = _constant(self.request_id, n, pa.string())
         kept_rows = rows if checked.valid is None else rows[checked.valid]

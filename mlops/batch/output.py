@@ -2,36 +2,60 @@
 
 Layout of an output folder (local path or fsspec URI)::
 
-    part-v<version>-<input stem>-<key>.parquet|csv    scored rows of one input file
-    _rejects/rejects-v<version>-<input stem>-<key>.parquet|csv   its rejected rows and why
-    _SUCCESS                                           JSON manifest, written last
+    part-v<version>-<input stem>-<key>-<id>.parquet|csv   scored rows of one input file
+    _rejects/rejects-v<version>-<input stem>-<key>-<id>.…   its rejected rows and why
+    _parts/part-v<version>-<input stem>-<key>-<id>.….json   what scored it (a `FileResult`)
+    _SUCCESS                                              JSON manifest, written last
 
-`<key>` is a hash of the input file's URI and the model version, so a rerun finds the parts it
-already wrote and skips their inputs. A part appears only by renaming a finished `.…tmp` file
-(hidden: BI tools, pyarrow and Spark skip `.` and `_` names), and `_SUCCESS` is removed when a
-run starts and written when it ends, so a crashed or failed run never looks complete.
+`<key>` is a hash of the input file's URI and the model version, `<id>` one of the file's
+identity (size and modification time, or the store's checksum), so a rerun finds the parts it
+already wrote and skips their inputs, and scores a file changed in place again, replacing its
+old part. The manifest describes the whole folder (every part with a record), not one run.
+A part appears only by renaming a finished `.…tmp` file (hidden: BI tools, pyarrow and Spark
+skip `.` and `_` names), and `_SUCCESS` is removed when a run starts and written when it ends,
+so a crashed or failed run never looks complete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import logging
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
-from mlops_pipeline.batch.results import BatchResult, Format
+from mlops_pipeline.batch.results import BatchResult, FileResult, Format, Manifest
 from mlops_pipeline.errors import BackendError, InvalidInputError
+from pydantic import ValidationError
 
 logger = logging.getLogger(__name__)
 
 SUCCESS = "_SUCCESS"
 REJECTS_DIR = "_rejects"
+RECORDS_DIR = "_parts"
+# part-<base>[-<identity>].<ext>; parts written before identities had none
+_PART = re.compile(r"^part-(?P<base>v.+-[0-9a-f]{12})(?:-[0-9a-f]{8})?\.(?:parquet|csv)$")
+
+
+def _iso_timestamps(table: pa.Table) -> pa.Table:
+    """Timestamp columns as ISO 8601 text (`2026-12-01T05:37:08.849695Z`): Arrow's CSV writer
+    puts a space between date and time, which strict ISO readers refuse."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            fmt = "%Y-%m-%dT%H:%M:%SZ" if f.type.tz else "%Y-%m-%dT%H:%M:%S"
+            column = table.column(i)
+            if f.type.tz:
+                column = pc.cast(column, pa.timestamp(f.type.unit, "UTC"))
+            table = table.set_column(i, f.name, pc.strftime(column, format=fmt))
+    return table
 
 
 def _filesystem(uri: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -73,12 +97,14 @@ class TableWriter:
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
         """Queue TABLE for writing; raises what the previous write raised."""
         self._wait()
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if self.format == "csv":
+            table = _iso_timestamps(table)
         if self._writer is None:
             self._open(table.schema)
         elif table.schema != self._schema:
             table = table.cast(self._schema)
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
         self.rows += table.num_rows
         self._pending = self._pool.submit(self._writer.write_table, table)
 
@@ -141,6 +167,7 @@ class OutputFolder:
         self.uri = uri
         self.format = fmt
         self.fs, self.root = _filesystem(uri, "--output")
+        self._names: dict[str, set[str]] | None = None
         if self.fs.isfile(self.root):
             raise InvalidInputError(
                 f"--output '{uri}' is a file; batch output is a folder.",
@@ -152,8 +179,14 @@ class OutputFolder:
     def _uri(self, path: str) -> str:
         return self.fs.unstrip_protocol(path) if "://" in self.uri else path
 
-    def part_name(self, input_uri: str, stem: str, model_version: str) -> str:
+    def part_name(
+        self, input_uri: str, stem: str, model_version: str, identity: str | None = None
+    ) -> str:
+        """The part's name (after `part-`) for one input file and model version; with the
+        file's IDENTITY (`InputFile.identity`), a changed file gets a new name."""
         key = hashlib.sha256(f"{input_uri}\n{model_version}".encode()).hexdigest()[:12]
+        if identity:
+            key += "-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
         return f"v{model_version}-{stem}-{key}.{'parquet' if self.format == 'parquet' else 'csv'}"
 
     def part_path(self, name: str) -> str:
@@ -169,6 +202,76 @@ class OutputFolder:
             with contextlib.suppress(Exception), self.fs.open(path, "rb") as handle:
                 rows = pq.read_metadata(handle).num_rows
         return self._uri(path), rows
+
+    def _part_names(self) -> list[str]:
+        try:
+            paths = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in paths]
+
+    def stale_parts(self, name: str) -> list[str]:
+        """Names of other parts of the same input file and model version as NAME: written
+        for an earlier content of the file (or before parts had an identity)."""
+        match = _PART.match(f"part-{name}")
+        if match is None:
+            return []
+        if self._names is None:  # one listing per run, kept up to date by `replaced`
+            self._names = {}
+            for part in self._part_names():
+                if (found := _PART.match(part)) is not None:
+                    self._names.setdefault(found["base"], set()).add(part[len("part-") :])
+        return sorted(self._names.get(match["base"], set()) - {name})
+
+    def replaced(self, name: str, stale: list[str]) -> None:
+        """Remove the STALE parts (with their rejects and records) now that NAME replaces
+        them, so no input row is in the folder twice."""
+        for old in stale:
+            for path in (
+                self.part_path(old),
+                f"{self.root}/{REJECTS_DIR}/rejects-{old}",
+                self._record_path(old),
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(path)
+            logger.info("Removed part-%s: its input changed and was scored again", old)
+        if self._names is not None and (match := _PART.match(f"part-{name}")) is not None:
+            self._names[match["base"]] = {name}
+
+    def remove_rejects(self, name: str) -> None:
+        """Remove a rejects file an earlier, failed attempt at NAME left."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(f"{self.root}/{REJECTS_DIR}/rejects-{name}")
+
+    def _record_path(self, name: str) -> str:
+        return f"{self.root}/{RECORDS_DIR}/part-{name}.json"
+
+    def record(self, name: str, scored: FileResult) -> None:
+        """Keep what scored part NAME (for manifests of later runs), temporary name first."""
+        path = self._record_path(name)
+        self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+        tmp = f"{path.rpartition('/')[0]}/.{path.rpartition('/')[2]}.tmp"
+        with self.fs.open(tmp, "wb") as handle:
+            handle.write(scored.model_dump_json(indent=2).encode())
+        self.fs.mv(tmp, path)
+
+    def read_record(self, name: str) -> FileResult | None:
+        """The record of part NAME, or None (a part from before records, or a crash)."""
+        try:
+            with self.fs.open(self._record_path(name), "rb") as handle:
+                return FileResult.model_validate_json(handle.read())
+        except (FileNotFoundError, ValidationError, ValueError):
+            return None
+
+    def records(self) -> list[FileResult]:
+        """Every part in the folder that has a record, by part name."""
+        names = self._part_names()
+        out = []
+        for part in sorted(n for n in names if _PART.match(n)):
+            record = self.read_record(part[len("part-") :])
+            if record is not None:
+                out.append(record)
+        return out
 
     def part_writer(self, name: str) -> TableWriter:
         return TableWriter(self.fs, self.part_path(name), self.format)
@@ -192,10 +295,28 @@ class OutputFolder:
             ) from exc
 
     def finish(self, result: BatchResult) -> str:
-        """Write the `_SUCCESS` manifest (temporary name, then rename); returns its URI."""
+        """Write the `_SUCCESS` manifest (temporary name, then rename); returns its URI.
+
+        It describes the folder: every part with a record (this run's and earlier runs'),
+        with totals, and RESULT as `this_run`."""
+        files = self.records()
+        manifest = Manifest(
+            model_uri=result.model_uri,
+            model_name=result.model_name,
+            model_version=result.model_version,
+            output=result.output,
+            format=result.format,
+            written_at=dt.datetime.now(dt.UTC),
+            rows_read=sum(f.rows_read or 0 for f in files),
+            rows_scored=sum(f.rows_scored or 0 for f in files),
+            rows_rejected=sum(f.rows_rejected or 0 for f in files),
+            files_count=len(files),
+            files=files,
+            this_run=result,
+        )
         writer = TableWriter(self.fs, f"{self.root}/{SUCCESS}", self.format)
         with self.fs.open(writer.tmp, "wb") as handle:
-            handle.write(result.model_dump_json(indent=2).encode())
+            handle.write(manifest.model_dump_json(indent=2).encode())
         self.fs.mv(writer.tmp, writer.path)
         return self._uri(writer.path)
 

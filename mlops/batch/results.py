@@ -30,6 +30,10 @@ class FileResult(BaseModel):
     rows_scored: int | None = 0
     rows_rejected: int | None = 0
     skipped: bool = False
+    model_version: str | None = Field(default=None, description="The version that scored it.")
+    identity: str | None = Field(
+        default=None, description="Size and modification time (or checksum) when scored."
+    )
     error: str | None = Field(
         default=None, description="Why the file could not be scored (runs that keep going)."
     )
@@ -58,3 +62,25 @@ class BatchResult(BaseModel):
     def seconds(self) -> float:
         end = self.finished_at or self.started_at
         return (end - self.started_at).total_seconds()
+
+
+class Manifest(BaseModel):
+    """The `_SUCCESS` manifest: the whole output folder, and what the run that wrote it did.
+
+    `files` are all the input files scored into the folder, by this run or earlier ones (each
+    with the model version that scored it), and the row counts their totals; `this_run` is the
+    run's `BatchResult` (its files include those it skipped as already scored).
+    """
+
+    model_uri: str = Field(description="The model version of the run that wrote the manifest.")
+    model_name: str
+    model_version: str
+    output: str
+    format: Format
+    written_at: datetime
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    files_count: int = 0
+    files: list[FileResult] = Field(default_factory=list)
+    this_run: BatchResult

@@ -60,6 +60,24 @@ def load_runtime(model_uri: str, chunk_rows: int) -> Runtime:
     )
 
 
+def _skipped(
+    input_uri: str, existing: tuple[str, int | None] | None, record: FileResult | None
+) -> FileResult:
+    """A file scored by an earlier run: its counts from the part's record, else (a part from
+    before records) from a Parquet footer."""
+    if record is not None:
+        return record.model_copy(update={"input": input_uri, "skipped": True})
+    uri, rows = existing or (None, None)
+    return FileResult(
+        input=input_uri,
+        output=uri,
+        rows_read=None,
+        rows_scored=rows,
+        rows_rejected=None,
+        skipped=True,
+    )
+
+
 def score_batch(
     model_uri: str,
     input: str,
@@ -145,20 +163,17 @@ def score_batch(
     out.start()
     logger.info("Scoring %d file(s) of %s with %s", len(files), input, runtime.model_uri)
     for file in files:
-        name = out.part_name(file.uri, file.stem, runtime.version)
+        identity = file.identity()
+        name = out.part_name(file.uri, file.stem, runtime.version, identity)
+        stale = out.stale_parts(name)
         existing = out.existing_part(name)
-        if existing is not None or (already_scored is not None and already_scored(file.uri)):
-            uri, rows = existing or (None, None)
-            result.files.append(
-                FileResult(
-                    input=file.uri,
-                    output=uri,
-                    rows_read=None,
-                    rows_scored=rows,
-                    rows_rejected=None,
-                    skipped=True,
-                )
-            )
+        # the watermark vouches for the URI only: a stale part says the content changed since
+        if existing is not None or (
+            not stale and already_scored is not None and already_scored(file.uri)
+        ):
+            if existing is not None:  # a crash may have left the old part beside it
+                out.replaced(name, stale)
+            result.files.append(_skipped(file.uri, existing, out.read_record(name)))
             result.files_skipped += 1
             continue
         scorer = FileScorer(run, file, name)
@@ -176,6 +191,9 @@ def score_batch(
             result.files_failed += 1
             logger.warning("Skipping %s: %s", file.uri, exc)
             continue
+        scored.model_version, scored.identity = runtime.version, identity
+        out.record(name, scored)
+        out.replaced(name, stale)
         result.files.append(scored)
         result.files_scored += 1
         if on_file_scored is not None:

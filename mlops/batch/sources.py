@@ -5,7 +5,7 @@ or any fsspec URI (`s3://`, `abfs://`, `gs://`, `memory://`, ...). Each file is 
 record batches of about `chunk_rows` rows (`FileReader`), so memory stays bounded by the chunk
 size, not the file size. Files and folders whose names
 start with `_` or `.` (Spark's and our own `_SUCCESS`, `_rejects`, temporary parts) are skipped
-in folders, as pyarrow and Spark skip them.
+in folders and in what a glob's pattern matches, as pyarrow and Spark skip them.
 
 CSV columns the model signature names are read as text and typed by `checks` with the scoring
 service's CSV rules (an empty cell is missing; `3.0` is the integer 3), so a bad cell rejects
@@ -44,6 +44,24 @@ class InputFile:
     uri: str
     format: str  # "parquet" or "csv"
 
+    def identity(self) -> str:
+        """What changes when the file's content does: the store's checksum or ETag where it
+        has one, else size and modification time (a file rewritten in place is new input)."""
+        try:
+            info = self.fs.info(self.path)
+        except (OSError, ValueError):  # gone or unreadable: reading it reports why
+            return ""
+        parts = [str(info.get("size"))]
+        for key in ("ETag", "etag", "md5Hash", "crc32c", "checksum", "generation", "version_id"):
+            if info.get(key):
+                parts.append(f"{key}={info[key]}")
+                break
+        for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+            if info.get(key) is not None:
+                parts.append(f"{key}={info[key]}")
+                break
+        return ";".join(parts)
+
     @property
     def stem(self) -> str:
         name = self.path.rsplit("/", 1)[-1]
@@ -71,8 +89,8 @@ def list_input_files(source: str) -> list[InputFile]:
     """The CSV and Parquet files SOURCE names, sorted by path.
 
     Args:
-        source: a file, a folder (searched recursively; `_`/`.` names skipped) or a glob, as a
-            local path or fsspec URI.
+        source: a file, a folder (searched recursively) or a glob, as a local path or fsspec
+            URI; `_`/`.` names below the folder or matched by the glob's pattern are skipped.
 
     Raises:
         NotFoundError: nothing exists at SOURCE, or it holds no CSV or Parquet file (exit 3).
@@ -90,7 +108,15 @@ def list_input_files(source: str) -> list[InputFile]:
         ) from exc
     path = path.rstrip("/") or path
     if _GLOB_CHARS & set(path):
-        paths = [p for p in fs.glob(path) if fs.isfile(p)]
+        # the part the pattern matches follows the folder rule; a folder named outright counts
+        root = path[: min(path.index(c) for c in _GLOB_CHARS & set(path))].rpartition("/")[0]
+        root = root.rstrip("/") + "/" if root else ""
+        paths = [
+            p
+            for p in fs.glob(path)
+            if not _hidden(p[len(root) :] if p.startswith(root) else p.rsplit("/", 1)[-1])
+            and fs.isfile(p)
+        ]
     elif fs.isdir(path):
         root = path.rstrip("/") + "/"
         paths = [p for p in fs.find(path) if not _hidden(p[len(root) :])]
@@ -127,6 +153,8 @@ def list_input_files(source: str) -> list[InputFile]:
 
 def _unreadable(file: InputFile, exc: Exception) -> InvalidInputError:
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not detail.endswith((".", "!", "?")):  # Arrow's messages often lack one; the hint follows
+        detail += "."
     return InvalidInputError(
         f"Input file '{file.uri}' cannot be read as {file.format.upper()}: {detail}",
         hint="Fix or remove the file, then run again.",

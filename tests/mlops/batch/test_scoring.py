@@ -67,7 +67,21 @@ def test_rerun_skips_files_already_scored_for_this_version_and_scores_new_ones(
     assert [f.rows_scored for f in skipped] == [100, 50]  # read from the Parquet footers
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*") if p.name in first} == first
     assert len(list(out.glob("part-*"))) == 3
-    assert json.loads((out / "_SUCCESS").read_text())["files_skipped"] == 2
+    # the manifest describes the folder (all 3 files, 160 rows); `this_run` the rerun alone
+    manifest = json.loads((out / "_SUCCESS").read_text())
+    assert (manifest["files_count"], manifest["rows_scored"]) == (3, 160)
+    assert sorted((Path(f["input"]).name, f["rows_scored"]) for f in manifest["files"]) == [
+        ("a.parquet", 100),
+        ("b.csv", 50),
+        ("c.parquet", 10),
+    ]
+    assert {f["model_version"] for f in manifest["files"]} == {"1"}
+    this_run = manifest["this_run"]
+    assert (this_run["files_scored"], this_run["files_skipped"], this_run["rows_scored"]) == (
+        1,
+        2,
+        10,
+    )
 
 
 def test_bad_rows_go_to_the_rejects_file_with_the_service_reason(
@@ -91,7 +105,7 @@ def test_bad_rows_go_to_the_rejects_file_with_the_service_reason(
     assert rejects["_row"].tolist() == [4] and rejects["_column"].tolist() == ["petal_width"]
     assert rejects["_code"].tolist() == ["wrong_type"]
     assert rejects["_reason"][0] == (
-        "Column 'petal_width' row 4: expected double, got a value that is not one."
+        "Column 'petal_width' row 4: expected double, got a value that is not one ('wide')."
     )
     assert rejects["_source_file"][0] == str(src)
 
