@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +16,33 @@ import httpx
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+import uvicorn
 from mlops_pipeline.serving.contract import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import IRIS_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class ThreadServer:
+    """An ASGI app served by uvicorn on a thread, on a free 127.0.0.1 port, until `stop`."""
+
+    def __init__(self, app, **config) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", **config)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 @dataclass

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from mlops_pipeline.serving.contract import free_port
+
+from tests.serving.conftest import ThreadServer
 
 TOKEN = "test-admin-token"
 
@@ -61,23 +61,9 @@ def upstream_app(label: str, ready: bool = True):
     return app
 
 
-class Upstream:
+class Upstream(ThreadServer):
     def __init__(self, label: str, ready: bool = True) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            upstream_app(label, ready), host="127.0.0.1", port=self.port, log_level="error"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(upstream_app(label, ready))
 
 
 @pytest.fixture

@@ -16,18 +16,23 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 from mlops_pipeline.serving.contract import free_port
 from mlops_pipeline.serving.proxy import sticky_bucket
 
 from tests.conftest import IRIS_COLUMNS
-from tests.serving.conftest import read_capture, split_payload, start_server, wait_for
+from tests.serving.conftest import (
+    ThreadServer,
+    read_capture,
+    split_payload,
+    start_server,
+    wait_for,
+)
 from tests.serving.test_proxy import TOKEN, start_proxy
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class Stub:
+class Stub(ThreadServer):
     """An upstream on its own uvicorn thread: answers /invocations like the scoring service
     (JSON body, a fresh X-Request-ID), and records the X-Shadow-Of header of each request.
 
@@ -39,17 +44,7 @@ class Stub:
     ) -> None:
         self.label, self.mode, self.ready, self.delay = label, mode, ready, delay
         self.received: list[str | None] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="error", interface="asgi3"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        super().__init__(self.app, interface="asgi3")
 
     async def app(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -79,10 +74,6 @@ class Stub:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 class Closer:
