@@ -263,6 +263,38 @@ class OutputFolder:
         except (FileNotFoundError, ValidationError, ValueError):
             return None
 
+    def rebuild_record(
+        self, name: str, input_uri: str, model_version: str, identity: str
+    ) -> FileResult:
+        """Write the record of part NAME from the part itself (a run stopped between renaming
+        the part and writing its record); its rejects are counted, rows read are not known."""
+        scored = FileResult(
+            input=input_uri,
+            output=self._uri(self.part_path(name)),
+            rows_read=None,
+            rows_scored=self._count_rows(self.part_path(name)),
+            rows_rejected=None,
+            model_version=model_version,
+            identity=identity,
+        )
+        rejects = f"{self.root}/{REJECTS_DIR}/rejects-{name}"
+        if self.fs.exists(rejects):
+            scored.rejects = self._uri(rejects)
+            scored.rows_rejected = self._count_rows(rejects)
+        else:
+            scored.rows_rejected = 0
+        if scored.rows_scored is not None and scored.rows_rejected is not None:
+            scored.rows_read = scored.rows_scored + scored.rows_rejected
+        self.record(name, scored)
+        return scored
+
+    def _count_rows(self, path: str) -> int | None:
+        with contextlib.suppress(Exception), self.fs.open(path, "rb") as handle:
+            if self.format == "parquet":
+                return pq.read_metadata(handle).num_rows
+            return sum(b.num_rows for b in pacsv.open_csv(handle))
+        return None
+
     def records(self) -> list[FileResult]:
         """Every part in the folder that has a record, by part name."""
         names = self._part_names()

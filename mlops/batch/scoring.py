@@ -173,7 +173,10 @@ def score_batch(
         ):
             if existing is not None:  # a crash may have left the old part beside it
                 out.replaced(name, stale)
-            result.files.append(_skipped(file.uri, existing, out.read_record(name)))
+            record = out.read_record(name)
+            if record is None and existing is not None:  # interrupted before its record
+                record = out.rebuild_record(name, file.uri, runtime.version, identity)
+            result.files.append(_skipped(file.uri, existing, record))
             result.files_skipped += 1
             continue
         scorer = FileScorer(run, file, name)

@@ -4,7 +4,7 @@ It runs the `score-batch` flow; a progress bar on stderr shows rows scored and r
 runs (not with --json or when stderr is not a terminal). Exit codes: 0 scored, 2 bad input (an
 unreadable or empty file, a missing column or one of the wrong type), 3 input or model not
 found, 5 the model or output could not be reached, 8 more rejected rows than --error-threshold
-or the model failed on the input.
+or the model failed on the input, 130 interrupted (Ctrl+C; the files scored so far are kept).
 """
 
 from __future__ import annotations
@@ -38,7 +38,21 @@ def render_result(result: dict[str, Any]) -> None:
     console.print(f"Output: {result['output']} (manifest: _SUCCESS)", highlight=False)
 
 
-@command(app, "score-batch")
+# typer keeps a docstring's line breaks after its first paragraph, which then break lines
+# mid-sentence at any width but the one they were written for: one line per paragraph here
+_HELP = "\n\n".join(
+    [
+        "Score files with a registered model version, in bounded memory, into OUTPUT.",
+        "Rows that fail the model signature go to OUTPUT/_rejects with the reason. A rerun "
+        "skips the input files already scored for the same model version (a file changed "
+        "since is scored again). `_SUCCESS`, written last, describes the whole folder.",
+        "Exit codes: 0 ok, 2 bad input, 3 not found, 5 backend, 8 too many rejected rows, "
+        "130 interrupted.",
+    ]
+)
+
+
+@command(app, "score-batch", help=_HELP)
 def score_batch_cmd(
     model_uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION, @ALIAS or /latest.")],
     input: Annotated[
@@ -74,13 +88,7 @@ def score_batch_cmd(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score files with a registered model version, in bounded memory, into OUTPUT.
-
-    Rows that fail the model signature go to OUTPUT/_rejects with the reason. A rerun skips
-    the input files already scored for the same model version. `_SUCCESS` is written last.
-
-    Exit codes: 0 ok, 2 bad input, 3 not found, 5 backend, 8 too many rejected rows.
-    """
+    """`mlops score-batch` (its help text is `_HELP`)."""
     from mlops_pipeline.batch import progress_listener
     from mlops_pipeline.errors import InvalidInputError
     from mlops_pipeline.flows.batch import score_batch
@@ -109,16 +117,25 @@ def score_batch_cmd(
         speed = progress.tasks[0].speed
         progress.update(task, rate=f"{speed:,.0f} rows/s" if speed else "")
 
-    with progress, progress_listener(advance):
-        result = run_flow(
-            score_batch,
-            model_uri=model_uri,
-            input=input,
-            output=output,
-            format=format,
-            chunk_rows=chunk_rows,
-            id_columns=id_column or None,
-            error_threshold=error_threshold,
-            capture_uri=capture_uri,
+    try:
+        with progress, progress_listener(advance):
+            result = run_flow(
+                score_batch,
+                model_uri=model_uri,
+                input=input,
+                output=output,
+                format=format,
+                chunk_rows=chunk_rows,
+                id_columns=id_column or None,
+                error_threshold=error_threshold,
+                capture_uri=capture_uri,
+            )
+    except KeyboardInterrupt:
+        # the run removed _SUCCESS first and renames a part only when its file is done, so
+        # the folder holds whole files and no manifest: this line says exactly that
+        err_console.print(
+            "interrupted: no _SUCCESS written; rerun to finish (files already scored are kept).",
+            highlight=False,
         )
+        raise typer.Exit(130) from None
     emit(result, as_json, render_result)
