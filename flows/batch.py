@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from mlops_pipeline.batch import DEFAULT_CHUNK_ROWS
-from mlops_pipeline.tasks.batch import score_files, score_new_files
+from mlops_pipeline.errors import ValidationFailedError
+from mlops_pipeline.tasks.batch import FAILED, score_files, score_landing
 from prefect import flow
 
 
@@ -25,7 +26,10 @@ def score_batch(
     a `_SUCCESS` manifest; files scored before for this model version are skipped.
 
     With DEPLOYMENT (a `batch:` deployment's scheduled runs) only the files that deployment has
-    not scored yet are scored, and each is recorded in its watermark."""
+    not scored yet are scored, file by file (`tasks.batch.score_landing_files`): a bad file is
+    recorded and skipped until it changes, the others are scored and `_SUCCESS` is written.
+    The run then fails (ValidationFailedError naming the first bad file) while any landing file
+    is failed, so the Prefect run state and `mlops status` show it; otherwise it completes."""
     options: dict[str, Any] = {
         "format": format,
         "chunk_rows": chunk_rows,
@@ -33,8 +37,17 @@ def score_batch(
         "error_threshold": error_threshold,
         "capture_uri": capture_uri,
     }
-    if deployment:
-        result = score_new_files(deployment, model_uri, input, output, **options)
-    else:
-        result = score_files(model_uri, input, output, **options)
+    if not deployment:
+        return score_files(model_uri, input, output, **options).model_dump(mode="json")
+    result = score_landing(deployment, model_uri, input, output, **options)
+    if result.files_failed:
+        first = next(f for f in result.files if f.error)
+        raise ValidationFailedError(
+            f"{result.files_failed} landing file(s) failed and are skipped until they change "
+            f"({result.files_scored} scored this run; _SUCCESS lists them): {first.input}: "
+            f"{first.error}",
+            hint=f"Fix or replace the file(s), or remove them; reasons are in {output}/{FAILED}.",
+            files=[f.input for f in result.files if f.error],
+            files_scored=result.files_scored,
+        )
     return result.model_dump(mode="json")

@@ -28,12 +28,18 @@ The Prefect API is PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import fsspec
 import httpx
 from mlops_pipeline.batch import watermark
 from mlops_pipeline.batch.scoring import DEFAULT_CHUNK_ROWS
@@ -47,14 +53,83 @@ from mlops_pipeline.errors import (
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import DeployConfig, Deployment, DeploymentStatus, ModelRef, Target
 
-__all__ = ["BatchTarget"]
+__all__ = ["BatchTarget", "canonical_uri", "validate_cron"]
+
+logger = logging.getLogger(__name__)
 
 FLOW_NAME = "score-batch"
 ENTRYPOINT = "mlops_pipeline.flows.batch:score_batch"
 TAGS = ["mlops", "mlops-batch"]
 DEFAULT_POOL = "mlops"
 CAPTURE_DIR = "_captures"
-_OPTIONS = {"output", "cron", "format", "tz", "pool", "id", "chunk_rows", "error_threshold"}
+# the order of the canonical target URI; with the defaults it leaves out
+_ORDER = ("output", "cron", "tz", "format", "id", "pool", "chunk_rows", "error_threshold")
+_OPTIONS = set(_ORDER)
+_DEFAULTS = {
+    "tz": "UTC",
+    "format": "parquet",
+    "pool": DEFAULT_POOL,
+    "chunk_rows": str(DEFAULT_CHUNK_ROWS),
+    "error_threshold": "0",
+}
+# transient answers of a Prefect server under load or restarting: retried a few times
+_RETRY_STATUS = {502, 503, 504}
+_RETRY_DELAYS = (0.5, 1.0, 2.0)
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_FIELDS = (  # name, lowest, highest, and the names the field accepts
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _WEEKDAYS),
+)
+_CRON_ITEM = re.compile(r"^(\*|(\w+)(-(\w+))?)(/(\d+))?$")
+
+
+def validate_cron(cron: str) -> str:
+    """CRON if it is a 5-field cron expression Prefect schedules; InvalidInputError (exit 2)
+    otherwise. Checked here because the server's refusal is a long pydantic JSON, and targets
+    may not import Prefect's own validator."""
+    fields = cron.split()
+    problem = None if len(fields) == len(_CRON_FIELDS) else f"{len(fields)} fields"
+    for text, (field, low, high, names) in zip(fields, _CRON_FIELDS, strict=False):
+        if problem:
+            break
+        for item in text.lower().split(","):
+            match = _CRON_ITEM.match(item)
+            values = [v for v in (match.group(2), match.group(4)) if v] if match else None
+            if values is None or (match.group(6) is not None and int(match.group(6)) < 1):
+                problem = f"'{text}' is not a {field}"
+                break
+            for value in values:
+                ok = value in names or (value.isdigit() and low <= int(value) <= high)
+                if not ok:
+                    problem = f"{field} '{value}' is not in {low}-{high}"
+                    break
+            if problem:
+                break
+    if problem:
+        raise InvalidInputError(
+            f"cron '{cron}' is not a cron expression ({problem}; 5 fields, e.g. '0 * * * *').",
+            hint="Use MINUTE HOUR DAY MONTH WEEKDAY, e.g. cron=0 * * * * (hourly) or "
+            "cron=30 2 * * * (daily at 02:30).",
+            field="cron",
+            value=cron,
+        )
+    return cron
+
+
+def canonical_uri(landing: str, options: dict[str, str]) -> str:
+    """`batch:<landing>?output=..&cron=..` with the options in one order, defaults left out:
+    the ledger records it, so the same folders and schedule always compare equal."""
+    query = "&".join(
+        f"{key}={quote(options[key], safe='/:*, -@.')}"
+        for key in _ORDER
+        if options.get(key) and options[key] != _DEFAULTS.get(key)
+    )
+    return f"batch:{landing}?{query}"
 
 
 def _absolute(location: str) -> str:
@@ -110,10 +185,20 @@ class BatchTarget(Target):
                         f"{key}={options[key]} in the batch target is not a whole number.",
                         field="target",
                     )
+                if key in options:
+                    options[key] = str(int(options[key]))
+            options["cron"] = validate_cron(" ".join(options["cron"].split()))
+            if options.get("tz"):
+                _validate_tz(options["tz"])
+            if options.get("id"):
+                options["id"] = ",".join(c.strip() for c in options["id"].split(",") if c.strip())
             self.landing = _absolute(landing)
             self.options["output"] = _absolute(options["output"])
-        # the ledger records one URI per target: `batch:`, whatever the folders and schedule
-        self.target_uri = "batch:"
+            # the ledger records the full URI: a deploy with other folders or schedule is
+            # then a conflict, not an update that silently keeps the old ones
+            self.target_uri = canonical_uri(self.landing, self.options)
+        else:
+            self.target_uri = "batch:"
 
     # -- Prefect REST API --------------------------------------------------------------------
 
@@ -133,15 +218,32 @@ class BatchTarget(Target):
         headers = {}
         if key := os.environ.get("PREFECT_API_KEY"):
             headers["Authorization"] = f"Bearer {key}"
-        try:
-            response = httpx.request(
-                method, f"{api}{path}", json=body, headers=headers, timeout=30.0
-            )
-        except httpx.HTTPError as exc:
-            raise BackendUnavailableError(
-                f"The Prefect API at {api} did not answer: {exc}.",
-                hint="Check that the Prefect server runs and PREFECT_API_URL points at it.",
-            ) from exc
+        # every call here is idempotent (Prefect upserts flows and deployments by name), so a
+        # busy server's 502/503/504 or a dropped connection is retried a few times
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                response = httpx.request(
+                    method, f"{api}{path}", json=body, headers=headers, timeout=30.0
+                )
+            except httpx.TransportError as exc:
+                if delay is None:
+                    raise BackendUnavailableError(
+                        f"The Prefect API at {api} did not answer {method} {path}: {exc}.",
+                        hint="Check that the Prefect server runs and PREFECT_API_URL points "
+                        "at it, then run the command again.",
+                    ) from exc
+                logger.info("Prefect API %s %s: %s; retrying in %s s", method, path, exc, delay)
+            else:
+                if response.status_code not in _RETRY_STATUS or delay is None:
+                    break
+                logger.info(
+                    "Prefect API %s %s: HTTP %s; retrying in %s s",
+                    method,
+                    path,
+                    response.status_code,
+                    delay,
+                )
+            time.sleep(delay)
         if response.status_code == 422:
             raise InvalidInputError(
                 f"The Prefect server refused the batch deployment: {_detail(response)}",
@@ -198,6 +300,7 @@ class BatchTarget(Target):
                 hint="Use --target 'batch:/landing?output=/scored&cron=0 * * * *'.",
                 field="target",
             )
+        _require_landing(self.landing)
         if self._find(name, foreign=True) is not None:  # Prefect would overwrite it
             raise ConflictError(
                 f"A batch deployment named '{name}' already exists.",
@@ -290,9 +393,19 @@ class BatchTarget(Target):
             "prefect_deployment_id": found["id"],
         }
         options = {key: str(value) for key, value in options.items() if value is not None}
+        uri_options = {
+            "output": params.get("output"),
+            "cron": cron,
+            "tz": schedules[0]["schedule"].get("timezone") if schedules else None,
+            "format": params.get("format"),
+            "id": ",".join(params.get("id_columns") or []),
+            "pool": found.get("work_pool_name"),
+            "chunk_rows": str(params.get("chunk_rows", DEFAULT_CHUNK_ROWS)),
+            "error_threshold": str(params.get("error_threshold", 0)),
+        }
         return Deployment(
             name=found["name"],
-            target_uri=self.target_uri,
+            target_uri=canonical_uri(params.get("input", ""), uri_options),
             model_name=model_name,
             model_version=version,
             model_uri=model_uri,
@@ -329,28 +442,87 @@ class BatchTarget(Target):
         )
 
     def health(self, name: str) -> dict[str, Any]:
-        """The schedule's state and the last run instead of /ready: never raises."""
+        """The schedule, next and last run, the last `_SUCCESS`, and a verdict; never raises.
+
+        `health` is `ready`, `degraded` (the schedule is on but its runs fail or nothing runs
+        them: the last run failed or crashed, or no worker polls the pool) or `stopped` (the
+        schedule is paused); `ready` is true only for `ready`, and `reasons` say why not.
+        """
         try:
-            deployment = self.get(name)
             found = self._require(name)
+            deployment = self._deployment(found)
+            options = deployment.config["options"]
+            schedules = found.get("schedules") or []
             result: dict[str, Any] = {
                 "endpoint_url": deployment.endpoint_url,
-                "ready": deployment.status == DeploymentStatus.READY,
-                "schedule": deployment.config["options"].get("cron"),
+                "schedule": options.get("cron"),
+                "timezone": schedules[0]["schedule"].get("timezone") if schedules else None,
+                "pool": found.get("work_pool_name"),
                 "workers": found.get("status"),
             }
-            body = {
-                "deployments": {"id": {"any_": [found["id"]]}},
-                "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}},
-                "sort": "START_TIME_DESC",
-                "limit": 1,
-            }
-            last = self._request("POST", "/flow_runs/filter", body).json()
+            deployment_filter = {"id": {"any_": [found["id"]]}}
+            upcoming = self._flow_runs(deployment_filter, ["SCHEDULED"], "EXPECTED_START_TIME_ASC")
+            if upcoming:
+                result["next_run"] = upcoming[0].get("expected_start_time")
+            finished = ["COMPLETED", "FAILED", "CRASHED"]
+            last = self._flow_runs(deployment_filter, finished, "START_TIME_DESC")
             if last:
-                result["last_run"] = {"state": last[0]["state_name"], "at": last[0]["start_time"]}
-            return result
+                state = last[0].get("state") or {}
+                result["last_run"] = {
+                    "state": last[0].get("state_name"),
+                    "at": last[0].get("end_time") or last[0].get("start_time"),
+                    "message": " ".join(str(state.get("message") or "").split()) or None,
+                }
+            if manifest := _read_manifest(str(deployment.config["options"].get("output", ""))):
+                result["last_output"] = manifest
         except (BackendError, NotFoundError) as exc:
-            return {"ready": False, "error": str(exc)}
+            return {"ready": False, "health": "unknown", "error": str(exc)}
+        reasons = []
+        if deployment.status != DeploymentStatus.READY:
+            verdict = "stopped"
+            reasons.append("the schedule is paused")
+        else:
+            verdict = "ready"
+            if last and last[0].get("state_type") in ("FAILED", "CRASHED"):
+                reasons.append(f"the last run {last[0].get('state_name')}")
+            if found.get("status") != "READY":
+                reasons.append(
+                    f"no worker polls pool '{result['pool']}' (start one: "
+                    f"`prefect worker start --pool {result['pool']}`)"
+                )
+            if reasons:
+                verdict = "degraded"
+        result.update(ready=verdict == "ready", health=verdict)
+        if reasons:
+            result["reasons"] = reasons
+            result["error"] = "; ".join(reasons)
+        return result
+
+    def _flow_runs(
+        self, deployments: dict[str, Any], states: list[str], sort: str
+    ) -> list[dict[str, Any]]:
+        body = {
+            "deployments": deployments,
+            "flow_runs": {"state": {"type": {"any_": states}}},
+            "sort": sort,
+            "limit": 1,
+        }
+        return self._request("POST", "/flow_runs/filter", body).json()
+
+
+def _read_manifest(output: str) -> dict[str, Any] | None:
+    """The counts of OUTPUT's `_SUCCESS` (what BI tools read), or None when there is none."""
+    if not output:
+        return None
+    try:
+        fs, root = fsspec.core.url_to_fs(output)
+        with fs.open(f"{root.rstrip('/')}/_SUCCESS", "rb") as handle:
+            manifest = json.loads(handle.read())
+    except (ImportError, ValueError, OSError):  # no run finished yet, or not readable here
+        return None
+    run = manifest.get("this_run") or manifest  # a whole-folder manifest nests the run
+    keys = ("finished_at", "model_version", "files_scored", "files_failed", "rows_scored")
+    return {key: run.get(key) for key in keys}
 
 
 def _worker_env() -> dict[str, str]:
@@ -372,9 +544,49 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def _validate_tz(tz: str) -> None:
+    # Prefect falls back to UTC for a zone it does not know: refuse it instead
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInputError(
+            f"tz '{tz}' is not a time zone.",
+            hint="Use an IANA zone name, e.g. tz=Europe/Paris (the default is UTC).",
+            field="tz",
+            value=tz,
+        ) from exc
+
+
+def _require_landing(landing: str) -> None:
+    """A missing landing folder is refused at deploy time (as `score-batch` refuses a missing
+    input), not found out by runs that score nothing."""
+    try:
+        fs, path = fsspec.core.url_to_fs(landing)
+        exists = fs.isdir(path)
+    except (ImportError, ValueError, OSError) as exc:  # remote stores: checked when cheap
+        logger.info("Cannot check the landing folder %s (%s); the runs will", landing, exc)
+        return
+    if not exists:
+        raise NotFoundError(
+            f"landing folder '{landing}' does not exist.",
+            hint="Create it (e.g. `mkdir -p LANDING`) or fix the path, then deploy again.",
+            field="landing",
+            value=landing,
+        )
+
+
 def _detail(response: httpx.Response) -> str:
+    """One line from an error answer: pydantic's messages rather than its raw JSON."""
     try:
         detail = response.json().get("detail", response.text)
-    except ValueError:
+    except (ValueError, AttributeError):
         detail = response.text
-    return str(detail)[:300]
+    if isinstance(detail, list):  # FastAPI's validation errors
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}"
+            if isinstance(e, dict)
+            else str(e)
+            for e in detail
+        )
+    text = " ".join(str(detail).split())
+    return text if len(text) <= 300 else f"{text[:297]}..."

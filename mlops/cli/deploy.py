@@ -69,6 +69,35 @@ def render_deployments(rows: list[dict[str, Any]]) -> None:
     )
 
 
+def render_batch_health(health: dict[str, Any]) -> None:
+    """A batch: deployment's schedule, runs, last output and verdict, one line each."""
+    zone = health.get("timezone") or "UTC"
+    next_run = format_time(health["next_run"]) if health.get("next_run") else "not scheduled yet"
+    console.print(f"schedule: {health['schedule']} ({zone}); next run: {next_run}")
+    last = health.get("last_run")
+    if last:
+        style = "green" if last.get("state") == "Completed" else "red"
+        message = f" - {last['message']}" if last.get("message") else ""
+        console.print(
+            f"last run: [{style}]{last.get('state')}[/] at {format_time(last.get('at'))}{message}",
+            soft_wrap=True,
+        )
+    else:
+        console.print("last run: none yet")
+    output = health.get("last_output")
+    if output:
+        console.print(
+            f"last output: {output.get('files_scored')} file(s) scored, "
+            f"{output.get('files_failed')} failed, {output.get('rows_scored')} rows "
+            f"(version {output.get('model_version')}, _SUCCESS at "
+            f"{format_time(output.get('finished_at'))})"
+        )
+    verdict = health.get("health") or ("ready" if health.get("ready") else "not ready")
+    style = "green" if verdict == "ready" else "yellow" if verdict == "degraded" else "red"
+    reasons = f" ({health['error']})" if health.get("error") else ""
+    console.print(f"health: [{style}]{verdict}[/]{reasons}", soft_wrap=True)
+
+
 def render_history(events: list[dict[str, Any]]) -> None:
     """A deployment's events as a table, with date and time in UTC; reasons fold."""
     print_table(
@@ -95,7 +124,11 @@ def deploy_cmd(
     model_uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION or models:/NAME@ALIAS.")],
     name: Annotated[str, typer.Option(help="Deployment name (lowercase, digits, '-').")],
     target: Annotated[
-        str, typer.Option(help="Target URI: local:, docker:, kubernetes:/namespace, ...")
+        str,
+        typer.Option(
+            help="Target URI: local:, docker:, or batch:LANDING?output=DIR&cron=CRON (scheduled "
+            "batch scoring of a folder, e.g. 'batch:/landing?output=/scored&cron=0 * * * *')."
+        ),
     ] = "local:",
     port: Annotated[
         int | None,
@@ -183,7 +216,11 @@ def status_cmd(
     name: Annotated[str, typer.Argument(help="Deployment name.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Endpoint URL, served version and health of a deployment (exit 1 when not ready)."""
+    """Endpoint URL, served version and health of a deployment (exit 1 when not ready).
+
+    A batch: deployment shows its schedule, next and last run and last output; it is not ready
+    (`degraded`, exit 1) when its last run failed or no worker polls its pool.
+    """
     from mlops_pipeline.targets import operations
 
     status = operations.get_status(name).model_dump(mode="json")
@@ -191,6 +228,9 @@ def status_cmd(
     def render(s: dict[str, Any]) -> None:
         render_deployment(s)
         health = s["health"]
+        if "schedule" in health:
+            render_batch_health(health)
+            return
         console.print(
             "health: "
             + ("[green]ready[/]" if health.get("ready") else "[red]not ready[/]")
@@ -207,10 +247,15 @@ def deployments_list_cmd(
     target: Annotated[str | None, typer.Option(help="Only deployments on this target URI.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List deployments."""
+    """List deployments (--target batch: lists every batch: deployment, whatever its folders)."""
     from mlops_pipeline.targets import operations
 
-    emit(operations.list_deployments(target), as_json, render_deployments)
+    scheme = target.rstrip(":") + ":" if target and ":" not in target.rstrip(":") else None
+    if scheme:  # batch: records the full URI (folders, schedule); a bare scheme names them all
+        rows = [d for d in operations.list_deployments() if d["target_uri"].startswith(scheme)]
+    else:
+        rows = operations.list_deployments(target)
+    emit(rows, as_json, render_deployments)
 
 
 @command(deployments_app, "show")

@@ -61,14 +61,21 @@ def test_target_uri_problems_are_named(uri: str, problem: str) -> None:
         get_target(uri)
 
 
-def test_target_uri_parts_and_one_ledger_uri(tmp_path, monkeypatch) -> None:
+def test_target_uri_parts_and_the_canonical_ledger_uri(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     target = get_target("batch:landing?output=s3://bucket/scored&cron=*/5 * * * *&format=csv")
     assert isinstance(target, BatchTarget)
     assert target.landing == str(tmp_path / "landing")  # workers run elsewhere: absolute
     assert target.options["output"] == "s3://bucket/scored"
     assert target.options["cron"] == "*/5 * * * *"
-    assert target.target_uri == "batch:" == get_target("batch:").target_uri
+    # the ledger's URI: absolute landing, options in one order, defaults left out
+    expected = f"batch:{tmp_path / 'landing'}?output=s3://bucket/scored&cron=*/5 * * * *&format=csv"
+    assert target.target_uri == expected
+    same = get_target(
+        f"batch:{tmp_path}/landing?format=csv&tz=UTC&cron=*/5  * * * *&output=s3://bucket/scored"
+    )
+    assert same.target_uri == expected == get_target(expected).target_uri
+    assert get_target("batch:").target_uri == "batch:"
 
 
 def test_without_a_prefect_api_the_target_says_what_to_set(monkeypatch, tmp_path) -> None:
@@ -79,12 +86,17 @@ def test_without_a_prefect_api_the_target_says_what_to_set(monkeypatch, tmp_path
 
 
 def test_create_schedules_update_switches_version_delete_removes(api: str, tmp_path) -> None:
+    (tmp_path / "land").mkdir()
     uri = URI.format(landing=tmp_path / "land", output=tmp_path / "out") + "&tz=Europe/Paris"
     target = get_target(uri + "&id=key,region&pool=batch-pool")
     created = target.create("churn-hourly", ModelRef("churn", "3"), DeployConfig())
 
     assert created.model_uri == "models:/churn/3" and created.status == DeploymentStatus.READY
-    assert created.target_uri == "batch:"
+    assert created.target_uri == target.target_uri
+    assert created.target_uri == (
+        f"batch:{tmp_path / 'land'}?output={tmp_path / 'out'}&cron=0 * * * *&tz=Europe/Paris"
+        "&id=key,region&pool=batch-pool"
+    )
     assert created.capture_uri == f"{tmp_path / 'out'}/_captures"
     found = prefect_deployment(api, "churn-hourly")
     assert found["entrypoint"] == ENTRYPOINT
@@ -121,9 +133,12 @@ def test_create_schedules_update_switches_version_delete_removes(api: str, tmp_p
     assert after["schedules"][0]["schedule"]["cron"] == "0 * * * *"
 
     listed = get_target("batch:").list()
-    assert [d.name for d in listed] == ["churn-hourly"]
+    assert [(d.name, d.target_uri) for d in listed] == [("churn-hourly", target.target_uri)]
     health = get_target("batch:").health("churn-hourly")
-    assert health["ready"] is True and health["schedule"] == "0 * * * *"
+    assert health["schedule"] == "0 * * * *"  # next_run once the Prefect scheduler ran
+    # the schedule is on, but no worker polls batch-pool yet: nothing would run it
+    assert (health["health"], health["ready"]) == ("degraded", False)
+    assert "no worker polls pool 'batch-pool'" in health["error"]
     assert "No runs" in get_target("batch:").logs("churn-hourly")
     with pytest.raises(InvalidInputError, match="scores files, not requests"):
         get_target("batch:").predict("churn-hourly", {"inputs": []})
@@ -151,9 +166,8 @@ def test_a_prefect_deployment_of_that_name_made_by_someone_else_is_a_conflict(
 
 
 def test_a_bad_cron_is_refused_and_nothing_is_created(api: str, tmp_path) -> None:
-    target = get_target(f"batch:{tmp_path}?output={tmp_path / 'o'}&cron=every hour")
-    with pytest.raises(InvalidInputError, match="refused the batch deployment"):
-        target.create("bad-cron", ModelRef("churn", "1"), DeployConfig())
+    with pytest.raises(InvalidInputError, match=r"cron 'every hour' is not a cron expression"):
+        get_target(f"batch:{tmp_path}?output={tmp_path / 'o'}&cron=every hour")
     assert prefect_deployment(api, "bad-cron") is None
 
 
@@ -180,8 +194,8 @@ def test_deploy_records_guards_runs_and_undeploys(
     operations.create_deployment("iris-batch", ModelRef("iris", "1"), uri, DeployConfig())
     try:
         recorded = operations.get_deployment("iris-batch")
-        assert (recorded.target_uri, recorded.model_uri) == ("batch:", "models:/iris/1")
-        assert inuse.deployments_using(connect(), "iris", "1") == {"iris-batch": "batch:"}
+        assert (recorded.target_uri, recorded.model_uri) == (uri, "models:/iris/1")
+        assert inuse.deployments_using(connect(), "iris", "1") == {"iris-batch": uri}
         assert operations.get_status("iris-batch").status == DeploymentStatus.READY
 
         # what the schedule runs: the installed entry point with the deployment's parameters
@@ -235,19 +249,21 @@ def test_mlops_deploy_status_and_undeploy_on_the_batch_target(
     from typer.testing import CliRunner
 
     runner = CliRunner()
+    (tmp_path / "landing").mkdir()
     target = f"batch:{tmp_path / 'landing'}?output={tmp_path / 'scored'}&cron=30 2 * * *"
     deployed = runner.invoke(
         app, ["deploy", "models:/iris/1", "--name", "iris-nightly", "--target", target, "--json"]
     )
     assert deployed.exit_code == 0, deployed.output
     record = json.loads(deployed.stdout)
-    assert (record["target_uri"], record["model_uri"]) == ("batch:", "models:/iris/1")
+    assert (record["target_uri"], record["model_uri"]) == (target, "models:/iris/1")
     assert record["config"]["options"]["cron"] == "30 2 * * *"
 
     status = runner.invoke(app, ["status", "iris-nightly", "--json"])
-    assert status.exit_code == 0, status.output
+    assert status.exit_code == 1, status.output  # degraded: no worker polls the pool
     report = json.loads(status.stdout)
     assert report["status"] == "ready" and report["health"]["schedule"] == "30 2 * * *"
+    assert report["health"]["health"] == "degraded"
 
     again = runner.invoke(app, ["deploy", "models:/iris/1", "--name", "iris-nightly",
                                 "--target", "local:"])  # fmt: skip
