@@ -313,7 +313,8 @@ def check_chunk(
         features[column.name] = values
         for i, problem in sorted(bad.items()):
             if i not in reasons:
-                value = arr[i].as_py() if arr is not None else None
+                missing = arr is None or problem.details.get("got") == "null"
+                value = None if missing else arr[i].as_py()
                 reasons[i] = (column.name, problem.code, _message(problem, first_row + i, value))
     if not reasons:
         return CheckedChunk(None, features)

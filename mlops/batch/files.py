@@ -87,6 +87,18 @@ def _prediction_arrays(runtime: Runtime, raw: Any, n: int) -> dict[str, pa.Array
     return out
 
 
+_PLAIN = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    """ARR without the encodings one writer picks and another does not (pandas' large_string,
+    dictionaries), so other columns agree across parts too where their values do."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    typ = _PLAIN.get(arr.type)
+    return arr if typ is None else arr.cast(typ)
+
+
 def _typed_features(checked: CheckedChunk, types: dict[str, pa.DataType]) -> dict[str, pa.Array]:
     """The model's input columns of the scored rows as Arrow arrays of the signature's types."""
     out = {}
@@ -249,7 +261,7 @@ class FileScorer:
         out = {
             name: typed[name]
             if name in typed and scored.column(name).type != typed[name].type
-            else scored.column(name)
+            else _plain(scored.column(name))
             for name in keep
         }
         out.update(predictions)

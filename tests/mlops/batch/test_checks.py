@@ -194,3 +194,54 @@ def test_csv_cells_accepted_are_exactly_those_the_service_csv_reader_accepts(
         except ServingError:
             verdicts.append(False)
     assert accepted == verdicts
+
+
+@pytest.mark.parametrize(
+    ("csv", "values", "shown"),
+    [
+        (True, ["old", "old", None, "old"], "(text)"),  # CSV: never a long; empty = None
+        (True, ["3.5", "x", "2.5"], "(text)"),
+        (False, ["old", None, "older"], "(string)"),  # Parquet: a text column
+        (False, [1.5, 2.5, None], "(double)"),  # Parquet: floats that are never integers
+    ],
+)
+def test_a_column_none_of_whose_values_convert_is_a_whole_file_error_in_csv_and_parquet(
+    csv: bool, values: list, shown: str
+) -> None:
+    columns = [Column("age", "long")]  # required: missing cells must not hide the rule
+    with pytest.raises(InvalidInputError) as caught:
+        check(batch_of(age=pa.array(values)), columns, csv=csv, first=True)
+    message = str(caught.value)
+    assert f"column 'age' is of the wrong type {shown}" in message
+    assert "expects long, e.g. row 100 holds " + repr(values[0]) in message
+    assert "\n" not in message
+
+
+def test_one_convertible_value_makes_the_bad_ones_row_rejects_naming_the_value() -> None:
+    long_text = "y" * 100
+    columns = [Column("age", "long"), Column("income", "double")]
+    chunk = check(
+        batch_of(
+            age=pa.array(["41", "x", "3.5", None, long_text]),  # the reader: "" is None
+            income=pa.array(["1", "2", "3", "4", "5"]),
+        ),
+        columns,
+        csv=True,
+        first=True,
+    )
+    assert chunk.valid.tolist() == [True, False, False, False, False]
+    reasons = {row: reason for row, (_, _, reason) in chunk.reasons.items()}
+    # the service's CSV words plus the cell, not the "got null" its parsed null would give
+    assert reasons[1] == "Column 'age' row 101: expected long, got a value that is not one ('x')."
+    assert reasons[2] == (
+        "Column 'age' row 102: expected long, got a value that is not one ('3.5')."
+    )
+    assert reasons[3].startswith("Column 'age' row 103: expected long, got null.")
+    assert "'yyyy" in reasons[4] and "…" in reasons[4] and long_text not in reasons[4]
+
+
+def test_parquet_reasons_show_the_value_too() -> None:
+    chunk = check(batch_of(n=pa.array([1.0, 2.5])), [Column("n", "long")])
+    assert chunk.reasons[1][2].startswith(
+        "Column 'n' row 101: expected integer, got number (2.5). Send integer values"
+    )

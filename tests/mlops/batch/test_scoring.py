@@ -245,3 +245,48 @@ def test_captures_are_written_in_the_service_layout_and_read_by_the_monitor(
     assert frame["prediction"].tolist() == expected_predictions(iris_model, frame)
     assert set(frame["_status"]) == {200}
     assert frame.groupby("_request_id")["_row"].max().sort_values().tolist() == [49, 99]
+
+
+def test_signature_columns_have_the_signature_types_whatever_the_input_format(
+    iris_model, landing, tmp_path
+) -> None:
+    # a.parquet (float64, large_string ids), b.csv (read as text), c.parquet (a float32
+    # column) into one folder: one schema
+    frame = pd.read_parquet(landing / "a.parquet").iloc[:5]
+    frame.astype({IRIS_COLUMNS[0]: "float32"}).to_parquet(landing / "c.parquet", index=False)
+    out = tmp_path / "scored"
+    score_batch(iris_model["uri"], str(landing), str(out))
+
+    schemas = {p.name.split("-")[2]: pq.read_schema(p) for p in out.glob("part-*.parquet")}
+    assert sorted(schemas) == ["a", "b", "c"]
+    for schema in schemas.values():
+        assert [str(schema.field(c).type) for c in IRIS_COLUMNS] == ["double"] * 4
+    assert len({s.remove_metadata() for s in schemas.values()}) == 1
+
+
+def test_a_file_changed_in_place_is_scored_again_and_replaces_its_part(
+    iris_model, landing, iris_features, tmp_path
+) -> None:
+    out = tmp_path / "scored"
+    score_batch(iris_model["uri"], str(landing), str(out), format="csv")
+    a_part = next(out.glob("part-v1-a-*"))
+    frame = iris_features.iloc[100:110].assign(id=[f"new{i}" for i in range(10)])
+    frame.to_csv(landing / "b.csv", index=False)  # was 50 rows
+
+    again = score_batch(iris_model["uri"], str(landing), str(out), format="csv")
+
+    assert (again.files_scored, again.files_skipped, again.rows_scored) == (1, 1, 10)
+    assert a_part.exists()
+    (b_part,) = out.glob("part-v1-b-*")  # the old one is gone: no duplicate rows
+    assert pd.read_csv(b_part)["id"].tolist() == [f"new{i}" for i in range(10)]
+    assert len(list((out / "_parts").glob("*.json"))) == 2
+    manifest = json.loads((out / "_SUCCESS").read_text())
+    assert (manifest["files_count"], manifest["rows_scored"]) == (2, 110)
+
+    # a run stopped between renaming a part and writing its record: the record is rebuilt
+    for record in (out / "_parts").glob("*.json"):
+        record.unlink()
+    third = score_batch(iris_model["uri"], str(landing), str(out), format="csv")
+    assert (third.files_scored, third.files_skipped) == (0, 2)
+    assert [f.rows_scored for f in third.files] == [100, 10]
+    assert json.loads((out / "_SUCCESS").read_text())["rows_scored"] == 110
