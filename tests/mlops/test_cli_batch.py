@@ -105,3 +105,55 @@ def test_exit_codes_for_unknown_input_unknown_model_and_too_many_rejects(
 
     wrong = score("models:/iris/1", "--input", str(src), "--output", out, "--format", "xlsx")
     assert wrong.exit_code == 2 and "--format xlsx" in wrong.stderr
+
+
+def test_ctrl_c_exits_130_with_one_line_and_the_folder_is_as_it_says(
+    iris_model,  # noqa: F811
+    landing,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+) -> None:
+    from mlops_pipeline.batch import files
+
+    out = tmp_path / "out"
+    reports = []
+
+    def interrupt_in_the_second_file(rows: int) -> None:
+        reports.append(rows)
+        if len(reports) == 5:  # a.parquet is 4 chunks of 32 rows: b.csv's first chunk
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "_report", interrupt_in_the_second_file)
+    stopped = score(
+        "models:/iris/1", "--input", str(landing), "--output", str(out), "--chunk-rows", "32"
+    )
+    assert stopped.exit_code == 130
+    assert stopped.stderr.strip().splitlines() == [
+        "interrupted: no _SUCCESS written; rerun to finish (files already scored are kept)."
+    ]
+    # as the line says: no manifest, the finished file's part, nothing half-written
+    assert not (out / "_SUCCESS").exists()
+    assert [p.name.split("-")[2] for p in out.glob("part-*")] == ["a"]
+    assert not [p for p in out.rglob(".*")]
+
+    reports.clear()
+    reports.extend([0] * 10)  # past the fifth report: the rerun is not interrupted
+    again = score("models:/iris/1", "--input", str(landing), "--output", str(out), "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["files_skipped"] == 1
+    assert json.loads((out / "_SUCCESS").read_text())["rows_scored"] == 150
+
+
+def test_help_paragraphs_wrap_cleanly_at_80_and_120_columns() -> None:
+    for width in (80, 120):
+        result = runner.invoke(app, ["score-batch", "--help"], env={"COLUMNS": str(width)})
+        assert result.exit_code == 0
+        text = result.stdout
+        assert "A rerun skips the input files" in " ".join(text.split())
+        lines = [line.rstrip() for line in text.splitlines()]
+        assert max(len(line) for line in lines) <= width
+        # a paragraph's lines fill the width but for its last: no break after a few words
+        intro = lines[: next(i for i, line in enumerate(lines) if line.startswith("╭"))]
+        for line, after in zip(intro, intro[1:], strict=False):
+            if line.strip() and after.strip():
+                assert len(line) > width - 20, line
