@@ -17,9 +17,9 @@ Format = Literal["parquet", "csv"]
 class FileResult(BaseModel):
     """What happened to one input file.
 
-    `skipped` files were scored by an earlier run for the same model version (their output part
-    exists, or the batch deployment's watermark lists them); their row counts are unknown (None)
-    unless the part is Parquet, whose footer has them.
+    `skipped` files were scored by an earlier run for the same model version and content (their
+    output part exists, or the batch deployment's watermark lists them); their row counts come
+    from the part's record in `_parts/` (None when unknown: a watermark without a part here).
     """
 
     input: str = Field(description="The input file, as a path or fsspec URI.")

@@ -106,7 +106,8 @@ def score_batch(
         error_threshold: most rejected rows the run tolerates; one more fails it.
         capture_uri: also write inputs and predictions in the capture layout there.
         already_scored: returns True for an input file URI to skip (a deployment's watermark),
-            beside the files whose part for this model version exists.
+            beside the files whose part for this model version and content exists; a file
+            whose part here is of an earlier content is scored again whatever it says.
         on_file_scored: called with each scored file's result and the model version, after its
             part is in place (a deployment records its watermark there).
         missing_ok: an input that holds no files yet (an empty landing folder) scores nothing
