@@ -6,7 +6,11 @@
 Target URI: `batch:<landing>?output=<folder>&cron=<cron>` with optional `format=parquet|csv`,
 `tz=<IANA zone>` (of the cron; default UTC), `pool=<work pool>` (default `mlops`, created as a
 process pool when missing), `id=<col>,<col>` (output only these input columns), `chunk_rows=N`
-and `error_threshold=N`. Landing and output are local paths or fsspec URIs.
+and `error_threshold=N`. Landing and output are local paths or fsspec URIs. The cron and tz are
+checked, and a local landing folder must exist, before anything is created. The deployment's
+`target_uri` (in the ledger, `deployments list`, `status`) is the canonical URI: absolute
+folders, options in one order, defaults left out, so a deploy of a name with other folders or
+options is a conflict (`operations.plan_deployment`), never a silent no-op update.
 
 Design: targets may not import Prefect (import-linter), so this target talks to the Prefect
 server's REST API with httpx, the same way the docker: target talks to the Docker engine. The
@@ -23,7 +27,9 @@ as for served deployments. `update` patches the model version in those parameter
 runs use it; `delete` removes the Prefect deployment (with its scheduled runs) and NAME's
 watermark. The ledger and in-use tags are handled by `targets.operations`, as for every target.
 
-The Prefect API is PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud).
+The Prefect API is PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud); its transient
+answers (502/503/504, a dropped connection) are retried 3 times, 0.5-2 s apart. `health` reports
+`degraded` when the last run failed or no worker polls the pool.
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ def validate_cron(cron: str) -> str:
     otherwise. Checked here because the server's refusal is a long pydantic JSON, and targets
     may not import Prefect's own validator."""
     fields = cron.split()
-    problem = None if len(fields) == len(_CRON_FIELDS) else f"{len(fields)} fields"
+    problem = None if len(fields) == len(_CRON_FIELDS) else f"it has {len(fields)} fields"
     for text, (field, low, high, names) in zip(fields, _CRON_FIELDS, strict=False):
         if problem:
             break
@@ -112,7 +118,7 @@ def validate_cron(cron: str) -> str:
                 break
     if problem:
         raise InvalidInputError(
-            f"cron '{cron}' is not a cron expression ({problem}; 5 fields, e.g. '0 * * * *').",
+            f"cron '{cron}' is not a cron expression (5 fields, e.g. '0 * * * *'): {problem}.",
             hint="Use MINUTE HOUR DAY MONTH WEEKDAY, e.g. cron=0 * * * * (hourly) or "
             "cron=30 2 * * * (daily at 02:30).",
             field="cron",
@@ -487,8 +493,8 @@ class BatchTarget(Target):
                 reasons.append(f"the last run {last[0].get('state_name')}")
             if found.get("status") != "READY":
                 reasons.append(
-                    f"no worker polls pool '{result['pool']}' (start one: "
-                    f"`prefect worker start --pool {result['pool']}`)"
+                    f"no worker polls pool '{result['pool']}': start one with "
+                    f"`prefect worker start --pool {result['pool']}`"
                 )
             if reasons:
                 verdict = "degraded"
@@ -522,7 +528,10 @@ def _read_manifest(output: str) -> dict[str, Any] | None:
         return None
     run = manifest.get("this_run") or manifest  # a whole-folder manifest nests the run
     keys = ("finished_at", "model_version", "files_scored", "files_failed", "rows_scored")
-    return {key: run.get(key) for key in keys}
+    counts = {key: run.get(key) for key in keys}
+    if "files_count" in manifest:  # every part in the folder, from this run and earlier ones
+        counts["files_in_folder"] = manifest["files_count"]
+    return counts
 
 
 def _worker_env() -> dict[str, str]:

@@ -86,11 +86,14 @@ def render_batch_health(health: dict[str, Any]) -> None:
         console.print("last run: none yet")
     output = health.get("last_output")
     if output:
+        folder = output.get("files_in_folder")
         console.print(
             f"last output: {output.get('files_scored')} file(s) scored, "
             f"{output.get('files_failed')} failed, {output.get('rows_scored')} rows "
             f"(version {output.get('model_version')}, _SUCCESS at "
-            f"{format_time(output.get('finished_at'))})"
+            f"{format_time(output.get('finished_at'))}"
+            + (f"; {folder} file(s) in the folder)" if folder is not None else ")"),
+            soft_wrap=True,
         )
     verdict = health.get("health") or ("ready" if health.get("ready") else "not ready")
     style = "green" if verdict == "ready" else "yellow" if verdict == "degraded" else "red"
