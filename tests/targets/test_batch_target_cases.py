@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,26 +20,7 @@ from mlops_pipeline.targets.base import get_target
 
 from tests.conftest import IRIS_COLUMNS
 from tests.mlops.batch.conftest import iris_model, iris_registry  # noqa: F401, F811 - fixtures
-from tests.servers import prefect_server
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory) -> Iterator[str]:
-    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as api:
-        yield api
-
-
-@pytest.fixture
-def api(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
-    monkeypatch.delenv("PREFECT_API_KEY", raising=False)
-    return prefect_api
-
-
-def prefect_deployment(api: str, name: str) -> dict | None:
-    response = httpx.get(f"{api}/deployments/name/score-batch/{name}", timeout=10)
-    return None if response.status_code == 404 else response.json()
-
+from tests.targets.batch_support import prefect_deployment
 
 # -- 2. bad targets are refused before anything is created ------------------------------------
 

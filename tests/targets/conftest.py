@@ -1,0 +1,23 @@
+"""Fixtures of the target tests: a real Prefect server per test module (the batch: target's)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import prefect_server
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory) -> Iterator[str]:
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as api:
+        yield api
+
+
+@pytest.fixture
+def api(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's Prefect server as this test's PREFECT_API_URL."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    monkeypatch.delenv("PREFECT_API_KEY", raising=False)
+    return prefect_api
