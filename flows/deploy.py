@@ -39,6 +39,7 @@ def deploy(
     workers: int = 1,
     base_image: str | None = None,
     ready_timeout: float = 180.0,
+    options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Serve MODEL_URI as NAME on TARGET (building an image when the target needs one);
     when NAME already serves this model, update it with zero downtime instead."""
@@ -56,6 +57,7 @@ def deploy(
         api_key_file=api_key_file,
         workers=workers,
         ready_timeout=ready_timeout,
+        options=options or {},
     )
     return create_deployment(name, model, target, config, image).model_dump(mode="json")
 

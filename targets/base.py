@@ -28,6 +28,8 @@ Contract for implementers
   is an `update` to the previous version (and its image), so it has the same guarantees.
 * `delete` is idempotent: deleting an unknown or half-removed deployment succeeds.
 * `get` raises `NotFoundError` for an unknown name and reports the live status.
+* `render` (optional) returns what `create` would apply as text, changing nothing; secrets
+  appear only as references.
 * Raise `mlops.errors` types only (wrap SDK errors with `raise X(...) from exc`); messages name
   the value and what to do.
 """
@@ -53,6 +55,7 @@ __all__ = [
     "get_target",
     "known_schemes",
     "parse_target_uri",
+    "renderable_schemes",
     "serving_env",
     "target_class",
 ]
@@ -139,6 +142,24 @@ class Target(abc.ABC):
     def logs(self, name: str, tail: int = 100) -> str:
         """The last `tail` lines of the deployment's scoring service log."""
 
+    def render(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> str:
+        """What `create` would apply, as text for the target's own tools (`deploy --dry-run`).
+
+        Changes nothing and needs no running backend. Targets that apply declarative manifests
+        (Kubernetes YAML, IoT Edge deployment JSON) override it; secrets appear only as
+        references, never as values.
+
+        Raises:
+            InvalidInputError: the target has nothing to render (exit 2).
+        """
+        raise InvalidInputError(
+            f"The {self.scheme}: target has no --dry-run: it applies no manifest.",
+            hint=f"Drop --dry-run; targets that render one: {', '.join(renderable_schemes())}.",
+            field="dry_run",
+        )
+
     def predict(
         self, name: str, payload: dict[str, Any], *, headers: dict[str, str] | None = None
     ) -> Any:
@@ -221,6 +242,19 @@ def target_class(scheme: str) -> type[Target]:
             f"The '{scheme}' target plug-in ({found[0].value}) is not a targets.base.Target."
         )
     return cls
+
+
+def renderable_schemes() -> list[str]:
+    """Schemes whose target overrides `Target.render` (so `deploy --dry-run` works)."""
+    found = []
+    for scheme in known_schemes():
+        try:
+            cls = target_class(scheme)
+        except InvalidInputError:  # a broken plug-in renders nothing
+            continue
+        if cls.render is not Target.render:
+            found.append(f"{scheme}:")
+    return found or ["(none installed)"]
 
 
 def get_target(target_uri: str) -> Target:

@@ -24,7 +24,13 @@ from mlops_pipeline.targets.base import (
     target_class,
 )
 from mlops_pipeline.targets.base import parse_target_uri as split_target_uri
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +125,62 @@ def plan_deployment(
             deployment=name,
         )
     return "update"
+
+
+class RenderedDeployment(BaseModel):
+    """What `deploy --dry-run` prints: the target's manifest text and what it was made from."""
+
+    name: str
+    target_uri: str
+    model_uri: str
+    image: str | None
+    manifest: str
+
+
+def dry_run_deployment(
+    model_uri: str, name: str, target_uri: str, **settings: Any
+) -> RenderedDeployment:
+    """What deploying MODEL_URI as NAME on the target would apply, as text; changes nothing.
+
+    No image is built (an image target renders the tag `build-image` would give), and neither
+    the ledger nor the registry's in-use tags are touched.
+
+    Args:
+        model_uri: `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `models:/NAME/latest`.
+        name: the deployment name.
+        target_uri: e.g. `kubernetes:/prod` or `iotedge:/hub/device-1`.
+        settings: DeployConfig fields (port, capture_uri, options, ...).
+
+    Raises:
+        InvalidInputError: a bad name, URI or setting, or a target that renders no manifest
+            (exit 2).
+        NotFoundError: the model version does not exist (exit 3).
+    """
+    from mlops_pipeline.images.dockerfile import default_tag
+    from mlops_pipeline.registry import resolve_model_uri
+    from mlops_pipeline.tracking import connect
+
+    validate_deployment_name(name)
+    target = get_target(target_uri)
+    try:
+        config = DeployConfig(**settings)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(map(str, problem["loc"]))
+        raise InvalidInputError(
+            f"Deployment setting {field}={problem.get('input')!r} is invalid: {problem['msg']}.",
+            field=field,
+        ) from exc
+    connect()
+    model = resolve_model_uri(model_uri)
+    image = default_tag(model) if target.needs_image else None
+    return RenderedDeployment(
+        name=name,
+        target_uri=target.target_uri,
+        model_uri=model.uri,
+        image=image,
+        manifest=target.render(name, model, config, image=image),
+    )
 
 
 def create_deployment(

@@ -152,24 +152,61 @@ def deploy_cmd(
     base_image: Annotated[
         str | None, typer.Option(help="Base image when the target builds one.")
     ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Target-specific setting KEY=VALUE, repeatable (see the target's README section).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print what the target would apply (Kubernetes YAML, IoT Edge JSON) and stop: "
+            "nothing is built, applied or recorded.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Serve a registered model version behind a stable endpoint (updates NAME if it exists)."""
+    settings: dict[str, Any] = {
+        "port": port,
+        "capture_uri": absolute_path(capture_dir, "--capture-dir"),
+        "sample_rate": sample_rate,
+        "api_key_file": absolute_path(api_key_file, "--api-key-file", must_exist=True),
+        "workers": workers,
+        "options": parse_options(option or []),
+    }
+    if dry_run:
+        from mlops_pipeline.targets import operations
+
+        rendered = operations.dry_run_deployment(model_uri, name, target, **settings)
+        emit(rendered.model_dump(mode="json"), as_json, lambda r: typer.echo(r["manifest"]))
+        return
     from mlops_pipeline.flows.deploy import deploy
 
     result = run_flow(
-        deploy,
-        model_uri=model_uri,
-        name=name,
-        target=target,
-        port=port,
-        capture_uri=absolute_path(capture_dir, "--capture-dir"),
-        sample_rate=sample_rate,
-        api_key_file=absolute_path(api_key_file, "--api-key-file", must_exist=True),
-        workers=workers,
-        base_image=base_image,
+        deploy, model_uri=model_uri, name=name, target=target, base_image=base_image, **settings
     )
     emit(result, as_json, render_deployment)
+
+
+def parse_options(values: list[str]) -> dict[str, str]:
+    """`--option KEY=VALUE` pairs as a dict; a pair without `=` or a key is exit 2."""
+    from mlops_pipeline.errors import InvalidInputError
+
+    options: dict[str, str] = {}
+    for value in values:
+        key, equals, setting = value.partition("=")
+        if not equals or not key.strip():
+            raise InvalidInputError(
+                f"--option '{value}' is not KEY=VALUE.",
+                hint="Pass one setting per --option, e.g. --option replicas=3.",
+                field="option",
+            )
+        options[key.strip()] = setting
+    return options
 
 
 @command(app, "update")

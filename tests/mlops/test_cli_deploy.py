@@ -10,7 +10,10 @@ import pytest
 from mlops_pipeline import ledger
 from mlops_pipeline.cli import app
 from mlops_pipeline.deployment import Deployment
+from mlops_pipeline.targets import known_schemes
 from typer.testing import CliRunner
+
+from tests.targets.plugin_support import install_plugin
 
 runner = CliRunner()
 
@@ -48,7 +51,7 @@ def test_every_deploy_command_has_help_and_json(command: list[str]) -> None:
         (
             ["deploy", "models:/iris/1", "--name", "iris-prod", "--target", "nowhere:"],
             2,
-            "Known targets: batch:, docker:, local:",
+            "Known targets: " + ", ".join(f"{s}:" for s in known_schemes()),
         ),
         (
             # the target is checked first, even when the model is unknown too
@@ -60,6 +63,16 @@ def test_every_deploy_command_has_help_and_json(command: list[str]) -> None:
             ["deploy", "models:/iris/1", "--name", "iris-prod", "--api-key-file", "/nope/keys"],
             2,
             "--api-key-file '/nope/keys' is not a file",
+        ),
+        (
+            ["deploy", "models:/iris/1", "--name", "iris-prod", "--option", "replicas"],
+            2,
+            "--option 'replicas' is not KEY=VALUE",
+        ),
+        (
+            ["deploy", "models:/iris/1", "--name", "iris-prod", "--dry-run"],
+            2,
+            "The local: target has no --dry-run",
         ),
         (["update", "iris-prod", "--model", "models:/iris/1"], 3, "No deployment named"),
         (["rollback", "iris-prod"], 3, "No deployment named"),
@@ -183,3 +196,72 @@ def test_a_table_wider_than_the_terminal_keeps_names_whole(
     assert "…" not in listed.output
     (row,) = [line for line in listed.output.splitlines() if line.startswith("iris-prod ")]
     assert long_model in row and "ready" in row
+
+
+MANIFEST_PLUGIN = r"""
+from mlops_pipeline.targets.base import Target
+
+
+class ManifestTarget(Target):
+    scheme = "manifest"
+    needs_image = True
+
+    def create(self, name, model, config, *, image=None):
+        raise AssertionError("a dry run never creates")
+
+    update = create
+
+    def delete(self, name):
+        raise AssertionError("a dry run never deletes")
+
+    def list(self):
+        return []
+
+    def get(self, name):
+        raise KeyError(name)
+
+    def logs(self, name, tail=100):
+        return ""
+
+    def render(self, name, model, config, *, image=None):
+        options = ",".join(f"{k}={v}" for k, v in sorted(config.options.items()))
+        return f"kind: Manifest\nname: {name}\nmodel: {model.uri}\nimage: {image}\n" + (
+            f"options: {options}\nworkers: {config.workers}\n"
+        )
+"""
+
+
+@pytest.fixture
+def manifest_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A third-party target that renders a manifest, as Kubernetes and IoT Edge do."""
+    yield from install_plugin(
+        tmp_path,
+        monkeypatch,
+        "manifest_plugin",
+        MANIFEST_PLUGIN,
+        {"manifest": "manifest_plugin:ManifestTarget"},
+    )
+
+
+def test_dry_run_prints_the_manifest_and_changes_nothing(
+    registered_model: dict, manifest_plugin: None
+) -> None:
+    from mlops_pipeline.inuse import deployments_from_tags
+    from mlops_pipeline.registry import get_model_version
+
+    args = ["deploy", "models:/iris@champion", "--name", "iris-edge", "--target", "manifest:/x"]
+    args += ["--option", "replicas=3", "--option", "cpu=500m=burst", "--workers", "2"]
+    result = invoke(*args, "--dry-run")
+    assert result.exit_code == 0, result.output
+    # exactly the rendered text on stdout, ready for `kubectl apply -f -` and the like
+    assert result.stdout == (
+        "kind: Manifest\nname: iris-edge\nmodel: models:/iris/1\nimage: mlops/iris:1\n"
+        "options: cpu=500m=burst,replicas=3\nworkers: 2\n\n"
+    )
+    as_json = json.loads(invoke(*args, "--dry-run", "--json").stdout)
+    assert as_json["image"] == "mlops/iris:1" and as_json["target_uri"] == "manifest:/x"
+    assert as_json["manifest"].startswith("kind: Manifest\nname: iris-edge\n")
+    # nothing recorded, nothing tagged in use, no image built
+    assert ledger.list_deployments() == []
+    assert ledger.find_deployment("iris-edge") is None
+    assert deployments_from_tags(get_model_version("iris", version="1").tags) == {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,8 @@ from mlops_pipeline.targets import (
 from mlops_pipeline.targets.base import serving_env
 from mlops_pipeline.targets.local import LocalTarget
 from pydantic import ValidationError
+
+from tests.targets.plugin_support import install_plugin
 
 PLUGIN_MODULE = """
 from mlops_pipeline.targets.base import Target
@@ -54,21 +56,19 @@ class NotATarget:
 
 
 @pytest.fixture
-def third_party_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def third_party_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """An installed distribution (dist-info on sys.path) that registers three targets."""
-    (tmp_path / "edge_plugin.py").write_text(PLUGIN_MODULE)
-    dist = tmp_path / "edge_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: edge-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[mlops.targets]\n"
-        "edge = edge_plugin:EdgeTarget\n"
-        "weird = edge_plugin:NotATarget\n"
-        "broken = edge_plugin_missing:Target\n"
+    yield from install_plugin(
+        tmp_path,
+        monkeypatch,
+        "edge_plugin",
+        PLUGIN_MODULE,
+        {
+            "edge": "edge_plugin:EdgeTarget",
+            "weird": "edge_plugin:NotATarget",
+            "broken": "edge_plugin_missing:Target",
+        },
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield
-    sys.modules.pop("edge_plugin", None)
 
 
 def test_builtin_targets_are_found_by_scheme(mlops_home: Path) -> None:
