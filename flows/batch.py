@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from mlops_pipeline.batch import DEFAULT_CHUNK_ROWS
+from mlops_pipeline.batch.landing import FAILED
 from mlops_pipeline.errors import ValidationFailedError
-from mlops_pipeline.tasks.batch import FAILED, score_files, score_landing
+from mlops_pipeline.tasks.batch import score_files, score_landing
 from prefect import flow
 
 
@@ -26,7 +27,7 @@ def score_batch(
     a `_SUCCESS` manifest; files scored before for this model version are skipped.
 
     With DEPLOYMENT (a `batch:` deployment's scheduled runs) only the files that deployment has
-    not scored yet are scored, file by file (`tasks.batch.score_landing_files`): a bad file is
+    not scored yet (or changed since) are scored, file by file (`batch.landing`): a bad file is
     recorded and skipped until it changes, the others are scored and `_SUCCESS` is written.
     The run then fails (ValidationFailedError naming the first bad file) while any landing file
     is failed, so the Prefect run state and `mlops status` show it; otherwise it completes."""

@@ -118,6 +118,9 @@ batch_files_table = sa.Table(
     sa.Column("rows_scored", sa.BigInteger),
     sa.Column("rows_rejected", sa.BigInteger),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # the file's content key when it was scored (`InputFile.identity`); a changed file is new
+    # input. Added later: NULL in rows older ledgers hold, which keep the by-path rule.
+    sa.Column("identity", sa.String(500)),
 )
 
 
@@ -167,7 +170,28 @@ def _engine(uri: str) -> sa.Engine:
             # another process (a second monitor) created it between our check and our CREATE
             if not sa.inspect(engine).has_table(table.name):
                 raise
+        _add_new_columns(engine, table)
     return engine
+
+
+def _add_new_columns(engine: sa.Engine, table: sa.Table) -> None:
+    """Add the nullable columns a newer release gave TABLE to a ledger an older one created.
+
+    Columns are only ever added, and only nullable ones, so this is the whole migration story;
+    a second process adding the same column at once fails harmlessly and finds it there.
+    """
+    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    for column in table.columns:
+        if column.name in have or not column.nullable:
+            continue
+        kind = column.type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        except sa.exc.DBAPIError:
+            fresh = sa.inspect(engine)  # a new inspector: the first one caches column lists
+            if column.name not in {c["name"] for c in fresh.get_columns(table.name)}:
+                raise
 
 
 def engine() -> sa.Engine:

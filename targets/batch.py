@@ -164,10 +164,12 @@ class BatchTarget(Target):
         self.options = options
         self.landing = landing
         if landing or query:  # `batch:` alone names the target for list and get
-            for key, value in (("landing folder", landing), ("output", options.get("output"))):
+            output = options.get("output")
+            needed = (("a landing folder", landing), ("an output folder (?output=)", output))
+            for what, value in needed:
                 if not value:
                     raise InvalidInputError(
-                        f"The batch target needs a {key}: got '{target_uri}'.",
+                        f"The batch target needs {what}: got '{target_uri}'.",
                         hint="Use --target 'batch:/landing?output=/scored&cron=0 * * * *'.",
                         field="target",
                         value=target_uri,

@@ -7,6 +7,7 @@
   progress listener the CLI draws from.
 * `scoring`: `score_batch`, the run itself.
 * `watermark`: the per-file watermark of `batch:` deployments in the ledger database.
+* `landing`: one scheduled run of a `batch:` deployment over its landing folder.
 * `results`: the typed results (`FileResult`, `BatchResult`).
 """
 

@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 
 from mlops_pipeline.batch.files import BatchRun, FileScorer, progress_listener
 from mlops_pipeline.batch.output import OutputFolder
 from mlops_pipeline.batch.results import BatchResult, FileResult, Format
-from mlops_pipeline.batch.sources import list_input_files
-from mlops_pipeline.errors import BackendError, InvalidInputError, NotFoundError
+from mlops_pipeline.batch.sources import InputFile, list_input_files
+from mlops_pipeline.errors import BackendError, InvalidInputError
 from mlops_pipeline.serving.model import Runtime
 from mlops_pipeline.serving.signature import signature_columns
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "load_runtime", "progress_listener", "score_batch"]
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "check_options",
+    "load_runtime",
+    "progress_listener",
+    "score_batch",
+    "score_file",
+]
 
 DEFAULT_CHUNK_ROWS = 100_000
 
@@ -78,6 +84,72 @@ def _skipped(
     )
 
 
+def check_options(chunk_rows: int, error_threshold: int) -> None:
+    """Raise InvalidInputError (exit 2) for a chunk size below 1 or a negative threshold."""
+    if chunk_rows < 1:
+        raise InvalidInputError(
+            f"--chunk-rows must be at least 1, got {chunk_rows}.", field="chunk_rows"
+        )
+    if error_threshold < 0:
+        raise InvalidInputError(
+            f"--error-threshold must be 0 or more, got {error_threshold}.",
+            field="error_threshold",
+        )
+
+
+def score_file(run: BatchRun, file: InputFile, *, identity: str | None = None) -> FileResult:
+    """Score FILE into RUN's output folder, or skip it when its part for this model version
+    and this content exists (an earlier run scored it); RUN's totals are updated either way.
+
+    Parts of the same file and version made from an earlier content are removed once the new
+    part is in place, so no input row is in the folder twice.
+
+    Args:
+        run: the run's model, output folder, options and totals.
+        file: one input file.
+        identity: FILE's `identity()` when the caller already has it.
+
+    Returns:
+        The file's result (`skipped` when an earlier part was kept), with `model_version` and
+        `identity` set for a scored file.
+
+    Raises:
+        InvalidInputError: the file cannot be read, or lacks a column or has one of the wrong
+            type (its own partial output is removed; RUN's totals keep no row of it).
+        ValidationFailedError: more rejected rows than the run's threshold, or the model failed.
+        BackendError: the output cannot be written.
+    """
+    out, version = run.out, run.runtime.version
+    identity = file.identity() if identity is None else identity
+    name = out.part_name(file.uri, file.stem, version, identity)
+    stale = out.stale_parts(name)
+    existing = out.existing_part(name)
+    if existing is not None:
+        out.replaced(name, stale)  # a crash may have left the old part beside it
+        record = out.read_record(name)
+        if record is None:  # interrupted before its record
+            record = out.rebuild_record(name, file.uri, version, identity)
+        skipped = _skipped(file.uri, existing, record)
+        run.result.files.append(skipped)
+        run.result.files_skipped += 1
+        return skipped
+    scorer = FileScorer(run, file, name)
+    try:
+        scored = scorer.score()
+    except InvalidInputError:
+        # the rows read before the problem showed are not the run's: its part was removed
+        run.result.rows_read -= scorer.result.rows_read or 0
+        run.result.rows_scored -= scorer.result.rows_scored or 0
+        run.result.rows_rejected -= scorer.result.rows_rejected or 0
+        raise
+    scored.model_version, scored.identity = version, identity
+    out.record(name, scored)
+    out.replaced(name, stale)
+    run.result.files.append(scored)
+    run.result.files_scored += 1
+    return scored
+
+
 def score_batch(
     model_uri: str,
     input: str,
@@ -88,12 +160,12 @@ def score_batch(
     id_columns: list[str] | None = None,
     error_threshold: int = 0,
     capture_uri: str | None = None,
-    already_scored: Callable[[str], bool] | None = None,
-    on_file_scored: Callable[[FileResult, str], None] | None = None,
-    missing_ok: bool = False,
-    keep_going: bool = False,
 ) -> BatchResult:
     """Score every CSV/Parquet file of INPUT with MODEL_URI into the folder OUTPUT.
+
+    A file whose part for this model version and content exists is skipped, so a run that
+    stopped resumes where it was; a file whose content changed is scored again and its old
+    part removed.
 
     Args:
         model_uri: `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `models:/NAME/latest`; the
@@ -105,15 +177,6 @@ def score_batch(
         id_columns: input columns to keep in the output (default: all input columns).
         error_threshold: most rejected rows the run tolerates; one more fails it.
         capture_uri: also write inputs and predictions in the capture layout there.
-        already_scored: returns True for an input file URI to skip (a deployment's watermark),
-            beside the files whose part for this model version and content exists; a file
-            whose part here is of an earlier content is scored again whatever it says.
-        on_file_scored: called with each scored file's result and the model version, after its
-            part is in place (a deployment records its watermark there).
-        missing_ok: an input that holds no files yet (an empty landing folder) scores nothing
-            instead of raising NotFoundError.
-        keep_going: a file with a whole-file problem (InvalidInputError) does not stop the
-            others; the run still fails at the end, naming it, and writes no `_SUCCESS`.
 
     Returns:
         The run's `BatchResult`, also written as the `_SUCCESS` manifest.
@@ -126,21 +189,8 @@ def score_batch(
             on a chunk (exit 8).
         BackendError: the model cannot be loaded or the output cannot be written (exit 5).
     """
-    if chunk_rows < 1:
-        raise InvalidInputError(
-            f"--chunk-rows must be at least 1, got {chunk_rows}.", field="chunk_rows"
-        )
-    if error_threshold < 0:
-        raise InvalidInputError(
-            f"--error-threshold must be 0 or more, got {error_threshold}.",
-            field="error_threshold",
-        )
-    try:
-        files = list_input_files(input)
-    except NotFoundError:
-        if not missing_ok:
-            raise
-        files = []
+    check_options(chunk_rows, error_threshold)
+    files = list_input_files(input)
     out = OutputFolder(output, format)
     runtime = load_runtime(model_uri, chunk_rows)
     result = BatchResult(
@@ -164,53 +214,8 @@ def score_batch(
     out.start()
     logger.info("Scoring %d file(s) of %s with %s", len(files), input, runtime.model_uri)
     for file in files:
-        identity = file.identity()
-        name = out.part_name(file.uri, file.stem, runtime.version, identity)
-        stale = out.stale_parts(name)
-        existing = out.existing_part(name)
-        # the watermark vouches for the URI only: a stale part says the content changed since
-        if existing is not None or (
-            not stale and already_scored is not None and already_scored(file.uri)
-        ):
-            if existing is not None:  # a crash may have left the old part beside it
-                out.replaced(name, stale)
-            record = out.read_record(name)
-            if record is None and existing is not None:  # interrupted before its record
-                record = out.rebuild_record(name, file.uri, runtime.version, identity)
-            result.files.append(_skipped(file.uri, existing, record))
-            result.files_skipped += 1
-            continue
-        scorer = FileScorer(run, file, name)
-        try:
-            scored = scorer.score()
-        except InvalidInputError as exc:
-            if not keep_going:
-                raise
-            # a bad file of a landing folder must not hold up the others; its rows read
-            # before the problem showed are not counted, its part was removed
-            result.rows_read -= scorer.result.rows_read or 0
-            result.rows_scored -= scorer.result.rows_scored or 0
-            result.rows_rejected -= scorer.result.rows_rejected or 0
-            result.files.append(FileResult(input=file.uri, error=str(exc)))
-            result.files_failed += 1
-            logger.warning("Skipping %s: %s", file.uri, exc)
-            continue
-        scored.model_version, scored.identity = runtime.version, identity
-        out.record(name, scored)
-        out.replaced(name, stale)
-        result.files.append(scored)
-        result.files_scored += 1
-        if on_file_scored is not None:
-            on_file_scored(scored, runtime.version)
+        score_file(run, file)
     result.finished_at = dt.datetime.now(dt.UTC)
-    failed = [f for f in result.files if f.error]
-    if failed:  # no _SUCCESS: the output is not complete
-        raise InvalidInputError(
-            f"{len(failed)} of {len(files)} input files could not be scored (the others were): "
-            f"{failed[0].error}",
-            hint="Fix or remove them; the next run scores them and writes _SUCCESS.",
-            files=[f.input for f in failed],
-        )
     out.finish(result)
     logger.info(
         "Scored %d rows (%d rejected) of %d file(s) into %s",

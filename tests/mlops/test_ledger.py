@@ -150,3 +150,38 @@ def test_ledger_works_on_postgresql(
         finally:
             ledger.engine().dispose()
             ledger._engine.cache_clear()
+
+
+def test_a_ledger_an_older_release_created_gains_the_new_columns(
+    mlops_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch watermark from before content keys (no `identity` column) keeps its rows and
+    gets the column on first use; the rows read as recorded by path only (identity None)."""
+    import sqlalchemy as sa
+    from mlops_pipeline.batch import watermark
+
+    uri = f"sqlite:///{tmp_path / 'old-ledger.db'}"
+    old = sa.create_engine(uri)
+    with old.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE batch_scored_files (deployment VARCHAR(200) NOT NULL, "
+                "input VARCHAR(1000) NOT NULL, model_version VARCHAR(50) NOT NULL, "
+                "output VARCHAR(1000), rows_scored BIGINT, rows_rejected BIGINT, "
+                "scored_at DATETIME NOT NULL, PRIMARY KEY (deployment, input))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO batch_scored_files VALUES "
+                "('nightly', '/landing/a.csv', '1', '/out/part-a', 5, 0, '2026-11-01 00:00:00')"
+            )
+        )
+    old.dispose()
+    monkeypatch.setenv("MLOPS_LEDGER_URI", uri)
+    get_settings.cache_clear()
+    (entry,) = watermark.scored_files("nightly").values()
+    assert (entry.input, entry.model_version, entry.identity) == ("/landing/a.csv", "1", None)
+    columns = {c["name"] for c in sa.inspect(ledger.engine()).get_columns("batch_scored_files")}
+    assert "identity" in columns
+    get_settings.cache_clear()

@@ -29,7 +29,7 @@ URI = "batch:{landing}?output={output}&cron=0 * * * *"
 @pytest.mark.parametrize(
     ("uri", "problem"),
     [
-        ("batch:/landing?cron=0 * * * *", "needs a output"),
+        ("batch:/landing?cron=0 * * * *", "needs an output folder"),
         ("batch:/landing?output=/scored", "needs a schedule"),
         ("batch:?output=/scored&cron=0 * * * *", "needs a landing folder"),
         ("batch:/landing?output=/o&cron=0 * * * *&colour=red", "has no option 'colour'"),
@@ -200,7 +200,7 @@ def test_deploy_records_guards_runs_and_undeploys(
         operations.delete_deployment("iris-batch")
     assert prefect_deployment(api, "iris-batch") is None
     assert inuse.deployments_using(connect(), "iris", "1") == {}
-    assert watermark.scored_files("iris-batch") == set()
+    assert watermark.scored_files("iris-batch") == {}
 
 
 def test_the_worker_env_never_carries_a_password(mlops_home, monkeypatch) -> None:
