@@ -15,8 +15,10 @@ Target URIs:
   deployment on the hub, which `create` checks.
 
 Status comes from the twins: `$edgeAgent` reports each module's `runtimeStatus` and image. The
-hub does not relay HTTP to devices, so `create` returns once the hub accepted the manifest
-(status `creating` until edgeAgent reports), `predict` is refused and `health` reads the twins.
+hub does not relay HTTP to devices, so `create` and `update` return once the hub accepted the
+manifest (status `creating` until edgeAgent reports) unless the option `wait_seconds` asks them to
+wait for edgeAgent to report the module running; if it does not, `create` removes the module and
+`update` re-applies the previous deployment. `predict` is refused and `health` reads the twins.
 An update on a device restarts the module (edgeAgent pulls the new image, then replaces the
 container): unlike the docker: target it is not zero-downtime on that device.
 
@@ -24,8 +26,8 @@ Settings (`DeployConfig.options`, see iotedge_manifest.OPTION_DEFAULTS): `host_i
 address the port binds, default 127.0.0.1), `registry` and `registry_username` (the image is
 `<registry>/<image>`; the password is MLOPS_IOTEDGE_REGISTRY_PASSWORD), `capture_dir` (the
 device folder for captures), `restart_policy`, `status`, `ttl_seconds` (edgeHub store and
-forward), `edge_version` (of the system modules). The hub connection string is
-MLOPS_IOTEDGE_CONNECTION_STRING (targets/iotedge_hub.py).
+forward), `edge_version` (of the system modules), `wait_seconds` (0: do not wait for the
+devices). The hub connection string is MLOPS_IOTEDGE_CONNECTION_STRING (targets/iotedge_hub.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -42,6 +45,7 @@ from urllib.parse import parse_qsl
 from mlops_pipeline.errors import (
     BackendError,
     ConflictError,
+    DeploymentError,
     InvalidInputError,
     NotFoundError,
 )
@@ -71,6 +75,9 @@ HUB_NAME = re.compile(r"^[a-zA-Z0-9-]{3,50}$")
 DEVICE_ID = re.compile(r"^[a-zA-Z0-9\-.+%_#*!(),:=@$']{1,128}$")
 AGENT, EDGE_HUB = "$edgeAgent", "$edgeHub"
 LABEL_DEPLOYMENT, LABEL_MODEL, LABEL_VERSION = "mlopsDeployment", "mlopsModel", "mlopsVersion"
+# the hub caps `top` at its own limit (100 configurations on standard tiers): ask for all
+MAX_CONFIGURATIONS = 1000
+POLL_SECONDS = 1.0
 AGENT_QUERY = "SELECT * FROM devices.modules WHERE moduleId = '$edgeAgent'"
 # how each edgeAgent runtimeStatus reads as ours; worst first, for a fleet's summary
 RUNTIME_STATUS = {
@@ -213,10 +220,12 @@ class IoTEdgeTarget(Target):
     ) -> Deployment:
         """Apply the module to the device, or create the fleet's configuration.
 
-        Returns once the hub accepted it (status `creating` until edgeAgent reports).
+        Returns once the hub accepted it (status `creating` until edgeAgent reports), or with
+        the option `wait_seconds`, once edgeAgent reports the module running.
 
         Raises:
             ConflictError: NAME already runs on this device or as a configuration.
+            DeploymentError: with `wait_seconds`, the module did not run in time (removed).
             NotFoundError: the device is not an IoT Edge device of the hub.
             InvalidInputError: a bad option, no image, no connection string; a layered
                 deployment whose priority is not above every base deployment's.
@@ -236,15 +245,23 @@ class IoTEdgeTarget(Target):
             if self.edge.layered:
                 self._check_layered_priority()
             self._create_configuration(name, model, manifest)
-        return self.get(name)
+        try:
+            return self._wait(name, spec.wait_seconds)
+        except BaseException:
+            self.delete(name)  # nothing half-deployed
+            raise
 
     def update(
         self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
     ) -> Deployment:
         """Apply the new version's manifest (device), or replace the configuration (fleet).
 
+        With `wait_seconds`, a module that does not run in time is rolled back: the device's
+        previous deployment is applied again, or the new configuration deleted.
+
         Raises:
             NotFoundError: NAME is not deployed here.
+            DeploymentError: with `wait_seconds`, the new version did not run in time.
             The errors of `create`.
         """
         spec = module_spec(name, model, config, self._require_image(image))
@@ -253,16 +270,33 @@ class IoTEdgeTarget(Target):
             agent, edge_hub = self._device_deployment()
             if name not in (agent.get("modules") or {}):
                 raise self._missing(name)
+            previous = {
+                AGENT: {"properties.desired": agent},
+                EDGE_HUB: {"properties.desired": edge_hub},
+            }
+            module_twin = self._module_desired(name)
+            if module_twin is not None:
+                previous[name] = {"properties.desired": module_twin}
             self._apply(name, base_manifest(spec, others_on_device(agent, edge_hub, name)))
-            return self.get(name)
-        previous = self._configurations(name)
-        if not previous:
+            try:
+                return self._wait(name, spec.wait_seconds)
+            except BaseException:
+                logger.warning("Re-applying the previous deployment of device %s", self.edge.device)
+                self._apply(name, {"modulesContent": previous})
+                raise
+        existing = self._configurations(name)
+        if not existing:
             raise self._missing(name)
         manifest = layered_manifest(spec) if self.edge.layered else base_manifest(spec)
         new_id = configuration_id(name, model, manifest)
-        if new_id not in {c.id for c in previous}:
+        if new_id not in {c.id for c in existing}:
             self._create_configuration(name, model, manifest)
-        for old in previous:
+            try:
+                self._wait(name, spec.wait_seconds)
+            except BaseException:
+                self._delete_configuration(new_id)  # the old configuration still applies
+                raise
+        for old in existing:
             if old.id != new_id:
                 self._delete_configuration(old.id)
         return self.get(name)
@@ -399,6 +433,40 @@ class IoTEdgeTarget(Target):
 
     # --- the hub ----------------------------------------------------------------------------
 
+    def _wait(self, name: str, seconds: int) -> Deployment:
+        """NAME once edgeAgent reports it running its desired image (every reporting device of
+        a fleet); at once when SECONDS is 0.
+
+        Raises:
+            DeploymentError: a device reports it failed, or it is not ready within SECONDS.
+        """
+        deployment = self.get(name)
+        deadline = time.monotonic() + seconds
+        while seconds and deployment.status != DeploymentStatus.READY:
+            if deployment.status == DeploymentStatus.FAILED or time.monotonic() >= deadline:
+                raise DeploymentError(
+                    f"Module '{name}' on {self.target_uri} is {deployment.status} after "
+                    f"{seconds} s of wait_seconds, not running.",
+                    hint="The previous state was restored; on the device, `iotedge logs "
+                    f"{name}` says why.",
+                )
+            time.sleep(POLL_SECONDS)
+            deployment = self.get(name)
+        return deployment
+
+    def _module_desired(self, name: str) -> dict[str, Any] | None:
+        """Module NAME's twin desired properties on the device; None before edgeAgent made it."""
+        try:
+            twin = self.hub.call(
+                f"read the twin of module '{name}' on device '{self.edge.device}'",
+                self.hub.registry.get_module_twin,
+                self.edge.device,
+                name,
+            )
+        except NotFoundError:
+            return None
+        return _desired(twin)
+
     def _agent_twin(self) -> Any | None:
         """The device's `$edgeAgent` module twin; None when the hub has no such device/module."""
         try:
@@ -455,7 +523,7 @@ class IoTEdgeTarget(Target):
     def _mlops_configurations(self) -> list[Any]:
         """The hub's configurations of this fleet target made by mlops (by their labels)."""
         found = self.hub.call(
-            "list configurations", self.hub.configurations.get_configurations, None
+            "list configurations", self.hub.configurations.get_configurations, MAX_CONFIGURATIONS
         )
         return [
             c
@@ -504,7 +572,7 @@ class IoTEdgeTarget(Target):
     def _check_layered_priority(self) -> None:
         """A layered deployment only adds to devices whose base deployment it outranks."""
         found = self.hub.call(
-            "list configurations", self.hub.configurations.get_configurations, None
+            "list configurations", self.hub.configurations.get_configurations, MAX_CONFIGURATIONS
         )
         bases = [
             c

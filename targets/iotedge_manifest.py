@@ -53,6 +53,7 @@ OPTION_DEFAULTS: dict[str, str] = {
     "capture_dir": "/var/lib/mlops/capture/{name}",
     "registry": "",
     "registry_username": "",
+    "wait_seconds": "0",
 }
 RESTART_POLICIES = ("never", "on-failure", "on-unhealthy", "always")
 STATUSES = ("running", "stopped")
@@ -78,6 +79,7 @@ class ModuleSpec:
     edge_version: str
     registry: str | None
     registry_username: str | None
+    wait_seconds: int = 0
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -127,6 +129,7 @@ def module_spec(name: str, model: ModelRef, config: DeployConfig, image: str) ->
                 value=value,
             )
     ttl = _int_option(config, "ttl_seconds", 0, 4294967295)
+    wait_seconds = _int_option(config, "wait_seconds", 0, 86400)
     registry = option(config, "registry").strip("/") or None
     if registry:
         image = f"{registry}/{image}"
@@ -152,6 +155,7 @@ def module_spec(name: str, model: ModelRef, config: DeployConfig, image: str) ->
         edge_version=option(config, "edge_version"),
         registry=registry,
         registry_username=option(config, "registry_username") or None,
+        wait_seconds=wait_seconds,
         env=env,
     )
 

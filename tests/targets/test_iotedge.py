@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from mlops_pipeline import ledger
 from mlops_pipeline.errors import (
     AuthError,
     ConflictError,
+    DeploymentError,
     InvalidInputError,
     NotFoundError,
 )
@@ -26,7 +28,7 @@ from mlops_pipeline.targets.base import (
 )
 from mlops_pipeline.targets.iotedge import IoTEdgeTarget, parse_location
 from mlops_pipeline.targets.iotedge_hub import INSTALL_HINT
-from mlops_pipeline.targets.operations import create_deployment, delete_deployment
+from mlops_pipeline.targets.operations import create_deployment, delete_deployment, get_status
 
 from tests.fakes.iothub import IoTHubStandIn, iothub_standin
 from tests.targets.iotedge_support import (
@@ -423,6 +425,9 @@ def test_deploy_and_undeploy_through_operations_records_the_canonical_uri(
     )
     assert deployment.target_uri == "iotedge:/localhost/edge-01"
     assert ledger.find_deployment("iris-edge").model_version == "1"
+    standin.report("edge-01", "$edgeAgent", {"modules": {"iris-edge": running(IMAGE1)}})
+    report = get_status("iris-edge")
+    assert (report.status, report.health.ready) == (DeploymentStatus.READY, True)
     delete_deployment("iris-edge")
     assert ledger.find_deployment("iris-edge") is None
     modules = applied_content(standin, "edge-01")["$edgeAgent"]["properties.desired"]["modules"]
@@ -446,3 +451,47 @@ def test_cli_dry_run_prints_the_set_modules_content(registered_model, monkeypatc
     binding = create_options(module)["HostConfig"]["PortBindings"]["8080/tcp"]
     assert binding == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
     assert ledger.find_deployment("iris-edge") is None
+
+
+def test_wait_seconds_waits_for_edge_agent_and_rolls_back_a_failed_update(standin):
+    standin.add_device("edge-01")
+    target = get_target("iotedge:/localhost/edge-01")
+    config = DeployConfig(options={"wait_seconds": "20"})
+    reporter = threading.Timer(
+        1.0,
+        standin.report,
+        ("edge-01", "$edgeAgent", {"modules": {"iris-edge": running(IMAGE1)}}),
+    )
+    reporter.start()
+
+    created = target.create("iris-edge", V1, config, image=IMAGE1)
+
+    assert created.status == DeploymentStatus.READY
+    failed = {"runtimeStatus": "failed", "settings": {"image": IMAGE2}}
+    reporter = threading.Timer(
+        1.0, standin.report, ("edge-01", "$edgeAgent", {"modules": {"iris-edge": failed}})
+    )
+    reporter.start()
+
+    with pytest.raises(
+        DeploymentError, match="'iris-edge' on iotedge:/localhost/edge-01 is failed"
+    ):
+        target.update("iris-edge", V2, config, image=IMAGE2)
+
+    images = [
+        body["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["iris-edge"][
+            "settings"
+        ]["image"]
+        for _, body in standin.applied
+    ]
+    assert images == [IMAGE1, IMAGE2, IMAGE1]  # the previous deployment, applied again
+    assert standin.desired("edge-01", "iris-edge")["model"]["version"] == "1"
+    assert target.get("iris-edge").model_version == "1"
+
+
+def test_wait_seconds_removes_a_fleet_module_that_never_runs(standin):
+    standin.add_device("edge-01")
+    target = get_target(FLEET)
+    with pytest.raises(DeploymentError, match="is creating after 2 s"):
+        target.create("iris-fleet", V1, DeployConfig(options={"wait_seconds": "2"}), image=IMAGE1)
+    assert standin.configurations == {}

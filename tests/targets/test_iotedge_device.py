@@ -1,11 +1,11 @@
-"""The device side of the iotedge: target, without an edge runtime: the module's container runs
-on the local Docker engine with the manifest's createOptions, from the image `build-image` made,
-and scores. The module reads its settings from the env in createOptions (the same values as its
-twin's desired properties), because no edgeAgent passes it a twin here."""
+"""The device side of the iotedge: target, without an edge runtime: the manifest the SDK applied
+at the stand-in hub is run as edgeAgent would run its module: on the local Docker engine, with the
+manifest's createOptions, from the image `build-image` made; it scores and captures. The module
+reads its settings from the env in createOptions (the same values as its twin's desired
+properties), because no edgeAgent passes it a twin here."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -25,7 +25,8 @@ from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import DeployConfig, ModelRef, get_target
 
 from tests.docker_support import BASE_IMAGE, IRIS_PAYLOAD
-from tests.targets.iotedge_support import create_options
+from tests.fakes.iothub import IoTHubStandIn
+from tests.targets.iotedge_support import applied_content, create_options, serve_standin
 
 V1 = ModelRef("iris", "1")
 
@@ -54,6 +55,11 @@ def iris_image(
     docker_engine.images.remove(tag, force=True, noprune=True)
 
 
+@pytest.fixture
+def standin(tmp_path_factory, monkeypatch) -> Iterator[IoTHubStandIn]:
+    yield from serve_standin(tmp_path_factory, monkeypatch)
+
+
 def run_args(options: dict[str, Any]) -> dict[str, Any]:
     """Docker SDK `containers.run` arguments for Docker create options, as edgeAgent passes
     them to the engine: env, exposed port bindings, binds, labels."""
@@ -75,8 +81,8 @@ def run_args(options: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.docker
-def test_module_container_from_the_manifest_scores_and_captures(
-    docker_engine, iris_image, tmp_path: Path
+def test_module_container_from_the_applied_manifest_scores_and_captures(
+    docker_engine, iris_image, standin: IoTHubStandIn, tmp_path: Path
 ):
     capture = tmp_path / "device-capture"
     capture.mkdir()
@@ -88,8 +94,10 @@ def test_module_container_from_the_manifest_scores_and_captures(
     config = DeployConfig(
         port=port, capture_uri="/var/captures", options={"capture_dir": str(capture)}
     )
-    target = get_target("iotedge:/my-hub/edge-01")
-    content = json.loads(target.render("iris-edge", V1, config, image=iris_image))["modulesContent"]
+    standin.add_device("edge-01")
+    get_target("iotedge:/localhost/edge-01").create("iris-edge", V1, config, image=iris_image)
+    # what the hub received through the SDK is what edgeAgent would run
+    content = applied_content(standin, "edge-01")
     module = content["$edgeAgent"]["properties.desired"]["modules"]["iris-edge"]
     desired = content["iris-edge"]["properties.desired"]
     options = create_options(module)
