@@ -75,7 +75,8 @@ an invalid body is a 400 whose one-line message names the field and the value):
                           than those. "dropped" counts shadow copies dropped on a full queue.
 
 This module ships in model images: it imports only the standard library, pydantic-settings,
-httpx and uvicorn.
+aiohttp and uvicorn. aiohttp's client forwards: it costs a fraction of httpx's CPU per request
+(BENCHMARKS.md, "Proxy"), and the proxy's added latency is mostly that CPU.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
+import aiohttp
 import uvicorn
 from pydantic import ValidationError
 
@@ -317,8 +318,8 @@ class Proxy:
         self.shadow_timeout = shadow_timeout
         self.stats_samples = stats_samples
         self.in_flight: collections.Counter[str] = collections.Counter()
-        self.client: httpx.AsyncClient | None = None
-        self.shadow_client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
+        self.shadow_client: aiohttp.ClientSession | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._stats: dict[tuple[str, str | None], RouteStats] = {}
         self._stats_upstream: dict[tuple[str, str | None], str] = {}
@@ -361,17 +362,11 @@ class Proxy:
             if message["type"] == "lifespan.startup":
                 # Keep-alive expiry below uvicorn's 5 s server timeout, so the pool never
                 # reuses a connection the upstream is about to close.
-                self.client = httpx.AsyncClient(
-                    timeout=httpx.Timeout(self.timeout, connect=5.0),
-                    limits=httpx.Limits(max_connections=None, keepalive_expiry=4.0),
-                )
+                self.client = _session(self.timeout, 5.0, limit=0)
                 # Shadow copies have their own pool, never larger than the copies allowed in
                 # flight, so a slow shadow cannot hold connections the live traffic needs.
-                self.shadow_client = httpx.AsyncClient(
-                    timeout=httpx.Timeout(self.shadow_timeout, connect=2.0),
-                    limits=httpx.Limits(
-                        max_connections=self.shadow_max_pending, keepalive_expiry=4.0
-                    ),
+                self.shadow_client = _session(
+                    self.shadow_timeout, 2.0, limit=self.shadow_max_pending
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -381,7 +376,7 @@ class Proxy:
                     await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
                 for client in (self.client, self.shadow_client):
                     if client is not None:
-                        await client.aclose()
+                        await client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -409,15 +404,15 @@ class Proxy:
             return
         started = time.monotonic()
         sticky_name, sticky_value = self._sticky, None
-        headers = []
+        headers: list[tuple[str, str]] = []
         for k, v in scope["headers"]:
             name = k.lower()
             if name not in _REQUEST_DROP:
-                headers.append((k, v))
+                headers.append((k.decode("latin-1"), v.decode("latin-1")))
                 if name == sticky_name:
                     sticky_value = v
         if scope.get("client"):
-            headers.append((b"x-forwarded-for", scope["client"][0].encode()))
+            headers.append(("X-Forwarded-For", scope["client"][0]))
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
@@ -430,38 +425,37 @@ class Proxy:
         try:
             response = None
             for attempt in range(2):
-                request = self.client.build_request(
-                    scope["method"], upstream + path, headers=headers, content=body
-                )
                 try:
-                    response = await self.client.send(request, stream=True)
+                    response = await self.client.request(
+                        scope["method"], upstream + path, headers=headers, data=body
+                    )
                     break
-                except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                    # Connect errors sent nothing; a RemoteProtocolError here means the upstream
-                    # closed a pooled connection before answering. Retry once, on the route's
-                    # upstream as it is now (it may have just been switched or removed).
+                except TimeoutError:  # aiohttp's connect and read timeouts are TimeoutErrors
+                    status = 504
+                    await _respond(
+                        send, 504, _error_body("upstream_timeout", "The model did not answer.")
+                    )
+                    return
+                except aiohttp.ClientConnectionError as exc:
+                    # Connect errors sent nothing; a disconnect here means the upstream closed
+                    # a pooled connection before answering. Retry once, on the route's upstream
+                    # as it is now (it may have just been switched or removed).
                     if attempt:
                         logger.warning("upstream %s failed: %s", upstream, exc)
                         break
                     self._done(upstream)
                     upstream, version = self._target(route)
                     self.in_flight[upstream] += 1
-                except httpx.TimeoutException:
-                    status = 504
-                    await _respond(
-                        send, 504, _error_body("upstream_timeout", "The model did not answer.")
-                    )
-                    return
             if response is None:
                 await _respond(
                     send, 502, _error_body("bad_gateway", "The model service is unavailable.")
                 )
                 return
-            status = response.status_code
+            status = response.status
             try:
                 out = []
                 labelled = version is None
-                for k, v in response.headers.raw:
+                for k, v in response.raw_headers:
                     name = k.lower()
                     if name not in _RESPONSE_DROP:
                         out.append((k, v))
@@ -472,11 +466,11 @@ class Proxy:
                 if not labelled:
                     out.append((VERSION_HEADER, version.encode()))
                 await send({"type": "http.response.start", "status": status, "headers": out})
-                async for chunk in response.aiter_raw():
+                async for chunk in response.content.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
-                await response.aclose()
+                response.release()
         finally:
             self._done(upstream)
             self._record(route, version, upstream, time.monotonic() - started, status >= 500)
@@ -498,7 +492,7 @@ class Proxy:
         self,
         shadow: Route,
         path: str,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[str, str]],
         body: bytes,
         live_id: str | None,
     ) -> None:
@@ -508,24 +502,24 @@ class Proxy:
             return
         if live_id is None or not _REQUEST_ID.match(live_id):
             live_id = uuid.uuid4().hex  # the live upstream named none: still a joinable id
-        task = asyncio.get_running_loop().create_task(
-            self._send_shadow(shadow, path, [*headers, (SHADOW_HEADER, live_id.encode())], body)
-        )
+        copy = [*headers, ("X-Shadow-Of", live_id)]
+        task = asyncio.get_running_loop().create_task(self._send_shadow(shadow, path, copy, body))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _send_shadow(
-        self, shadow: Route, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+        self, shadow: Route, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> None:
         started = time.monotonic()
         error = True
         self.in_flight[shadow.upstream] += 1
         try:
-            response = await self.shadow_client.post(
-                shadow.upstream + path, headers=headers, content=body
-            )
-            error = response.status_code >= 500
-        except httpx.HTTPError as exc:
+            async with self.shadow_client.post(
+                shadow.upstream + path, headers=headers, data=body
+            ) as response:
+                await response.read()
+                error = response.status >= 500
+        except (aiohttp.ClientError, TimeoutError) as exc:
             logger.debug("shadow %s failed: %s", shadow.upstream, exc)
         except Exception:  # a shadow must never take the proxy down
             logger.exception("shadow copy to %s failed", shadow.upstream)
@@ -674,10 +668,11 @@ class Proxy:
 
     async def _ready(self, upstream: str) -> bool:
         try:
-            ready = await self.client.get(upstream + "/ready", timeout=5.0)
-        except httpx.HTTPError:
+            timeout = aiohttp.ClientTimeout(total=5.0)
+            async with self.client.get(upstream + "/ready", timeout=timeout) as ready:
+                return ready.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return ready.status_code == 200
 
     async def set_routes(
         self, changes: dict[str, Any], check_ready: bool, drain_timeout: float
@@ -777,6 +772,19 @@ def _window(query: bytes) -> float:
     return window
 
 
+def _session(total: float, connect: float, *, limit: int) -> aiohttp.ClientSession:
+    """A pooled client that forwards bytes as they are: no decompression, no added headers,
+    cookies ignored (they belong to the client, not the proxy)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=4.0, ttl_dns_cache=None),
+        timeout=aiohttp.ClientTimeout(total=total, connect=connect),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+    )
+
+
 async def _read_body(receive: Any) -> bytes:
     chunks = []
     while True:
@@ -828,8 +836,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", default=settings.upstream)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # httpx logs every forwarded request at INFO; that is the hot path.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = Proxy(
         args.upstream,
         token,
