@@ -5,7 +5,8 @@ Target URIs:
 * `iotedge:/<hub>/<device-id>`: one device. The target reads the device's current deployment
   (its `$edgeAgent` and `$edgeHub` twins), adds, replaces or removes its own module and applies
   the whole manifest with `IoTHubConfigurationManager.apply_configuration_on_edge_device`, so
-  other modules on the device stay as they are. Delete applies the manifest without the module.
+  the device's other modules, routes, system modules and runtime settings stay as they are.
+  Delete applies the manifest without the module.
 * `iotedge:/<hub>?target=<target condition>&priority=<n>[&layered=true]`: a fleet, as an
   IoT Hub configuration (`create_configuration`) with the target condition, the priority and
   labels naming the deployment. A configuration's content cannot change, so an update creates

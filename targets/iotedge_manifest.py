@@ -21,6 +21,7 @@ queries.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, field
@@ -238,7 +239,7 @@ def module_definition(spec: ModuleSpec) -> dict[str, Any]:
 
 
 def runtime(spec: ModuleSpec) -> dict[str, Any]:
-    """The docker runtime; registry credentials only as a reference to the password."""
+    """The docker runtime; the registry password only as a reference."""
     settings: dict[str, Any] = {"minDockerVersion": "v1.25", "loggingOptions": ""}
     if spec.registry and spec.registry_username:
         settings["registryCredentials"] = {
@@ -304,54 +305,53 @@ def twin_desired(spec: ModuleSpec) -> dict[str, Any]:
     }
 
 
-def base_manifest(spec: ModuleSpec, others: dict[str, Any] | None = None) -> dict[str, Any]:
+def base_manifest(spec: ModuleSpec, device: dict[str, Any] | None = None) -> dict[str, Any]:
     """A complete deployment (`{"modulesContent": ...}`) with the model module.
 
     Args:
         spec: the model module.
-        others: `{"modules": {...}, "routes": {...}, "registryCredentials": {...}}` already on
-            the device that this manifest keeps (other deployments' modules); None for none.
+        device: what the device's deployment holds besides this module (`others_on_device`):
+            its other modules, routes and registry credentials are kept, and so are its system
+            modules, runtime settings and store-and-forward time to live unless the options
+            `edge_version` / `ttl_seconds` are set; None (render) for a device with nothing.
     """
-    manifest = empty_manifest(spec.edge_version, spec.ttl_seconds, others)
-    content = manifest["modulesContent"]
-    agent = content["$edgeAgent"]["properties.desired"]
-    agent["runtime"] = runtime(spec)
-    if others and others.get("registryCredentials"):
-        credentials = agent["runtime"]["settings"].setdefault("registryCredentials", {})
-        for key, value in others["registryCredentials"].items():
-            credentials.setdefault(key, value)
-    agent["modules"][spec.name] = module_definition(spec)
-    content["$edgeHub"]["properties.desired"]["routes"][route_name(spec.name)] = route(spec.name)
-    content[spec.name] = {"properties.desired": twin_desired(spec)}
-    return manifest
-
-
-def empty_manifest(
-    edge_version: str, ttl_seconds: int, others: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A complete deployment with the system modules and OTHERS' modules and routes only: what
-    a device gets when the model module is removed."""
-    others = others or {}
-    runtime_settings: dict[str, Any] = {"minDockerVersion": "v1.25", "loggingOptions": ""}
-    if others.get("registryCredentials"):
-        runtime_settings["registryCredentials"] = dict(others["registryCredentials"])
+    device = device or {}
+    options = spec.config.options
+    ours = runtime(spec)
+    settings = copy.deepcopy((device.get("runtime") or {}).get("settings") or {})
+    settings = {**ours["settings"], **settings}
+    credentials = {
+        **(settings.get("registryCredentials") or {}),
+        **(ours["settings"].get("registryCredentials") or {}),
+    }
+    if credentials:
+        settings["registryCredentials"] = credentials
+    system = device.get("systemModules")
+    if "edge_version" in options or not system:
+        system = system_modules(spec.edge_version)
+    ttl = device.get("timeToLiveSecs")
+    if "ttl_seconds" in options or ttl is None:
+        ttl = spec.ttl_seconds
+    modules = {**copy.deepcopy(device.get("modules") or {}), spec.name: module_definition(spec)}
+    routes = {**(device.get("routes") or {}), route_name(spec.name): route(spec.name)}
     return {
         "modulesContent": {
             "$edgeAgent": {
                 "properties.desired": {
                     "schemaVersion": SCHEMA_VERSION,
-                    "runtime": {"type": "docker", "settings": runtime_settings},
-                    "systemModules": system_modules(edge_version),
-                    "modules": dict(others.get("modules", {})),
+                    "runtime": {"type": "docker", "settings": settings},
+                    "systemModules": copy.deepcopy(system),
+                    "modules": modules,
                 }
             },
             "$edgeHub": {
                 "properties.desired": {
                     "schemaVersion": SCHEMA_VERSION,
-                    "routes": dict(others.get("routes", {})),
-                    "storeAndForwardConfiguration": {"timeToLiveSecs": ttl_seconds},
+                    "routes": routes,
+                    "storeAndForwardConfiguration": {"timeToLiveSecs": ttl},
                 }
             },
+            spec.name: {"properties.desired": twin_desired(spec)},
         }
     }
 
@@ -371,15 +371,22 @@ def layered_manifest(spec: ModuleSpec) -> dict[str, Any]:
     return {"modulesContent": content}
 
 
-def others_on_device(agent_desired: dict[str, Any], hub_desired: dict[str, Any], name: str):
+def others_on_device(
+    agent_desired: dict[str, Any], hub_desired: dict[str, Any], name: str
+) -> dict[str, Any]:
     """What a device's current `$edgeAgent`/`$edgeHub` desired properties hold besides module
-    NAME: the `others` argument of `base_manifest` / `empty_manifest`."""
+    NAME (the `device` argument of `base_manifest`): `modules`, `routes`, `runtime`,
+    `systemModules` and `timeToLiveSecs` (None when unset)."""
     modules = {k: v for k, v in (agent_desired.get("modules") or {}).items() if k != name}
     routes = {k: v for k, v in (hub_desired.get("routes") or {}).items() if k != route_name(name)}
-    credentials = (
-        ((agent_desired.get("runtime") or {}).get("settings") or {}).get("registryCredentials")
-    ) or {}
-    return {"modules": modules, "routes": routes, "registryCredentials": dict(credentials)}
+    store = hub_desired.get("storeAndForwardConfiguration") or {}
+    return {
+        "modules": modules,
+        "routes": routes,
+        "runtime": agent_desired.get("runtime") or {},
+        "systemModules": agent_desired.get("systemModules") or {},
+        "timeToLiveSecs": store.get("timeToLiveSecs"),
+    }
 
 
 def resolve_secrets(manifest: dict[str, Any], registry_password: str | None) -> dict[str, Any]:

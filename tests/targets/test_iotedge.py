@@ -241,28 +241,70 @@ def test_missing_or_foreign_connection_string_is_invalid_input(monkeypatch):
 # --- one device, through the SDK and the stand-in ----------------------------------------------
 
 
-def test_device_create_applies_the_manifest_keeping_other_modules(standin):
+def test_device_create_applies_the_manifest_keeping_the_device_deployment(standin, monkeypatch):
     standin.add_device("edge-01")
-    agent = standin.desired("edge-01", "$edgeAgent")
-    agent.update({"modules": {"sensor": OTHER_MODULE}})
-    standin.desired("edge-01", "$edgeHub").update(
-        {"routes": {"sensorToUpstream": "FROM /messages/modules/sensor/* INTO $upstream"}}
+    # the device's own deployment: a runtime 1.4 with a registry, a sensor module, a route
+    device_runtime = {
+        "type": "docker",
+        "settings": {
+            "minDockerVersion": "v1.25",
+            "registryCredentials": {
+                "sensors": {"username": "u", "password": "device-pw", "address": "sensors.io"}
+            },
+        },
+    }
+    device_system = {
+        "edgeAgent": {"type": "docker", "settings": {"image": "azureiotedge-agent:1.4"}},
+        "edgeHub": {
+            "type": "docker",
+            "status": "running",
+            "restartPolicy": "always",
+            "settings": {"image": "azureiotedge-hub:1.4"},
+        },
+    }
+    standin.desired("edge-01", "$edgeAgent").update(
+        {
+            "schemaVersion": "1.1",
+            "runtime": device_runtime,
+            "systemModules": device_system,
+            "modules": {"sensor": OTHER_MODULE},
+        }
     )
+    sensor_route = "FROM /messages/modules/sensor/* INTO $upstream"
+    standin.desired("edge-01", "$edgeHub").update(
+        {
+            "schemaVersion": "1.1",
+            "routes": {"sensorToUpstream": sensor_route},
+            "storeAndForwardConfiguration": {"timeToLiveSecs": 600},
+        }
+    )
+    monkeypatch.setenv("MLOPS_IOTEDGE_REGISTRY_PASSWORD", "acr-password")
     target = get_target("iotedge:/localhost/edge-01")
-    config = DeployConfig(port=9001, capture_uri="/var/captures")
+    options = {"registry": "myacr.azurecr.io", "registry_username": "puller"}
+    config = DeployConfig(port=9001, capture_uri="/var/captures", options=options)
 
     deployment = target.create("iris-edge", V1, config, image=IMAGE1)
 
-    assert (deployment.model_version, deployment.image) == ("1", IMAGE1)
+    assert (deployment.model_version, deployment.image) == ("1", f"myacr.azurecr.io/{IMAGE1}")
     assert deployment.status == DeploymentStatus.CREATING  # edgeAgent has not reported yet
     content = applied_content(standin, "edge-01")
-    # exactly what rendering shows, plus the device's own module and route, kept
+    # the rendered module, route and twin, added to what the device ran: its system modules,
+    # runtime, store-and-forward, sensor module and route stay; the password is sent resolved
     expected = json.loads(target.render("iris-edge", V1, config, image=IMAGE1))["modulesContent"]
-    expected["$edgeAgent"]["properties.desired"]["modules"]["sensor"] = OTHER_MODULE
-    expected["$edgeHub"]["properties.desired"]["routes"]["sensorToUpstream"] = (
-        "FROM /messages/modules/sensor/* INTO $upstream"
+    agent = expected["$edgeAgent"]["properties.desired"]
+    agent["systemModules"] = device_system
+    agent["modules"]["sensor"] = OTHER_MODULE
+    agent["runtime"]["settings"]["registryCredentials"]["myacrazurecrio"]["password"] = (
+        "acr-password"
     )
+    agent["runtime"]["settings"]["registryCredentials"]["sensors"] = device_runtime["settings"][
+        "registryCredentials"
+    ]["sensors"]
+    edge_hub = expected["$edgeHub"]["properties.desired"]
+    edge_hub["routes"]["sensorToUpstream"] = sensor_route
+    edge_hub["storeAndForwardConfiguration"] = {"timeToLiveSecs": 600}
     assert content == expected
+    assert "acr-password" not in target.render("iris-edge", V1, config, image=IMAGE1)
     assert standin.desired("edge-01", "iris-edge")["model"]["version"] == "1"
     with pytest.raises(ConflictError, match="'iris-edge' already exists"):
         target.create("iris-edge", V2, config, image=IMAGE2)
