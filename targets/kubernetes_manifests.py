@@ -1,0 +1,422 @@
+"""The `kubernetes:` target's settings and manifests: pure functions, no cluster, no Prefect.
+
+`KubernetesSettings` holds the defaults (`MLOPS_K8S_<FIELD>` environment variables); a
+deployment overrides any of them with `DeployConfig.options` (`mlops deploy --option
+min_replicas=3`), and the ledger keeps the options, so update and rollback reuse them.
+`manifests()` builds the objects a deployment NAME consists of, all labelled
+`mlops.deployment=NAME` and `app.kubernetes.io/managed-by=mlops-pipeline`:
+
+* Secret `NAME-api-keys` (only with `api_key_file`): the key file, mounted read-only at
+  /run/mlops/api-keys; the service reads it through MLOPS_SERVING_API_KEY_FILE, so keys are
+  never in the pod's environment.
+* Deployment `NAME`: the scoring image, readiness on /ping, liveness on /health/live,
+  requests/limits, RollingUpdate with maxUnavailable 0, non-root security context, the model's
+  name, version and URI as labels and annotations. It sets no `replicas`: the HPA owns them.
+* Service `NAME`: port `service_port` -> the container's 8080 (`service_type`).
+* HorizontalPodAutoscaler `NAME` (autoscaling/v2) and PodDisruptionBudget `NAME` (policy/v1).
+
+Capture in the cluster: `capture_uri` set to an fsspec URI (s3://, gs://, abfs://, ...) is
+passed to the service as it is (credentials come from the pod's identity or the service
+account); with `capture_pvc` set, that PersistentVolumeClaim is mounted at
+/var/lib/mlops/capture and the service writes there. A local path means nothing inside a
+cluster and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+import yaml
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.images import IMAGE_MODEL_DIR, IMAGE_PORT, IMAGE_USER
+from mlops_pipeline.serving.settings import env_name
+from mlops_pipeline.targets.base import DeployConfig, ModelRef, serving_env
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FIELD_MANAGER = "mlops-pipeline"
+MANAGED_BY = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
+DEPLOYMENT_LABEL = "mlops.deployment"
+MODEL_NAME_KEY = "mlops.model.name"
+MODEL_VERSION_KEY = "mlops.model.version"
+MODEL_URI_KEY = "mlops.model.uri"
+IMAGE_KEY = "mlops.image"
+CONFIG_KEY = "mlops.config"
+SECRETS_DIR = "/run/mlops"
+API_KEY_NAME = "api-keys"
+CAPTURE_MOUNT = "/var/lib/mlops/capture"
+CONTAINER = "scoring"
+READY_PATH = "/ping"
+LIVE_PATH = "/health/live"
+# label values: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
+
+
+class KubernetesSettings(BaseSettings):
+    """Defaults of the `kubernetes:` target (`MLOPS_K8S_<FIELD>`); per deployment, any field
+    is overridden by `DeployConfig.options[field]`."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_K8S_", extra="forbid")
+
+    kubeconfig: str | None = Field(
+        default=None,
+        description="Kubeconfig file; unset = $KUBECONFIG or ~/.kube/config, then in-cluster.",
+    )
+    min_replicas: int = Field(default=2, ge=1, description="HPA minimum (and starting) pods.")
+    max_replicas: int = Field(default=5, ge=1, description="HPA maximum pods.")
+    cpu_target_percent: int = Field(
+        default=70, ge=1, le=1000, description="HPA target: average CPU use of the request."
+    )
+    cpu_request: str = Field(default="250m", description="Container CPU request.")
+    cpu_limit: str = Field(default="1", description="Container CPU limit.")
+    memory_request: str = Field(default="512Mi", description="Container memory request.")
+    memory_limit: str = Field(default="1Gi", description="Container memory limit.")
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="How the Service is exposed."
+    )
+    service_port: int = Field(default=80, ge=1, le=65535, description="The Service's port.")
+    endpoint_url: str | None = Field(
+        default=None,
+        description="The URL clients use (an Ingress, a gateway); wins over what the Service "
+        "reports. Without it: LoadBalancer ingress, else node_address + nodePort, else the "
+        "in-cluster DNS name.",
+    )
+    node_address: str | None = Field(
+        default=None, description="A node's address, for NodePort Services' endpoint URL."
+    )
+    progress_deadline_seconds: int = Field(
+        default=600, ge=1, description="Deployment progressDeadlineSeconds."
+    )
+    pdb_max_unavailable: int = Field(
+        default=1, ge=0, description="PodDisruptionBudget maxUnavailable (voluntary evictions)."
+    )
+    prestop_seconds: int = Field(
+        default=5,
+        ge=0,
+        description="Seconds a terminating pod keeps serving while endpoints drop it.",
+    )
+    capture_pvc: str | None = Field(
+        default=None, description="PersistentVolumeClaim mounted for capture (see module doc)."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: str | None = Field(default=None, description="Pods' service account.")
+    run_as_user: int = Field(
+        default=int(IMAGE_USER.split(":")[0]), ge=1, description="Non-root user id of the pods."
+    )
+
+
+def settings_for(config: DeployConfig) -> KubernetesSettings:
+    """The environment's defaults overridden by the deployment's options.
+
+    Raises:
+        InvalidInputError: an unknown option name or a value of the wrong type (exit 2).
+    """
+    try:
+        settings = KubernetesSettings(**config.options)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(map(str, problem["loc"]))
+        known = ", ".join(sorted(KubernetesSettings.model_fields))
+        raise InvalidInputError(
+            f"Kubernetes option {field}={problem.get('input')!r} is invalid: {problem['msg']}.",
+            hint=f"Options (--option KEY=VALUE): {known}.",
+            field=f"options.{field}",
+        ) from exc
+    if settings.max_replicas < settings.min_replicas:
+        raise InvalidInputError(
+            f"Kubernetes option max_replicas={settings.max_replicas} is below "
+            f"min_replicas={settings.min_replicas}.",
+            hint="Raise max_replicas or lower min_replicas.",
+            field="options.max_replicas",
+        )
+    return settings
+
+
+def secret_name(name: str) -> str:
+    return f"{name}-api-keys"
+
+
+def selector(name: str) -> dict[str, str]:
+    """The pod selector of deployment NAME (immutable once created)."""
+    return {DEPLOYMENT_LABEL: name}
+
+
+def labels(name: str, model: ModelRef | None = None) -> dict[str, str]:
+    """Labels of every object of NAME; model name/version too when they are valid label values
+    (the annotations always carry them)."""
+    result = {"app.kubernetes.io/name": name, **MANAGED_BY, **selector(name)}
+    if model is not None:
+        for key, value in ((MODEL_NAME_KEY, model.name), (MODEL_VERSION_KEY, model.version)):
+            if _LABEL_VALUE.match(value):
+                result[key] = value
+    return result
+
+
+def annotations(model: ModelRef, image: str, config: DeployConfig) -> dict[str, str]:
+    """What get() reads back: the model, image and settings (a key file's path, never keys)."""
+    return {
+        MODEL_NAME_KEY: model.name,
+        MODEL_VERSION_KEY: model.version,
+        MODEL_URI_KEY: model.uri,
+        IMAGE_KEY: image,
+        CONFIG_KEY: config.model_dump_json(),
+    }
+
+
+def _capture(config: DeployConfig, settings: KubernetesSettings) -> tuple[str | None, bool]:
+    """(capture URI the service gets, whether the capture PVC is mounted)."""
+    uri = config.capture_uri
+    if settings.capture_pvc:
+        if uri and "://" in uri and not uri.startswith("file://"):
+            raise InvalidInputError(
+                f"capture_uri {uri!r} and the capture_pvc option {settings.capture_pvc!r} "
+                "both say where to capture.",
+                hint="Use one: an object-storage URI, or a volume (capture_pvc).",
+                field="capture_uri",
+            )
+        return CAPTURE_MOUNT, True
+    if uri and ("://" not in uri or uri.startswith("file://")):
+        raise InvalidInputError(
+            f"capture_uri {uri!r} is a local path; pods in a cluster cannot write to it.",
+            hint="Use an fsspec URI (s3://bucket/capture, abfs://..., gs://...), or mount a "
+            "volume with --option capture_pvc=CLAIM_NAME.",
+            field="capture_uri",
+            value=uri,
+        )
+    return uri, False
+
+
+def deployment_manifest(
+    name: str,
+    namespace: str,
+    model: ModelRef,
+    config: DeployConfig,
+    image: str,
+    settings: KubernetesSettings,
+) -> dict[str, Any]:
+    """The apps/v1 Deployment of NAME serving `model` from `image`."""
+    capture_uri, capture_volume = _capture(config, settings)
+    scoring = config.model_copy(update={"capture_uri": capture_uri, "api_key_file": None})
+    env = serving_env(IMAGE_MODEL_DIR, model, scoring, host="0.0.0.0", port=IMAGE_PORT, image=image)
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if config.api_key_file:
+        env[env_name("api_key_file")] = f"{SECRETS_DIR}/{API_KEY_NAME}"
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {"secretName": secret_name(name), "defaultMode": 0o440},
+            }
+        )
+        mounts.append({"name": "api-keys", "mountPath": SECRETS_DIR, "readOnly": True})
+    if capture_volume:
+        volumes.append(
+            {"name": "capture", "persistentVolumeClaim": {"claimName": settings.capture_pvc}}
+        )
+        mounts.append({"name": "capture", "mountPath": CAPTURE_MOUNT})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": IMAGE_PORT, "protocol": "TCP"}],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "readinessProbe": {
+            "httpGet": {"path": READY_PATH, "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": LIVE_PATH, "port": "http"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 3,
+        },
+        "resources": {
+            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+            "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+    if settings.prestop_seconds:
+        # keeps serving while Services drop the terminating pod; `sleep` as a lifecycle
+        # action needs Kubernetes 1.30, and the image has python rather than a shell
+        sleep = f"import time; time.sleep({settings.prestop_seconds})"
+        container["lifecycle"] = {"preStop": {"exec": {"command": ["python", "-c", sleep]}}}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        # preStop + the service's own graceful shutdown (MLOPS_SERVING_SHUTDOWN_TIMEOUT 20 s)
+        "terminationGracePeriodSeconds": settings.prestop_seconds + 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    meta = {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(name, model),
+        "annotations": annotations(model, image, config),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": selector(name)},
+            "progressDeadlineSeconds": settings.progress_deadline_seconds,
+            "revisionHistoryLimit": 5,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels(name, model),
+                    "annotations": {
+                        k: v for k, v in meta["annotations"].items() if k != CONFIG_KEY
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def manifests(
+    name: str,
+    namespace: str,
+    model: ModelRef,
+    config: DeployConfig,
+    image: str,
+    settings: KubernetesSettings,
+    api_keys: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every object of NAME in apply order: Secret (when `api_keys` is given), Deployment,
+    Service, HorizontalPodAutoscaler, PodDisruptionBudget.
+
+    Args:
+        api_keys: the key file's text; None leaves the Secret out (render() and
+            deployments without keys).
+
+    Raises:
+        InvalidInputError: a capture setting pods cannot use.
+    """
+    meta = {"namespace": namespace, "labels": labels(name)}
+    docs: list[dict[str, Any]] = []
+    if api_keys is not None:
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": secret_name(name), **meta},
+                "type": "Opaque",
+                "stringData": {API_KEY_NAME: api_keys},
+            }
+        )
+    docs.append(deployment_manifest(name, namespace, model, config, image, settings))
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, **meta},
+            "spec": {
+                "type": settings.service_type,
+                "selector": selector(name),
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": settings.service_port,
+                        "targetPort": "http",
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        }
+    )
+    docs.append(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, **meta},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "minReplicas": settings.min_replicas,
+                "maxReplicas": settings.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": settings.cpu_target_percent,
+                            },
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    docs.append(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, **meta},
+            "spec": {
+                "maxUnavailable": settings.pdb_max_unavailable,
+                "selector": {"matchLabels": selector(name)},
+            },
+        }
+    )
+    return docs
+
+
+def render_yaml(
+    name: str,
+    namespace: str,
+    model: ModelRef,
+    config: DeployConfig,
+    image: str,
+    settings: KubernetesSettings,
+) -> str:
+    """The manifests as one YAML stream for `kubectl apply -f -`; keys never appear.
+
+    With `api_key_file` the Secret is not rendered (its values would be the keys): a comment
+    at the top gives the `kubectl create secret` command that makes it from the key file.
+    """
+    head = [
+        f"# mlops-pipeline: deployment {name} of {model.uri} ({image}) in namespace {namespace}",
+        "# apply with: kubectl apply --server-side --field-manager=mlops-pipeline -f -",
+    ]
+    if config.api_key_file:
+        head += [
+            f"# Secret {secret_name(name)} holds the API keys and is not printed; create it from "
+            "the key file first:",
+            f"#   kubectl -n {namespace} create secret generic {secret_name(name)} "
+            f"--from-file={API_KEY_NAME}={config.api_key_file}",
+        ]
+    docs = manifests(name, namespace, model, config, image, settings)
+    body = yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+    return "\n".join(head) + "\n---\n" + body
+
+
+def config_from_annotations(found: dict[str, str]) -> dict[str, Any]:
+    """The DeployConfig fields stored in a Deployment's annotations ({} when absent)."""
+    try:
+        return json.loads(found.get(CONFIG_KEY) or "{}")
+    except ValueError:
+        return {}

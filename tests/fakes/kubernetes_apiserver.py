@@ -1,0 +1,790 @@
+"""A STAND-IN for a Kubernetes API server, for tests: not Kubernetes, and not a conformance
+implementation. It speaks the part of the REST API the `kubernetes:` target uses, over plain
+HTTP on 127.0.0.1 with a bearer token, so the real `kubernetes` client (DynamicClient) talks to
+it through a kubeconfig file:
+
+* discovery: /version, /api, /apis, /api/v1, /apis/apps/v1, /apis/autoscaling/v2,
+  /apis/policy/v1;
+* Secrets, Services, Deployments, HorizontalPodAutoscalers, PodDisruptionBudgets: server-side
+  apply (PATCH application/apply-patch+yaml, fieldManager required, a managedFields entry per
+  manager), GET, LIST with label selectors (`k=v`, `k!=v`, `k`), DELETE (404 Status when
+  missing); Pods: GET, LIST, pods/log (tailLines).
+  Apply is simplified: the applied body is the object's whole desired state, except fields
+  others own (spec.replicas set by the HPA, the allocated clusterIP and nodePort, the
+  controller's annotations), which are kept. metadata.generation rises when the spec changes.
+* a Deployment controller: pods per template hash, RollingUpdate with maxSurge and
+  maxUnavailable, status (observedGeneration, replicas, updatedReplicas, readyReplicas,
+  availableReplicas) and the Progressing condition, which turns to ProgressDeadlineExceeded
+  after progressDeadlineSeconds without progress; an HPA only clamps replicas into
+  [minReplicas, maxReplicas] (no metrics).
+* each pod is a REAL container on the local Docker engine (image, env, user from the
+  securityContext, secret and PVC volumes as bind mounts, CPU/memory limits), its port 8080
+  published on 127.0.0.1; the readinessProbe is a real HTTP GET against it; a deleted pod
+  leaves the Service at once, runs its preStop exec, then gets SIGTERM with its grace period.
+* a NodePort/LoadBalancer Service is an HTTP forwarder on 127.0.0.1:<nodePort> that sends
+  each request to the next ready pod (per request, where kube-proxy balances connections);
+  LoadBalancer Services report 127.0.0.1 as their ingress.
+
+Failure modes tests control: `fail_next(method, path_regex, status)` answers the next
+matching request with an error Status; an image that never answers /ping keeps its pods
+unready, so the rollout hits its progress deadline.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import math
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import docker
+import docker.errors
+import httpx
+import yaml
+
+logger = logging.getLogger(__name__)
+
+RESOURCES = {  # (group/version path, plural) -> (kind, has generation)
+    ("api/v1", "secrets"): ("Secret", False),
+    ("api/v1", "services"): ("Service", False),
+    ("api/v1", "pods"): ("Pod", False),
+    ("apis/apps/v1", "deployments"): ("Deployment", True),
+    ("apis/autoscaling/v2", "horizontalpodautoscalers"): ("HorizontalPodAutoscaler", True),
+    ("apis/policy/v1", "poddisruptionbudgets"): ("PodDisruptionBudget", True),
+}
+GROUPS = {"apps": "v1", "autoscaling": "v2", "policy": "v1"}
+POD_PORT = 8080
+LABEL = "mlops.standin"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure" if code >= 400 else "Success",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """Label selector match for `k=v`, `k==v`, `k!=v` and `k` terms joined by commas."""
+    for term in filter(None, (selector or "").split(",")):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.strip() not in labels:
+            return False
+    return True
+
+
+def _quantity(value: str | None) -> float | None:
+    if value is None:
+        return None
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if str(value).endswith(suffix):
+            return float(str(value)[: -len(suffix)]) * factor
+    return float(value)
+
+
+def _free_port(low: int = 30000, high: int = 32767) -> int:
+    """A free port in the NodePort range, as the real allocator would give."""
+    for port in secrets.SystemRandom().sample(range(low, high + 1), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in the NodePort range")
+
+
+class PodRuntime:
+    """The container behind one pod, and its readiness as the last real probe saw it."""
+
+    def __init__(self, container: Any, host_port: int, probe: dict[str, Any] | None) -> None:
+        self.container, self.host_port, self.probe = container, host_port, probe or {}
+        self.ready = False
+        self.exited: int | None = None
+        self.next_probe = 0.0
+        self.terminating = False
+
+
+class ServiceForwarder:
+    """127.0.0.1:<nodePort> -> the next ready pod of the Service, one request at a time."""
+
+    def __init__(self, server: StandInApiServer, namespace: str, name: str, port: int) -> None:
+        standin, counter = server, itertools.count()
+        client = httpx.Client(timeout=60.0)
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet: tests read their own logs
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                backends = standin.endpoints(namespace, name)
+                if not backends:
+                    self._reply(503, b"stand-in Service: no ready endpoints", {})
+                    return
+                port = backends[next(counter) % len(backends)]
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in {"host", "connection", "content-length"}
+                }
+                try:
+                    answer = client.request(
+                        self.command,
+                        f"http://127.0.0.1:{port}{self.path}",
+                        headers=headers,
+                        content=body,
+                    )
+                except httpx.HTTPError as exc:
+                    self._reply(502, f"stand-in Service: {exc!r}".encode(), {})
+                    return
+                skip = {"content-length", "transfer-encoding", "connection", "content-encoding"}
+                self._reply(
+                    answer.status_code,
+                    answer.content,
+                    {k: v for k, v in answer.headers.items() if k.lower() not in skip},
+                )
+
+            def _reply(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(code)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Forward)
+        self.httpd.daemon_threads = True
+        self.client = client
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.client.close()
+
+
+class StandInApiServer:
+    """The stand-in: start(), kubeconfig(path), fail_next(...), stop() (removes containers).
+
+    Args:
+        docker_client: the engine pods run on.
+        namespaces: namespaces that exist; others answer 404 as a real server does.
+    """
+
+    def __init__(self, docker_client: Any, namespaces: tuple[str, ...] = ("default",)) -> None:
+        self.docker = docker_client
+        self.namespaces = set(namespaces)
+        self.token = secrets.token_urlsafe(16)
+        self.id = uuid.uuid4().hex[:8]
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kind, ns, name)
+        self.pods: dict[tuple[str, str], PodRuntime] = {}
+        self.forwarders: dict[tuple[str, str], ServiceForwarder] = {}
+        self.progress: dict[tuple[str, str], tuple[str, float]] = {}  # template hash, last
+        self.failures: list[tuple[str, re.Pattern[str], int]] = []
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.lock = threading.RLock()
+        self.volumes = Path(tempfile.mkdtemp(prefix="k8s-standin-"))
+        self._stop = threading.Event()
+        self._version = itertools.count(1)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self) -> StandInApiServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._control_loop, daemon=True, name="standin-ctl").start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        for forwarder in self.forwarders.values():
+            forwarder.close()
+        for container in self.docker.containers.list(
+            all=True, filters={"label": f"{LABEL}={self.id}"}
+        ):
+            container.remove(force=True)
+        shutil.rmtree(self.volumes, ignore_errors=True)
+
+    def kubeconfig(self, path: Path, context: str = "stand-in") -> Path:
+        """Write a kubeconfig whose context `context` points at this server."""
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "stand-in", "cluster": {"server": self.url}}],
+                    "users": [{"name": "stand-in", "user": {"token": self.token}}],
+                    "contexts": [
+                        {"name": context, "context": {"cluster": "stand-in", "user": "stand-in"}}
+                    ],
+                    "current-context": context,
+                }
+            )
+        )
+        return path
+
+    def fail_next(self, method: str, path_regex: str, status: int) -> None:
+        """Answer the next `method` request whose path matches with an error Status."""
+        with self.lock:
+            self.failures.append((method.upper(), re.compile(path_regex), status))
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.objects.get((kind, namespace, name))
+            return copy.deepcopy(found) if found else None
+
+    def containers(self, namespace: str, deployment: str) -> list[Any]:
+        """The live containers of a Deployment's pods."""
+        with self.lock:
+            return [
+                rt.container
+                for (ns, pod), rt in self.pods.items()
+                if ns == namespace and pod.startswith(f"{deployment}-") and not rt.terminating
+            ]
+
+    def endpoints(self, namespace: str, service: str) -> list[int]:
+        """Host ports of the ready, non-terminating pods the Service selects.
+
+        Lock-free (the controller holds the lock while Docker starts a container), so a
+        snapshot that changes underneath is simply read again."""
+        while True:
+            try:
+                svc = self.objects.get(("Service", namespace, service))
+                if svc is None:
+                    return []
+                chosen = ",".join(f"{k}={v}" for k, v in svc["spec"].get("selector", {}).items())
+                found = []
+                for (ns, pod), rt in list(self.pods.items()):
+                    obj = self.objects.get(("Pod", ns, pod))
+                    live = ns == namespace and rt.ready and not rt.terminating and obj
+                    if live and matches(chosen, obj["metadata"]["labels"]):
+                        found.append(rt.host_port)
+                return found
+            except RuntimeError:  # dictionary changed size during iteration
+                continue
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Authorization") != f"Bearer {server.token}":
+                    code, answer = 401, _status(401, "Unauthorized", "Unauthorized")
+                else:
+                    code, answer = server.handle(
+                        self.command, self.path, self.headers.get("Content-Type", ""), body
+                    )
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                self.send_response(code)
+                kind = "text/plain" if isinstance(answer, bytes) else "application/json"
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PATCH = do_DELETE = do_POST = do_PUT = _serve
+
+        return Handler
+
+    def handle(self, method: str, raw_path: str, content_type: str, body: bytes) -> tuple:
+        parts = urlsplit(raw_path)
+        path, query = parts.path.strip("/"), parse_qs(parts.query)
+        with self.lock:
+            self.requests.append((method, parts.path, content_type))
+            for failure in self.failures:
+                if failure[0] == method and failure[1].search(parts.path):
+                    self.failures.remove(failure)
+                    return failure[2], _status(failure[2], "InternalError", "injected failure")
+        discovery = self._discovery(path)
+        if discovery is not None:
+            return 200, discovery
+        found = re.fullmatch(
+            r"(api/v1|apis/[a-z.]+/v\d+)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(?:/(log))?",
+            path,
+        )
+        if not found or (found[1], found[3]) not in RESOURCES:
+            return 404, _status(404, "NotFound", f"the server could not find {path}")
+        prefix, namespace, plural, name, sub = found.groups()
+        kind = RESOURCES[(prefix, plural)][0]
+        # as the real server: writes into a missing namespace fail, reads find nothing
+        if namespace not in self.namespaces and method == "PATCH":
+            return 404, _status(404, "NotFound", f'namespaces "{namespace}" not found')
+        with self.lock:
+            if sub == "log" and method == "GET":
+                return self._log(namespace, name, query)
+            if method == "GET" and name is None:
+                selector = (query.get("labelSelector") or [None])[0]
+                items = [
+                    copy.deepcopy(o)
+                    for (k, ns, _), o in sorted(self.objects.items())
+                    if k == kind and ns == namespace and matches(selector, o["metadata"]["labels"])
+                ]
+                meta = {"resourceVersion": str(next(self._version))}
+                return 200, {
+                    "kind": f"{kind}List",
+                    "apiVersion": prefix.removeprefix("api/").removeprefix("apis/"),
+                    "metadata": meta,
+                    "items": items,
+                }
+            key = (kind, namespace, name)
+            if method == "GET":
+                if key not in self.objects:
+                    return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
+                return 200, self.objects[key]
+            if method == "DELETE":
+                if key not in self.objects:
+                    return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
+                self._delete(key)
+                return 200, _status(200, "", "deleted") | {"status": "Success"}
+            if method == "PATCH" and kind != "Pod":
+                return self._apply(key, content_type, query, body)
+        return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _discovery(self, path: str) -> dict[str, Any] | None:
+        if path == "version":
+            return {"major": "1", "minor": "30", "gitVersion": "v1.30.0-standin"}
+        if path == "api":
+            return {"kind": "APIVersions", "versions": ["v1"]}
+        if path == "apis":
+            groups = [
+                {
+                    "name": group,
+                    "versions": [{"groupVersion": f"{group}/{v}", "version": v}],
+                    "preferredVersion": {"groupVersion": f"{group}/{v}", "version": v},
+                }
+                for group, v in GROUPS.items()
+            ]
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        listed = [(plural, spec) for (p, plural), spec in RESOURCES.items() if p == path]
+        if not listed:
+            return None
+        resources = [
+            {
+                "name": plural,
+                "singularName": kind.lower(),
+                "namespaced": True,
+                "kind": kind,
+                "verbs": ["get", "list", "patch", "delete"],
+            }
+            for plural, (kind, _) in listed
+        ]
+        if path == "api/v1":
+            resources.append({"name": "pods/log", "namespaced": True, "kind": "Pod", "verbs": []})
+        group_version = path.removeprefix("api/").removeprefix("apis/")
+        return {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources}
+
+    # --- objects ------------------------------------------------------------------------------
+
+    def _apply(self, key, content_type, query, body) -> tuple[int, dict[str, Any]]:
+        kind, namespace, name = key
+        if content_type.split(";")[0] != "application/apply-patch+yaml":
+            return 415, _status(415, "UnsupportedMediaType", f"{content_type} not supported")
+        manager = (query.get("fieldManager") or [""])[0]
+        if not manager:
+            return 400, _status(400, "BadRequest", "fieldManager is required for apply patch")
+        applied = yaml.safe_load(body)
+        if applied.get("kind") != kind or applied.get("metadata", {}).get("name") != name:
+            return 400, _status(400, "BadRequest", "kind or name does not match the URL")
+        existing = self.objects.get(key)
+        obj = copy.deepcopy(applied)
+        meta = obj["metadata"]
+        meta.setdefault("labels", {})
+        meta["namespace"] = namespace
+        has_generation = dict(RESOURCES.values())[kind]
+        if existing is None:
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+            if has_generation:
+                meta["generation"] = 1
+            obj["status"] = {}
+        else:
+            old = existing["metadata"]
+            meta.update(uid=old["uid"], creationTimestamp=old["creationTimestamp"])
+            kept = {k: v for k, v in (old.get("annotations") or {}).items() if "kubernetes" in k}
+            meta["annotations"] = {**kept, **(meta.get("annotations") or {})}
+            obj["status"] = existing.get("status", {})
+            problem = self._keep_others_fields(kind, existing, obj)
+            if problem:
+                return 422, _status(422, "Invalid", problem)
+            if has_generation:
+                changed = existing.get("spec") != obj.get("spec")
+                meta["generation"] = old["generation"] + (1 if changed else 0)
+        if kind == "Deployment":
+            obj["spec"].setdefault("replicas", 1)
+            template = obj["spec"]["template"]["metadata"].get("labels", {})
+            wanted = obj["spec"]["selector"]["matchLabels"]
+            if any(template.get(k) != v for k, v in wanted.items()):
+                return 422, _status(422, "Invalid", "selector does not match template labels")
+        if kind == "Service":
+            self._allocate(obj)
+        meta["resourceVersion"] = str(next(self._version))
+        meta["managedFields"] = [
+            {
+                "manager": manager,
+                "operation": "Apply",
+                "apiVersion": applied["apiVersion"],
+                "time": _now(),
+                "fieldsType": "FieldsV1",
+            }
+        ]
+        if kind == "Secret":  # stringData is write-only: the server stores it as data
+            data = {
+                k: base64.b64encode(v.encode()).decode()
+                for k, v in obj.pop("stringData", {}).items()
+            }
+            obj["data"] = {**obj.get("data", {}), **data}
+        self.objects[key] = obj
+        exposed = kind == "Service" and obj["spec"].get("type") in ("NodePort", "LoadBalancer")
+        if exposed and (namespace, name) not in self.forwarders:
+            port = obj["spec"]["ports"][0]["nodePort"]
+            self.forwarders[(namespace, name)] = ServiceForwarder(self, namespace, name, port)
+        return (200 if existing else 201), copy.deepcopy(obj)
+
+    @staticmethod
+    def _keep_others_fields(kind: str, existing: dict, obj: dict) -> str | None:
+        """Keep what other managers own; a changed immutable field is the error text."""
+        if kind == "Deployment":
+            if existing["spec"]["selector"] != obj["spec"]["selector"]:
+                return "spec.selector: field is immutable"
+            if "replicas" not in obj["spec"]:  # owned by the HPA
+                obj["spec"]["replicas"] = existing["spec"].get("replicas", 1)
+        if kind == "Service":
+            obj["spec"]["clusterIP"] = existing["spec"]["clusterIP"]
+            old_ports = {p["name"]: p for p in existing["spec"]["ports"]}
+            for port in obj["spec"]["ports"]:
+                if "nodePort" in old_ports.get(port.get("name"), {}):
+                    port.setdefault("nodePort", old_ports[port["name"]]["nodePort"])
+        return None
+
+    def _allocate(self, service: dict[str, Any]) -> None:
+        spec = service["spec"]
+        spec.setdefault("clusterIP", f"10.96.{secrets.randbelow(250)}.{secrets.randbelow(250)}")
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            for port in spec["ports"]:
+                port.setdefault("nodePort", _free_port())
+        if spec.get("type") == "LoadBalancer":
+            service["status"] = {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}
+
+    def _delete(self, key: tuple[str, str, str]) -> None:
+        kind, namespace, name = key
+        self.objects.pop(key)
+        if kind == "Service" and (namespace, name) in self.forwarders:
+            self.forwarders.pop((namespace, name)).close()
+        if kind == "Deployment":
+            for ns, pod in list(self.pods):
+                if ns == namespace and self._owner(ns, pod) == name:
+                    self._terminate(ns, pod)
+        if kind == "Pod" and (namespace, name) in self.pods:
+            self._terminate(namespace, name)
+
+    def _owner(self, namespace: str, pod: str) -> str | None:
+        found = self.objects.get(("Pod", namespace, pod))
+        return found["metadata"].get("annotations", {}).get("standin/owner") if found else None
+
+    def _log(self, namespace: str, name: str, query: dict) -> tuple[int, Any]:
+        runtime = self.pods.get((namespace, name))
+        if runtime is None:
+            return 404, _status(404, "NotFound", f'pods "{name}" not found')
+        tail = int((query.get("tailLines") or ["100"])[0])
+        try:
+            return 200, runtime.container.logs(tail=tail)
+        except docker.errors.NotFound:
+            return 200, b""
+
+    # --- the controllers ----------------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.lock:
+                    deployments = [k for k in self.objects if k[0] == "Deployment"]
+                for key in deployments:
+                    self._reconcile(key)
+                self._probe_pods()
+            except Exception:  # a stand-in bug must show in the test log, not kill the loop
+                logger.exception("stand-in controller failed")
+            time.sleep(0.2)
+
+    def _reconcile(self, key: tuple[str, str, str]) -> None:
+        with self.lock:
+            deployment = self.objects.get(key)
+            if deployment is None:
+                return
+            _, namespace, name = key
+            spec, status = deployment["spec"], deployment["status"]
+            self._autoscale(namespace, name, spec)
+            template_hash = hashlib.sha256(
+                json.dumps(spec["template"], sort_keys=True).encode()
+            ).hexdigest()[:10]
+            last_hash, last_progress = self.progress.get((namespace, name), ("", time.time()))
+            if last_hash != template_hash:
+                last_progress = time.time()
+            desired = spec["replicas"]
+            rolling = spec.get("strategy", {}).get("rollingUpdate", {})
+            surge = self._resolve(rolling.get("maxSurge", "25%"), desired, math.ceil)
+            unavailable = self._resolve(rolling.get("maxUnavailable", "25%"), desired, math.floor)
+            surge = surge or (0 if unavailable else 1)
+            pods = [
+                (pod, rt)
+                for (ns, pod), rt in self.pods.items()
+                if ns == namespace and self._owner(ns, pod) == name and not rt.terminating
+            ]
+            new = [(p, rt) for p, rt in pods if p.startswith(f"{name}-{template_hash}-")]
+            old = [(p, rt) for p, rt in pods if (p, rt) not in new]
+            ready = sum(rt.ready for _, rt in pods)
+            progressed = False
+            while len(new) < desired and len(pods) < desired + surge:
+                pod = self._start_pod(namespace, name, template_hash, spec["template"])
+                new.append(pod)
+                pods.append(pod)
+                progressed = True
+            # unready old pods may always go; ready ones while enough others are ready
+            for pod, rt in sorted(old, key=lambda p: p[1].ready):
+                if rt.ready and ready - 1 < desired - unavailable:
+                    break
+                self._terminate(namespace, pod)
+                pods.remove((pod, rt))
+                ready -= rt.ready
+                progressed = True
+            for pod, rt in sorted(new, key=lambda p: p[1].ready)[: max(0, len(new) - desired)]:
+                self._terminate(namespace, pod)
+                pods.remove((pod, rt))
+                new.remove((pod, rt))
+            new_ready = sum(rt.ready for _, rt in new)
+            if new_ready != status.get("updatedReadyReplicas", new_ready):
+                progressed = True
+            if progressed:
+                last_progress = time.time()
+            self.progress[(namespace, name)] = (template_hash, last_progress)
+            complete = len(new) == desired == new_ready and not old
+            deadline = spec.get("progressDeadlineSeconds", 600)
+            if complete:
+                condition = ("True", "NewReplicaSetAvailable", "has successfully progressed")
+            elif time.time() - last_progress > deadline:
+                condition = ("False", "ProgressDeadlineExceeded", "has timed out progressing")
+            else:
+                condition = ("True", "ReplicaSetUpdated", "is progressing")
+            status.update(
+                observedGeneration=deployment["metadata"]["generation"],
+                replicas=len(pods),
+                updatedReplicas=len(new),
+                updatedReadyReplicas=new_ready,  # stand-in bookkeeping, not an API field
+                readyReplicas=ready,
+                availableReplicas=ready,
+                unavailableReplicas=max(0, len(pods) - ready),
+                conditions=[
+                    {
+                        "type": "Available",
+                        "status": "True" if ready >= desired - unavailable else "False",
+                        "reason": "MinimumReplicasAvailable",
+                        "lastUpdateTime": _now(),
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": condition[0],
+                        "reason": condition[1],
+                        "message": f'ReplicaSet "{name}-{template_hash}" {condition[2]}.',
+                        "lastUpdateTime": _now(),
+                    },
+                ],
+            )
+
+    def _autoscale(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        for (kind, ns, _), hpa in self.objects.items():
+            target = hpa.get("spec", {}).get("scaleTargetRef", {})
+            if kind == "HorizontalPodAutoscaler" and ns == namespace and target["name"] == name:
+                low, high = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"]
+                spec["replicas"] = min(max(spec["replicas"], low), high)
+                hpa["status"] = {"currentReplicas": spec["replicas"]}
+
+    @staticmethod
+    def _resolve(value: int | str, desired: int, rounding: Any) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            return int(rounding(desired * int(value[:-1]) / 100))
+        return int(value)
+
+    def _start_pod(self, namespace: str, owner: str, template_hash: str, template: dict) -> Any:
+        pod = f"{owner}-{template_hash}-{secrets.token_hex(3)}"
+        spec = copy.deepcopy(template["spec"])
+        container = spec["containers"][0]
+        security = spec.get("securityContext", {})
+        user = f"{security.get('runAsUser', 0)}:{security.get('runAsGroup', 0)}"
+        mounts = {}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            source = self._volume(namespace, pod, volumes[mount["name"]], security)
+            mounts[str(source)] = {
+                "bind": mount["mountPath"],
+                "mode": "ro" if mount.get("readOnly") else "rw",
+            }
+        limits = container.get("resources", {}).get("limits", {})
+        cpu, memory = _quantity(limits.get("cpu")), _quantity(limits.get("memory"))
+        created = self.docker.containers.run(
+            container["image"],
+            command=(container.get("command") or []) + (container.get("args") or []) or None,
+            name=f"standin-{self.id}-{pod}",
+            detach=True,
+            environment={e["name"]: e["value"] for e in container.get("env", [])},
+            user=user,
+            volumes=mounts,
+            labels={LABEL: self.id, f"{LABEL}.pod": pod},
+            ports={f"{POD_PORT}/tcp": ("127.0.0.1", None)},
+            nano_cpus=int(cpu * 1e9) if cpu else None,
+            mem_limit=int(memory) if memory else None,
+        )
+        created.reload()
+        host_port = int(created.ports[f"{POD_PORT}/tcp"][0]["HostPort"])
+        labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
+        self.objects[("Pod", namespace, pod)] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": {"standin/owner": owner},
+                "creationTimestamp": _now(),
+                "uid": str(uuid.uuid4()),
+            },
+            "spec": spec,
+            "status": {"phase": "Pending"},
+        }
+        runtime = PodRuntime(created, host_port, container.get("readinessProbe"))
+        self.pods[(namespace, pod)] = runtime
+        return pod, runtime
+
+    def _volume(self, namespace: str, pod: str, volume: dict, security: dict) -> Path:
+        uid, gid = security.get("runAsUser", 0), security.get("fsGroup", 0)
+        if "secret" in volume:
+            secret = self.objects.get(("Secret", namespace, volume["secret"]["secretName"]))
+            if secret is None:  # kubelet keeps such a pod in ContainerCreating
+                raise RuntimeError(f"secret {volume['secret']['secretName']} not found")
+
+            folder = self.volumes / pod / volume["name"]
+            folder.mkdir(parents=True)
+            for key, value in secret.get("data", {}).items():
+                (folder / key).write_bytes(base64.b64decode(value))
+                (folder / key).chmod(volume["secret"].get("defaultMode", 0o644))
+                shutil.chown(folder / key, uid, gid)
+            return folder
+        claim = self.volumes / "pvc" / volume["persistentVolumeClaim"]["claimName"]
+        claim.mkdir(parents=True, exist_ok=True)
+        shutil.chown(claim, uid, gid)
+        return claim
+
+    def _terminate(self, namespace: str, pod: str) -> None:
+        """Leave the Service now; preStop, then SIGTERM with the grace period, on a thread."""
+        runtime = self.pods.get((namespace, pod))
+        if runtime is None or runtime.terminating:
+            return
+        runtime.terminating = True
+        obj = self.objects[("Pod", namespace, pod)]
+        obj["metadata"]["deletionTimestamp"] = _now()
+        spec = obj["spec"]
+        pre_stop = spec["containers"][0].get("lifecycle", {}).get("preStop", {}).get("exec")
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+
+        def stop() -> None:
+            try:
+                if pre_stop and runtime.exited is None:
+                    runtime.container.exec_run(pre_stop["command"])
+                runtime.container.stop(timeout=grace)
+                runtime.container.remove(force=True)
+            except docker.errors.APIError:
+                pass
+            with self.lock:
+                self.pods.pop((namespace, pod), None)
+                self.objects.pop(("Pod", namespace, pod), None)
+
+        threading.Thread(target=stop, daemon=True, name=f"stop-{pod}").start()
+
+    def _probe_pods(self) -> None:
+        """Real readiness probes (HTTP GET on the published port), each at its period."""
+        with self.lock:
+            pods = [(key, rt) for key, rt in self.pods.items() if not rt.terminating]
+        for (namespace, pod), rt in pods:
+            if time.monotonic() < rt.next_probe:
+                continue
+            rt.next_probe = time.monotonic() + rt.probe.get("periodSeconds", 10)
+            try:
+                rt.container.reload()
+                if rt.container.status == "exited":
+                    rt.exited = rt.container.attrs["State"].get("ExitCode")
+            except docker.errors.NotFound:
+                rt.exited = -1
+            ready = False
+            if rt.exited is None and rt.probe.get("httpGet"):
+                try:
+                    url = f"http://127.0.0.1:{rt.host_port}{rt.probe['httpGet']['path']}"
+                    ready = httpx.get(url, timeout=rt.probe.get("timeoutSeconds", 1)).is_success
+                except httpx.HTTPError:
+                    ready = False
+            with self.lock:
+                rt.ready = ready and not rt.terminating
+                obj = self.objects.get(("Pod", namespace, pod))
+                if obj is not None:
+                    waiting = {"reason": "CrashLoopBackOff"} if rt.exited is not None else None
+                    obj["status"] = {
+                        "phase": "Failed" if rt.exited is not None else "Running",
+                        "podIP": "127.0.0.1",
+                        "conditions": [{"type": "Ready", "status": str(rt.ready)}],
+                        "containerStatuses": [
+                            {
+                                "name": obj["spec"]["containers"][0]["name"],
+                                "ready": rt.ready,
+                                "state": {"waiting": waiting} if waiting else {"running": {}},
+                            }
+                        ],
+                    }

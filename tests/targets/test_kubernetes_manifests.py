@@ -1,0 +1,221 @@
+"""The kubernetes: target without a cluster: URIs, settings, manifests validated offline against
+the real schemas (kubernetes-validate, strict) for the oldest and newest versions we support,
+and the dry-run YAML."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from mlops_pipeline.errors import BackendUnavailableError, InvalidInputError
+from mlops_pipeline.targets.base import DeployConfig, ModelRef, get_target, renderable_schemes
+from mlops_pipeline.targets.kubernetes import KubernetesTarget
+from mlops_pipeline.targets.kubernetes_manifests import manifests, settings_for
+from mlops_pipeline.targets.kubernetes_status import RolloutFailed, endpoint_url, rollout_status
+
+# autoscaling/v2 is GA from 1.23; 1.25 is the oldest schema kubernetes-validate ships
+K8S_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
+MODEL = ModelRef("iris", "3")
+IMAGE = "registry.example.com/mlops/iris:3"
+
+
+def validate_all(docs: list[dict]) -> list[str]:
+    """Validate every document in strict mode for each supported version; returns kinds."""
+    for doc in docs:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    return [doc["kind"] for doc in docs]
+
+
+def test_uri_selects_namespace_and_context():
+    target = get_target("kubernetes:/ml-prod?context=aks-west")
+    assert isinstance(target, KubernetesTarget)
+    assert (target.namespace, target.context) == ("ml-prod", "aks-west")
+    assert target.target_uri == "kubernetes:/ml-prod?context=aks-west"
+    assert get_target("kubernetes:/default").context is None
+    assert KubernetesTarget.needs_image is True
+    assert "kubernetes:" in renderable_schemes()
+    for bad in ("kubernetes:", "kubernetes:/Prod", "kubernetes:/a/b", "kubernetes:/ns?ctx=x"):
+        with pytest.raises(InvalidInputError, match="kubernetes:/<namespace>"):
+            get_target(bad)
+
+
+def test_every_manifest_validates_strictly_with_keys_and_a_capture_volume(tmp_path: Path):
+    config = DeployConfig(
+        api_key_file=str(tmp_path / "keys"),
+        options={"capture_pvc": "iris-capture", "service_type": "LoadBalancer"},
+    )
+    docs = manifests("iris-prod", "ml", MODEL, config, IMAGE, settings_for(config), api_keys="k1\n")
+
+    kinds = validate_all(docs)
+
+    assert kinds == [
+        "Secret",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ]
+    deployment = docs[1]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MLOPS_SERVING_API_KEY_FILE"] == "/run/mlops/api-keys"
+    assert env["MLOPS_SERVING_CAPTURE_URI"] == "/var/lib/mlops/capture"
+    assert env["MLOPS_SERVING_MODEL_VERSION"] == "3"
+    assert "k1" not in str(deployment)  # the keys live in the Secret only
+    assert docs[0]["stringData"] == {"api-keys": "k1\n"}
+    assert pod["volumes"] == [
+        {"name": "api-keys", "secret": {"secretName": "iris-prod-api-keys", "defaultMode": 0o440}},
+        {"name": "capture", "persistentVolumeClaim": {"claimName": "iris-capture"}},
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    meta = deployment["metadata"]
+    assert meta["labels"]["mlops.model.version"] == "3"
+    assert meta["annotations"]["mlops.model.uri"] == "models:/iris/3"
+    assert meta["annotations"]["mlops.image"] == IMAGE
+    assert docs[2]["spec"]["type"] == "LoadBalancer"
+    assert docs[3]["spec"]["minReplicas"] == 2 and docs[3]["spec"]["maxReplicas"] == 5
+
+
+def test_environment_defaults_and_per_deployment_options(monkeypatch):
+    monkeypatch.setenv("MLOPS_K8S_MAX_REPLICAS", "9")
+    monkeypatch.setenv("MLOPS_K8S_CPU_TARGET_PERCENT", "55")
+    config = DeployConfig(capture_uri="s3://bucket/capture", options={"min_replicas": "3"})
+
+    docs = manifests("iris-prod", "ml", MODEL, config, IMAGE, settings_for(config))
+
+    validate_all(docs)
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 9)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 55
+    env = {
+        e["name"]: e["value"] for e in docs[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MLOPS_SERVING_CAPTURE_URI"] == "s3://bucket/capture"  # fsspec: passed through
+    assert "MLOPS_SERVING_API_KEY_FILE" not in env
+    assert [d["kind"] for d in docs][0] == "Deployment"  # no keys, no Secret
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (DeployConfig(options={"replicas": "3"}), "Kubernetes option replicas='3' is invalid"),
+        (DeployConfig(options={"min_replicas": "x"}), "min_replicas='x' is invalid"),
+        (DeployConfig(options={"min_replicas": "4", "max_replicas": "2"}), "is below"),
+        (DeployConfig(capture_uri="/data/capture"), "is a local path"),
+        (
+            DeployConfig(capture_uri="s3://b/c", options={"capture_pvc": "claim"}),
+            "both say where to capture",
+        ),
+    ],
+)
+def test_bad_settings_are_invalid_input_naming_the_value(config, message):
+    with pytest.raises(InvalidInputError, match=message):
+        KubernetesTarget("kubernetes:/ml").render("iris-prod", MODEL, config, image=IMAGE)
+
+
+def test_dry_run_yaml_applies_as_is_and_never_prints_keys(tmp_path: Path):
+    keys = tmp_path / "keys"
+    keys.write_text("very-secret-key\n")
+    config = DeployConfig(api_key_file=str(keys), options={"service_type": "NodePort"})
+
+    text = KubernetesTarget("kubernetes:/ml-prod").render("iris-prod", MODEL, config, image=IMAGE)
+
+    assert "very-secret-key" not in text
+    assert (
+        f"kubectl -n ml-prod create secret generic iris-prod-api-keys --from-file=api-keys={keys}"
+        in text
+    )
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert validate_all(docs) == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ]
+    assert {d["metadata"]["namespace"] for d in docs} == {"ml-prod"}
+    assert docs[0]["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+    with pytest.raises(InvalidInputError, match="needs an image"):
+        KubernetesTarget("kubernetes:/ml-prod").render("iris-prod", MODEL, config)
+
+
+def test_rollout_status_follows_kubectl():
+    def deployment(generation=2, observed=2, **status):
+        return {
+            "metadata": {"name": "iris", "generation": generation},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": observed, **status},
+        }
+
+    assert rollout_status(deployment(observed=1)) == (
+        False,
+        "waiting for the deployment spec update to be observed",
+    )
+    assert rollout_status(deployment(updatedReplicas=1, replicas=2))[1] == (
+        "1 out of 2 new replicas have been updated"
+    )
+    assert rollout_status(deployment(updatedReplicas=2, replicas=3))[1] == (
+        "1 old replicas are pending termination"
+    )
+    assert (
+        rollout_status(deployment(updatedReplicas=2, replicas=2, availableReplicas=1))[1]
+        == "1 of 2 updated replicas are available"
+    )
+    assert rollout_status(deployment(updatedReplicas=2, replicas=2, availableReplicas=2))[0]
+    stuck = deployment(
+        updatedReplicas=1,
+        conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}],
+    )
+    with pytest.raises(RolloutFailed, match="exceeded its progress deadline"):
+        rollout_status(stuck)
+
+
+def test_endpoint_url_order():
+    service = {
+        "metadata": {"name": "iris"},
+        "spec": {"ports": [{"port": 80, "nodePort": 31000}]},
+        "status": {},
+    }
+    plain = settings_for(DeployConfig())
+    assert endpoint_url(service, "ml", plain) == "http://iris.ml.svc.cluster.local:80"
+    node = settings_for(DeployConfig(options={"node_address": "10.0.0.5"}))
+    assert endpoint_url(service, "ml", node) == "http://10.0.0.5:31000"
+    balanced = {**service, "status": {"loadBalancer": {"ingress": [{"ip": "20.1.2.3"}]}}}
+    assert endpoint_url(balanced, "ml", node) == "http://20.1.2.3:80"
+    fixed = settings_for(DeployConfig(options={"endpoint_url": "https://iris.example.com/"}))
+    assert endpoint_url(balanced, "ml", fixed) == "https://iris.example.com"
+
+
+def test_without_the_client_library_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # import kubernetes -> ImportError
+    target = KubernetesTarget("kubernetes:/ml")
+    with pytest.raises(
+        BackendUnavailableError, match=r"pip install 'mlops-pipeline\[kubernetes\]'"
+    ):
+        target.list()
+    # rendering needs no client
+    assert "kind: Deployment" in target.render("iris", MODEL, DeployConfig(), image=IMAGE)
+
+
+def test_unknown_context_is_backend_unavailable_naming_it(monkeypatch, tmp_path):
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\n"
+        "contexts: [{name: real, context: {cluster: c, user: u}}]\ncurrent-context: real\n"
+    )
+    monkeypatch.setenv("MLOPS_K8S_KUBECONFIG", str(config))
+    with pytest.raises(BackendUnavailableError, match="context 'nope'"):
+        get_target("kubernetes:/ml?context=nope").list()
