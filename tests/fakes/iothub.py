@@ -2,17 +2,20 @@
 SDK calls. It is not IoT Hub: no hub can be reached from the test machines, so the tests run the
 real SDK (msrest + requests) against this server instead.
 
-What it does as the hub does (per the SDK's generated operations, api-version 2021-04-12):
+What it models (from the SDK's generated operations and their docstrings, api-version
+2021-04-12; the hub's own behaviour beyond them is this file's assumption, marked as such):
 
 * checks every request's `SharedAccessSignature` (HMAC-SHA256 of `sr` + "\\n" + `se` with the
   policy's key, policy name, expiry): a wrong key gets a real 401;
-* `PUT/GET/DELETE /configurations/{id}`, `GET /configurations`: stores configurations (a
-  second PUT of an existing id without If-Match is a 409; content never changes);
+* `PUT/GET/DELETE /configurations/{id}`, `GET /configurations`: stores configurations; their
+  content never changes (the SDK says so); a second PUT of an id without If-Match is a 409
+  (assumed);
 * `POST /devices/{id}/applyConfigurationContent`: sets the device's `$edgeAgent`, `$edgeHub`
   and module twins' desired properties from the content (404 for an unknown device);
 * `GET /twins/{id}/modules/{mid}`: module twins (404 for an unknown device or module);
 * `POST /devices/query`: only `SELECT * FROM devices.modules WHERE moduleId = '<id>'`;
-* `POST /twins/{id}/modules/{mid}/methods`: 404 "device not online" (no device connects here).
+* `POST /twins/{id}/modules/{mid}/methods`: 404 "device not online" (no device connects here;
+  the error code is assumed).
 
 What it does not do: evaluate target conditions or apply configurations to devices, run an
 edge runtime, compute configuration metrics. Tests play edgeAgent with `report(...)`.

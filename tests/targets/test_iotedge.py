@@ -14,6 +14,7 @@ import pytest
 from mlops_pipeline import ledger
 from mlops_pipeline.errors import (
     AuthError,
+    BackendUnavailableError,
     ConflictError,
     DeploymentError,
     InvalidInputError,
@@ -537,3 +538,14 @@ def test_wait_seconds_removes_a_fleet_module_that_never_runs(standin):
     with pytest.raises(DeploymentError, match="is creating after 2 s"):
         target.create("iris-fleet", V1, DeployConfig(options={"wait_seconds": "2"}), image=IMAGE1)
     assert standin.configurations == {}
+
+
+def test_the_sdk_verifies_the_hub_certificate(standin, monkeypatch):
+    standin.add_device("edge-01")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # the stand-in's CA is then trusted by nobody
+
+    with pytest.raises(BackendUnavailableError, match="could not be reached") as caught:
+        get_target("iotedge:/localhost/edge-01").list()
+
+    assert "SSL" in repr(caught.value.__cause__)
+    assert standin.requests == []
