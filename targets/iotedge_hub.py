@@ -89,12 +89,10 @@ def import_sdk() -> ModuleType:
 
 
 def _sdk_errors() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:
+    """The SDK's HTTP error, transport error and SAS signing error classes (SDK installed)."""
+    from azure.iot.hub.sastoken import SasTokenError
     from msrest.exceptions import ClientRequestError, HttpOperationError
 
-    try:
-        from azure.iot.hub.sastoken import SasTokenError
-    except ImportError:  # pragma: no cover - present in every 2.x release
-        SasTokenError = ValueError  # noqa: N806
     return HttpOperationError, ClientRequestError, SasTokenError
 
 
