@@ -188,8 +188,10 @@ class KubernetesTarget(Target):
 
         The Secret's keys are never printed: a comment gives the command that creates it.
         """
-        image = self._require_image(image)
-        return render_yaml(name, self.namespace, model, config, image, settings_for(config))
+        settings, _ = self._manifests(
+            name, model, config.model_copy(update={"api_key_file": None}), image
+        )
+        return render_yaml(name, self.namespace, model, config, image, settings)
 
     # --- rollout ------------------------------------------------------------------------------
 
@@ -198,6 +200,13 @@ class KubernetesTarget(Target):
     ) -> tuple[KubernetesSettings, list[dict[str, Any]]]:
         image = self._require_image(image)
         settings = settings_for(config)
+        if config.port is not None:
+            raise InvalidInputError(
+                f"Port {config.port}: the kubernetes target publishes no host port.",
+                hint="Drop --port; the Service listens on the service_port option (default 80).",
+                field="port",
+                value=config.port,
+            )
         keys = None
         if config.api_key_file:
             try:

@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from mlops_pipeline.errors import BackendUnavailableError, InvalidInputError
+from mlops_pipeline.targets import operations
 from mlops_pipeline.targets.base import DeployConfig, ModelRef, get_target, renderable_schemes
 from mlops_pipeline.targets.kubernetes import KubernetesTarget
 from mlops_pipeline.targets.kubernetes_manifests import manifests, settings_for
@@ -116,6 +117,7 @@ def test_environment_defaults_and_per_deployment_options(monkeypatch):
         (DeployConfig(options={"min_replicas": "x"}), "min_replicas='x' is invalid"),
         (DeployConfig(options={"min_replicas": "4", "max_replicas": "2"}), "is below"),
         (DeployConfig(capture_uri="/data/capture"), "is a local path"),
+        (DeployConfig(port=8080), "Port 8080: the kubernetes target publishes no host port"),
         (
             DeployConfig(capture_uri="s3://b/c", options={"capture_pvc": "claim"}),
             "both say where to capture",
@@ -219,3 +221,30 @@ def test_unknown_context_is_backend_unavailable_naming_it(monkeypatch, tmp_path)
     monkeypatch.setenv("MLOPS_K8S_KUBECONFIG", str(config))
     with pytest.raises(BackendUnavailableError, match="context 'nope'"):
         get_target("kubernetes:/ml?context=nope").list()
+
+
+def test_deploy_dry_run_renders_the_registered_version_and_touches_nothing(
+    registered_model, tmp_path: Path
+):
+    from mlops_pipeline import inuse, ledger
+    from mlops_pipeline.tracking import connect
+
+    keys = tmp_path / "keys"
+    keys.write_text("k-123\n")
+
+    rendered = operations.dry_run_deployment(
+        "models:/iris@champion",
+        "iris-prod",
+        "kubernetes:/ml-prod?context=aks",
+        api_key_file=str(keys),
+        options={"min_replicas": "3"},
+    )
+
+    assert (rendered.image, rendered.model_uri) == ("mlops/iris:1", "models:/iris/1")
+    assert rendered.target_uri == "kubernetes:/ml-prod?context=aks"
+    assert "k-123" not in rendered.manifest
+    docs = [d for d in yaml.safe_load_all(rendered.manifest) if d]
+    validate_all(docs)
+    assert docs[2]["spec"]["minReplicas"] == 3
+    assert ledger.find_deployment("iris-prod") is None
+    assert inuse.deployments_using(connect(), "iris", "1") == {}
