@@ -174,11 +174,11 @@ def parse_location(target_uri: str, location: str) -> EdgeLocation:
 
 
 def configuration_id(name: str, model: ModelRef, manifest: dict[str, Any]) -> str:
-    """`mlops-<name>-v<version>-<hash of the manifest>`: unique per content, which a hub
-    configuration cannot change."""
+    """`mlops-<name>-v<version>-<hash of the manifest>`, lowercase as the hub requires: unique
+    per content, which a hub configuration cannot change."""
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:8]
     version = re.sub(r"[^a-z0-9]", "", model.version.lower())[:16]
-    return f"mlops-{name}-v{version}-{digest}"[:128]
+    return f"mlops-{name.lower()}-v{version}-{digest}"[:128]
 
 
 class IoTEdgeTarget(Target):
