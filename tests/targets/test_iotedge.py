@@ -371,6 +371,18 @@ def test_fleet_create_update_status_and_delete(standin):
     }
     rendered = json.loads(target.render("iris-fleet", V1, DeployConfig(), image=IMAGE1))
     assert stored["content"] == rendered
+    [(method, path, body)] = [r for r in standin.requests if r[0] == "PUT"]
+    assert (method, path) == ("PUT", f"/configurations/{config_id}")
+    assert body["content"] == rendered and body["targetCondition"] == "tags.site='plant-7'"
+    content = body["content"]["modulesContent"]
+    module = content["$edgeAgent"]["properties.desired"]["modules"]["iris-fleet"]
+    assert (module["settings"]["image"], module["status"]) == (IMAGE1, "running")
+    assert content["iris-fleet"]["properties.desired"]["model"]["uri"] == "models:/iris/1"
+    assert content["$edgeHub"]["properties.desired"]["routes"] == {
+        "iris_fleet_captures_to_upstream": (
+            "FROM /messages/modules/iris-fleet/outputs/captures/* INTO $upstream"
+        )
+    }
     assert target.get("iris-fleet").status == DeploymentStatus.CREATING
     standin.report("edge-01", "$edgeAgent", {"modules": {"iris-fleet": running(IMAGE1)}})
     standin.report("edge-02", "$edgeAgent", {"modules": {"iris-fleet": running(IMAGE1)}})
