@@ -247,7 +247,10 @@ class StandInApiServer:
         for container in self.docker.containers.list(
             all=True, filters={"label": f"{LABEL}={self.id}"}
         ):
-            container.remove(force=True)
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:  # a pod's stop thread removed it meanwhile
+                continue
         shutil.rmtree(self.volumes, ignore_errors=True)
 
     def kubeconfig(self, path: Path, context: str = "stand-in") -> Path:

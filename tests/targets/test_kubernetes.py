@@ -92,7 +92,9 @@ def test_create_serves_through_the_service_then_delete_removes_all(
     assert (again.model_version, again.endpoint_url) == ("1", url)
     assert again.config["api_key_file"] == str(keys)
     assert [d.name for d in target.list()] == [name]
-    assert "/ping" in target.logs(name) or "Uvicorn running" in target.logs(name)
+    logs = target.logs(name)
+    assert logs.startswith(f"==> pod {name}-")
+    assert "model iris version 1 is ready" in logs
     with pytest.raises(ConflictError, match=f"'{name}' already exists"):
         target.create(name, V2, config(), image=k8s_images["2"])
 
