@@ -185,3 +185,12 @@ def test_a_ledger_an_older_release_created_gains_the_new_columns(
     columns = {c["name"] for c in sa.inspect(ledger.engine()).get_columns("batch_scored_files")}
     assert "identity" in columns
     get_settings.cache_clear()
+
+
+def test_a_sqlite_ledger_runs_in_wal_mode(mlops_home: Path) -> None:
+    """Commits append to the write-ahead log instead of waiting for fsyncs of a journal."""
+    import sqlalchemy as sa
+
+    with ledger.engine().connect() as conn:
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1  # NORMAL
