@@ -211,3 +211,43 @@ def test_update_and_rollback_under_load_fail_no_request_and_keep_the_ledger(
     finally:
         KubernetesTarget(URI).delete(name)
         get_settings.cache_clear()
+
+
+def test_two_replica_rollout_never_drops_below_two_available_pods(target, standin, k8s_images):
+    import threading
+
+    name = "k8s-two"
+    two = config(min_replicas="2")
+    deployment = target.create(name, V1, two, image=k8s_images["1"])
+    stored = standin.get("Deployment", NAMESPACE, name)
+    assert stored["spec"]["replicas"] == 2  # the HPA raised it to minReplicas
+    assert stored["status"]["availableReplicas"] == 2
+    assert len(standin.containers(NAMESPACE, name)) == 2
+    seen: list[tuple[int, int, int]] = []  # (available, updated, replicas) while rolling
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            status = standin.get("Deployment", NAMESPACE, name)["status"]
+            seen.append(
+                (status["availableReplicas"], status["updatedReplicas"], status["replicas"])
+            )
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        updated = target.update(name, V2, two, image=k8s_images["2"])
+    finally:
+        done.set()
+        watcher.join(5)
+
+    assert updated.model_version == "2"
+    assert served_version(deployment.endpoint_url) == "2"
+    assert min(available for available, _, _ in seen) >= 2  # maxUnavailable: 0
+    assert max(replicas for _, _, replicas in seen) == 3  # maxSurge: 1
+    final = standin.get("Deployment", NAMESPACE, name)["status"]
+    assert (final["availableReplicas"], final["updatedReplicas"], final["replicas"]) == (2, 2, 2)
+    images = [c.image.tags[0] for c in standin.containers(NAMESPACE, name)]  # old ones stopping
+    assert images == [k8s_images["2"]] * 2
+    target.delete(name)
