@@ -28,6 +28,9 @@ Contract for implementers
   is an `update` to the previous version (and its image), so it has the same guarantees.
 * `delete` is idempotent: deleting an unknown or half-removed deployment succeeds.
 * `get` raises `NotFoundError` for an unknown name and reports the live status.
+* `start_challenger` / `stop_challenger` / `promote_challenger` / `proxy_access` (optional, for
+  canary and shadow rollouts): a second version behind the same proxy, with the same guarantees
+  as `create` (removed on failure, ready before traffic) and `update` (zero-downtime promotion).
 * `render` (optional) returns what `create` would apply as text, changing nothing; secrets
   appear only as references.
 * Raise `mlops.errors` types only (wrap SDK errors with `raise X(...) from exc`); messages name
@@ -44,6 +47,7 @@ from typing import Any, ClassVar
 import httpx
 from mlops_pipeline.deployment import DeployConfig, Deployment, DeploymentStatus, ModelRef
 from mlops_pipeline.errors import BackendUnavailableError, DeploymentError, InvalidInputError
+from mlops_pipeline.rollout.admin import ProxyAccess
 from mlops_pipeline.serving.settings import env_name
 
 __all__ = [
@@ -159,6 +163,62 @@ class Target(abc.ABC):
             hint=f"Drop --dry-run; targets that render one: {', '.join(renderable_schemes())}.",
             field="dry_run",
         )
+
+    # --- optional capability: a live challenger behind the same proxy (canary, shadow) ---------
+
+    def _no_challenger(self) -> InvalidInputError:
+        return InvalidInputError(
+            f"target {self.scheme}: has no live challenger (canary and shadow need the "
+            "deployment's own proxy).",
+            hint="Use a local: or docker: deployment, or `mlops redeploy` without a live gate.",
+            field="target",
+            value=self.target_uri,
+        )
+
+    def start_challenger(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> str:
+        """Start `model` next to deployment `name`'s champion, behind the same proxy, and
+        return its upstream (the base URL the proxy reaches it at) once its /ready answers.
+
+        It receives no traffic until the caller adds a canary or shadow route to that upstream
+        (`proxy_access`). Like `create`, a challenger that crashes or never becomes ready is
+        removed before `DeploymentError` is raised; the champion is never touched.
+
+        Raises:
+            InvalidInputError: the target has no live challenger (the default).
+            NotFoundError: no deployment `name`.
+            ConflictError: a challenger already runs for `name`.
+            DeploymentError: it crashed or was not ready within `config.ready_timeout`.
+        """
+        raise self._no_challenger()
+
+    def stop_challenger(self, name: str) -> None:
+        """Stop deployment `name`'s challenger; succeeds when none runs (idempotent).
+
+        The caller removes its proxy routes first, so no request is in flight on it.
+        """
+        raise self._no_challenger()
+
+    def promote_challenger(self, name: str) -> Deployment:
+        """Make the challenger the deployment's version with zero downtime: the proxy switches
+        its primary to the challenger (removing the canary route), the old version drains and
+        stops. Returns the deployment as it now runs.
+
+        Raises:
+            ConflictError: no challenger runs for `name`.
+            DeploymentError: the switch failed; the champion keeps serving.
+        """
+        raise self._no_challenger()
+
+    def proxy_access(self, name: str) -> ProxyAccess:
+        """The stable endpoint and admin token of deployment `name`'s proxy, for its routes and
+        per-version stats (`mlops_pipeline.rollout.admin.ProxyAdmin`). A secret: never log it.
+
+        Raises:
+            NotFoundError: no deployment `name`; BackendUnavailableError: its proxy is down.
+        """
+        raise self._no_challenger()
 
     def predict(
         self, name: str, payload: dict[str, Any], *, headers: dict[str, str] | None = None

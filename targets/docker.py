@@ -13,6 +13,7 @@ read back from them) are in docker_objects.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -22,15 +23,19 @@ import docker.errors
 import httpx
 from docker.models.containers import Container
 from mlops_pipeline.errors import (
+    BackendUnavailableError,
     ConflictError,
     DeploymentError,
     InvalidInputError,
+    MLOpsError,
     NotFoundError,
 )
 from mlops_pipeline.images import docker_client
+from mlops_pipeline.rollout.admin import ProxyAccess, ProxyAdmin
 from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.targets.base import DeployConfig, Deployment, ModelRef, Target
 from mlops_pipeline.targets.docker_objects import (
+    CHALLENGER_LABEL,
     PROXY_ENV,
     ROLE_LABEL,
     DockerObjects,
@@ -179,6 +184,106 @@ class DockerTarget(Target):
             raise NotFoundError(f"Deployment '{name}' does not exist on docker:.", field="name")
         return active.logs(tail=tail).decode(errors="replace")
 
+    def health(self, name: str) -> dict:
+        """The base health plus the proxy's `routes` (the canary/shadow split) while a
+        challenger runs, so `mlops status` shows the split."""
+        result = super().health(name)
+        if self._challengers(name):
+            try:
+                result["routes"] = ProxyAdmin(self.proxy_access(name), 5.0).routes().model_dump()
+            except MLOpsError:
+                result["routes"] = None
+        return result
+
+    # --- live challenger ----------------------------------------------------------------------
+
+    def _challengers(self, name: str) -> list[Container]:
+        """Challenger containers that are not (or no longer) the active one."""
+        active = self.objects.active(name, self.objects.proxy(name))
+        return [
+            c
+            for c in self.objects.models(name)
+            if c.labels.get(CHALLENGER_LABEL) == "true" and (active is None or c.id != active.id)
+        ]
+
+    def start_challenger(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> str:
+        """A second model container on the deployment's network; returns its upstream once the
+        proxy finds its /ready answering (probed as a 0 % canary route, removed again)."""
+        image = self._require_image(image)
+        self.get(name)
+        running = self._challengers(name)
+        if running:
+            raise ConflictError(
+                f"Deployment '{name}' already runs challenger {running[0].name}.",
+                hint="Let the running canary or shadow finish, or stop it first.",
+                deployment=name,
+            )
+        container = self.objects.start_model(
+            name, model, config, image, f"mlops-{name}", labels={CHALLENGER_LABEL: "true"}
+        )
+        try:
+            self._await_challenger(name, container, model, config.ready_timeout)
+        except BaseException:
+            self.objects.remove(container, timeout=0)
+            raise
+        return upstream(container)
+
+    def _await_challenger(
+        self, name: str, container: Container, model: ModelRef, timeout: float
+    ) -> None:
+        # The container's port is not published: only the proxy, on the deployment's network,
+        # can ask its /ready. A 0 % canary route is accepted only once /ready answers 200 and
+        # sends no request; it is removed right after.
+        admin = ProxyAdmin(self.proxy_access(name))
+        route = {"upstream": upstream(container), "percent": 0, "version": model.version}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_running(container)
+            try:
+                admin.set_routes(canary=route, drain_timeout=0)
+            except ConflictError:
+                time.sleep(POLL_SECONDS)
+                continue
+            admin.set_routes(canary=None, drain_timeout=0)
+            return
+        raise self._not_ready(container, timeout)
+
+    def stop_challenger(self, name: str) -> None:
+        if self.objects.proxy(name) is None:
+            return
+        for container in self._challengers(name):
+            config = json.loads(container.labels.get("mlops.config", "{}"))
+            self.objects.remove(container, timeout=int(config.get("drain_timeout", 30)))
+
+    def promote_challenger(self, name: str) -> Deployment:
+        proxy = self.objects.proxy(name)
+        challengers = self._challengers(name) if proxy is not None else []
+        if not challengers:
+            raise ConflictError(
+                f"Deployment '{name}' runs no challenger to promote.", deployment=name
+            )
+        new = challengers[0]
+        previous = [c for c in self.objects.models(name) if c.id != new.id]
+        config = DeployConfig.model_validate_json(new.labels.get("mlops.config", "{}"))
+        self._switch(name, proxy, new, config)
+        for old in previous:
+            self.objects.remove(old, timeout=int(config.drain_timeout))
+        return self.get(name)
+
+    def proxy_access(self, name: str) -> ProxyAccess:
+        proxy = self.objects.proxy(name)
+        if proxy is None:
+            raise NotFoundError(f"Deployment '{name}' does not exist on docker:.", field="name")
+        if proxy.status != "running":
+            raise BackendUnavailableError(
+                f"The proxy container of '{name}' is {proxy.status}.",
+                hint=f"Check it with `mlops status {name}`.",
+            )
+        token = container_env(proxy)[PROXY_ENV["token"]]
+        return ProxyAccess(url=f"http://127.0.0.1:{proxy.labels['mlops.port']}", token=token)
+
     # --- rollout through the stable port ------------------------------------------------------
 
     def _wait_ready(self, port: int, container: Container, timeout: float) -> None:
@@ -205,6 +310,8 @@ class DockerTarget(Target):
             "upstream": upstream(container),
             "drain_timeout": config.drain_timeout,
             "check_ready": True,
+            # labels the primary's stats and X-Model-Version
+            "version": container.labels.get("mlops.model.version"),
         }
         deadline = time.monotonic() + config.ready_timeout
         while time.monotonic() < deadline:

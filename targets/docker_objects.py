@@ -43,6 +43,8 @@ from mlops_pipeline.targets.base import (
 
 DEPLOYMENT_LABEL = "mlops.deployment"
 ROLE_LABEL = "mlops.role"
+# a model container started as a live challenger (canary or shadow) beside the active one
+CHALLENGER_LABEL = "mlops.challenger"
 CAPTURE_MOUNT = "/var/lib/mlops/capture"
 SECRETS_DIR = "/run/mlops"
 API_KEY_PATH = f"{SECRETS_DIR}/api-keys"
@@ -93,9 +95,17 @@ class DockerObjects:
     # --- containers -------------------------------------------------------------------------
 
     def start_model(
-        self, name: str, model: ModelRef, config: DeployConfig, image: str, network: str
+        self,
+        name: str,
+        model: ModelRef,
+        config: DeployConfig,
+        image: str,
+        network: str,
+        *,
+        labels: dict[str, str] | None = None,
     ) -> Container:
-        """Create and start one model container (not yet receiving traffic)."""
+        """Create and start one model container (not yet receiving traffic); `labels` are
+        added to the deployment's own (e.g. CHALLENGER_LABEL)."""
         user = self._image_user(image)
         env = serving_env(
             IMAGE_MODEL_DIR, model, config, host="0.0.0.0", port=IMAGE_PORT, image=image
@@ -122,6 +132,7 @@ class DockerObjects:
                 "mlops.model.version": model.version,
                 "mlops.image": image,
                 "mlops.config": config.model_dump_json(),
+                **(labels or {}),
             },
             network=network,
             user=user,

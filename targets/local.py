@@ -36,6 +36,7 @@ from mlops_pipeline.errors import (
     MLOpsError,
     NotFoundError,
 )
+from mlops_pipeline.rollout.admin import ProxyAccess
 from mlops_pipeline.serving.contract import free_port, port_problem
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import (
@@ -49,6 +50,8 @@ from mlops_pipeline.targets.local_process import STOP_TIMEOUT
 from mlops_pipeline.targets.local_protocol import (
     HOST,
     TOKEN_VARIABLE,
+    ChallengerRequest,
+    ChallengerStarted,
     ControlError,
     DeploymentFiles,
     DeploymentSpec,
@@ -204,6 +207,66 @@ class LocalTarget(Target):
             )
         return self.get(name)
 
+    # --- live challenger -------------------------------------------------------------------
+
+    def _challenger_call(self, name: str, action: str, body: BaseModel | None, timeout: float):
+        self.get(name)
+        try:
+            response = self._control(name, f"/challenger/{action}", body, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise DeploymentError(
+                f"The supervisor of '{name}' did not answer /challenger/{action}: {exc}."
+            ) from exc
+        if response.status_code == 200:
+            return response
+        try:
+            reason = ControlError.model_validate_json(response.content).error
+        except ValidationError:
+            reason = response.text
+        if response.status_code == 409:
+            raise ConflictError(
+                f"Local deployment '{name}': {reason}",
+                hint=f"Stop the running challenger first (mlops canary/shadow of '{name}' "
+                "stops it when it ends).",
+                deployment=name,
+            )
+        raise DeploymentError(
+            f"Challenger {action} for local deployment '{name}' failed; the champion keeps "
+            f"serving. {reason}",
+            deployment=name,
+        )
+
+    def start_challenger(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> str:
+        request = ChallengerRequest(model=ServedModel.of(model))
+        timeout = config.ready_timeout + START_MARGIN
+        response = self._challenger_call(name, "start", request, timeout)
+        return ChallengerStarted.model_validate_json(response.content).upstream
+
+    def stop_challenger(self, name: str) -> None:
+        if self._files(name).read_spec() is None:
+            return
+        self._challenger_call(name, "stop", None, timeout=STOP_TIMEOUT + 10)
+
+    def promote_challenger(self, name: str) -> Deployment:
+        config = self.get(name).deploy_config
+        self._challenger_call(name, "promote", None, config.drain_timeout + UPDATE_MARGIN)
+        return self.get(name)
+
+    def proxy_access(self, name: str) -> ProxyAccess:
+        spec = self._files(name).read_spec()
+        control = self._files(name).read_control()
+        if spec is None:
+            self.get(name)  # NotFoundError
+        if control is None or not control.proxy_token or not pid_alive(control.pid):
+            raise BackendUnavailableError(
+                f"The supervisor of local deployment '{name}' is not running (or predates "
+                "canary support).",
+                hint=f"Redeploy it: `mlops undeploy {name}` then `mlops deploy`.",
+            )
+        return ProxyAccess(url=f"http://{HOST}:{spec.port}", token=control.proxy_token)
+
     def delete(self, name: str) -> None:
         files = self._files(name)
         if not files.root.exists():
@@ -258,6 +321,14 @@ class LocalTarget(Target):
             config={**config, "port": spec.port},
         )
 
+    def health(self, name: str) -> dict:
+        """The base health plus the proxy's `routes` (the canary/shadow split) while a
+        challenger runs, so `mlops status` shows the split."""
+        result = super().health(name)
+        if self._files(name).read_state().challenger is not None:
+            result["routes"] = _routes(self, name)
+        return result
+
     def logs(self, name: str, tail: int = 100) -> str:
         self.get(name)
         files = self._files(name)
@@ -265,12 +336,24 @@ class LocalTarget(Target):
         return log_tail(active.log if active else files.supervisor_log, tail)
 
 
+def _routes(target: Target, name: str) -> dict | None:
+    """The proxy's routes as JSON, or None when they cannot be read (health never raises)."""
+    from mlops_pipeline.rollout.admin import ProxyAdmin
+
+    try:
+        return ProxyAdmin(target.proxy_access(name), timeout=5.0).routes().model_dump()
+    except MLOpsError:
+        return None
+
+
 def _kill_leftovers(files: DeploymentFiles) -> None:
     """Kill what a dead or stuck supervisor left behind, by the pids it recorded."""
     state = files.read_state()
     control = files.read_control()
     pids = [control.pid if control else None] + [
-        child.pid for child in (state.proxy, state.pending, state.active) if child is not None
+        child.pid
+        for child in (state.proxy, state.pending, state.active, state.challenger)
+        if child is not None
     ]
     for pid in pids:
         if not pid_alive(pid):

@@ -23,6 +23,13 @@ Control API (127.0.0.1 only, header `X-Token: <ControlEndpoint.token>`):
 * `POST /update`, body `UpdateRequest` -> 200 `SwitchResult`, or 500 `ControlError` when the new
   version failed (the old one keeps serving); 400 `ControlError` for a malformed body.
 * `POST /stop` -> 202 `StopAccepted`; the supervisor stops its children and exits.
+* `POST /challenger/start`, body `ChallengerRequest` -> 200 `ChallengerStarted` once the
+  challenger's /ready answers (no traffic yet: the caller sets the proxy routes); 409
+  `ControlError` when one already runs; 500 when it failed to start (nothing is left running).
+* `POST /challenger/stop` -> 200 `StopAccepted`; idempotent.
+* `POST /challenger/promote` -> 200 `SwitchResult`: the proxy's primary becomes the challenger
+  (its canary route goes), the old active service drains and stops, spec.json names the new
+  version; 409 `ControlError` when no challenger runs.
 
 Files are written atomically (write, then rename), so a reader in another process sees either
 the old or the new content, never half of it. The JSON shapes are the models' own
@@ -125,6 +132,9 @@ class SupervisorState(BaseModel):
         default=None, description="A new version that is starting and not yet switched to."
     )
     last_switch: SwitchResult | None = None
+    challenger: ActiveService | None = Field(
+        default=None, description="A challenger version running beside the active one."
+    )
     updated_at: datetime | None = Field(default=None, description="None until first written.")
 
 
@@ -134,6 +144,9 @@ class ControlEndpoint(BaseModel):
     pid: int
     port: int
     token: str
+    proxy_token: str | None = Field(
+        default=None, description="The proxy's admin token (canary and shadow routes, stats)."
+    )
 
 
 class UpdateRequest(BaseModel):
@@ -141,6 +154,19 @@ class UpdateRequest(BaseModel):
 
     model: ServedModel
     config: DeployConfig
+
+
+class ChallengerRequest(BaseModel):
+    """Body of POST /challenger/start: run `model` beside the active version."""
+
+    model: ServedModel
+
+
+class ChallengerStarted(BaseModel):
+    """Answer of POST /challenger/start: where the proxy reaches the ready challenger."""
+
+    upstream: str
+    model: ServedModel
 
 
 class ControlError(BaseModel):

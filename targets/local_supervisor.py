@@ -27,6 +27,7 @@ stopped and the old one keeps serving. Files and the control API: see local_prot
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from mlops_pipeline.errors import DeploymentError, MLOpsError
+from mlops_pipeline.errors import ConflictError, DeploymentError, MLOpsError
 from mlops_pipeline.serving.contract import free_port
 from mlops_pipeline.serving.settings import PROXY_ENV_PREFIX, env_name
 from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus, serving_env
@@ -48,6 +49,8 @@ from mlops_pipeline.targets.local_protocol import (
     HOST,
     TOKEN_VARIABLE,
     ActiveService,
+    ChallengerRequest,
+    ChallengerStarted,
     ControlEndpoint,
     ControlError,
     DeploymentFiles,
@@ -85,13 +88,17 @@ class Supervisor:
         self.active: Child | None = None
         self.active_model: ServedModel | None = None
         self.pending: Child | None = None
+        # a challenger beside the active service: the proxy's canary or shadow upstream
+        self.challenger: Child | None = None
+        self.challenger_model: ServedModel | None = None
+        self.challenger_ready = False  # restarted on a crash only once it was ready
         self.status = DeploymentStatus.CREATING
         self.error: str | None = None
         self.last_switch: SwitchResult | None = None
 
     # -- children --------------------------------------------------------------------------
 
-    def _service(self, model: ServedModel) -> Child:
+    def _service(self, model: ServedModel, role: str = "service") -> Child:
         port = free_port()
         env = {
             **os.environ,
@@ -101,7 +108,7 @@ class Supervisor:
             "MLFLOW_REGISTRY_URI": self.spec.registry_uri,
         }
         log = self.files.service_log(model.model_version, port)
-        return Child("service", [sys.executable, "-m", "mlops_pipeline.serving"], env, port, log)
+        return Child(role, [sys.executable, "-m", "mlops_pipeline.serving"], env, port, log)
 
     def _proxy(self, upstream: str) -> Child:
         env = {
@@ -131,12 +138,13 @@ class Supervisor:
             raise
         return child
 
-    def _switch(self, new: Child) -> SwitchResult:
+    def _switch(self, new: Child, version: str) -> SwitchResult:
         drain_timeout = self.spec.config.drain_timeout
         try:
             response = httpx.put(
                 f"http://{HOST}:{self.spec.port}/-/proxy/upstream",
-                json={"upstream": new.url, "drain_timeout": drain_timeout},
+                # the version labels the primary's stats and X-Model-Version
+                json={"upstream": new.url, "drain_timeout": drain_timeout, "version": version},
                 headers={"Authorization": f"Bearer {self.proxy_token}"},
                 timeout=drain_timeout + 30,
             )
@@ -152,6 +160,11 @@ class Supervisor:
         """First deployment: service, then the proxy in front of it; DeploymentError if either
         does not become ready."""
         service = self._start_service(self.spec.model)
+        # the proxy reads its state file at start: so its primary is labelled with the version
+        # from the first request on (stats per version, X-Model-Version)
+        self.files.proxy_state.write_text(
+            json.dumps({"upstream": service.url, "version": self.spec.model.model_version})
+        )
         proxy = self._proxy(service.url)
         with self.lock:
             self.active, self.active_model, self.pending = service, self.spec.model, None
@@ -179,7 +192,7 @@ class Supervisor:
                 raise
             with self.lock:
                 try:
-                    switched = self._switch(new)
+                    switched = self._switch(new, model.model_version)
                 except DeploymentError:
                     new.stop()
                     self.pending = None
@@ -196,11 +209,72 @@ class Supervisor:
                 old.stop()
             return switched
 
+    def start_challenger(self, model: ServedModel) -> Child:
+        """Start `model` beside the active service and wait for its /ready; it gets traffic
+        only once the caller adds a proxy route to it.
+
+        Raises:
+            ConflictError: a challenger already runs.
+            DeploymentError: it exited or was not ready in time (then it is stopped).
+        """
+        with self.update_lock:
+            if self.challenger is not None:
+                raise ConflictError(
+                    f"Challenger version {self.challenger_model.model_version} already runs."
+                )
+            child = self._service(model, role="challenger")
+            with self.lock:
+                self.challenger, self.challenger_model = child, model
+                child.start()
+                self._save()
+            try:
+                child.wait_ready("/ready", self.spec.config.ready_timeout, self.stopping)
+            except BaseException:
+                self.stop_challenger()
+                raise
+            self.challenger_ready = True
+            return child
+
+    def stop_challenger(self) -> None:
+        """Stop the challenger (it flushes its capture); nothing to do when none runs."""
+        with self.lock:
+            child, self.challenger, self.challenger_model = self.challenger, None, None
+            self.challenger_ready = False
+            self._save()
+        if child is not None:
+            child.stop()
+
+    def promote_challenger(self) -> SwitchResult:
+        """Make the challenger the active service: the proxy switches to it (its canary route
+        goes), the old service drains and stops, and spec.json names the new version.
+
+        Raises:
+            ConflictError: no challenger runs.
+            DeploymentError: the proxy refused (the champion keeps serving, the challenger runs).
+        """
+        with self.update_lock:
+            if self.challenger is None or self.challenger_model is None:
+                raise ConflictError("No challenger runs, so there is nothing to promote.")
+            new, model = self.challenger, self.challenger_model
+            with self.lock:
+                switched = self._switch(new, model.model_version)
+                new.role = "service"
+                old, self.active, self.active_model = self.active, new, model
+                self.challenger = self.challenger_model = None
+                self.challenger_ready = False
+                self.last_switch = switched
+                self.spec = self.spec.model_copy(update={"model": model})
+                write_model(self.files.spec, self.spec)
+                self._save()
+            if old is not None:
+                old.stop()
+            return switched
+
     def stop(self) -> None:
         """Proxy first (stop accepting), then the services (they flush capture)."""
         self.stopping.set()
         with self.lock:
-            for child in (self.proxy, self.pending, self.active):
+            for child in (self.proxy, self.pending, self.active, self.challenger):
                 if child is not None:
                     child.stop()
             self.status = DeploymentStatus.STOPPED
@@ -211,7 +285,8 @@ class Supervisor:
         next_try: dict[str, float] = {}
         while not self.stopping.wait(0.5):
             with self.lock:
-                for child in (self.active, self.proxy):
+                challenger = self.challenger if self.challenger_ready else None
+                for child in (self.active, self.proxy, challenger):
                     if child is None or not child.exited() or self.stopping.is_set():
                         continue
                     if time.monotonic() < next_try.get(child.role, 0.0):
@@ -265,7 +340,13 @@ class Supervisor:
             active = ActiveService(
                 **self.active.describe().model_dump(), **self.active_model.model_dump()
             )
+        challenger = None
+        if self.challenger is not None and self.challenger_model is not None:
+            challenger = ActiveService(
+                **self.challenger.describe().model_dump(), **self.challenger_model.model_dump()
+            )
         return SupervisorState(
+            challenger=challenger,
             status=self.status,
             error=self.error,
             supervisor_pid=os.getpid(),
@@ -317,11 +398,33 @@ def _control_handler(supervisor: Supervisor) -> type[BaseHTTPRequestHandler]:
                     self._reply(500, ControlError(error=str(exc)))
                     return
                 self._reply(200, result)
+            elif self.path.startswith("/challenger/"):
+                self._challenger(self.path.removeprefix("/challenger/"), body)
             elif self.path == "/stop":
                 self._reply(202, StopAccepted())
                 threading.Thread(target=supervisor.stop, daemon=True).start()
             else:
                 self._reply(404, ControlError(error="unknown path"))
+
+        def _challenger(self, action: str, body: bytes) -> None:
+            try:
+                if action == "start":
+                    request = ChallengerRequest.model_validate_json(body)
+                    child = supervisor.start_challenger(request.model)
+                    self._reply(200, ChallengerStarted(upstream=child.url, model=request.model))
+                elif action == "stop":
+                    supervisor.stop_challenger()
+                    self._reply(200, StopAccepted())
+                elif action == "promote":
+                    self._reply(200, supervisor.promote_challenger())
+                else:
+                    self._reply(404, ControlError(error="unknown path"))
+            except ValidationError as exc:
+                self._reply(400, ControlError(error=f"invalid challenger request: {exc}"))
+            except ConflictError as exc:
+                self._reply(409, ControlError(error=str(exc)))
+            except DeploymentError as exc:
+                self._reply(500, ControlError(error=str(exc)))
 
     return Handler
 
@@ -356,7 +459,12 @@ def supervise(state_dir: Path) -> int:
     supervisor = Supervisor(files, spec, token)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
     server = supervisor.serve_control()
-    endpoint = ControlEndpoint(pid=os.getpid(), port=server.server_address[1], token=token)
+    endpoint = ControlEndpoint(
+        pid=os.getpid(),
+        port=server.server_address[1],
+        token=token,
+        proxy_token=supervisor.proxy_token,
+    )
     write_model(files.control, endpoint, mode=0o600)
     try:
         supervisor.start()

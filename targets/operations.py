@@ -364,3 +364,119 @@ def list_deployments(target_uri: str | None = None) -> list[dict[str, Any]]:
 def get_deployment_history(name: str) -> list[dict[str, Any]]:
     """All recorded events of NAME, oldest first, as JSON-able dicts."""
     return [event.model_dump(mode="json") for event in ledger.history(name)]
+
+
+# --- live challengers (canary and shadow rollouts) ---------------------------------------------
+
+
+def _challenger_target(name: str, model: ModelRef) -> tuple[Deployment, Any]:
+    """NAME's record and target, after checking `model` may challenge it.
+
+    Raises:
+        NotFoundError: no deployment NAME (exit 3).
+        ConflictError: `model` is of another model, or the version NAME serves (exit 4).
+    """
+    current = ledger.get_deployment(name)
+    if current.model_name != model.name:
+        raise ConflictError(
+            f"Deployment '{name}' serves model '{current.model_name}'; --model {model.uri} is "
+            f"a version of '{model.name}'.",
+            hint=f"Pass a version of '{current.model_name}', e.g. models:/{current.model_name}/N.",
+            deployment=name,
+        )
+    if current.model_version == model.version:
+        raise ConflictError(
+            f"Deployment '{name}' already serves {model.uri}; a challenger must be another "
+            "version.",
+            hint=f"Pass another version of '{model.name}'.",
+            deployment=name,
+        )
+    return current, get_target(current.target_uri)
+
+
+def start_challenger(name: str, model: ModelRef, image: str | None = None) -> str:
+    """Start `model` as NAME's live challenger (no traffic yet) and return its upstream.
+
+    The version is tagged in use first (so nobody deletes it while it serves), and released
+    again when the target fails to start it.
+
+    Raises:
+        NotFoundError, ConflictError: see `_challenger_target`; ConflictError also when a
+            challenger already runs. InvalidInputError: the target has no live challenger.
+        DeploymentError: it did not become ready (nothing is left running).
+    """
+    current, target = _challenger_target(name, model)
+    ledger.mark_in_use(name, model, current.target_uri)
+    try:
+        upstream = target.start_challenger(name, model, current.deploy_config, image=image)
+    except BaseException:
+        ledger.release_in_use(name, model)
+        raise
+    logger.info("challenger %s of '%s' is ready at %s", model.uri, name, upstream)
+    return upstream
+
+
+def stop_challenger(name: str, model: ModelRef) -> None:
+    """Stop NAME's challenger and release its in-use tag (idempotent; the served version keeps
+    its tag)."""
+    current = ledger.get_deployment(name)
+    get_target(current.target_uri).stop_challenger(name)
+    if current.model != model:
+        ledger.release_in_use(name, model)
+
+
+def promote_challenger(
+    name: str, model: ModelRef, image: str | None = None, reason: str | None = None
+) -> Deployment:
+    """Make NAME's running challenger `model` its version with zero downtime, and record it
+    as an `update` (so `mlops rollback` returns to the old version); the old version's in-use
+    tag is released.
+
+    Raises:
+        ConflictError: no challenger runs; DeploymentError: the switch failed (the champion
+            keeps serving; the failure is recorded).
+    """
+    current, target = _challenger_target(name, model)
+    event = {
+        "target_uri": current.target_uri,
+        "model_name": model.name,
+        "from_version": current.model_version,
+        "to_version": model.version,
+        "image": image,
+    }
+    try:
+        target.promote_challenger(name)
+        live = target.get(name)
+    except BaseException as exc:
+        ledger.record_event(name, "update", "failed", reason=str(exc)[:2000], **event)
+        raise
+    deployment = ledger.upsert_deployment(live.model_copy(update={"image": image or live.image}))
+    ledger.record_event(name, "update", "succeeded", reason=reason, **event)
+    logger.info("Deployment '%s' now serves %s (promoted challenger)", name, model.uri)
+    return deployment
+
+
+def record_rollout_rollback(name: str, model: ModelRef, reason: str) -> None:
+    """Record in NAME's history that challenger `model` was rolled back (an `update` that
+    failed: the version never became NAME's, so `mlops rollback` is unaffected)."""
+    current = ledger.get_deployment(name)
+    ledger.record_event(
+        name,
+        "update",
+        "failed",
+        target_uri=current.target_uri,
+        model_name=model.name,
+        from_version=current.model_version,
+        to_version=model.version,
+        reason=reason[:4000],
+    )
+
+
+def proxy_access(name: str) -> Any:
+    """NAME's proxy admin access (`rollout.admin.ProxyAccess`); a secret, never log it.
+
+    Raises:
+        NotFoundError: no deployment NAME; InvalidInputError: its target has no proxy routes.
+    """
+    current = ledger.get_deployment(name)
+    return get_target(current.target_uri).proxy_access(name)

@@ -1,0 +1,216 @@
+"""Live rollouts: `mlops canary` (traffic in steps, promote or roll back) and `mlops shadow`
+(mirrored traffic and its comparison with the champion).
+
+A decision (`promoted`, `rolled_back`, `shadowed`) exits 0: the decision is the result; errors
+exit with the CLI's codes (2 invalid input, 3 not found, 4 conflict, 7 deployment failed...).
+Progress lines go to stderr, so `--json` output on stdout stays clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from mlops_pipeline.cli._output import JsonOption, command, console, emit, err_console, run_flow
+
+app = typer.Typer()
+
+_COLOURS = {"promoted": "green", "rolled_back": "red", "shadowed": "cyan"}
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="The challenger: models:/NAME/VERSION or models:/NAME@ALIAS of the served model.",
+        show_default=False,
+    ),
+]
+
+
+class _ProgressHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"[dim]{record.getMessage()}[/]", highlight=False)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[None]:
+    """Show the rollout's progress log lines on stderr while the command runs."""
+    logger = logging.getLogger("mlops_pipeline.rollout")
+    handler = _ProgressHandler(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def render_rollout(d: dict[str, Any]) -> None:
+    """The decision, the versions, each canary step's figures or the shadow comparison."""
+    colour = _COLOURS.get(d["decision"], "white")
+    console.print(
+        f"[bold {colour}]{d['decision']}[/]: {d['kind']} of {d['model_name']} "
+        f"v{d['challenger_version']} on {d['deployment']} (champion v{d['champion_version']})"
+    )
+    for step in d.get("steps") or []:
+        c = step["comparison"]
+        ch, x = c["champion"], c["challenger"]
+        console.print(
+            f"  {step['percent']:g}% for {step['seconds']:.0f} s: {c['verdict']}; challenger "
+            f"{x['errors'] + x['rejected']}/{x['requests']} errors, p95 {_ms(x['p95_ms'])}; "
+            f"champion {ch['errors'] + ch['rejected']}/{ch['requests']} errors, p95 "
+            f"{_ms(ch['p95_ms'])}",
+            highlight=False,
+        )
+    s = d.get("shadow")
+    if s:
+        line = f"  {s['paired_rows']} paired rows ({s['kind']})"
+        if s.get("agreement") is not None:
+            line += f", agreement {s['agreement']:.4f}"
+        if s.get("mean_abs_difference") is not None:
+            line += f", mean |diff| {s['mean_abs_difference']:.4g}"
+        console.print(line, highlight=False)
+        console.print(
+            f"  error rate: shadow {_rate(s['challenger_error_rate'])}, champion "
+            f"{_rate(s['champion_error_rate'])}; p50/p95: shadow {_ms(s['challenger_p50_ms'])}/"
+            f"{_ms(s['challenger_p95_ms'])}, champion {_ms(s['champion_p50_ms'])}/"
+            f"{_ms(s['champion_p95_ms'])}",
+            highlight=False,
+        )
+        if s.get("metric"):
+            console.print(
+                f"  {s['metric']} on {s['labelled_rows']} labelled rows: shadow "
+                f"{s['challenger_metric']:.4f}, champion {s['champion_metric']:.4f}",
+                highlight=False,
+            )
+    if d.get("report_path"):
+        console.print(f"report: {d['report_path']}", highlight=False)
+    console.print(f"reason: {d['reason']}", highlight=False)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@command(app, "canary")
+def canary_cmd(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    model: ModelOption = None,
+    steps: Annotated[
+        str, typer.Option(help="Percents of traffic to the challenger, ending at 100.")
+    ] = "10,50,100",
+    interval: Annotated[
+        float, typer.Option(min=0.001, help="Seconds each step is watched before it is judged.")
+    ] = 60.0,
+    sticky_header: Annotated[
+        str | None,
+        typer.Option(
+            help="Request header (e.g. X-Client-ID) whose value keeps a client on one version.",
+            show_default=False,
+        ),
+    ] = None,
+    max_error_rate_increase: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Allowed challenger error rate above the champion's, absolute "
+            "(env MLOPS_ROLLOUT_MAX_ERROR_RATE_INCREASE, default 0.01).",
+            show_default=False,
+        ),
+    ] = None,
+    max_p95_ratio: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="Allowed challenger p95 / champion p95 (env MLOPS_ROLLOUT_MAX_P95_RATIO, "
+            "default 1.5; rises under 5 ms never count).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Shift a deployment's traffic to a challenger in steps; promote it after the last healthy
+    step, or send all traffic back to the champion at the first regression. Exit 0 for both."""
+    from mlops_pipeline.errors import InvalidInputError
+    from mlops_pipeline.flows.rollout import canary
+
+    if not model:
+        raise InvalidInputError(
+            "--model is missing: name the challenger.",
+            hint=f"e.g. mlops canary {name} --model models:/MODEL/VERSION.",
+            field="model",
+        )
+    with _progress():
+        result = run_flow(
+            canary,
+            name=name,
+            model_uri=model,
+            steps=steps,
+            interval=interval,
+            sticky_header=sticky_header,
+            max_error_rate_increase=max_error_rate_increase,
+            max_p95_ratio=max_p95_ratio,
+        )
+    emit(result, as_json, render_rollout)
+
+
+@command(app, "shadow")
+def shadow_cmd(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    model: ModelOption = None,
+    percent: Annotated[
+        float, typer.Option(min=0.001, max=100.0, help="Percent of live requests mirrored.")
+    ] = 100.0,
+    duration: Annotated[
+        float, typer.Option(min=0.001, help="Seconds to mirror before the comparison.")
+    ] = 300.0,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Only compare now (a running shadow, else the last one, or --model's version).",
+        ),
+    ] = False,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Metric on labelled rows (accuracy, f1, rmse, mae, ...; default accuracy for "
+            "classes, rmse for numbers).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mirror live requests to a challenger (its answers are never returned), then compare it
+    with the champion: agreement or differences, error rates, latency, labelled metric."""
+    from mlops_pipeline.errors import InvalidInputError
+    from mlops_pipeline.flows.rollout import shadow, shadow_report
+
+    with _progress():
+        if report:
+            result = run_flow(shadow_report, name=name, model_uri=model, metric=metric)
+        elif not model:
+            raise InvalidInputError(
+                "--model is missing: name the challenger to mirror traffic to.",
+                hint=f"e.g. mlops shadow {name} --model models:/MODEL/VERSION, or --report.",
+                field="model",
+            )
+        else:
+            result = run_flow(
+                shadow,
+                name=name,
+                model_uri=model,
+                percent=percent,
+                duration=duration,
+                metric=metric,
+            )
+    emit(result, as_json, render_rollout)

@@ -1,0 +1,207 @@
+"""The canary steps: shift a share of live traffic to the challenger, judge, go on or roll back.
+
+`run_canary` drives the proxy admin API only; starting the challenger before and promoting or
+stopping it after are the flow's (through the target). At each step it sets the canary
+percent, waits the interval (logging progress), and compares the challenger's error rate and p95
+latency with the champion's over that same window, from the proxy's per-route stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import httpx
+from mlops_pipeline.errors import InvalidInputError, MLOpsError
+from mlops_pipeline.redeploy.scrape import parse_metrics
+from mlops_pipeline.rollout.admin import CANARY, PRIMARY, ProxyAdmin, RouteFigures
+from mlops_pipeline.rollout.compare import Comparison, compare
+from mlops_pipeline.rollout.settings import RolloutPolicy
+from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 5.0  # how often a waiting step logs its progress
+
+
+class CanaryStep(BaseModel):
+    """One step: the percent sent to the challenger, how long it was watched, the verdict."""
+
+    percent: float
+    seconds: float
+    comparison: Comparison
+
+
+class CanaryResult(BaseModel):
+    """What the steps decided: `promote` (every step healthy; the flow then promotes) or
+    `rolled_back` (all traffic is back on the champion), with each step's figures."""
+
+    outcome: Literal["promote", "rolled_back"]
+    reason: str
+    steps: list[CanaryStep] = Field(default_factory=list)
+
+
+def parse_steps(text: str | list[float]) -> list[float]:
+    """`10,50,100` -> [10.0, 50.0, 100.0]: increasing percents in (0, 100], ending at 100.
+
+    Raises:
+        InvalidInputError: anything else (the message names the value and the rule).
+    """
+    try:
+        steps = [float(s) for s in (text.split(",") if isinstance(text, str) else text)]
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"--steps {text!r} is not a comma-separated list of percents.",
+            hint="Write e.g. --steps 10,50,100.",
+            field="steps",
+            value=str(text),
+        ) from exc
+    ok = steps and all(math.isfinite(s) and 0 < s <= 100 for s in steps)
+    if not ok or steps != sorted(set(steps)) or steps[-1] != 100:
+        raise InvalidInputError(
+            f"--steps {text!r} must be increasing percents in (0, 100] ending at 100.",
+            hint="Write e.g. --steps 10,50,100.",
+            field="steps",
+            value=str(text),
+        )
+    return steps
+
+
+def run_canary(
+    admin: ProxyAdmin,
+    upstream: str,
+    version: str,
+    steps: list[float],
+    interval: float,
+    policy: RolloutPolicy,
+    *,
+    sticky_header: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    probe: Callable[[str], dict[str, float] | None] | None = None,
+) -> CanaryResult:
+    """Walk the canary through `steps`, judging each against the champion.
+
+    Args:
+        admin: the deployment's proxy admin client.
+        upstream: the challenger's base URL as the proxy reaches it (already ready).
+        version: the challenger's model version (its stats label and X-Model-Version).
+        steps: percents from `parse_steps`.
+        interval: seconds each step is watched (> 0).
+        policy: thresholds and the thin-traffic rule.
+        sticky_header: a header whose value keeps one client on one version, or None.
+        sleep, clock: injectable for tests (seconds).
+        probe: upstream -> its /metrics answer counts by HTTP status, or None when it cannot
+            be reached (default `status_counts`); gives each side's 4xx answers (`rejected`).
+
+    Returns:
+        `promote` when every step was healthy (traffic stays at the last step's split: the flow
+        promotes), else `rolled_back` with the canary route removed: all traffic is on the
+        champion again. A step judged `insufficient_traffic` waits another interval up to
+        `policy.thin_traffic_extensions` times, then rolls back: too little traffic is no
+        evidence for the challenger. At 100 % the champion serves nothing, so the challenger is
+        compared with the champion's figures from the last step where it had enough requests.
+
+    Raises:
+        InvalidInputError: a non-positive interval.
+        BackendError, ConflictError: the proxy failed or refused; the caller removes the route.
+    """
+    if not (interval > 0 and math.isfinite(interval)):
+        raise InvalidInputError(
+            f"--interval {interval!r} must be a positive number of seconds.",
+            field="interval",
+            value=interval,
+        )
+    probe = probe or status_counts
+    primary = admin.routes().primary.get("upstream") or ""
+    done: list[CanaryStep] = []
+    baseline: RouteFigures | None = None
+    for percent in steps:
+        route = {"upstream": upstream, "percent": percent, "version": version}
+        admin.set_routes(canary=route, sticky_header=sticky_header)
+        started = clock()
+        before = {u: probe(u) for u in (primary, upstream)}
+        for extension in range(policy.thin_traffic_extensions + 1):
+            _wait(interval, percent, version, sleep, clock)
+            window = clock() - started
+            champion = admin.figures(window, PRIMARY, primary)
+            challenger = admin.figures(window, CANARY, upstream)
+            # the scrapes and the proxy's window are read moments apart: never more rejected
+            # answers than requests in the window
+            champion.rejected = min(_rejected(before, primary, probe), champion.requests)
+            challenger.rejected = min(_rejected(before, upstream, probe), challenger.requests)
+            if champion.requests < policy.min_requests and baseline is not None:
+                champion = baseline  # e.g. at 100 %: the champion's last judged figures
+            result = compare(champion, challenger, policy)
+            log.info(
+                "canary v%s at %g%% after %.0f s: %s (%s)",
+                version,
+                percent,
+                window,
+                result.verdict,
+                "; ".join(result.reasons),
+            )
+            if result.verdict != "insufficient_traffic":
+                break
+            if extension < policy.thin_traffic_extensions:
+                log.info("canary v%s at %g%%: too few requests, waiting longer", version, percent)
+        done.append(CanaryStep(percent=percent, seconds=round(window, 3), comparison=result))
+        if result.verdict != "healthy":
+            admin.set_routes(canary=None)
+            why = "; ".join(result.reasons)
+            if result.verdict == "insufficient_traffic":
+                why = f"not enough traffic to judge after {len(done)} step(s): {why}"
+            log.warning("canary v%s rolled back at %g%%: %s", version, percent, why)
+            return CanaryResult(outcome="rolled_back", reason=f"at {percent:g}%: {why}", steps=done)
+        if result.champion.requests >= policy.min_requests:
+            baseline = result.champion
+    return CanaryResult(
+        outcome="promote",
+        reason=f"healthy at every step ({', '.join(f'{s:g}%' for s in steps)})",
+        steps=done,
+    )
+
+
+def status_counts(upstream: str) -> dict[str, float] | None:
+    """Requests answered so far by status, from a scoring service's /metrics; None when it
+    cannot be reached (e.g. a container on the deployment's own network)."""
+    try:
+        response = httpx.get(upstream.rstrip("/") + "/metrics", timeout=2.0)
+        if response.status_code != 200:
+            return None
+        return parse_metrics(response.text).requests_by_status
+    except (httpx.HTTPError, MLOpsError):
+        return None
+
+
+def _rejected(
+    before: dict[str, dict[str, float] | None],
+    upstream: str,
+    probe: Callable[[str], dict[str, float] | None],
+) -> int:
+    """4xx answers of `upstream` since `before` (0 when either scrape failed, or the process
+    restarted: a counter went down)."""
+    start, now = before.get(upstream), probe(upstream)
+    if start is None or now is None:
+        return 0
+    if any(now.get(k, 0.0) < v for k, v in start.items()):
+        return 0
+    return round(sum(v - start.get(k, 0.0) for k, v in now.items() if k.startswith("4")))
+
+
+def _wait(
+    interval: float,
+    percent: float,
+    version: str,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> None:
+    """Sleep `interval` seconds, logging progress every PROGRESS_SECONDS."""
+    start = clock()
+    while (left := interval - (clock() - start)) > 0:
+        sleep(min(PROGRESS_SECONDS, left))
+        elapsed = min(interval, clock() - start)
+        log.info("canary v%s at %g%%: %.0f/%.0f s", version, percent, elapsed, interval)

@@ -1,0 +1,238 @@
+"""The shadow comparison: the champion's live answers and the shadow's answers to the same
+requests, joined on the live request id from the captures.
+
+The scoring service captures a mirrored copy under the live request's id (the proxy sends it as
+`X-Shadow-Of`), in the challenger version's own partition. So for one capture URI:
+`model=M/version=<champion>` holds the live rows and `model=M/version=<challenger>` the shadow
+rows, and (`_request_id`, `_row`) pairs them. Feedback labels are sent for the live answer, so
+they live under the champion's feedback partition and label both sides of a pair.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.monitoring import captures
+from mlops_pipeline.redeploy.metrics import get_metric
+from mlops_pipeline.rollout.admin import ProxyAdmin, RouteFigures
+from mlops_pipeline.rollout.results import ShadowComparison
+from mlops_pipeline.serving.contract import (
+    LATENCY_MS,
+    REQUEST_ID,
+    ROW,
+    STATUS,
+    is_prediction_column,
+)
+
+log = logging.getLogger(__name__)
+
+CLASS_METRIC, NUMBER_METRIC = "accuracy", "rmse"
+
+
+def read_version(
+    capture_uri: str, model_name: str, version: str, since: dt.datetime | None
+) -> pd.DataFrame:
+    """Every captured row of one version written since `since` (UTC; None: all), one row per
+    scored row and one per failed request (`_row` null)."""
+    files = captures.list_capture_files(capture_uri, model_name, version, since=since)
+    if not files:
+        return pd.DataFrame(columns=[REQUEST_ID, ROW, STATUS, LATENCY_MS])
+    return captures.read_capture_files(capture_uri, files, {}).frame
+
+
+def request_figures(frame: pd.DataFrame) -> tuple[int, float | None, float | None, float | None]:
+    """(requests, error rate, p50 ms, p95 ms) of captured requests: one entry per request id;
+    errors are 5xx answers (the service's own failures, not rejected input)."""
+    if frame.empty:
+        return 0, None, None, None
+    requests = frame.drop_duplicates(REQUEST_ID)
+    errors = int((requests[STATUS] >= 500).sum())
+    latency = requests[LATENCY_MS].dropna().to_numpy(dtype=float)
+    p50 = float(np.percentile(latency, 50)) if latency.size else None
+    p95 = float(np.percentile(latency, 95)) if latency.size else None
+    return len(requests), errors / len(requests), p50, p95
+
+
+def _prediction_column(champion: pd.DataFrame, challenger: pd.DataFrame) -> str | None:
+    """The first prediction column both sides captured (`prediction` for one output)."""
+    for column in champion.columns:
+        if is_prediction_column(column) and column in challenger.columns:
+            return column
+    return None
+
+
+def compare_captures(
+    champion: pd.DataFrame,
+    challenger: pd.DataFrame,
+    feedback: pd.DataFrame | None = None,
+    metric: str | None = None,
+) -> ShadowComparison:
+    """Join champion and shadow rows on (`_request_id`, `_row`) and compare their answers.
+
+    Args:
+        champion: the champion's captured rows (live requests).
+        challenger: the shadow's captured rows (copies, under the live ids).
+        feedback: the champion's feedback labels (`read_feedback`), or None.
+        metric: metric for the labelled subset (see redeploy.metrics; one that needs
+            probabilities is refused); default accuracy for classes, rmse for numbers.
+
+    Returns:
+        ShadowComparison. Predictions that are all numeric (not integers with at most 20
+        distinct values, which are taken as classes) are `numbers`; anything else `classes`.
+        The champion's error rate and latency are taken over the requests that were mirrored
+        (their ids appear in the shadow's capture), so both sides cover the same requests.
+
+    Raises:
+        InvalidInputError: an unknown metric or one that needs probabilities.
+    """
+    mirrored = set(challenger[REQUEST_ID]) if not challenger.empty else set()
+    live = champion[champion[REQUEST_ID].isin(mirrored)] if not champion.empty else champion
+    c_req, c_err, c_p50, c_p95 = request_figures(live)
+    s_req, s_err, s_p50, s_p95 = request_figures(challenger)
+    ok_c = _scored(live)
+    ok_s = _scored(challenger)
+    column = _prediction_column(ok_c, ok_s) if not ok_c.empty and not ok_s.empty else None
+    base = {
+        "champion_rows": len(ok_c),
+        "challenger_rows": len(ok_s),
+        "champion_requests": c_req,
+        "challenger_requests": s_req,
+        "champion_error_rate": c_err,
+        "challenger_error_rate": s_err,
+        "champion_p50_ms": c_p50,
+        "champion_p95_ms": c_p95,
+        "challenger_p50_ms": s_p50,
+        "challenger_p95_ms": s_p95,
+    }
+    if column is None:
+        return ShadowComparison(paired_rows=0, kind="none", **base)
+    pairs = ok_c[[REQUEST_ID, ROW, column]].merge(
+        ok_s[[REQUEST_ID, ROW, column]], on=[REQUEST_ID, ROW], suffixes=("_c", "_s")
+    )
+    a, b = pairs[f"{column}_c"], pairs[f"{column}_s"]
+    kind = "numbers" if _numeric(a) and _numeric(b) else "classes"
+    result = ShadowComparison(paired_rows=len(pairs), kind=kind, **base)
+    if pairs.empty:
+        return result
+    if kind == "classes":
+        result.agreement = float((a.astype(str) == b.astype(str)).mean())
+    else:
+        diff = (b.astype(float) - a.astype(float)).abs()
+        result.mean_abs_difference = float(diff.mean())
+        result.max_abs_difference = float(diff.max())
+    if feedback is not None and not feedback.empty:
+        labelled = captures.join_labels(pairs, feedback)
+        labelled = labelled[labelled["label"].notna()]
+        if not labelled.empty:
+            name = metric or (NUMBER_METRIC if kind == "numbers" else CLASS_METRIC)
+            chosen = get_metric(name)
+            if chosen.uses_proba:
+                raise InvalidInputError(
+                    f"Metric {name!r} needs probabilities, which captures do not hold.",
+                    hint="Use e.g. accuracy, f1 or rmse.",
+                    field="metric",
+                    value=name,
+                )
+            y = labelled["label"]
+            pc, ps = labelled[f"{column}_c"], labelled[f"{column}_s"]
+            if kind == "numbers":
+                y, pc, ps = y.astype(float), pc.astype(float), ps.astype(float)
+            else:  # labels arrive as text when feedback was stored untyped
+                y, pc, ps = y.astype(str), pc.astype(str), ps.astype(str)
+            result.labelled_rows = len(labelled)
+            result.metric = chosen.name
+            result.champion_metric = float(chosen.compute(y.to_numpy(), pc.to_numpy(), None))
+            result.challenger_metric = float(chosen.compute(y.to_numpy(), ps.to_numpy(), None))
+    return result
+
+
+def _scored(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame[(frame[STATUS] == 200) & frame[ROW].notna()]
+
+
+def _numeric(values: pd.Series) -> bool:
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    # integer labels (0, 1, 2) are classes; real numbers are a regression's output
+    return not (pd.api.types.is_integer_dtype(values) and values.nunique() <= 20)
+
+
+def shadow_comparison(
+    capture_uri: str,
+    model_name: str,
+    champion_version: str,
+    challenger_version: str,
+    since: dt.datetime | None = None,
+    metric: str | None = None,
+) -> ShadowComparison:
+    """Read both versions' captures since `since` and the champion's feedback; compare them.
+
+    Raises:
+        InvalidInputError: see `compare_captures`.
+    """
+    champion = read_version(capture_uri, model_name, champion_version, since)
+    challenger = read_version(capture_uri, model_name, challenger_version, since)
+    feedback = captures.read_feedback(capture_uri, model_name, champion_version)
+    result = compare_captures(champion, challenger, feedback, metric)
+    log.info(
+        "shadow v%s vs v%s: %d paired rows (%s)",
+        challenger_version,
+        champion_version,
+        result.paired_rows,
+        result.kind,
+    )
+    return result
+
+
+def run_shadow(
+    admin: ProxyAdmin,
+    upstream: str,
+    version: str,
+    percent: float,
+    duration: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    progress_seconds: float = 10.0,
+) -> list[RouteFigures]:
+    """Mirror `percent` % of live /invocations to `upstream` for `duration` seconds, then
+    remove the shadow route; returns the proxy's per-route figures over the run.
+
+    The route is removed also when the wait is interrupted (Ctrl-C, a cancelled flow run).
+
+    Raises:
+        InvalidInputError: percent outside (0, 100] or a non-positive duration.
+        ConflictError: the upstream is not ready; BackendError: the proxy failed.
+    """
+    if not 0 < percent <= 100:
+        raise InvalidInputError(
+            f"--percent {percent!r} must be in (0, 100].", field="percent", value=percent
+        )
+    if not duration > 0:
+        raise InvalidInputError(
+            f"--duration {duration!r} must be a positive number of seconds.",
+            field="duration",
+            value=duration,
+        )
+    admin.set_routes(shadow={"upstream": upstream, "percent": percent, "version": version})
+    started = time.monotonic()
+    try:
+        while (left := duration - (time.monotonic() - started)) > 0:
+            sleep(min(progress_seconds, left))
+            log.info(
+                "shadow v%s (%g%%): %.0f/%.0f s",
+                version,
+                percent,
+                min(duration, time.monotonic() - started),
+                duration,
+            )
+        return admin.stats(time.monotonic() - started)
+    finally:
+        admin.set_routes(shadow=None)
