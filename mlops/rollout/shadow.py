@@ -48,11 +48,12 @@ def read_version(
 
 def request_figures(frame: pd.DataFrame) -> tuple[int, float | None, float | None, float | None]:
     """(requests, error rate, p50 ms, p95 ms) of captured requests: one entry per request id;
-    errors are 5xx answers (the service's own failures, not rejected input)."""
+    errors are non-200 answers: in a shadow both versions get the same requests, so any
+    difference is the challenger's doing (a model that raises answers 422)."""
     if frame.empty:
         return 0, None, None, None
     requests = frame.drop_duplicates(REQUEST_ID)
-    errors = int((requests[STATUS] >= 500).sum())
+    errors = int((requests[STATUS] != 200).sum())
     latency = requests[LATENCY_MS].dropna().to_numpy(dtype=float)
     p50 = float(np.percentile(latency, 50)) if latency.size else None
     p95 = float(np.percentile(latency, 95)) if latency.size else None
