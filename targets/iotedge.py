@@ -309,6 +309,7 @@ class IoTEdgeTarget(Target):
         """
         import_sdk()
         if self.edge.device is not None:
+            self.hub  # noqa: B018 - a missing credential fails here, never reads as a gone device
             try:
                 agent, edge_hub = self._device_deployment()
             except NotFoundError:
@@ -457,10 +458,11 @@ class IoTEdgeTarget(Target):
 
     def _module_desired(self, name: str) -> dict[str, Any] | None:
         """Module NAME's twin desired properties on the device; None before edgeAgent made it."""
+        hub = self.hub  # outside the try: a missing credential is not a missing twin
         try:
-            twin = self.hub.call(
+            twin = hub.call(
                 f"read the twin of module '{name}' on device '{self.edge.device}'",
-                self.hub.registry.get_module_twin,
+                hub.registry.get_module_twin,
                 self.edge.device,
                 name,
             )
@@ -470,10 +472,11 @@ class IoTEdgeTarget(Target):
 
     def _agent_twin(self) -> Any | None:
         """The device's `$edgeAgent` module twin; None when the hub has no such device/module."""
+        hub = self.hub  # outside the try: a missing credential is not a missing twin
         try:
-            return self.hub.call(
+            return hub.call(
                 f"read the $edgeAgent twin of device '{self.edge.device}'",
-                self.hub.registry.get_module_twin,
+                hub.registry.get_module_twin,
                 self.edge.device,
                 AGENT,
             )

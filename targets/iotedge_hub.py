@@ -5,9 +5,11 @@ has wheels only for CPython 3.11-3.13, so the core install leaves it out. It is 
 first call that talks to a hub, never at import time, so `deploy --dry-run` (render) works
 without it.
 
-The connection string is a `SecretStr` read from MLOPS_IOTEDGE_CONNECTION_STRING; it is handed
-to the SDK and to nothing else: no message, log line or repr here contains it (the SDK's own
-`ConnectionString.__repr__` returns it whole, so SDK objects are never formatted either).
+The connection string is a `SecretStr` read from MLOPS_IOTEDGE_CONNECTION_STRING, or from the
+Prefect Secret block MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK names (`mlops_pipeline.secrets`); it
+is handed to the SDK and to nothing else: no message, log line or repr here contains it (the
+SDK's own `ConnectionString.__repr__` returns it whole, so SDK objects are never formatted
+either).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mlops_pipeline.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from mlops_pipeline.secrets import read_block
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "Install the IoT Edge extra: pip install 'mlops-pipeline[iotedge]'."
 CONNECTION_VARIABLE = "MLOPS_IOTEDGE_CONNECTION_STRING"
+BLOCK_VARIABLE = "MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK"
 T = TypeVar("T")
 
 
@@ -47,6 +51,11 @@ class IoTEdgeSettings(BaseSettings):
         description="IoT Hub connection string of a shared access policy with registry "
         "read/write and service connect (e.g. iothubowner): HostName=...;SharedAccessKeyName="
         "...;SharedAccessKey=...",
+    )
+    connection_string_block: str | None = Field(
+        default=None,
+        description="Prefect Secret block holding the connection string, read when "
+        "MLOPS_IOTEDGE_CONNECTION_STRING is unset (through the CLI or a flow run).",
     )
     registry_password: SecretStr | None = Field(
         default=None,
@@ -110,12 +119,16 @@ class Hub:
 
     def __init__(self, hub: str, connection_string: SecretStr | None = None) -> None:
         self.hub = hub
-        secret = connection_string or iotedge_settings().connection_string
+        settings = iotedge_settings()
+        secret = connection_string or settings.connection_string
+        if secret is None and settings.connection_string_block:
+            secret = read_block(settings.connection_string_block, BLOCK_VARIABLE)
         if secret is None or not secret.get_secret_value().strip():
             raise InvalidInputError(
                 f"No connection string for IoT hub '{hub}'.",
                 hint=f"Set {CONNECTION_VARIABLE} to the hub's connection string (Azure portal: "
-                "IoT Hub > Shared access policies).",
+                f"IoT Hub > Shared access policies), or {BLOCK_VARIABLE} to the name of a "
+                "Prefect Secret block holding it.",
                 field=CONNECTION_VARIABLE,
             )
         self._secret = secret

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mlops_pipeline.errors import BackendUnavailableError, InvalidInputError, NotFoundError
+from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.tasks.secret_blocks import load_secret_block
 from mlops_pipeline.webhooks.mapping import RunRequest
 from mlops_pipeline.webhooks.settings import WebhookSettings
 from prefect.client.orchestration import PrefectClient, get_client
@@ -67,29 +68,6 @@ def require_prefect_api() -> str:
             field="PREFECT_API_URL",
         )
     return url
-
-
-def load_secret_block(name: str) -> SecretStr:
-    """The value of the Prefect Secret block NAME.
-
-    Raises:
-        NotFoundError: no such block.
-        BackendUnavailableError: the Prefect API cannot be reached.
-    """
-    from prefect.blocks.system import Secret
-
-    try:
-        value = Secret.load(name).get()
-    except ValueError as exc:
-        raise NotFoundError(
-            f"No Prefect Secret block named '{name}'.",
-            hint="Create it (`prefect block create secret`) or fix the setting that names it.",
-        ) from exc
-    except Exception as exc:
-        raise BackendUnavailableError(
-            f"The Prefect Secret block '{name}' could not be read: {type(exc).__name__}."
-        ) from exc
-    return SecretStr(str(value))
 
 
 def resolve_secrets(settings: WebhookSettings) -> dict[str, SecretStr | None]:

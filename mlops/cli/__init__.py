@@ -29,6 +29,7 @@ import os
 from typing import Annotated
 
 import typer
+from mlops_pipeline import secrets
 from mlops_pipeline.cli import (
     _output,
     batch,
@@ -37,12 +38,17 @@ from mlops_pipeline.cli import (
     monitor,
     redeploy,
     registry,
+    rollout,
     serve,
     up,
     webhook,
 )
 from mlops_pipeline.cli.steps import CLI_MLFLOW_ENV
 from mlops_pipeline.settings import override_settings
+from mlops_pipeline.tasks.secret_blocks import load_secret_block
+
+# commands that call the core directly (`mlops status`) read Prefect Secret blocks through it
+secrets.register_block_reader(load_secret_block)
 
 app = typer.Typer(
     name="mlops",
@@ -53,7 +59,7 @@ app = typer.Typer(
 )
 
 #: the command groups, in the order `mlops --help` lists them
-GROUPS = (registry, demo, serve, deploy, batch, monitor, redeploy, up, webhook)
+GROUPS = (registry, demo, serve, deploy, batch, monitor, redeploy, rollout, up, webhook)
 for _group in GROUPS:
     app.add_typer(_group.app)
 

@@ -165,7 +165,7 @@ def register_mlflow_cmd(
     settings = load_webhook_settings()
     secret = settings.mlflow_secret
     if (secret is None or not secret.get_secret_value()) and settings.mlflow_secret_block:
-        from mlops_pipeline.tasks.webhooks import load_secret_block
+        from mlops_pipeline.tasks.secret_blocks import load_secret_block
 
         secret = load_secret_block(settings.mlflow_secret_block)
     if secret is None or not secret.get_secret_value():

@@ -561,3 +561,35 @@ def test_the_sdk_verifies_the_hub_certificate(standin, monkeypatch):
 
     assert "SSL" in repr(caught.value.__cause__)
     assert standin.requests == []
+
+
+def test_the_connection_string_can_come_from_a_prefect_secret_block(
+    registered_model, standin, prefect_harness, monkeypatch, caplog
+):
+    """MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK names a real Prefect Secret block (read by the
+    tasks layer's reader, `mlops_pipeline.secrets`); the secret is never logged."""
+    import mlops_pipeline.tasks  # noqa: F401 - registers the block reader, as flow runs do
+    from prefect.blocks.system import Secret
+
+    caplog.set_level(logging.DEBUG)
+    Secret(value=standin.connection_string).save("edge-hub", overwrite=True)
+    monkeypatch.delenv("MLOPS_IOTEDGE_CONNECTION_STRING")
+    monkeypatch.setenv("MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK", "edge-hub")
+    standin.add_device("edge-01")
+    deployment = create_deployment(
+        "iris-edge", V1, "iotedge:/localhost/edge-01", DeployConfig(), IMAGE1
+    )
+    assert deployment.model_version == "1"
+    assert [target for target, _ in standin.applied] == ["edge-01"]
+    assert standin.key not in caplog.text
+
+    monkeypatch.setenv("MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK", "no-such-block")
+    # a credential that cannot be read is its own error: never "no such deployment", and
+    # never an idempotent delete that succeeds without reaching the hub
+    target = IoTEdgeTarget("iotedge:/localhost/edge-01")
+    for call in (lambda: target.get("iris-edge"), lambda: target.delete("iris-edge")):
+        with pytest.raises(NotFoundError, match="No Prefect Secret block named 'no-such-block'"):
+            call()
+    monkeypatch.setenv("MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK", "edge-hub")
+    delete_deployment("iris-edge")
+    assert ledger.find_deployment("iris-edge") is None
