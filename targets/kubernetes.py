@@ -2,7 +2,7 @@
 
 Each deployment NAME is a set of objects server-side applied (field manager `mlops-pipeline`)
 in the namespace: Secret (API keys, as a file), Deployment, Service, HorizontalPodAutoscaler,
-PodDisruptionBudget; kubernetes_manifests builds them and documents the settings
+PodDisruptionBudget; kubernetes_manifests builds them from the settings in kubernetes_settings
 (`MLOPS_K8S_<FIELD>`, per deployment `--option FIELD=VALUE`). State is read back from the
 objects' labels and annotations: nothing is kept locally.
 
@@ -30,6 +30,7 @@ from mlops_pipeline.errors import (
     ConflictError,
     DeploymentError,
     InvalidInputError,
+    MLOpsError,
     NotFoundError,
 )
 from mlops_pipeline.targets.base import DeployConfig, Deployment, ModelRef, Target
@@ -122,13 +123,18 @@ class KubernetesTarget(Target):
                 self.api.apply(doc)
             self._wait_rollout(name, deadline, config.ready_timeout)
         except BaseException as exc:
-            self._restore(name, current, next(d for d in docs if d["kind"] == "Deployment"))
+            applied = next(d for d in docs if d["kind"] == "Deployment")
+            problem = self._restore(name, current, applied)
             if isinstance(exc, DeploymentError):
+                restored = (
+                    f"Restored the previous pod template of '{name}' (version "
+                    f"{_version(current)}), which keeps serving."
+                    if problem is None
+                    else f"Restoring version {_version(current)} did not finish ({problem}); "
+                    f"check `kubectl -n {self.namespace} rollout status deployment/{name}`."
+                )
                 raise DeploymentError(
-                    f"{exc.message} Restored the previous pod template of '{name}' "
-                    f"(version {_version(current)}), which keeps serving.",
-                    hint=exc.hint,
-                    **exc.details,
+                    f"{exc.message} {restored}", hint=exc.hint, **exc.details
                 ) from exc
             raise
         return self.get(name)
@@ -263,8 +269,11 @@ class KubernetesTarget(Target):
             "service_type).",
         )
 
-    def _restore(self, name: str, previous: dict[str, Any], applied: dict[str, Any]) -> None:
-        """Apply the previous pod template and metadata back and wait for it (bounded)."""
+    def _restore(self, name: str, previous: dict[str, Any], applied: dict[str, Any]) -> str | None:
+        """Apply the previous pod template and metadata back and wait for it (bounded).
+
+        Returns None once restored, else what went wrong (the caller reports the first
+        failure, so this one never raises)."""
         logger.warning("Rollout of %s failed; restoring version %s", name, _version(previous))
         body = {
             "apiVersion": "apps/v1",
@@ -280,11 +289,13 @@ class KubernetesTarget(Target):
             },
             "spec": {**applied["spec"], "template": previous["spec"]["template"]},
         }
-        self.api.apply(body)
         try:
+            self.api.apply(body)
             self._wait_rollout(name, time.monotonic() + 120.0, 120.0)
-        except DeploymentError as exc:  # the caller reports the first failure
+        except MLOpsError as exc:
             logger.error("Restoring %s did not finish: %s", name, exc.message)
+            return exc.message
+        return None
 
     def _rollout_error(self, name: str, found: dict[str, Any], why: str) -> DeploymentError:
         image = found["spec"]["template"]["spec"]["containers"][0]["image"]
