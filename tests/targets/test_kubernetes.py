@@ -10,7 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 from mlops_pipeline import inuse, ledger
-from mlops_pipeline.errors import BackendError, ConflictError, DeploymentError, NotFoundError
+from mlops_pipeline.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConflictError,
+    DeploymentError,
+    NotFoundError,
+)
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets import operations
 from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus, ModelRef
@@ -251,3 +257,20 @@ def test_two_replica_rollout_never_drops_below_two_available_pods(target, standi
     images = [c.image.tags[0] for c in standin.containers(NAMESPACE, name)]  # old ones stopping
     assert images == [k8s_images["2"]] * 2
     target.delete(name)
+
+
+def test_the_uri_context_selects_the_cluster(standin, tmp_path: Path, monkeypatch):
+    import yaml
+
+    path = standin.kubeconfig(tmp_path / "kubeconfig", context="standin")
+    config = yaml.safe_load(path.read_text())
+    # the current context is a cluster that answers nothing
+    config["clusters"].append({"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}})
+    config["contexts"].append({"name": "gone", "context": {"cluster": "gone", "user": "stand-in"}})
+    config["current-context"] = "gone"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("MLOPS_K8S_KUBECONFIG", str(path))
+
+    assert KubernetesTarget(f"kubernetes:/{NAMESPACE}?context=standin").list() == []
+    with pytest.raises(BackendUnavailableError, match="http://127.0.0.1:9 did not answer"):
+        KubernetesTarget(f"kubernetes:/{NAMESPACE}").list()
