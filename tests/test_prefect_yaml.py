@@ -5,6 +5,7 @@ UI-renderable parameter schema, and each says what `mlops_pipeline.flows.deploym
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ def test_work_pools_are_process_in_prefect_yaml_and_docker_or_k8s_in_the_example
     examples = {d["work_pool"]["name"]: d["work_pool"] for d in deployments_in(PREFECT_FILES[1])}
     assert set(examples) == {"mlops-docker", "mlops-k8s"}
     assert all(pool["job_variables"]["image"] for pool in examples.values())
+    # resources as the variables of prefect-kubernetes' default base job template, in
+    # Kubernetes quantities; a request never above its limit
+    k8s = examples["mlops-k8s"]["job_variables"]
+    assert k8s["namespace"] == "mlops"
+    quantity = re.compile(r"^(\d+(\.\d+)?)(m|Mi|Gi)?$")
+    units = {None: 1.0, "m": 0.001, "Mi": 2**20, "Gi": 2**30}
+    size = {}
+    for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+        found = quantity.match(str(k8s[key]))
+        assert found, f"{key}={k8s[key]!r} is not a Kubernetes quantity"
+        size[key] = float(found[1]) * units[found[3]]
+    assert size["cpu_request"] <= size["cpu_limit"]
+    assert size["memory_request"] <= size["memory_limit"]
 
 
 def as_deployed(config: dict[str, Any], monkeypatch) -> dict[str, Any]:

@@ -129,8 +129,10 @@ def deploy_cmd(
     target: Annotated[
         str,
         typer.Option(
-            help="Target URI: local:, docker:, or batch:LANDING?output=DIR&cron=CRON (scheduled "
-            "batch scoring of a folder, e.g. 'batch:/landing?output=/scored&cron=0 * * * *')."
+            help="Target URI: local:, docker:, kubernetes:/NAMESPACE[?context=CTX], "
+            "iotedge:/HUB/DEVICE or 'iotedge:/HUB?target=CONDITION&priority=N' (a fleet), or "
+            "batch:LANDING?output=DIR&cron=CRON (scheduled batch scoring of a folder, e.g. "
+            "'batch:/landing?output=/scored&cron=0 * * * *')."
         ),
     ] = "local:",
     port: Annotated[
