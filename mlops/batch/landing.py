@@ -5,7 +5,8 @@ reports that wait for `_SUCCESS`:
 
 * a file the deployment's watermark lists with the same content (`InputFile.identity`) is
   skipped; a file whose content changed since is scored again with the version the deployment
-  serves now, and its earlier part is removed, so no input row is in the folder twice;
+  serves now, and its earlier part removed (`scoring.score_file`), so no input row is in the
+  folder twice;
 * each other file is scored on its own (`scoring.score_file`, so `error_threshold` counts per
   file and a failure stops only that file) with the model loaded once for the whole run;
 * a file that cannot be scored (unreadable, wrong or missing columns, no rows, more rejected
@@ -112,17 +113,6 @@ class _Landing:
             setattr(result, total, getattr(result, total) + getattr(alone, total))
         return scored
 
-    def remove_earlier_part(self, earlier: watermark.ScoredFile, scored: FileResult) -> None:
-        """Remove the part an earlier content of the file left (scored by another version)."""
-        if not earlier.output or earlier.output == scored.output or not scored.output:
-            return
-        old = earlier.output.rstrip("/").rsplit("/", 1)[-1].removeprefix("part-")
-        found = self.out.existing_part(old)
-        if found is None or found[0] != earlier.output:
-            return  # not a part of this folder (moved or already gone)
-        new = scored.output.rstrip("/").rsplit("/", 1)[-1].removeprefix("part-")
-        self.out.replaced(new, [old])
-
 
 def score_landing(
     deployment: str,
@@ -155,7 +145,7 @@ def score_landing(
     """
     check_options(chunk_rows, error_threshold)
     try:
-        files = list_input_files(input)
+        files = list_input_files(input, exclude=output)
     except NotFoundError:  # an empty landing folder: nothing to do yet
         files = []
     model = resolve_model_uri(model_uri)  # pinned once: every file of the run gets one version
@@ -214,8 +204,6 @@ def score_landing(
             logger.warning("Landing file %s failed; skipped until it changes: %s",
                            file.uri, reason)  # fmt: skip
             continue
-        if earlier is not None:
-            landing.remove_earlier_part(earlier, scored)
         watermark.record_scored_file(deployment, scored)
         result.files.append(scored)
         if scored.skipped:  # its part for this version and content exists (an interrupted run)

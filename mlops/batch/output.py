@@ -42,7 +42,15 @@ SUCCESS = "_SUCCESS"
 REJECTS_DIR = "_rejects"
 RECORDS_DIR = "_parts"
 # part-<base>[-<identity>].<ext>; parts written before identities had none
-_PART = re.compile(r"^part-(?P<base>v.+-[0-9a-f]{12})(?:-[0-9a-f]{8})?\.(?:parquet|csv)$")
+_PART = re.compile(
+    r"^part-v(?P<version>[^-]+)-(?P<stem>.+)-(?P<key>[0-9a-f]{12})"
+    r"(?:-[0-9a-f]{8})?\.(?:parquet|csv)$"
+)
+
+
+def _input_key(input_uri: str, model_version: str) -> str:
+    """The part-name key of one input file scored by one model version."""
+    return hashlib.sha256(f"{input_uri}\n{model_version}".encode()).hexdigest()[:12]
 
 
 def _iso_timestamps(table: pa.Table) -> pa.Table:
@@ -184,7 +192,7 @@ class OutputFolder:
     ) -> str:
         """The part's name (after `part-`) for one input file and model version; with the
         file's IDENTITY (`InputFile.identity`), a changed file gets a new name."""
-        key = hashlib.sha256(f"{input_uri}\n{model_version}".encode()).hexdigest()[:12]
+        key = _input_key(input_uri, model_version)
         if identity:
             key += "-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
         return f"v{model_version}-{stem}-{key}.{'parquet' if self.format == 'parquet' else 'csv'}"
@@ -210,18 +218,25 @@ class OutputFolder:
             return []
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in paths]
 
-    def stale_parts(self, name: str) -> list[str]:
-        """Names of other parts of the same input file and model version as NAME: written
-        for an earlier content of the file (or before parts had an identity)."""
-        match = _PART.match(f"part-{name}")
-        if match is None:
+    def stale_parts(self, name: str, input_uri: str) -> list[str]:
+        """Names of the other parts of INPUT_URI in the folder, which NAME replaces: of an
+        earlier content of the file, of another model version or format, or from before parts
+        had an identity. Each part's key is the hash of its input and its own version, so a
+        part is matched to its input file whatever version wrote it."""
+        if _PART.match(f"part-{name}") is None:
             return []
         if self._names is None:  # one listing per run, kept up to date by `replaced`
             self._names = {}
             for part in self._part_names():
                 if (found := _PART.match(part)) is not None:
-                    self._names.setdefault(found["base"], set()).add(part[len("part-") :])
-        return sorted(self._names.get(match["base"], set()) - {name})
+                    self._names.setdefault(found["stem"], set()).add(part[len("part-") :])
+        stem = _PART.match(f"part-{name}")["stem"]
+        return sorted(
+            other
+            for other in self._names.get(stem, set()) - {name}
+            if (found := _PART.match(f"part-{other}")) is not None
+            and found["key"] == _input_key(input_uri, found["version"])
+        )
 
     def replaced(self, name: str, stale: list[str]) -> None:
         """Remove the STALE parts (with their rejects and records) now that NAME replaces
@@ -234,9 +249,10 @@ class OutputFolder:
             ):
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(path)
-            logger.info("Removed part-%s: its input changed and was scored again", old)
+            logger.info("Removed part-%s: its input was scored again into part-%s", old, name)
         if self._names is not None and (match := _PART.match(f"part-{name}")) is not None:
-            self._names[match["base"]] = {name}
+            self._names.setdefault(match["stem"], set()).difference_update(stale)
+            self._names[match["stem"]].add(name)
 
     def remove_rejects(self, name: str) -> None:
         """Remove a rejects file an earlier, failed attempt at NAME left."""

@@ -101,8 +101,8 @@ def score_file(run: BatchRun, file: InputFile, *, identity: str | None = None) -
     """Score FILE into RUN's output folder, or skip it when its part for this model version
     and this content exists (an earlier run scored it); RUN's totals are updated either way.
 
-    Parts of the same file and version made from an earlier content are removed once the new
-    part is in place, so no input row is in the folder twice.
+    The file's other parts (an earlier content, another model version or format) are removed
+    once the new part is in place, so no input row is in the folder twice.
 
     Args:
         run: the run's model, output folder, options and totals.
@@ -122,7 +122,7 @@ def score_file(run: BatchRun, file: InputFile, *, identity: str | None = None) -
     out, version = run.out, run.runtime.version
     identity = file.identity() if identity is None else identity
     name = out.part_name(file.uri, file.stem, version, identity)
-    stale = out.stale_parts(name)
+    stale = out.stale_parts(name, file.uri)
     existing = out.existing_part(name)
     if existing is not None:
         out.replaced(name, stale)  # a crash may have left the old part beside it
@@ -190,7 +190,7 @@ def score_batch(
         BackendError: the model cannot be loaded or the output cannot be written (exit 5).
     """
     check_options(chunk_rows, error_threshold)
-    files = list_input_files(input)
+    files = list_input_files(input, exclude=output)
     out = OutputFolder(output, format)
     runtime = load_runtime(model_uri, chunk_rows)
     result = BatchResult(

@@ -14,6 +14,7 @@ one row instead of failing the file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -85,12 +86,14 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
-def list_input_files(source: str) -> list[InputFile]:
+def list_input_files(source: str, exclude: str | None = None) -> list[InputFile]:
     """The CSV and Parquet files SOURCE names, sorted by path.
 
     Args:
         source: a file, a folder (searched recursively) or a glob, as a local path or fsspec
             URI; `_`/`.` names below the folder or matched by the glob's pattern are skipped.
+        exclude: a folder whose files never count as input (the run's output folder, which may
+            sit inside the input folder); a path or URI on the same filesystem as SOURCE.
 
     Raises:
         NotFoundError: nothing exists at SOURCE, or it holds no CSV or Parquet file (exit 3).
@@ -136,6 +139,10 @@ def list_input_files(source: str) -> list[InputFile]:
             field="input",
             value=source,
         )
+    if exclude:
+        with contextlib.suppress(ImportError, ValueError):
+            skip = fsspec.core.url_to_fs(exclude)[1].rstrip("/") + "/"
+            paths = [p for p in paths if not p.startswith(skip)]
     files = [
         InputFile(fs, p, fs.unstrip_protocol(p) if "://" in source else p, fmt)
         for p in sorted(paths)

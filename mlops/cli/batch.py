@@ -4,11 +4,13 @@ It runs the `score-batch` flow; a progress bar on stderr shows rows scored and r
 runs (not with --json or when stderr is not a terminal). Exit codes: 0 scored, 2 bad input (an
 unreadable or empty file, a missing column or one of the wrong type), 3 input or model not
 found, 5 the model or output could not be reached, 8 more rejected rows than --error-threshold
-or the model failed on the input, 130 interrupted (Ctrl+C; the files scored so far are kept).
+or the model failed on the input, 130 interrupted (Ctrl+C), 143 terminated (SIGTERM); the
+files scored so far are kept either way.
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Any
 
 import typer
@@ -47,9 +49,17 @@ _HELP = "\n\n".join(
         "skips the input files already scored for the same model version (a file changed "
         "since is scored again). `_SUCCESS`, written last, describes the whole folder.",
         "Exit codes: 0 ok, 2 bad input, 3 not found, 5 backend, 8 too many rejected rows, "
-        "130 interrupted.",
+        "130 interrupted (Ctrl+C), 143 terminated (SIGTERM).",
     ]
 )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is so it unwinds as Ctrl+C does (temporary files go)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 @command(app, "score-batch", help=_HELP)
@@ -117,6 +127,8 @@ def score_batch_cmd(
         speed = progress.tasks[0].speed
         progress.update(task, rate=f"{speed:,.0f} rows/s" if speed else "")
 
+    # schedulers, systemd and Kubernetes stop a job with SIGTERM: the same clean stop as Ctrl+C
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         with progress, progress_listener(advance):
             result = run_flow(
@@ -130,12 +142,15 @@ def score_batch_cmd(
                 error_threshold=error_threshold,
                 capture_uri=capture_uri,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # the run removed _SUCCESS first and renames a part only when its file is done, so
         # the folder holds whole files and no manifest: this line says exactly that
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
         err_console.print(
-            "interrupted: no _SUCCESS written; rerun to finish (files already scored are kept).",
+            f"{how}: no _SUCCESS written; rerun to finish (files already scored are kept).",
             highlight=False,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     emit(result, as_json, render_result)

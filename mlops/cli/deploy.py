@@ -268,8 +268,10 @@ def status_cmd(
     status = operations.get_status(name).model_dump(mode="json")
 
     def render(s: dict[str, Any]) -> None:
-        render_deployment(s)
         health = s["health"]
+        # the first line says what the deployment is now, as the health lines below do
+        live = health.get("health") or ("ready" if health.get("ready") else "not ready")
+        render_deployment({**s, "status": live})
         if "schedule" in health:
             render_batch_health(health)
             return

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlops_pipeline.cli import app
 from typer.testing import CliRunner
 
@@ -107,11 +110,25 @@ def test_exit_codes_for_unknown_input_unknown_model_and_too_many_rejects(
     assert wrong.exit_code == 2 and "--format xlsx" in wrong.stderr
 
 
-def test_ctrl_c_exits_130_with_one_line_and_the_folder_is_as_it_says(
+def _ctrl_c() -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler, systemd or Kubernetes stops a job
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "how"), [(_ctrl_c, 130, "interrupted"), (_sigterm, 143, "terminated")]
+)
+def test_ctrl_c_or_sigterm_exits_with_one_line_and_the_folder_is_as_it_says(
     iris_model,  # noqa: F811
     landing,  # noqa: F811
     tmp_path: Path,
     monkeypatch,
+    stop,
+    code: int,
+    how: str,
 ) -> None:
     from mlops_pipeline.batch import files
 
@@ -121,16 +138,18 @@ def test_ctrl_c_exits_130_with_one_line_and_the_folder_is_as_it_says(
     def interrupt_in_the_second_file(rows: int) -> None:
         reports.append(rows)
         if len(reports) == 5:  # a.parquet is 4 chunks of 32 rows: b.csv's first chunk
-            raise KeyboardInterrupt
+            stop()
 
     monkeypatch.setattr(files, "_report", interrupt_in_the_second_file)
+    handler = signal.getsignal(signal.SIGTERM)
     stopped = score(
         "models:/iris/1", "--input", str(landing), "--output", str(out), "--chunk-rows", "32"
     )
-    assert stopped.exit_code == 130
+    assert stopped.exit_code == code
     assert stopped.stderr.strip().splitlines() == [
-        "interrupted: no _SUCCESS written; rerun to finish (files already scored are kept)."
+        f"{how}: no _SUCCESS written; rerun to finish (files already scored are kept)."
     ]
+    assert signal.getsignal(signal.SIGTERM) is handler  # the command put the handler back
     # as the line says: no manifest, the finished file's part, nothing half-written
     assert not (out / "_SUCCESS").exists()
     assert [p.name.split("-")[2] for p in out.glob("part-*")] == ["a"]

@@ -253,6 +253,8 @@ def test_status_shows_schedule_runs_and_is_degraded_without_worker_or_after_a_fa
         assert "schedule: 30 2 * * * (UTC); next run: " in status.output
         assert "last run: none yet" in status.output
         assert "health: degraded (no worker polls pool 'mlops'" in status.output
+        # the first line agrees with the health line: never "(ready)" above "degraded"
+        assert status.output.splitlines()[0].endswith("(degraded)"), status.output
 
         found = prefect_deployment(api, "iris-status")
         run = httpx.post(

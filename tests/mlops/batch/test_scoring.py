@@ -290,3 +290,45 @@ def test_a_file_changed_in_place_is_scored_again_and_replaces_its_part(
     assert (third.files_scored, third.files_skipped) == (0, 2)
     assert [f.rows_scored for f in third.files] == [100, 10]
     assert json.loads((out / "_SUCCESS").read_text())["rows_scored"] == 110
+
+
+def test_another_version_or_format_replaces_each_file_s_parts_never_duplicates_rows(
+    iris_model, landing, tmp_path
+) -> None:
+    """Scoring a folder again with another version (or format) leaves one part per input file:
+    the new one. BI tools read every `part-` file, so two would count each row twice."""
+    from mlops_pipeline.tracking import connect
+
+    out = tmp_path / "scored"
+    score_batch(iris_model["uri"], str(landing), str(out), format="csv")
+    client = connect()
+    version = client.create_model_version("iris", client.get_model_version("iris", "1").source)
+    try:
+        v2 = f"models:/iris/{version.version}"
+        second = score_batch(v2, str(landing), str(out), format="csv")
+        assert (second.files_scored, second.files_skipped) == (2, 0)
+        parts = sorted(p.name for p in out.glob("part-*"))
+        assert [p.split("-")[1:3] for p in parts] == [[f"v{version.version}", s] for s in "ab"]
+        rows = pd.concat([pd.read_csv(out / p) for p in parts])
+        assert len(rows) == 150 and rows["id"].is_unique
+        assert set(rows["model_version"].astype(str)) == {str(version.version)}
+
+        third = score_batch(v2, str(landing), str(out), format="parquet")
+        assert third.files_scored == 2
+        assert sorted(p.suffix for p in out.glob("part-*")) == [".parquet", ".parquet"]
+        manifest = json.loads((out / "_SUCCESS").read_text())
+        assert (manifest["files_count"], manifest["rows_scored"]) == (2, 150)
+        assert len(list((out / "_parts").glob("*.json"))) == 2
+    finally:
+        client.delete_model_version("iris", version.version)
+
+
+def test_an_output_folder_inside_the_input_folder_is_never_read_as_input(
+    iris_model, landing, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths, as users type them
+    first = score_batch(iris_model["uri"], "landing", "landing/scored")
+    again = score_batch(iris_model["uri"], "landing", "landing/scored")
+    assert (first.files_scored, again.files_scored, again.files_skipped) == (2, 0, 2)
+    assert [Path(f.input).name for f in again.files] == ["a.parquet", "b.csv"]
+    assert (landing / "scored" / "_SUCCESS").exists()
