@@ -39,6 +39,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         threading.Thread(target=service.load, name="model-loader", daemon=True).start()
         yield
+        if service.batcher is not None:
+            service.batcher.close()
         if service.capture is not None:
             await run_in_threadpool(service.capture.close, settings.shutdown_timeout)
 

@@ -193,7 +193,7 @@ class Endpoints:
         try:
             runtime = service.scoring_runtime()
             mime = media_type(request.headers.get("content-type"))
-            body = await read_body(request, service.settings.max_body_bytes)
+            body = await service.read(read_body(request, service.settings.max_body_bytes))
             parsed, raw = await service.predict(runtime, body, mime)
             response = Response(predictions_json(raw), headers=headers, media_type=JSON)
         except ServingError as exc:

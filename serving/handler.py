@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import random
 import time
 import uuid
@@ -17,10 +18,10 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from starlette.concurrency import run_in_threadpool
 
 from . import __version__ as serving_version
 from . import metrics
+from .batching import Batcher
 from .capture import CaptureWriter, Feedback, Record
 from .errors import ServingError, bad_input
 from .model import Parsed, Runtime, labels_from_uri, load_runtime
@@ -41,6 +42,7 @@ class Service:
         self.runtime: Runtime | None = None
         self.load_error: str | None = None
         self.capture: CaptureWriter | None = None
+        self.batcher: Batcher | None = None
         self.name, self.version = labels_from_uri(settings)
         self._bind_metrics()
 
@@ -80,6 +82,14 @@ class Service:
             )
             capture.start()
             self.capture = capture
+        self.batcher = Batcher(
+            runtime,
+            enabled=self.settings.batching,
+            max_rows=self.settings.batch_max_rows,
+            max_wait_ms=self.settings.batch_max_wait_ms,
+            verify=self.settings.batch_verify,
+            labels=(self.name, self.version),
+        )
         self.runtime = runtime
         log.info("model %s version %s is ready", runtime.name, runtime.version)
 
@@ -122,17 +132,28 @@ class Service:
             raise ServingError(503, "not_ready", "The model is still loading; retry shortly.")
         return runtime
 
+    async def read(self, read_body: Any) -> bytes:
+        """Await `read_body` (a coroutine giving the request body), counted as arriving so a
+        batch being formed may wait for it (see `batching.Batcher`)."""
+        batcher = self.batcher
+        if batcher is None:
+            return await read_body
+        batcher.arriving += 1
+        try:
+            return await read_body
+        finally:
+            batcher.arriving -= 1
+
     async def predict(self, runtime: Runtime, body: bytes, mime: str) -> tuple[Parsed, Any]:
         """Parse and check `body` (of MIME type `mime`) against the signature, then score it.
 
-        Returns the parsed input and the model's raw output; raises ServingError 4xx for input
-        that does not fit the signature or that the model refuses. Fast models score inline,
-        others in the thread pool so the event loop keeps serving.
+        Returns the parsed input and the model's raw output for it alone; raises ServingError
+        4xx for input that does not fit the signature (before it is queued, so it never joins
+        a batch) or that the model refuses. Scoring goes through the worker's `Batcher`: one
+        predict at a time, combined with concurrent requests where that is safe.
         """
         parsed = runtime.parse(body, mime)
-        if runtime.inline:
-            return parsed, runtime.predict(parsed)
-        return parsed, await run_in_threadpool(runtime.predict, parsed)
+        return parsed, await self.batcher.score(parsed)
 
     def observe(
         self,
@@ -179,6 +200,8 @@ class Service:
             "image": self.settings.image,
             "mlflow_version": mlflow.version.VERSION,
             "serving_version": serving_version,
+            # which worker process answered: lets a client see connections spread over workers
+            "worker_pid": os.getpid(),
             "columns": [
                 {"name": c.name, "type": c.type, "required": c.required} for c in (rt.columns or [])
             ]

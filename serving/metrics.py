@@ -44,6 +44,18 @@ LATENCY = Histogram(
     # bucket's width, so the bake's latency ratio is not made up by coarse bounds
     buckets=LATENCY_BUCKETS,
 )
+BATCH_SIZE = Histogram(
+    "mlops_serving_batch_requests",
+    "Requests scored by one predict call (1 when a request is scored alone).",
+    LABELS,
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
+)
+BATCH_ROWS = Histogram(
+    "mlops_serving_batch_rows",
+    "Input rows given to one predict call.",
+    LABELS,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 100000),
+)
 ROWS = Counter("mlops_serving_rows_scored_total", "Input rows scored successfully.", LABELS)
 CAPTURE_WRITTEN = Counter(
     "mlops_capture_rows_written_total", "Captured rows committed to the capture sink.", LABELS

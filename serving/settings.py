@@ -70,6 +70,25 @@ class ServingSettings(BaseSettings):
     shutdown_timeout: float = Field(
         default=20.0, gt=0, description="Seconds SIGTERM waits for requests and capture upload."
     )
+    batching: bool = Field(
+        default=True,
+        description="Combine concurrent requests into one predict when the model allows it.",
+    )
+    batch_max_rows: int = Field(
+        default=1000, ge=1, description="Most rows in one combined predict call."
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=1000.0,
+        description="Longest a batch waits for requests still being read, in milliseconds.",
+    )
+    batch_verify: int = Field(
+        default=16,
+        ge=0,
+        description="Combined batches also scored request by request and compared; any "
+        "difference turns batching off for the model.",
+    )
     keep_alive_seconds: int = Field(default=75, ge=1, description="HTTP keep-alive timeout.")
     log_level: str = Field(default="info")
 
