@@ -4,13 +4,20 @@ period, then promotion or rollback; one redeploy per drift episode."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mlops_pipeline.deployment import Deployment, ModelRef
 from mlops_pipeline.flows.deploy import rollback_deployment, update_deployment
 from mlops_pipeline.flows.register import register_model
 from mlops_pipeline.redeploy.loop import GateData, RedeployPolicy
-from mlops_pipeline.redeploy.results import RedeployDecision, TriggerInfo, VersionScore
+from mlops_pipeline.redeploy.results import (
+    BakeReport,
+    GateResult,
+    RedeployDecision,
+    ServiceFigures,
+    TriggerInfo,
+    VersionScore,
+)
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.tasks.deploy import get_deployment
 from mlops_pipeline.tasks.orchestration import get_logger, run_flow
@@ -38,6 +45,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import Field
 
+LiveGate = Literal["none", "shadow", "canary"]
+#: the steps of a canary live gate; the bake period is spread over them
+LIVE_GATE_STEPS = "10,50,100"
+
 NO_CHALLENGER = (
     "No challenger: pass one (--challenger MODEL_URI or an alias), set "
     "MLOPS_TRAINER=module:function so the flow retrains one, or register one with the alias "
@@ -56,6 +67,7 @@ def redeploy(
     episode_id: str | None = None,
     event_id: str | None = None,
     monitor_run_id: str | None = None,
+    live_gate: LiveGate = "none",
 ) -> dict[str, Any]:
     """Gate a challenger against deployment NAME's champion and, if it is better, switch to it
     with zero downtime, watch a bake period and promote it (or roll back on a regression).
@@ -65,6 +77,12 @@ def redeploy(
     version the model's `challenger` alias points at (if it is not the champion). A drift
     episode's `episode_id` makes the run idempotent: one redeploy per episode. Returns the
     `RedeployDecision` as JSON: decision promoted | rejected | rolled_back | skipped.
+
+    `live_gate` adds a live test after the offline gate: `none` switches and bakes (above);
+    `shadow` first mirrors live traffic to the challenger for `bake_seconds` and rejects it
+    when its error rate is above the champion's by more than MLOPS_ROLLOUT_MAX_ERROR_RATE_
+    INCREASE, else switches and bakes; `canary` replaces switch-and-bake by a canary (steps
+    10, 50, 100 % over `bake_seconds`) that promotes or rolls back.
     """
     trigger = TriggerInfo(
         reason=reason,
@@ -73,7 +91,7 @@ def redeploy(
         monitor_run_id=monitor_run_id or None,
     )
     return run_redeploy(
-        name, challenger, trigger, metric, min_improvement, bake_seconds
+        name, challenger, trigger, metric, min_improvement, bake_seconds, live_gate
     ).model_dump(mode="json")
 
 
@@ -84,6 +102,7 @@ def run_redeploy(
     metric: str | None,
     min_improvement: float | None,
     bake_seconds: float | None,
+    live_gate: LiveGate = "none",
 ) -> RedeployDecision:
     """The redeploy flow's recipe, returning the typed decision (recorded in the ledger and in
     an MLflow run of the `mlops-redeploy` experiment)."""
@@ -102,7 +121,7 @@ def run_redeploy(
             trigger=trigger,
         )
     try:
-        decision = decide(current, champion, challenger, policy, trigger)
+        decision = decide(current, champion, challenger, policy, trigger, live_gate)
     except BaseException as exc:
         finish_redeploy(claim.id, None, f"{type(exc).__name__}: {exc}", trigger.episode_id)
         raise
@@ -118,8 +137,10 @@ def decide(
     challenger: str | None,
     policy: RedeployPolicy,
     trigger: TriggerInfo,
+    live_gate: LiveGate = "none",
 ) -> RedeployDecision:
-    """Find or train the challenger, gate it, and switch, bake and promote or roll back."""
+    """Find or train the challenger, gate it, and switch, bake and promote or roll back (or
+    judge it live first: see `redeploy`'s `live_gate`)."""
     champion_score = VersionScore(name=champion.name, version=champion.version)
     if challenger is None and policy.trainer is None:
         challenger = waiting_challenger(champion)
@@ -149,7 +170,11 @@ def decide(
         policy.min_improvement,
     )
     report = None
-    if gate.passed:
+    if gate.passed and live_gate == "shadow":
+        gate = shadow_gate(current, candidate, policy, gate)
+    if gate.passed and live_gate == "canary":
+        report = canary_gate(current, candidate, policy)
+    elif gate.passed:
         report = switch_and_bake(current, champion, candidate, policy, trigger)
     decision = RedeployDecision.from_gate(
         gate,
@@ -240,3 +265,73 @@ def switch_and_bake(
             reason=f"bake regressed: {'; '.join(report.reasons)}"[:500],
         )
     return report
+
+
+def shadow_gate(
+    current: Deployment, candidate: ModelRef, policy: RedeployPolicy, gate: GateResult
+) -> GateResult:
+    """Mirror live traffic to the challenger for the bake period; a challenger that fails
+    more often than the champion on the same requests does not pass (the gate's result then
+    says why), else the gate's result stands."""
+    from mlops_pipeline.flows.rollout import shadow
+    from mlops_pipeline.rollout.settings import rollout_policy
+
+    result = run_flow(
+        shadow,
+        name=current.name,
+        model_uri=candidate.uri,
+        duration=max(policy.bake_seconds, 1.0),
+    )
+    figures = result["shadow"]
+    allowed = rollout_policy().max_error_rate_increase
+    rise = (figures["challenger_error_rate"] or 0.0) - (figures["champion_error_rate"] or 0.0)
+    if figures["challenger_requests"] and rise > allowed:
+        return gate.model_copy(
+            update={
+                "passed": False,
+                "reason": f"{gate.reason}; but in shadow its error rate was "
+                f"{figures['challenger_error_rate']:.4f} against the champion's "
+                f"{figures['champion_error_rate'] or 0:.4f} (allowed rise {allowed})",
+            }
+        )
+    return gate
+
+
+def canary_gate(current: Deployment, candidate: ModelRef, policy: RedeployPolicy) -> BakeReport:
+    """Run a canary of the challenger (steps 10, 50, 100 % over the bake period); it promotes
+    the challenger or rolls all traffic back itself. Returns its last step as the bake report
+    (`regressed` when it rolled back)."""
+    from mlops_pipeline.flows.rollout import canary
+
+    steps = LIVE_GATE_STEPS.split(",")
+    result = run_flow(
+        canary,
+        name=current.name,
+        model_uri=candidate.uri,
+        steps=LIVE_GATE_STEPS,
+        interval=max(policy.bake_seconds / len(steps), 1.0),
+        max_error_rate_increase=policy.max_error_rate_increase,
+        max_p95_ratio=policy.max_p95_ratio,
+    )
+    last = result["steps"][-1]["comparison"]
+
+    def service(f: dict[str, Any]) -> ServiceFigures:
+        failures = f["errors"] + f["rejected"]
+        return ServiceFigures(
+            requests=f["requests"],
+            errors=failures,
+            error_rate=failures / f["requests"] if f["requests"] else None,
+            p95_latency_ms=f["p95_ms"],
+        )
+
+    return BakeReport(
+        verdict="regressed" if result["decision"] == "rolled_back" else last["verdict"],
+        reasons=[f"canary {result['decision']}: {result['reason']}"],
+        baseline=service(last["champion"]),
+        observed=service(last["challenger"]),
+        max_error_rate_increase=policy.max_error_rate_increase,
+        max_p95_ratio=policy.max_p95_ratio,
+        min_requests=policy.min_requests,
+        p95_ratio=last["p95_ratio"],
+        error_rate_increase=last["error_rate_increase"],
+    )

@@ -129,6 +129,15 @@ def run_canary(
             window = clock() - started
             champion = admin.figures(window, PRIMARY, primary)
             challenger = admin.figures(window, CANARY, upstream)
+            if not done and window > 2 * policy.warmup_seconds > 0:
+                # a new process's first answers are slow: p95 from after the warm-up only
+                warm = window - policy.warmup_seconds
+                for side, route, url in (
+                    (champion, PRIMARY, primary),
+                    (challenger, CANARY, upstream),
+                ):
+                    later = admin.figures(warm, route, url)
+                    side.p50_ms, side.p95_ms = later.p50_ms, later.p95_ms
             # the scrapes and the proxy's window are read moments apart: never more rejected
             # answers than requests in the window
             champion.rejected = min(_rejected(before, primary, probe), champion.requests)

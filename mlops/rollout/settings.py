@@ -9,6 +9,9 @@
   judged.
 * `MLOPS_ROLLOUT_THIN_TRAFFIC_EXTENSIONS` (2): times a step with too few requests waits one more
   interval; still too few after that, the canary rolls back (never promoted unjudged).
+* `MLOPS_ROLLOUT_WARMUP_SECONDS` (5): latencies of the first step's first seconds stay out of
+  its p95 (a new process warms up: imports, caches), when the step lasts over twice as long;
+  its errors always count.
 * `MLOPS_ROLLOUT_CAPTURE_SETTLE_SECONDS` (6): wait at a shadow's end before its captures are
   read, so the champion's last rows are flushed (MLOPS_SERVING_CAPTURE_FLUSH_SECONDS, 5 s).
 """
@@ -33,6 +36,12 @@ class RolloutPolicy(BaseSettings):
         default=5.0, ge=0, description="A smaller p95 rise (ms) never counts."
     )
     min_requests: int = Field(default=50, ge=1, description="Requests per route before judging.")
+    warmup_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Latencies of the challenger's first seconds stay out of the first step's "
+        "p95 (a new process warms up), when the step is longer than twice this.",
+    )
     capture_settle_seconds: float = Field(
         default=6.0,
         ge=0,

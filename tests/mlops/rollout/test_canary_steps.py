@@ -65,7 +65,7 @@ def run(proxy: ScriptedProxy, steps: list[float], policy: RolloutPolicy):
     )  # fmt: skip
 
 
-POLICY = RolloutPolicy(min_requests=50, thin_traffic_extensions=1)
+POLICY = RolloutPolicy(min_requests=50, thin_traffic_extensions=1, warmup_seconds=0)
 
 
 def test_every_step_healthy_promotes_and_100_is_judged_on_the_last_champion_figures() -> None:
@@ -161,3 +161,30 @@ def test_policy_comes_from_the_environment_and_overrides(monkeypatch) -> None:
     with pytest.raises(InvalidInputError) as raised:
         rollout_policy(max_p95_ratio=0.5)
     assert raised.value.details["field"] == "max_p95_ratio"
+
+
+class WarmingProxy(ScriptedProxy):
+    """The challenger's p95 over the whole 10 s step is 300 ms (its first answers were slow);
+    over the last 6 s, after the 4 s warm-up, it is 11 ms."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def figures(self, window: float, route: str, upstream: str) -> RouteFigures:
+        self.windows.append(window)
+        if route == "primary":
+            return fig("primary", 500, p95=10.0)
+        return fig("canary", 500, p95=300.0 if window > 6 else 11.0)
+
+
+def test_the_first_steps_p95_leaves_the_warm_up_out() -> None:
+    proxy = WarmingProxy()
+    result = run(proxy, [100], RolloutPolicy(min_requests=50, warmup_seconds=4))
+    assert result.outcome == "promote"
+    assert result.steps[0].comparison.challenger.p95_ms == 11.0
+    assert proxy.windows == [10.0, 10.0, 6.0, 6.0]
+    # without the warm-up allowance the same step is a latency regression
+    proxy = WarmingProxy()
+    assert run(proxy, [100], RolloutPolicy(min_requests=50, warmup_seconds=0)).outcome == (
+        "rolled_back"
+    )
