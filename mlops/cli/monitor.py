@@ -96,8 +96,21 @@ def render_drift(result: dict[str, Any]) -> None:
             f"[bold red]Not comparable:[/] {', '.join(result['incompatible'])} cannot be read "
             "as the kind the reference recorded."
         )
+    elif result.get("status") == "insufficient_data":
+        wanted = (result.get("config") or {}).get("min_samples")
+        console.print(
+            "[yellow]Not tested:[/] no column has "
+            + (f"{wanted} " if wanted else "enough ")
+            + "non-null values on both sides yet, so nothing was compared; capture more "
+            "requests, or lower --min-samples.",
+            soft_wrap=True,
+        )
     elif not result["drift"]:
-        console.print("[green]No drift.[/]")
+        short = sum(f["status"] == "insufficient_data" for f in result["features"])
+        console.print(
+            "[green]No drift.[/]"
+            + (f" ({short} column(s) had too little data to test.)" if short else "")
+        )
     validation = result.get("validation")
     if validation:
         console.print(

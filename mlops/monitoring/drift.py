@@ -224,8 +224,15 @@ def compare_frames(
     drifted = sorted((r for r in results if r.drifted), key=lambda r: -r.severity)
     incompatible = [r.name for r in results if r.status == "incompatible"]
     statuses = [r.status for r in results]
+    untested = bool(results) and all(s == "insufficient_data" for s in statuses)
     return DriftVerdict(
-        status="drift" if drifted else "incompatible" if incompatible else "ok",
+        status="drift"
+        if drifted
+        else "incompatible"
+        if incompatible
+        else "insufficient_data"
+        if untested
+        else "ok",
         drift=bool(drifted),
         drifted=[r.name for r in drifted],
         incompatible=incompatible,

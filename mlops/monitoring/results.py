@@ -176,9 +176,13 @@ class DriftSummary(Result):
 
 
 class DriftVerdict(Result):
-    """The verdict of one comparison: `drifted` lists column names, most severe first."""
+    """The verdict of one comparison: `drifted` lists column names, most severe first.
 
-    status: Literal["drift", "incompatible", "ok"] = "ok"
+    `status` is "insufficient_data" when no column had enough values on both sides to be
+    tested: nothing was compared, which is not "ok" (no drift found) either.
+    """
+
+    status: Literal["drift", "incompatible", "insufficient_data", "ok"] = "ok"
     drift: bool
     drifted: list[str] = Field(default_factory=list)
     incompatible: list[str] = Field(default_factory=list)
@@ -331,7 +335,7 @@ class MonitorResult(Result):
     model_uri: str
     window: str
     files: int
-    status: Literal["ok", "drift", "incompatible", "no_new_data"]
+    status: Literal["ok", "drift", "incompatible", "insufficient_data", "no_new_data"]
     drift: bool
     drifted: list[str] = Field(default_factory=list)
     incompatible: list[str] = Field(default_factory=list)

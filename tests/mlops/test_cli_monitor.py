@@ -245,3 +245,36 @@ def test_drift_and_monitor_check_settings_with_their_types(
         assert "please report" not in result.output and "Traceback" not in result.output
     assert json.loads(monitor.stdout)["error"]["code"] == "invalid_input"
     assert len(drift.stderr.strip().splitlines()) == 1 and "drift.json" in drift.stderr
+
+
+def test_drift_never_says_no_drift_when_nothing_could_be_tested(files, tmp_path) -> None:
+    few = pd.read_csv(files["same"]).iloc[:40]
+    few.to_csv(tmp_path / "few.csv", index=False)
+    code, verdict = drift_json(files["reference"], tmp_path / "few.csv")
+    assert code == 0 and verdict["status"] == "insufficient_data" and verdict["drift"] is False
+    assert {f["status"] for f in verdict["features"]} == {"insufficient_data"}
+    text = invoke(
+        "drift", "--reference", str(files["reference"]), "--current", str(tmp_path / "few.csv")
+    )
+    assert "No drift." not in text.output
+    assert "Not tested: no column has 500 non-null values on both sides yet" in text.output
+
+    # one column short of data (mostly empty on both sides, at the same rate), the others
+    # tested: "No drift" says what it did not test
+    reference = pd.read_parquet(files["reference"])
+    reference.assign(y=reference["y"].where(reference.index < 100)).to_parquet(
+        tmp_path / "sparse.parquet"
+    )
+    same = pd.read_csv(files["same"])
+    same.assign(y=same["y"].where(same.index < 50)).to_csv(tmp_path / "partly.csv", index=False)
+    code, verdict = drift_json(tmp_path / "sparse.parquet", tmp_path / "partly.csv")
+    assert verdict["status"] == "ok", verdict
+    assert [f["status"] for f in verdict["features"]] == ["ok", "insufficient_data", "ok"]
+    text = invoke(
+        "drift",
+        "--reference",
+        str(tmp_path / "sparse.parquet"),
+        "--current",
+        str(tmp_path / "partly.csv"),
+    )
+    assert "No drift. (1 column(s) had too little data to test.)" in text.output
