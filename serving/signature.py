@@ -7,6 +7,7 @@ values into arrays lives in `values`, reading the scoring formats in `schema`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +82,10 @@ def request_schema(columns: Iterable[Column], reject_extra: bool) -> dict[str, A
     """OpenAPI components for the /invocations body, generated from the signature."""
     columns = list(columns)
     props = {c.name: c.openapi for c in columns}
+    # OpenAPI 3.1 is JSON Schema 2020-12: null is a type ("nullable" was 3.0's keyword)
     nullable_props = {
-        c.name: {**c.openapi, "nullable": True} if c.nullable else c.openapi for c in columns
+        c.name: {**c.openapi, "type": [c.openapi["type"], "null"]} if c.nullable else c.openapi
+        for c in columns
     }
     required = [c.name for c in columns if c.required]
     row = {
@@ -91,7 +94,9 @@ def request_schema(columns: Iterable[Column], reject_extra: bool) -> dict[str, A
         "required": required,
         "additionalProperties": not reject_extra,
     }
-    cell = {"oneOf": [c.openapi for c in columns]} if columns else {}
+    # a split cell is any column's value: anyOf, as 1 is both an integer and a number
+    kinds = {json.dumps(spec, sort_keys=True): spec for spec in nullable_props.values()}
+    cell = {"anyOf": list(kinds.values())} if columns else {}
     return {
         "ScoringRow": row,
         "DataframeSplit": {
