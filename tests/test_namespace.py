@@ -205,6 +205,8 @@ def test_user_packages_and_ours_import_side_by_side(
             "local": ["mlops-pipeline", str(ours / "targets" / "local.py")],
             "docker": ["mlops-pipeline", str(ours / "targets" / "docker.py")],
             "batch": ["mlops-pipeline", str(ours / "targets" / "batch.py")],
+            "kubernetes": ["mlops-pipeline", str(ours / "targets" / "kubernetes.py")],
+            "iotedge": ["mlops-pipeline", str(ours / "targets" / "iotedge.py")],
         },
         "mlflow.app": {"mlops-guard": ["mlops-pipeline", str(ours / "guard.py")]},
     }

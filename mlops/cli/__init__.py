@@ -1,6 +1,7 @@
 """The `mlops` command line: one command per pipeline step, each with --help and --json.
 
-`app` (the console script `mlops = "mlops_pipeline.cli:app"`) holds the global options; the
+`app` holds the global options (the console script `mlops = "mlops_pipeline.cli:main"` runs it,
+printing usage errors as one line); the
 commands live in one module per command group, each with its own nameless `typer.Typer` named
 `app` whose commands (and sub-groups such as `models`) merge into the top level:
 
@@ -94,3 +95,33 @@ def main_options(
     if ctx.invoked_subcommand not in {"up", "down"}:
         # a stack `mlops up` started for this MLOPS_HOME: steps run as its Prefect flow runs
         ctx.with_resource(up.stack_prefect_api())
+
+
+def main() -> None:
+    """The `mlops` console script: the typer app, with usage errors as one line (exit 2).
+
+    Click (vendored by typer) reports a bad option value in a boxed panel under the usage; the
+    project's rule is one line naming the option, the value and what to do, as for every other
+    error (and the error object on stdout under --json).
+    """
+    import json
+    import sys
+
+    from typer.exceptions import TyperException
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="mlops", standalone_mode=False)
+    except typer.Abort:
+        _output.err_console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except TyperException as exc:  # click's ClickException family: usage errors and the like
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "mlops"
+        message = f"{exc.format_message().rstrip('.')}. See `{where} --help`."
+        if "--json" in sys.argv[1:]:
+            error = {"code": "invalid_input", "message": message, "details": {}}
+            typer.echo(json.dumps({"error": error}))
+        _output.err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

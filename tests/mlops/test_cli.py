@@ -108,6 +108,32 @@ def test_every_command_has_help():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["score-batch", "models:/x/1", "--input", "a", "--output", "b", "--chunk-rows", "0"],
+            "error: Invalid value for '--chunk-rows': Input should be greater than or equal to 1. "
+            "See `mlops score-batch --help`.",
+        ),
+        (["nosuch"], "error: No such command 'nosuch'. See `mlops --help`."),
+        (["models", "show"], "error: Missing argument 'name'. See `mlops models show --help`."),
+    ],
+)
+def test_usage_errors_of_the_console_script_are_one_line_exit_2(mlops_home, args, message):
+    """Typer's boxed usage panel is replaced by the one-line error every command uses."""
+    mlops = Path(sys.executable).with_name("mlops")
+    env = {**os.environ, "MLOPS_HOME": str(mlops_home), "COLUMNS": "200"}
+    done = subprocess.run([str(mlops), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [message]
+    as_json = subprocess.run(
+        [str(mlops), *args, "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert as_json.returncode == 2
+    assert json.loads(as_json.stdout)["error"]["code"] == "invalid_input"
+
+
 def test_installed_console_script(mlops_home, iris_pickle, iris_reference_csv):
     mlops = Path(sys.executable).with_name("mlops")
     env = {**os.environ, "MLOPS_HOME": str(mlops_home)}
