@@ -122,6 +122,6 @@ def main() -> None:
         if "--json" in sys.argv[1:]:
             error = {"code": "invalid_input", "message": message, "details": {}}
             typer.echo(json.dumps({"error": error}))
-        _output.err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        _output.print_error(message)
         sys.exit(getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)

@@ -91,6 +91,14 @@ def _keep_step_errors_off_the_terminal() -> None:
             handler.addFilter(StepErrorsOffTheTerminal())
 
 
+def print_error(message: str) -> None:
+    """One `error:` line on stderr; the message is text, never rich markup (hints such as
+    `pip install 'mlops-pipeline[iotedge]'` keep their brackets)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable:
     """Register a CLI command that turns MLOpsError into one stderr line and its exit code.
 
@@ -108,12 +116,12 @@ def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> C
             except (typer.Exit, typer.Abort):
                 raise
             except Exception as exc:
-                if traceback_wanted():
-                    raise
                 error = exc if isinstance(exc, MLOpsError) else unexpected(exc)
+                if traceback_wanted():  # the traceback, then the same exit code as without
+                    err_console.print_exception(show_locals=False)
                 if kw.get("as_json"):
                     typer.echo(json.dumps({"error": error.to_dict()}))
-                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                print_error(str(error))
                 raise typer.Exit(error.exit_code) from None
 
         return typer_app.command(name, **kwargs)(wrapper)

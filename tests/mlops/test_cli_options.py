@@ -68,18 +68,21 @@ def test_tracking_uri_option_selects_the_registry_for_that_command_only(
 
 
 def test_debug_option_shows_the_traceback_without_setting_mlops_debug(mlops_home, monkeypatch):
-    from mlops_pipeline.errors import NotFoundError
-
     quiet = invoke("models", "show", "ghost")
     assert quiet.exit_code == 3 and quiet.exception.__class__ is SystemExit
+    assert "Traceback" not in quiet.stderr
     loud = invoke("--debug", "models", "show", "ghost")
-    assert isinstance(loud.exception, NotFoundError)
+    # the traceback, and the same exit code and error line as without --debug
+    assert loud.exit_code == 3
+    assert "Traceback" in loud.stderr and "NotFoundError" in loud.stderr
+    assert loud.stderr.strip().splitlines()[-1].startswith("error: Model 'ghost'")
     assert "MLOPS_DEBUG" not in os.environ and not get_settings().debug
     # a setting that fails to load still honours --debug
     monkeypatch.setenv("MLOPS_ORCHESTRATE", "sometimes")
     assert invoke("models", "list").exit_code == 2
     broken = invoke("--debug", "models", "list")
-    assert "MLOPS_ORCHESTRATE='sometimes' is invalid" in str(broken.exception)
+    assert broken.exit_code == 2 and "Traceback" in broken.stderr
+    assert "MLOPS_ORCHESTRATE='sometimes' is invalid" in broken.stderr
 
 
 def test_serve_hands_the_service_its_settings_and_registry(
@@ -127,3 +130,13 @@ def test_serve_refuses_a_port_in_use_and_a_bad_model_uri(mlops_home, iris_model_
     assert f"Cannot listen on 127.0.0.1:{port}" in taken.stderr
     bad = invoke("serve", "models:/iris/one")
     assert bad.exit_code == 2 and "'one'" in bad.stderr
+
+
+def test_error_lines_are_text_not_markup(capsys) -> None:
+    """A hint such as an install command with an extra keeps its brackets on the terminal."""
+    from mlops_pipeline.cli._output import print_error
+
+    print_error("Install the extra: pip install 'mlops-pipeline[iotedge]' [bold]or[/] not.")
+    assert capsys.readouterr().err.strip() == (
+        "error: Install the extra: pip install 'mlops-pipeline[iotedge]' [bold]or[/] not."
+    )
