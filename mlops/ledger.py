@@ -281,7 +281,7 @@ def get_deployment(name: str) -> Deployment:
             f"No deployment named '{name}'.",
             hint=f"Known deployments: {', '.join(known)}."
             if known
-            else "Create one with `mlops deploy MODEL_URI --target local: --name NAME`.",
+            else "Create one with `mlops deploy MODEL_URI --name NAME --target TARGET_URI`.",
             deployment=name,
         )
     return found

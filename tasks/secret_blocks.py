@@ -25,8 +25,11 @@ def load_secret_block(name: str) -> SecretStr:
             f"No Prefect Secret block named '{name}'.",
             hint="Create it (`prefect block create secret`) or fix the setting that names it.",
         ) from exc
-    except Exception as exc:
+    except Exception as exc:  # the API is down, or Prefect's temporary server did not start
+        reason = " ".join(str(exc).split())[:200] or "no detail"
         raise BackendUnavailableError(
-            f"The Prefect Secret block '{name}' could not be read: {type(exc).__name__}."
+            f"The Prefect Secret block '{name}' could not be read: {type(exc).__name__}: {reason}.",
+            hint="Point PREFECT_API_URL at the Prefect server that holds the block (or run "
+            "`mlops up`), or set the secret's environment variable instead.",
         ) from exc
     return SecretStr(str(value))
