@@ -12,6 +12,10 @@ has maxUnavailable 0, so the old pods serve until new ones are ready; a rollout 
 times out gets the previous pod template applied back (the controller scales the old
 ReplicaSet up again, if it scaled it down at all), and `DeploymentError` names why.
 
+The pods run the image `build-image` made (`mlops/<model>:<version>`) as it is, or
+`REGISTRY/mlops/<model>:<version>` with the `registry` option, or exactly the `image` option:
+push it there first (the cluster pulls it; the target pushes nothing).
+
 The client is the `kubernetes` package (`pip install 'mlops-pipeline[kubernetes]'`), with the
 kubeconfig (`MLOPS_K8S_KUBECONFIG`, else $KUBECONFIG or ~/.kube/config; the context from the
 URI) or, inside a pod, the in-cluster service account (kubernetes_api).
@@ -45,6 +49,7 @@ from mlops_pipeline.targets.kubernetes_manifests import (
     secret_name,
     settings_for,
 )
+from mlops_pipeline.targets.kubernetes_settings import image_for
 from mlops_pipeline.targets.kubernetes_status import (
     RolloutFailed,
     deployment_record,
@@ -197,6 +202,7 @@ class KubernetesTarget(Target):
         settings, _ = self._manifests(
             name, model, config.model_copy(update={"api_key_file": None}), image
         )
+        image = settings.image or image_for(settings, self._require_image(image))
         return render_yaml(name, self.namespace, model, config, image, settings)
 
     # --- rollout ------------------------------------------------------------------------------
@@ -204,8 +210,8 @@ class KubernetesTarget(Target):
     def _manifests(
         self, name: str, model: ModelRef, config: DeployConfig, image: str | None
     ) -> tuple[KubernetesSettings, list[dict[str, Any]]]:
-        image = self._require_image(image)
         settings = settings_for(config)
+        image = settings.image or image_for(settings, self._require_image(image))
         if config.port is not None:
             raise InvalidInputError(
                 f"Port {config.port}: the kubernetes target publishes no host port.",
@@ -340,8 +346,8 @@ class KubernetesTarget(Target):
         if not image:
             raise InvalidInputError(
                 "The kubernetes target needs an image the cluster can pull.",
-                hint="Build and push one with `mlops build-image MODEL_URI` (mlops deploy "
-                "builds it).",
+                hint="Build one with `mlops build-image MODEL_URI` (mlops deploy builds it), "
+                "push it, and pass --option registry=REGISTRY or --option image=REF.",
                 field="image",
             )
         return image

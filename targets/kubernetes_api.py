@@ -146,9 +146,11 @@ def _connect(kubeconfig: str | None, context: str | None) -> Any:
         from kubernetes import config as k8s_config
         from kubernetes.dynamic import DynamicClient
     except ImportError as exc:
-        raise BackendUnavailableError(
+        # an installation problem the user fixes, as the iotedge extra's (exit 2)
+        raise InvalidInputError(
             "The kubernetes: target needs the `kubernetes` Python client, which is not installed.",
             hint=INSTALL_HINT,
+            field="target",
         ) from exc
     from urllib3.exceptions import HTTPError as TransportError
 

@@ -15,9 +15,10 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
 
 Capture in the cluster: `capture_uri` set to an fsspec URI (s3://, gs://, abfs://, ...) is
 passed to the service as it is (credentials come from the pod's identity or the service
-account); with `capture_pvc` set, that PersistentVolumeClaim is mounted at
-/var/lib/mlops/capture and the service writes there. A local path means nothing inside a
-cluster and is refused.
+account; the image needs the fsspec driver: s3fs, adlfs, gcsfs in the model's requirements);
+with `capture_pvc` set, that PersistentVolumeClaim is mounted at /var/lib/mlops/capture and the
+service writes there (no capture_uri with it). A local path means nothing inside a cluster and
+is refused.
 """
 
 from __future__ import annotations
@@ -88,12 +89,14 @@ def _capture(config: DeployConfig, settings: KubernetesSettings) -> tuple[str | 
     """(capture URI the service gets, whether the capture PVC is mounted)."""
     uri = config.capture_uri
     if settings.capture_pvc:
-        if uri and "://" in uri and not uri.startswith("file://"):
+        if uri:
             raise InvalidInputError(
-                f"capture_uri {uri!r} and the capture_pvc option {settings.capture_pvc!r} "
-                "both say where to capture.",
-                hint="Use one: an object-storage URI, or a volume (capture_pvc).",
+                f"capture_uri {uri!r} (--capture-dir) and the capture_pvc option "
+                f"{settings.capture_pvc!r} both say where to capture.",
+                hint="Use one: an object-storage URI (--capture-dir s3://...), or a volume "
+                "(--option capture_pvc=CLAIM_NAME) without --capture-dir.",
                 field="capture_uri",
+                value=uri,
             )
         return CAPTURE_MOUNT, True
     if uri and ("://" not in uri or uri.startswith("file://")):

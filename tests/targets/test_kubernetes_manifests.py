@@ -113,8 +113,57 @@ def test_environment_defaults_and_per_deployment_options(monkeypatch):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (DeployConfig(options={"replicas": "3"}), "Kubernetes option replicas='3' is invalid"),
-        (DeployConfig(options={"min_replicas": "x"}), "min_replicas='x' is invalid"),
+        (
+            DeployConfig(options={"replicas": "3", "foo": "1"}),
+            r"^Unknown kubernetes option\(s\) foo, replicas\. Known options: capture_pvc, ",
+        ),
+        (
+            DeployConfig(options={"min_replicas": "x"}),
+            r"^Kubernetes option min_replicas='x' is not a whole number of at least 1\.",
+        ),
+        (
+            DeployConfig(options={"service_type": "Ingress"}),
+            "service_type='Ingress' is not one of ClusterIP, NodePort, LoadBalancer",
+        ),
+        (
+            DeployConfig(options={"cpu_request": "lots"}),
+            r"^Kubernetes option cpu_request='lots' is not a CPU quantity \(e\.g\. 500m or 2\)",
+        ),
+        (
+            DeployConfig(options={"memory_limit": "big"}),
+            r"memory_limit='big' is not a memory quantity \(e\.g\. 512Mi or 2Gi\)",
+        ),
+        (DeployConfig(options={"memory_request": "512m"}), "millibytes, not megabytes"),
+        (
+            DeployConfig(options={"cpu_request": "1500m", "cpu_limit": "1"}),
+            "cpu_request='1500m' is above cpu_limit='1'",
+        ),
+        (
+            DeployConfig(options={"memory_request": "2Gi", "memory_limit": "1500Mi"}),
+            "memory_request='2Gi' is above memory_limit='1500Mi'",
+        ),
+        (
+            DeployConfig(options={"endpoint_url": "iris.example.com"}),
+            r"endpoint_url='iris.example.com' is not an http\(s\) URL",
+        ),
+        (
+            DeployConfig(options={"endpoint_url": "ftp://iris.example.com"}),
+            r"is not an http\(s\) URL",
+        ),
+        (
+            DeployConfig(options={"node_address": "10.0.0.4"}),
+            "node_address='10.0.0.4' needs service_type=NodePort or LoadBalancer",
+        ),
+        (
+            DeployConfig(options={"node_address": "http://10.0.0.4", "service_type": "NodePort"}),
+            "is not a host name or IP address",
+        ),
+        (DeployConfig(options={"registry": "https://reg.io"}), "registry='https://reg.io' is not"),
+        (DeployConfig(options={"image": "Reg.io/Bad Image"}), "image='Reg.io/Bad Image' is not"),
+        (
+            DeployConfig(capture_uri="/data/capture", options={"capture_pvc": "claim"}),
+            "both say where to capture",
+        ),
         (DeployConfig(options={"min_replicas": "4", "max_replicas": "2"}), "is below"),
         (DeployConfig(capture_uri="/data/capture"), "is a local path"),
         (DeployConfig(port=8080), "Port 8080: the kubernetes target publishes no host port"),
@@ -193,7 +242,9 @@ def test_endpoint_url_order():
     }
     plain = settings_for(DeployConfig())
     assert endpoint_url(service, "ml", plain) == "http://iris.ml.svc.cluster.local:80"
-    node = settings_for(DeployConfig(options={"node_address": "10.0.0.5"}))
+    node = settings_for(
+        DeployConfig(options={"node_address": "10.0.0.5", "service_type": "NodePort"})
+    )
     assert endpoint_url(service, "ml", node) == "http://10.0.0.5:31000"
     balanced = {**service, "status": {"loadBalancer": {"ingress": [{"ip": "20.1.2.3"}]}}}
     assert endpoint_url(balanced, "ml", node) == "http://20.1.2.3:80"
@@ -204,10 +255,11 @@ def test_endpoint_url_order():
 def test_without_the_client_library_the_error_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "kubernetes", None)  # import kubernetes -> ImportError
     target = KubernetesTarget("kubernetes:/ml")
-    with pytest.raises(
-        BackendUnavailableError, match=r"pip install 'mlops-pipeline\[kubernetes\]'"
-    ):
+    # an installation problem the user fixes: exit 2, as the iotedge target's missing extra
+    with pytest.raises(InvalidInputError) as raised:
         target.list()
+    assert raised.value.exit_code == 2
+    assert "pip install 'mlops-pipeline[kubernetes]'" in (raised.value.hint or "")
     # rendering needs no client
     assert "kind: Deployment" in target.render("iris", MODEL, DeployConfig(), image=IMAGE)
 
@@ -248,3 +300,67 @@ def test_deploy_dry_run_renders_the_registered_version_and_touches_nothing(
     assert docs[2]["spec"]["minReplicas"] == 3
     assert ledger.find_deployment("iris-prod") is None
     assert inuse.deployments_using(connect(), "iris", "1") == {}
+
+
+def test_every_bad_option_is_reported_at_once():
+    config = DeployConfig(
+        options={"cpu_request": "lots", "memory_limit": "big", "endpoint_url": "nope"}
+    )
+    with pytest.raises(InvalidInputError) as raised:
+        settings_for(config)
+    message = raised.value.message
+    assert "\n" not in message
+    for part in ("cpu_request='lots'", "memory_limit='big'", "endpoint_url='nope'"):
+        assert part in message
+    assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cpu_request": "0.5", "cpu_limit": "2", "memory_request": "1G", "memory_limit": "1Gi"},
+        {"cpu_request": "500m", "cpu_limit": "500m", "memory_request": "128974848"},
+        {"node_address": "10.0.0.4", "service_type": "NodePort"},
+        {"endpoint_url": "https://iris.example.com/api", "registry": "localhost:5000"},
+    ],
+)
+def test_good_option_values_pass_and_validate(options):
+    config = DeployConfig(options=options)
+    validate_all(manifests("iris", "ml", MODEL, config, IMAGE, settings_for(config)))
+
+
+@pytest.mark.parametrize(
+    ("options", "image"),
+    [
+        ({}, "mlops/iris:3"),
+        ({"registry": "registry.example.com:5000"}, "registry.example.com:5000/mlops/iris:3"),
+        ({"registry": "myacr.azurecr.io/team/"}, "myacr.azurecr.io/team/mlops/iris:3"),
+        ({"image": "ghcr.io/org/iris:3", "registry": "ignored.io"}, "ghcr.io/org/iris:3"),
+    ],
+)
+def test_registry_and_image_options_name_the_pulled_image(options, image):
+    rendered = KubernetesTarget("kubernetes:/ml").render(
+        "iris", MODEL, DeployConfig(options=options), image="mlops/iris:3"
+    )
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert deployment["metadata"]["annotations"]["mlops.image"] == image
+    assert f"({image})" in rendered.splitlines()[0]
+
+
+def test_image_option_needs_no_built_image():
+    config = DeployConfig(options={"image": "ghcr.io/org/iris:3"})
+    rendered = KubernetesTarget("kubernetes:/ml").render("iris", MODEL, config, image=None)
+    assert "image: ghcr.io/org/iris:3" in rendered
+    with pytest.raises(InvalidInputError, match="--option registry=REGISTRY"):
+        KubernetesTarget("kubernetes:/ml").render("iris", MODEL, DeployConfig(), image=None)
+
+
+def test_deploy_dry_run_with_a_registry_renders_the_pushed_image(registered_model):
+    rendered = operations.dry_run_deployment(
+        "models:/iris@champion",
+        "iris-prod",
+        "kubernetes:/ml-prod",
+        options={"registry": "registry.example.com"},
+    )
+    assert "image: registry.example.com/mlops/iris:1" in rendered.manifest
