@@ -159,7 +159,13 @@ def parse_location(target_uri: str, location: str) -> EdgeLocation:
             f"Target URI '{target_uri}' has no target condition, e.g. target=tags.site='x'.",
             target_uri,
         )
-    priority_text = params.get("priority", "")
+    priority_text = params.get("priority", "").strip()
+    if not priority_text:
+        raise bad(
+            f"Target URI '{target_uri}' has no priority: the fleet URI needs &priority=N "
+            "(a whole number >= 0; layered deployments above their base).",
+            target_uri,
+        )
     if not priority_text.isdigit() or int(priority_text) > 2**31 - 1:
         raise bad(
             f"priority='{priority_text}' in '{target_uri}' is not a whole number >= 0.",
@@ -205,16 +211,29 @@ class IoTEdgeTarget(Target):
     def render(
         self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
     ) -> str:
-        """The manifest `create` would apply, as `az iot edge set-modules --content` takes it.
+        """What `create` would apply; the registry password stays a reference.
 
-        For one device it is the device's complete deployment with only this module (the
-        device's other modules are not read: rendering reaches no hub). For a layered fleet
-        deployment it is the layered content. The registry password stays a reference. Without
-        IMAGE, the tag `build-image` gives the model.
+        For one device: the manifest as `az iot edge set-modules --content` takes it
+        (`{"modulesContent": ...}`), the device's complete deployment with only this module
+        (the device's other modules are not read: rendering reaches no hub). For a fleet: the
+        whole configuration `create` makes, as `az iot edge deployment create` takes its parts:
+        `{"id", "targetCondition", "priority", "labels", "content": {"modulesContent": ...}}`,
+        the content layered for a layered deployment. Without IMAGE, the tag `build-image`
+        gives the model.
         """
         spec = module_spec(name, model, config, image or default_tag(model))
         manifest = layered_manifest(spec) if self.edge.layered else base_manifest(spec)
-        return json.dumps(manifest, indent=2)
+        if self.edge.device is not None:
+            return json.dumps(manifest, indent=2)
+        fleet = {
+            "id": configuration_id(name, model, manifest),
+            "targetCondition": self.edge.condition,
+            "priority": self.edge.priority,
+            "labels": _labels(name, model),
+            "layered": self.edge.layered,
+            "content": manifest,
+        }
+        return json.dumps(fleet, indent=2)
 
     def create(
         self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
@@ -546,7 +565,7 @@ class IoTEdgeTarget(Target):
         configuration = sdk.models.Configuration(
             id=configuration_id(name, model, manifest),
             schema_version="1.0",
-            labels={LABEL_DEPLOYMENT: name, LABEL_MODEL: model.name, LABEL_VERSION: model.version},
+            labels=_labels(name, model),
             content=sdk.models.ConfigurationContent(modules_content=content),
             target_condition=self.edge.condition,
             priority=self.edge.priority,
@@ -646,6 +665,11 @@ class IoTEdgeTarget(Target):
             field="name",
             value=name,
         )
+
+
+def _labels(name: str, model: ModelRef) -> dict[str, str]:
+    """The labels of a fleet deployment's configuration (how `list` finds it)."""
+    return {LABEL_DEPLOYMENT: name, LABEL_MODEL: model.name, LABEL_VERSION: model.version}
 
 
 def _registry_password() -> str | None:

@@ -22,6 +22,7 @@ queries.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -58,6 +59,13 @@ OPTION_DEFAULTS: dict[str, str] = {
 }
 RESTART_POLICIES = ("never", "on-failure", "on-unhealthy", "always")
 STATUSES = ("running", "stopped")
+#: edge runtime versions whose system modules (azureiotedge-agent/-hub) take schema 1.1 manifests
+#: (the azure-iot-cli-extension's deployment schemas); a patch such as 1.5.3 pins that release
+EDGE_VERSIONS = ("1.4", "1.5")
+EDGE_VERSION = re.compile(r"^(?P<minor>\d+\.\d+)(\.\d+)?$")
+# a registry as an image reference starts with it: host[:port][/path], no scheme
+REGISTRY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
+REGISTRY_USERNAME = re.compile(r"^[^\s]{1,256}$")
 
 
 @dataclass(frozen=True)
@@ -123,22 +131,28 @@ def module_spec(name: str, model: ModelRef, config: DeployConfig, image: str) ->
         ("status", status, STATUSES),
     ):
         if value not in allowed:
-            raise InvalidInputError(
-                f"Option {key}='{value}' is not an IoT Edge {key}.",
-                hint=f"Use one of: {', '.join(allowed)}.",
-                field=f"options.{key}",
-                value=value,
+            raise _bad_option(
+                key,
+                value,
+                f"an IoT Edge {key} ({', '.join(allowed)})",
+                " or ".join(f"{key}={a}" for a in allowed),
             )
     ttl = _int_option(config, "ttl_seconds", 0, 4294967295)
     wait_seconds = _int_option(config, "wait_seconds", 0, 86400)
-    registry = option(config, "registry").strip("/") or None
+    host_ip = _host_ip_option(config)
+    edge_version = _edge_version_option(config)
+    device_capture_dir = _capture_dir_option(config, name)
+    registry, registry_username = _registry_options(config)
     if registry:
         image = f"{registry}/{image}"
     capture_dir = None
-    env = serving_env(IMAGE_MODEL_DIR, model, config, host="0.0.0.0", port=IMAGE_PORT, image=image)
     if config.capture_uri and "://" not in config.capture_uri:
-        # a local capture dir means a folder on the device, mounted into the module
-        capture_dir = option(config, "capture_dir").format(name=name)
+        # a local capture dir means a folder on the device, mounted into the module: that
+        # folder (not the path given, which names none on the device) is what gets recorded
+        capture_dir = device_capture_dir
+        config = config.model_copy(update={"capture_uri": capture_dir})
+    env = serving_env(IMAGE_MODEL_DIR, model, config, host="0.0.0.0", port=IMAGE_PORT, image=image)
+    if capture_dir:
         env[env_name("capture_uri")] = CAPTURE_MOUNT
     if config.api_key_file:
         env[env_name("api_key_file")] = API_KEY_PATH
@@ -147,15 +161,15 @@ def module_spec(name: str, model: ModelRef, config: DeployConfig, image: str) ->
         model=model,
         config=config,
         image=image,
-        host_ip=option(config, "host_ip"),
+        host_ip=host_ip,
         host_port=config.port or IMAGE_PORT,
         restart_policy=restart_policy,
         status=status,
         ttl_seconds=ttl,
         capture_dir=capture_dir,
-        edge_version=option(config, "edge_version"),
+        edge_version=edge_version,
         registry=registry,
-        registry_username=option(config, "registry_username") or None,
+        registry_username=registry_username,
         wait_seconds=wait_seconds,
         env=env,
     )
@@ -417,12 +431,89 @@ def _int_option(config: DeployConfig, key: str, low: int, high: int) -> int:
     except ValueError:
         number = low - 1
     if not low <= number <= high:
-        raise InvalidInputError(
-            f"Option {key}='{value}' is not a whole number from {low} to {high}.",
-            field=f"options.{key}",
-            value=value,
+        raise _bad_option(
+            key, value, f"a whole number from {low} to {high}", f"e.g. {key}={OPTION_DEFAULTS[key]}"
         )
     return number
+
+
+def _bad_option(key: str, value: str, what: str, write: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"Option {key}='{value}' is not {what}.",
+        hint=f"Write {write}.",
+        field=f"options.{key}",
+        value=value,
+    )
+
+
+def _host_ip_option(config: DeployConfig) -> str:
+    """The device address the port binds: an IPv4 or IPv6 address, as Docker's HostIp takes it."""
+    value = option(config, "host_ip")
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        raise _bad_option(
+            "host_ip",
+            value,
+            "an IPv4 or IPv6 address",
+            "e.g. host_ip=127.0.0.1 (the device only), host_ip=0.0.0.0 (its network) or an "
+            "address of the device such as host_ip=192.168.1.20 or host_ip=::1",
+        ) from None
+
+
+def _edge_version_option(config: DeployConfig) -> str:
+    """The edge runtime version of the system modules: one the manifest's schema 1.1 fits."""
+    value = option(config, "edge_version")
+    match = EDGE_VERSION.match(value)
+    if not match or match["minor"] not in EDGE_VERSIONS:
+        raise _bad_option(
+            "edge_version",
+            value,
+            f"an IoT Edge version the manifest supports ({', '.join(EDGE_VERSIONS)})",
+            " or ".join(f"edge_version={v}" for v in EDGE_VERSIONS)
+            + " (or a patch release of one, e.g. edge_version=1.5.3)",
+        )
+    return value
+
+
+def _capture_dir_option(config: DeployConfig, name: str) -> str:
+    """The capture folder on the device: an absolute path the bind can carry (no ':')."""
+    value = option(config, "capture_dir")
+    write = "an absolute path on the device, e.g. capture_dir=/var/lib/mlops/capture/{name}"
+    try:
+        path = value.format(name=name)
+    except (KeyError, IndexError, ValueError):
+        raise _bad_option(
+            "capture_dir", value, "a path ({name} is the only placeholder)", write
+        ) from None
+    if not path.startswith("/") or ":" in path or "," in path or "//" in path:
+        raise _bad_option("capture_dir", value, "an absolute device path without ':'", write)
+    return path.rstrip("/") or "/"
+
+
+def _registry_options(config: DeployConfig) -> tuple[str | None, str | None]:
+    """`registry` (host[:port][/path], no scheme) and `registry_username` (needs a registry)."""
+    registry = option(config, "registry").strip("/")
+    if registry and not REGISTRY.match(registry):
+        raise _bad_option(
+            "registry",
+            registry,
+            "a registry as image names start with it (host[:port][/path], no https://)",
+            "e.g. registry=myacr.azurecr.io or registry=registry.local:5000",
+        )
+    username = option(config, "registry_username")
+    if username and not REGISTRY_USERNAME.match(username):
+        raise _bad_option(
+            "registry_username", username, "a user name", "it without spaces, e.g. puller"
+        )
+    if username and not registry:
+        raise _bad_option(
+            "registry_username",
+            username,
+            "usable without a registry",
+            "registry=<host> with it, or drop registry_username",
+        )
+    return registry or None, username or None
 
 
 def _credential_name(registry: str) -> str:

@@ -89,7 +89,12 @@ def test_both_uri_forms_parse_to_their_canonical_uri():
         ("iotedge:/my-hub/dev 1", "'dev 1' in"),
         ("iotedge:/my-hub/dev?priority=1", "names a device and a fleet query"),
         ("iotedge:/my-hub?priority=3", "has no target condition"),
-        ("iotedge:/my-hub?target=tags.a='b'", "priority='' in"),
+        (
+            "iotedge:/my-hub?target=tags.a='b'",
+            "the fleet URI needs &priority=N (a whole number >= 0; layered deployments above "
+            "their base)",
+        ),
+        ("iotedge:/my-hub?target=tags.a='b'&priority=", "the fleet URI needs &priority=N"),
         ("iotedge:/my-hub?target=tags.a='b'&priority=-1", "priority='-1' in"),
         ("iotedge:/my-hub?target=tags.a='b'&priority=1&layered=maybe", "layered='maybe'"),
         ("iotedge:/my-hub?target=tags.a='b'&priority=1&ring=2", "Unknown parameter(s) ring"),
@@ -196,7 +201,9 @@ def test_render_is_the_set_modules_content_with_secrets_as_references(monkeypatc
 
 def test_render_without_an_image_names_the_build_image_tag_and_layered_form():
     target = get_target("iotedge:/my-hub?target=tags.a='b'&priority=20&layered=true")
-    content = json.loads(target.render("iris-edge", V1, DeployConfig()))["modulesContent"]
+    rendered = json.loads(target.render("iris-edge", V1, DeployConfig()))
+    assert rendered["layered"] is True and rendered["priority"] == 20
+    content = rendered["content"]["modulesContent"]
     assert sorted(content["$edgeAgent"]) == ["properties.desired.modules.iris-edge"]
     assert sorted(content["$edgeHub"]) == [
         "properties.desired.routes.iris_edge_captures_to_upstream"
@@ -216,6 +223,114 @@ def test_render_without_an_image_names_the_build_image_tag_and_layered_form():
 def test_bad_options_are_invalid_input(options: dict, message: str):
     with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         get_target("iotedge:/my-hub/d").render("x", V1, DeployConfig(options=options))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "write"),
+    [
+        ("host_ip", "notanip", "host_ip=0.0.0.0"),
+        ("host_ip", "", "host_ip=127.0.0.1"),
+        ("host_ip", "10.0.0.300", "host_ip=127.0.0.1"),
+        ("capture_dir", "relative/dir", "capture_dir=/var/lib/mlops/capture/{name}"),
+        ("capture_dir", "/data/{model}", "capture_dir=/var/lib/mlops/capture/{name}"),
+        ("capture_dir", "C:/captures", "capture_dir=/var/lib/mlops/capture/{name}"),
+        ("capture_dir", "/data/a:b", "capture_dir=/var/lib/mlops/capture/{name}"),
+        ("edge_version", "9.9", "edge_version=1.4 or edge_version=1.5"),
+        ("edge_version", "1.2", "edge_version=1.4 or edge_version=1.5"),
+        ("edge_version", "latest", "edge_version=1.4 or edge_version=1.5"),
+        ("registry", "https://myacr.azurecr.io", "registry=myacr.azurecr.io"),
+        ("registry", "my acr", "registry=myacr.azurecr.io"),
+        ("registry_username", "puller", "registry=<host> with it"),
+        ("restart_policy", "sometimes", "restart_policy=always"),
+        ("status", "paused", "status=running or status=stopped"),
+        ("ttl_seconds", "-1", "ttl_seconds=7200"),
+        ("wait_seconds", "1.5", "wait_seconds=0"),
+        ("wait_seconds", "100000", "wait_seconds=0"),
+    ],
+)
+def test_every_option_is_checked_by_the_dry_run_naming_option_value_and_fix(
+    key: str, value: str, write: str, registered_model, monkeypatch
+):
+    from mlops_pipeline.cli import app
+    from typer.testing import CliRunner
+
+    with pytest.raises(InvalidInputError) as caught:
+        get_target("iotedge:/my-hub/d").render("x", V1, DeployConfig(options={key: value}))
+    text = str(caught.value)
+    assert f"Option {key}='{value}' is not" in text and write in text
+    assert "\n" not in text and caught.value.details["field"] == f"options.{key}"
+
+    monkeypatch.delenv("MLOPS_IOTEDGE_CONNECTION_STRING", raising=False)
+    args = ["deploy", "models:/iris@champion", "--name", "iris-edge", "--target"]
+    args += ["iotedge:/my-hub/edge-01", "--option", f"{key}={value}", "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert key in result.output
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"host_ip": "0.0.0.0"},
+        {"host_ip": "192.168.1.20"},
+        {"host_ip": "::1"},
+        {"edge_version": "1.4"},
+        {"edge_version": "1.5.3"},
+        {"capture_dir": "/data/captures/{name}"},
+        {"registry": "registry.local:5000/team", "registry_username": "puller"},
+        {"restart_policy": "on-failure", "status": "stopped", "wait_seconds": "86400"},
+    ],
+)
+def test_valid_options_render(options: dict):
+    text = get_target("iotedge:/my-hub/d").render("x", V1, DeployConfig(options=options))
+    assert json.loads(text)["modulesContent"]
+
+
+def test_capture_dir_records_the_device_folder_the_module_binds(standin):
+    standin.add_device("edge-01")
+    target = get_target("iotedge:/localhost/edge-01")
+    config = DeployConfig(capture_uri="/home/me/captures", options={"capture_dir": "/data/{name}"})
+
+    created = target.create("iris-edge", V1, config, image=IMAGE1)
+
+    module = applied_content(standin, "edge-01")["$edgeAgent"]["properties.desired"]["modules"]
+    assert create_options(module["iris-edge"])["HostConfig"]["Binds"] == [
+        "/data/iris-edge:/var/lib/mlops/capture"
+    ]
+    assert created.capture_uri == "/data/iris-edge"
+    assert created.config["capture_uri"] == "/data/iris-edge"
+    assert target.get("iris-edge").capture_uri == "/data/iris-edge"
+    assert "/home/me/captures" not in json.dumps(applied_content(standin, "edge-01"))
+    remote = target.update("iris-edge", V2, DeployConfig(capture_uri="s3://b/c"), image=IMAGE2)
+    assert remote.capture_uri == "s3://b/c"  # a remote URI is passed through as it is
+
+
+def test_fleet_dry_run_prints_the_deployment_create_parts(registered_model, monkeypatch):
+    from mlops_pipeline.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.delenv("MLOPS_IOTEDGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("MLOPS_IOTEDGE_REGISTRY_PASSWORD", "registry-secret-value")
+    args = ["deploy", "models:/iris@champion", "--name", "iris-fleet", "--target", FLEET]
+    args += ["--option", "registry=myacr.azurecr.io", "--option", "registry_username=u"]
+
+    result = CliRunner().invoke(app, [*args, "--dry-run"])
+
+    assert result.exit_code == 0, result.output
+    assert "registry-secret-value" not in result.output
+    rendered = json.loads(result.stdout)
+    assert sorted(rendered) == ["content", "id", "labels", "layered", "priority", "targetCondition"]
+    assert rendered["id"].startswith("mlops-iris-fleet-v1-")
+    assert (rendered["targetCondition"], rendered["priority"]) == ("tags.site='plant-7'", 10)
+    assert rendered["labels"] == {
+        "mlopsDeployment": "iris-fleet",
+        "mlopsModel": "iris",
+        "mlopsVersion": "1",
+    }
+    assert rendered["layered"] is False
+    agent = rendered["content"]["modulesContent"]["$edgeAgent"]["properties.desired"]
+    credential = agent["runtime"]["settings"]["registryCredentials"]["myacrazurecrio"]
+    assert credential["password"] == "$MLOPS_IOTEDGE_REGISTRY_PASSWORD"
 
 
 def test_without_the_extra_the_error_says_how_to_install_it(no_sdk):
@@ -370,10 +485,14 @@ def test_fleet_create_update_status_and_delete(standin):
         "mlopsVersion": "1",
     }
     rendered = json.loads(target.render("iris-fleet", V1, DeployConfig(), image=IMAGE1))
-    assert stored["content"] == rendered
+    assert {k: rendered[k] for k in ("id", "targetCondition", "priority", "labels")} == {
+        k: stored[k] for k in ("id", "targetCondition", "priority", "labels")
+    }
+    assert stored["content"] == rendered["content"]
     [(method, path, body)] = [r for r in standin.requests if r[0] == "PUT"]
     assert (method, path) == ("PUT", f"/configurations/{config_id}")
-    assert body["content"] == rendered and body["targetCondition"] == "tags.site='plant-7'"
+    assert body["content"] == rendered["content"]
+    assert body["targetCondition"] == "tags.site='plant-7'"
     content = body["content"]["modulesContent"]
     module = content["$edgeAgent"]["properties.desired"]["modules"]["iris-fleet"]
     assert (module["settings"]["image"], module["status"]) == (IMAGE1, "running")
