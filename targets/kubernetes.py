@@ -43,6 +43,7 @@ from mlops_pipeline.targets.kubernetes_manifests import (
     DEPLOYMENT_LABEL,
     MANAGED_BY,
     KubernetesSettings,
+    capture_target,
     config_from_annotations,
     manifests,
     render_yaml,
@@ -205,13 +206,21 @@ class KubernetesTarget(Target):
         image = settings.image or image_for(settings, self._require_image(image))
         return render_yaml(name, self.namespace, model, config, image, settings)
 
+    def preflight(self, config: DeployConfig) -> None:
+        """Before an image build: the options (exit 2), then the client library (exit 2) and
+        the cluster's API through the kubeconfig context (discovery; exit 6 when unusable)."""
+        self._check(config)
+        _ = self.api.client
+
     # --- rollout ------------------------------------------------------------------------------
 
-    def _manifests(
-        self, name: str, model: ModelRef, config: DeployConfig, image: str | None
-    ) -> tuple[KubernetesSettings, list[dict[str, Any]]]:
+    def _check(self, config: DeployConfig) -> KubernetesSettings:
+        """The deployment's settings, once its options, port and capture are usable.
+
+        Raises:
+            InvalidInputError: a bad option, --port, or a capture pods cannot use (exit 2).
+        """
         settings = settings_for(config)
-        image = settings.image or image_for(settings, self._require_image(image))
         if config.port is not None:
             raise InvalidInputError(
                 f"Port {config.port}: the kubernetes target publishes no host port.",
@@ -219,6 +228,14 @@ class KubernetesTarget(Target):
                 field="port",
                 value=config.port,
             )
+        capture_target(config, settings)
+        return settings
+
+    def _manifests(
+        self, name: str, model: ModelRef, config: DeployConfig, image: str | None
+    ) -> tuple[KubernetesSettings, list[dict[str, Any]]]:
+        settings = self._check(config)
+        image = settings.image or image_for(settings, self._require_image(image))
         keys = None
         if config.api_key_file:
             try:

@@ -85,8 +85,12 @@ def annotations(model: ModelRef, image: str, config: DeployConfig) -> dict[str, 
     }
 
 
-def _capture(config: DeployConfig, settings: KubernetesSettings) -> tuple[str | None, bool]:
-    """(capture URI the service gets, whether the capture PVC is mounted)."""
+def capture_target(config: DeployConfig, settings: KubernetesSettings) -> tuple[str | None, bool]:
+    """(capture URI the service gets, whether the capture PVC is mounted).
+
+    Raises:
+        InvalidInputError: a local path, or a capture URI together with capture_pvc (exit 2).
+    """
     uri = config.capture_uri
     if settings.capture_pvc:
         if uri:
@@ -119,7 +123,7 @@ def deployment_manifest(
     settings: KubernetesSettings,
 ) -> dict[str, Any]:
     """The apps/v1 Deployment of NAME serving `model` from `image`."""
-    capture_uri, capture_volume = _capture(config, settings)
+    capture_uri, capture_volume = capture_target(config, settings)
     scoring = config.model_copy(update={"capture_uri": capture_uri, "api_key_file": None})
     env = serving_env(IMAGE_MODEL_DIR, model, scoring, host="0.0.0.0", port=IMAGE_PORT, image=image)
     volumes: list[dict[str, Any]] = []

@@ -364,3 +364,18 @@ def test_deploy_dry_run_with_a_registry_renders_the_pushed_image(registered_mode
         options={"registry": "registry.example.com"},
     )
     assert "image: registry.example.com/mlops/iris:1" in rendered.manifest
+
+
+def test_preflight_refuses_bad_options_before_needing_the_client(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # import kubernetes -> ImportError
+    target = KubernetesTarget("kubernetes:/ml")
+    for config, message in (
+        (DeployConfig(options={"cpu_request": "lots"}), "cpu_request='lots'"),
+        (DeployConfig(port=8080), "Port 8080"),
+        (DeployConfig(capture_uri="/data/capture"), "is a local path"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            target.preflight(config)
+    # good options: then the client, whose absence is an installation problem (exit 2)
+    with pytest.raises(InvalidInputError, match="Python client, which is not installed"):
+        target.preflight(DeployConfig(options={"registry": "registry.example.com"}))
