@@ -28,7 +28,15 @@ address the port binds, default 127.0.0.1), `registry` and `registry_username` (
 `<registry>/<image>`; the password is MLOPS_IOTEDGE_REGISTRY_PASSWORD), `capture_dir` (the
 device folder for captures), `restart_policy`, `status`, `ttl_seconds` (edgeHub store and
 forward), `edge_version` (of the system modules), `wait_seconds` (0: do not wait for the
-devices). The hub connection string is MLOPS_IOTEDGE_CONNECTION_STRING (targets/iotedge_hub.py).
+devices); iotedge_manifest.module_spec checks every value, so a dry run refuses bad ones. A local
+capture dir only switches capture on: the deployment records the device folder `capture_dir`
+as its capture URI. The hub connection string is MLOPS_IOTEDGE_CONNECTION_STRING
+(targets/iotedge_hub.py).
+
+`render` (the dry run) prints, for one device, the manifest as `az iot edge set-modules
+--content` takes it; for a fleet, the configuration `create` makes: `id`, `targetCondition`,
+`priority`, `labels`, `layered` and `content` (what `az iot edge deployment create` takes as
+--deployment-id, --target-condition, --priority, --labels, --layered and --content).
 """
 
 from __future__ import annotations
