@@ -65,7 +65,7 @@ def test_sticky_canary_through_the_cli_keeps_each_client_on_one_version(
             app,
             [
                 "canary", "iris-prod", "--model", f"models:/iris/{v2}", "--steps", "50,100",
-                "--interval", "3", "--sticky-header", "X-Client-ID", "--max-p95-ratio", "3",
+                "--interval", "3", "--sticky-header", "X-Client-ID", "--max-p95-ratio", "50",
                 "--json",
             ],
         )  # fmt: skip
