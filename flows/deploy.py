@@ -11,6 +11,7 @@ from mlops_pipeline.tasks.deploy import (
     find_rollback_version,
     get_deployment,
     plan_deployment,
+    preflight_target,
     resolve_model_uri,
     switch_deployment,
     target_needs_image,
@@ -47,9 +48,6 @@ def deploy(
     needs_image = target_needs_image(target)  # an unknown target fails before anything else
     model = resolve_model_uri(model_uri)
     action = plan_deployment(name, model, target, port)
-    image = build_image_tag(model.uri, base_image) if needs_image else None
-    if action == "update":
-        return switch_deployment(name, model, None, image).model_dump(mode="json")
     config = DeployConfig(
         port=port,
         capture_uri=capture_uri,
@@ -59,6 +57,12 @@ def deploy(
         ready_timeout=ready_timeout,
         options=options or {},
     )
+    if action == "update":
+        preflight_target(target)  # the update keeps the recorded settings
+        image = build_image_tag(model.uri, base_image) if needs_image else None
+        return switch_deployment(name, model, None, image).model_dump(mode="json")
+    preflight_target(target, config)  # seconds, before an image build of minutes
+    image = build_image_tag(model.uri, base_image) if needs_image else None
     return create_deployment(name, model, target, config, image).model_dump(mode="json")
 
 
@@ -69,6 +73,7 @@ def update_deployment(
     """Switch deployment NAME to MODEL_URI with zero downtime, keeping its settings."""
     current = get_deployment(name)
     model = resolve_model_uri(model_uri)
+    preflight_target(current.target_uri)
     needs_image = target_needs_image(current.target_uri)
     image = build_image_tag(model.uri, base_image) if needs_image else None
     return switch_deployment(name, model, None, image, "update", reason).model_dump(mode="json")

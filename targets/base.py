@@ -31,7 +31,8 @@ Contract for implementers
 * `start_challenger` / `stop_challenger` / `promote_challenger` / `proxy_access` (optional, for
   canary and shadow rollouts): a second version behind the same proxy, with the same guarantees
   as `create` (removed on failure, ready before traffic) and `update` (zero-downtime promotion).
-* `render` (optional) returns what `create` would apply as text, changing nothing; secrets
+* `preflight` (optional) checks the backend and the options in seconds, before an image is
+  built; `render` (optional) returns what `create` would apply as text, changing nothing; secrets
   appear only as references.
 * Raise `mlops.errors` types only (wrap SDK errors with `raise X(...) from exc`); messages name
   the value and what to do.
@@ -145,6 +146,19 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def logs(self, name: str, tail: int = 100) -> str:
         """The last `tail` lines of the deployment's scoring service log."""
+
+    def preflight(self, config: DeployConfig) -> None:
+        """Check, in seconds and changing nothing, what `create`/`update` will need from the
+        backend: its client library, credentials and reachability, and CONFIG's options.
+
+        `deploy` and `update` call it before they build an image (minutes), so a missing
+        kubeconfig or connection string fails at once. The default checks nothing.
+
+        Raises:
+            InvalidInputError, BackendUnavailableError, AuthError, NotFoundError: as `create`
+            would, for the same cause.
+        """
+        return None  # a target with nothing to check ahead: local processes, say
 
     def render(
         self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None

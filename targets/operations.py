@@ -127,6 +127,15 @@ def plan_deployment(
     return "update"
 
 
+def preflight_target(target_uri: str, config: DeployConfig | None = None) -> None:
+    """The target's own quick checks (`Target.preflight`) before anything slow or lasting.
+
+    Raises:
+        What the target raises: InvalidInputError (exit 2), BackendUnavailableError (6), ...
+    """
+    get_target(target_uri).preflight(config or DeployConfig())
+
+
 class RenderedDeployment(BaseModel):
     """What `deploy --dry-run` prints: the target's manifest text and what it was made from."""
 

@@ -223,6 +223,12 @@ class ManifestTarget(Target):
     def logs(self, name, tail=100):
         return ""
 
+    def preflight(self, config):
+        from mlops_pipeline.errors import BackendUnavailableError
+
+        if config.options.get("cluster") == "down":
+            raise BackendUnavailableError("The manifest cluster at 127.0.0.1:1 is down.")
+
     def render(self, name, model, config, *, image=None):
         options = ",".join(f"{k}={v}" for k, v in sorted(config.options.items()))
         return f"kind: Manifest\nname: {name}\nmodel: {model.uri}\nimage: {image}\n" + (
@@ -265,3 +271,20 @@ def test_dry_run_prints_the_manifest_and_changes_nothing(
     assert ledger.list_deployments() == []
     assert ledger.find_deployment("iris-edge") is None
     assert deployments_from_tags(get_model_version("iris", version="1").tags) == {}
+
+
+def test_the_target_is_checked_before_an_image_is_built(
+    registered_model: dict, manifest_plugin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target that cannot be reached fails in seconds, not after a build of minutes."""
+    from mlops_pipeline.flows import deploy as deploy_flows
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the image was built before the target was checked")
+
+    monkeypatch.setattr(deploy_flows, "build_image_tag", no_build)
+    args = ["deploy", "models:/iris/1", "--name", "iris-edge", "--target", "manifest:/x"]
+    failed = invoke(*args, "--option", "cluster=down")
+    assert failed.exit_code == 6, failed.output
+    assert "The manifest cluster at 127.0.0.1:1 is down." in failed.stderr
+    assert ledger.find_deployment("iris-edge") is None
