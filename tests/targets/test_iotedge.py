@@ -248,24 +248,26 @@ def test_bad_options_are_invalid_input(options: dict, message: str):
         ("wait_seconds", "100000", "wait_seconds=0"),
     ],
 )
-def test_every_option_is_checked_by_the_dry_run_naming_option_value_and_fix(
-    key: str, value: str, write: str, registered_model, monkeypatch
-):
-    from mlops_pipeline.cli import app
-    from typer.testing import CliRunner
-
+def test_every_option_is_checked_naming_option_value_and_fix(key: str, value: str, write: str):
     with pytest.raises(InvalidInputError) as caught:
         get_target("iotedge:/my-hub/d").render("x", V1, DeployConfig(options={key: value}))
     text = str(caught.value)
     assert f"Option {key}='{value}' is not" in text and write in text
     assert "\n" not in text and caught.value.details["field"] == f"options.{key}"
 
+
+def test_the_cli_dry_run_refuses_bad_options_with_exit_2(registered_model, monkeypatch):
+    from mlops_pipeline.cli import app
+    from typer.testing import CliRunner
+
     monkeypatch.delenv("MLOPS_IOTEDGE_CONNECTION_STRING", raising=False)
-    args = ["deploy", "models:/iris@champion", "--name", "iris-edge", "--target"]
-    args += ["iotedge:/my-hub/edge-01", "--option", f"{key}={value}", "--dry-run"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert key in result.output
+    for setting in ("host_ip=notanip", "capture_dir=relative/dir", "edge_version=9.9"):
+        args = ["deploy", "models:/iris@champion", "--name", "iris-edge", "--target"]
+        args += ["iotedge:/my-hub/edge-01", "--option", setting, "--dry-run"]
+        result = CliRunner().invoke(app, args)
+        key, value = setting.split("=")
+        assert result.exit_code == 2, result.output
+        assert f"{key}='{value}'" in result.output, result.output
 
 
 @pytest.mark.parametrize(
