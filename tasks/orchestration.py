@@ -196,9 +196,16 @@ def run_flow(flow: Flow[..., R], **params: Any) -> R:
     try:
         validated = flow.validate_parameters(params)
     except ParameterTypeError as exc:
+        cause = exc.__cause__ or exc.__context__
+        problems = cause.errors() if hasattr(cause, "errors") else []
+        if problems:  # one line: the first parameter, its value and what it should be
+            first = problems[0]
+            field = ".".join(map(str, first["loc"]))
+            message = f"Flow {flow.name!r} parameter {field}={first.get('input')!r}: {first['msg']}"
+        else:
+            message = f"Invalid parameters for flow {flow.name!r}: {' '.join(str(exc).split())}"
         raise InvalidInputError(
-            f"Invalid parameters for flow {flow.name!r}: {exc}",
-            hint="Check the flow's parameters (`--help`).",
+            message.rstrip(".") + ".", hint="Check the command's options (`--help`)."
         ) from exc
     # inside a flow run, another flow is a tracked subflow whatever the settings say
     if FlowRunContext.get() is not None or orchestrated():

@@ -101,6 +101,23 @@ def render_batch_health(health: dict[str, Any]) -> None:
     console.print(f"health: [{style}]{verdict}[/]{reasons}", soft_wrap=True)
 
 
+def describe_split(routes: dict[str, Any]) -> str:
+    """The proxy's traffic split in one line, e.g. `version 1 90 %, canary version 2 10 %
+    (sticky by X-Client-ID); shadow version 3 gets a copy of 100 %`."""
+    canary, shadow = routes.get("canary"), routes.get("shadow")
+    primary = 100 - (canary or {}).get("percent", 0)
+    shares = [f"version {routes['primary']['version'] or '?'} {primary:g} %"]
+    if canary:
+        shares.append(f"canary version {canary.get('version') or '?'} {canary['percent']:g} %")
+    text = ", ".join(shares)
+    if canary and routes.get("sticky_header"):
+        text += f" (sticky by {routes['sticky_header']})"
+    if shadow:
+        text += f"; shadow version {shadow.get('version') or '?'} gets a copy of "
+        text += f"{shadow['percent']:g} %"
+    return text
+
+
 def render_history(events: list[dict[str, Any]]) -> None:
     """A deployment's events as a table, with date and time in UTC; reasons fold."""
     print_table(
@@ -280,6 +297,8 @@ def status_cmd(
             + ("[green]ready[/]" if health.get("ready") else "[red]not ready[/]")
             + (f" ({health['error']})" if health.get("error") else "")
         )
+        if health.get("routes"):
+            console.print(f"split: {describe_split(health['routes'])}", highlight=False)
 
     emit(status, as_json, render)
     if not status["health"].get("ready"):

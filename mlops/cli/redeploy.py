@@ -104,6 +104,13 @@ def redeploy_cmd(
             help="Drift episode id: at most one redeploy per episode.", show_default=False
         ),
     ] = None,
+    live_gate: Annotated[
+        str,
+        typer.Option(
+            help="After the offline gate, judge the challenger on live traffic first: none "
+            "(switch and bake), shadow (mirrored copies) or canary (stepped split).",
+        ),
+    ] = "none",
     as_json: JsonOption = False,
 ) -> None:
     """Gate a challenger against a deployment's champion; if better, switch with zero downtime,
@@ -119,6 +126,7 @@ def redeploy_cmd(
         min_improvement=min_improvement,
         bake_seconds=bake_seconds,
         episode_id=episode_id,
+        live_gate=live_gate,
     )
     emit(result, as_json, render_decision)
 

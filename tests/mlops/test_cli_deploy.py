@@ -288,3 +288,15 @@ def test_the_target_is_checked_before_an_image_is_built(
     assert failed.exit_code == 6, failed.output
     assert "The manifest cluster at 127.0.0.1:1 is down." in failed.stderr
     assert ledger.find_deployment("iris-edge") is None
+
+
+def test_the_split_reads_as_one_line() -> None:
+    from mlops_pipeline.cli.deploy import describe_split
+
+    primary = {"upstream": "http://127.0.0.1:1", "version": "1"}
+    canary = {"upstream": "http://127.0.0.1:2", "version": "2", "percent": 10.0}
+    shadow = {"upstream": "http://127.0.0.1:3", "version": "3", "percent": 100.0}
+    routes = {"primary": primary, "canary": canary, "shadow": None, "sticky_header": "X-Client"}
+    assert describe_split(routes) == ("version 1 90 %, canary version 2 10 % (sticky by X-Client)")
+    routes |= {"canary": None, "shadow": shadow, "sticky_header": None}
+    assert describe_split(routes) == "version 1 100 %; shadow version 3 gets a copy of 100 %"

@@ -90,3 +90,11 @@ def test_bad_input_is_one_line_with_its_exit_code(
 def test_redeploys_without_any_says_so(mlops_home: Path) -> None:
     result = invoke("redeploys")
     assert result.exit_code == 0 and "No redeploys recorded." in result.output
+
+
+def test_live_gate_is_an_option_and_a_bad_one_is_one_line(mlops_home: Path) -> None:
+    assert "--live-gate" in invoke("redeploy", "--help").output
+    bad = invoke("redeploy", "iris-prod", "--live-gate", "fast")
+    assert bad.exit_code == 2, bad.output
+    assert "live_gate" in bad.stderr and "'fast'" in bad.stderr
+    assert "Traceback" not in bad.output
