@@ -65,10 +65,12 @@ an invalid body is a 400 whose one-line message names the field and the value):
                           drained first); 409 when a new upstream's /ready is not 200.
   GET /-/proxy/stats      ?window=60 (seconds, default 60) -> {"window_seconds", "stats": [{
                           "route", "version", "upstream", "requests", "errors", "error_rate",
-                          "p50_ms", "p95_ms", "complete", "dropped", "total_requests",
-                          "total_errors", "total_dropped"}]}: per route (primary, canary,
+                          "client_errors", "p50_ms", "p95_ms", "complete", "dropped",
+                          "total_requests", "total_errors", "total_client_errors",
+                          "total_dropped"}]}: per route (primary, canary,
                           shadow) and version, the requests that finished within the window
-                          (errors: 5xx answers, connection failures and timeouts; latency from
+                          (errors: 5xx answers, connection failures and timeouts; client_errors:
+                          4xx answers, e.g. the 422 of a model that raises; latency from
                           the body read to the last byte sent, or to the shadow's answer). Each
                           route and version keeps its last MLOPS_SERVING_PROXY_STATS_SAMPLES
                           requests; "complete" is false when the window reaches further back
@@ -236,24 +238,27 @@ def parse_sticky_header(value: Any) -> str | None:
 class RouteStats:
     """Counts and the recent requests of one route and version, bounded in memory."""
 
-    __slots__ = ("requests", "errors", "dropped", "samples", "drops", "last")
+    __slots__ = ("requests", "errors", "client_errors", "dropped", "samples", "drops", "last")
 
     def __init__(self, samples: int) -> None:
         self.requests = 0
         self.errors = 0
+        self.client_errors = 0
         self.dropped = 0
         self.last = time.monotonic()
-        # (finished at, seconds, error) of the last `samples` requests; drop times likewise
-        self.samples: collections.deque[tuple[float, float, bool]] = collections.deque(
+        # (finished at, seconds, error, client error) of the last `samples` requests; drop
+        # times likewise
+        self.samples: collections.deque[tuple[float, float, bool, bool]] = collections.deque(
             maxlen=samples
         )
         self.drops: collections.deque[float] = collections.deque(maxlen=samples)
 
-    def add(self, finished: float, seconds: float, error: bool) -> None:
+    def add(self, finished: float, seconds: float, error: bool, client_error: bool) -> None:
         self.requests += 1
         self.errors += error
+        self.client_errors += client_error
         self.last = finished
-        self.samples.append((finished, seconds, error))
+        self.samples.append((finished, seconds, error, client_error))
 
     def drop(self, now: float) -> None:
         self.dropped += 1
@@ -265,6 +270,7 @@ class RouteStats:
         recent = [s for s in self.samples if s[0] >= since]
         latencies = sorted(s[1] for s in recent)
         errors = sum(1 for s in recent if s[2])
+        client_errors = sum(1 for s in recent if s[3])
 
         def pct(q: float) -> float | None:
             if not latencies:
@@ -276,12 +282,14 @@ class RouteStats:
             "requests": len(recent),
             "errors": errors,
             "error_rate": round(errors / len(recent), 6) if recent else None,
+            "client_errors": client_errors,
             "p50_ms": pct(0.5),
             "p95_ms": pct(0.95),
             "complete": not (full and self.samples[0][0] >= since),
             "dropped": sum(1 for t in self.drops if t >= since),
             "total_requests": self.requests,
             "total_errors": self.errors,
+            "total_client_errors": self.client_errors,
             "total_dropped": self.dropped,
         }
 
@@ -473,7 +481,7 @@ class Proxy:
                 response.release()
         finally:
             self._done(upstream)
-            self._record(route, version, upstream, time.monotonic() - started, status >= 500)
+            self._record(route, version, upstream, time.monotonic() - started, status)
         shadow = self.shadow
         if (
             shadow is not None
@@ -511,21 +519,22 @@ class Proxy:
         self, shadow: Route, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> None:
         started = time.monotonic()
-        error = True
+        status = 502  # no answer counts as the proxy's own bad-gateway error
         self.in_flight[shadow.upstream] += 1
         try:
             async with self.shadow_client.post(
                 shadow.upstream + path, headers=headers, data=body
             ) as response:
                 await response.read()
-                error = response.status >= 500
+                status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.debug("shadow %s failed: %s", shadow.upstream, exc)
         except Exception:  # a shadow must never take the proxy down
             logger.exception("shadow copy to %s failed", shadow.upstream)
         finally:
             self._done(shadow.upstream)
-            self._record(SHADOW, shadow.version, shadow.upstream, time.monotonic() - started, error)
+            seconds = time.monotonic() - started
+            self._record(SHADOW, shadow.version, shadow.upstream, seconds, status)
 
     def _stats_for(self, route: str, version: str | None, upstream: str) -> RouteStats:
         key = (route, version)
@@ -550,9 +559,12 @@ class Proxy:
         return keys
 
     def _record(
-        self, route: str, version: str | None, upstream: str, seconds: float, error: bool
+        self, route: str, version: str | None, upstream: str, seconds: float, status: int
     ) -> None:
-        self._stats_for(route, version, upstream).add(time.monotonic(), seconds, error)
+        """One finished request: 5xx (and no answer, 502/504) is an error; 4xx a client
+        error, which a model that raises on its input answers (422)."""
+        stats = self._stats_for(route, version, upstream)
+        stats.add(time.monotonic(), seconds, status >= 500, 400 <= status < 500)
 
     def stats(self, window: float) -> dict[str, Any]:
         """Per route and version: counts and latency over the last `window` seconds."""

@@ -65,10 +65,18 @@ class RouteFigures(BaseModel):
         "count as an error); 0 when it cannot.",
     )
 
+    client_errors: int | None = Field(
+        default=None,
+        description="4xx answers in the window as the proxy counted them; None from a proxy "
+        "that does not count them (then `rejected` comes from the services' /metrics).",
+    )
+
     @property
     def failures(self) -> int:
-        """Errors (5xx, connection failures, timeouts) plus rejected (4xx) answers."""
-        return self.errors + self.rejected
+        """Errors (5xx, connection failures, timeouts) plus 4xx answers: the proxy's own count
+        where it keeps one, else the `rejected` read from the services."""
+        refused = self.client_errors if self.client_errors is not None else self.rejected
+        return self.errors + refused
 
     @property
     def failure_rate(self) -> float | None:

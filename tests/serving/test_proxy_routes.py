@@ -36,7 +36,8 @@ class Stub(ThreadServer):
     """An upstream on its own uvicorn thread: answers /invocations like the scoring service
     (JSON body, a fresh X-Request-ID), and records the X-Shadow-Of header of each request.
 
-    mode "ok" answers at once, "sleep" after `delay` seconds, "error" with a 500.
+    mode "ok" answers at once, "sleep" after `delay` seconds, "error" with a 500, "refuse" with
+    a 422 (what the scoring service answers when the model raises on the input).
     """
 
     def __init__(
@@ -61,6 +62,8 @@ class Stub(ThreadServer):
                 await asyncio.sleep(self.delay)
             elif self.mode == "error":
                 status = 500
+            elif self.mode == "refuse":
+                status = 422
         body = json.dumps({"upstream": self.label}).encode()
         await send(
             {
@@ -463,3 +466,21 @@ def test_the_live_request_id_is_in_the_shadow_capture(iris_model_dir, tmp_path: 
         proc.terminate()
         proc.wait(15)
         assert live.stop() == 0 and shadow.stop() == 0
+
+
+def test_stats_count_4xx_answers_as_client_errors_apart_from_errors(proxy, blue_green) -> None:
+    """A challenger whose model raises answers 422: the canary's judge must see it."""
+    refusing = Stub("refusing", mode="refuse")
+    try:
+        body = {"canary": {"upstream": refusing.url, "percent": 50, "version": "2"}}
+        assert put_routes(proxy, body).status_code == 200
+        with httpx.Client(timeout=10) as client:
+            answers = send(client, proxy, 100, budget=60)
+    finally:
+        refusing.stop()
+    refused = sum(r.status_code == 422 for r, _ in answers)
+    assert 0 < refused < 100
+    canary, primary = stats_of(proxy, "canary", "2"), stats_of(proxy, "primary", None)
+    assert (canary["requests"], canary["client_errors"], canary["errors"]) == (refused,) * 2 + (0,)
+    assert canary["total_client_errors"] == refused
+    assert (primary["client_errors"], primary["errors"]) == (0, 0)
