@@ -216,6 +216,18 @@ class IoTEdgeTarget(Target):
 
     # --- Target interface -------------------------------------------------------------------
 
+    def preflight(self, config: DeployConfig) -> None:
+        """Before an image build: the options (exit 2), the SDK extra (exit 2), and a
+        connection string for this hub from the environment or its Secret block (exit 2/3).
+
+        The hub itself is not called: `create` reads the device's deployment first anyway.
+        """
+        # the options are checked as the manifest will use them (module name and version are
+        # placeholders here: no option depends on them)
+        module_spec("preflight", ModelRef("preflight", "1"), config, "preflight:1")
+        import_sdk()
+        _ = self.hub
+
     def render(
         self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
     ) -> str:

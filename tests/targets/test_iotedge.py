@@ -714,3 +714,20 @@ def test_the_connection_string_can_come_from_a_prefect_secret_block(
     monkeypatch.setenv("MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK", "edge-hub")
     delete_deployment("iris-edge")
     assert ledger.find_deployment("iris-edge") is None
+
+
+def test_preflight_checks_options_extra_and_credentials_before_any_build(monkeypatch, no_sdk):
+    """What `deploy` checks in seconds before it builds the module's image."""
+    target = IoTEdgeTarget("iotedge:/localhost/edge-01")
+    with pytest.raises(InvalidInputError, match="host_ip='notanip'"):
+        target.preflight(DeployConfig(options={"host_ip": "notanip"}))
+    with pytest.raises(InvalidInputError) as missing:
+        target.preflight(DeployConfig())
+    assert INSTALL_HINT in str(missing.value.to_dict())
+
+
+def test_preflight_needs_a_connection_string_for_the_hub(monkeypatch):
+    monkeypatch.delenv("MLOPS_IOTEDGE_CONNECTION_STRING", raising=False)
+    monkeypatch.delenv("MLOPS_IOTEDGE_CONNECTION_STRING_BLOCK", raising=False)
+    with pytest.raises(InvalidInputError, match="No connection string for IoT hub 'localhost'"):
+        IoTEdgeTarget("iotedge:/localhost/edge-01").preflight(DeployConfig())
