@@ -81,6 +81,41 @@ def docker_build_env(
     get_settings.cache_clear()
 
 
+def build_iris_images(
+    engine, wheelhouse: Path, home: Path, model_dir: Path, label: str
+) -> Iterator[dict[str, str]]:
+    """Images of iris versions 1 and 2 (`mlops-test/iris-LABEL-<run>:N`), registered and built
+    in the private MLOPS_HOME HOME; removed afterwards. A generator for module fixtures to
+    `yield from`."""
+    import uuid
+
+    import mlflow
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.register import register_model
+    from mlops_pipeline.images import build_image
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(home))
+        mp.setenv("MLOPS_BASE_IMAGE", BASE_IMAGE)
+        mp.setenv("MLOPS_WHEELHOUSE", str(wheelhouse))
+        for var in ("MLOPS_TRACKING_URI", "MLOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)
+        get_settings.cache_clear()
+        images = {}
+        run = uuid.uuid4().hex[:8]  # unique per run: several test runs may share one engine
+        for version in ("1", "2"):
+            run_flow(register_model, source=str(model_dir), name="iris")
+            images[version] = build_image(
+                f"models:/iris/{version}", tag=f"mlops-test/iris-{label}-{run}:{version}"
+            ).tag
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    get_settings.cache_clear()
+    yield images
+    for tag in images.values():
+        engine.images.remove(tag, force=True, noprune=True)
+
+
 def remove_deployment_objects(client, name: str) -> None:
     """Force-remove whatever a failed test left of deployment `name`."""
     for container in client.containers.list(

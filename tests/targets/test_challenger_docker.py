@@ -7,22 +7,17 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
-import mlflow
 import pytest
 from mlops_pipeline.errors import ConflictError
-from mlops_pipeline.flows import run_flow
-from mlops_pipeline.flows.register import register_model
-from mlops_pipeline.images import build_image
 from mlops_pipeline.rollout.admin import ProxyAdmin
 from mlops_pipeline.rollout.canary import run_canary
 from mlops_pipeline.rollout.settings import RolloutPolicy
-from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import DeployConfig, ModelRef, get_target
 from mlops_pipeline.targets.docker_objects import CHALLENGER_LABEL
 
 from tests.docker_support import (
-    BASE_IMAGE,
     IRIS_PAYLOAD,
+    build_iris_images,
     continuous_load,
     remove_deployment_objects,
 )
@@ -33,26 +28,10 @@ def iris_images(
     docker_engine, session_wheelhouse, tmp_path_factory, iris_model_dir
 ) -> Iterator[dict[str, str]]:
     """Images of iris versions 1 and 2, built once for this module in a private MLOPS_HOME."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(tmp_path_factory.mktemp("docker-challenger-home")))
-        mp.setenv("MLOPS_BASE_IMAGE", BASE_IMAGE)
-        mp.setenv("MLOPS_WHEELHOUSE", str(session_wheelhouse))
-        for var in ("MLOPS_TRACKING_URI", "MLOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
-        get_settings.cache_clear()
-        images = {}
-        run = uuid.uuid4().hex[:8]  # several test runs may share one engine
-        for version in ("1", "2"):
-            run_flow(register_model, source=str(iris_model_dir), name="iris")
-            images[version] = build_image(
-                f"models:/iris/{version}", tag=f"mlops-test/iris-challenger-{run}:{version}"
-            ).tag
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-    get_settings.cache_clear()
-    yield images
-    for tag in images.values():
-        docker_engine.images.remove(tag, force=True, noprune=True)
+    home = tmp_path_factory.mktemp("docker-challenger-home")
+    yield from build_iris_images(
+        docker_engine, session_wheelhouse, home, iris_model_dir, "challenger"
+    )
 
 
 def test_docker_challenger_canary_and_promotion_under_load(docker_engine, iris_images) -> None:

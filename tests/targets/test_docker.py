@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import mlflow
 import pandas as pd
 import pytest
 from mlops_pipeline.errors import (
@@ -19,14 +18,14 @@ from mlops_pipeline.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from mlops_pipeline.flows import run_flow
-from mlops_pipeline.flows.register import register_model
-from mlops_pipeline.images import build_image
-from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus, ModelRef, get_target
 from mlops_pipeline.targets.docker import DockerTarget
 
-from tests.docker_support import BASE_IMAGE, IRIS_PAYLOAD, remove_deployment_objects
+from tests.docker_support import (
+    IRIS_PAYLOAD,
+    build_iris_images,
+    remove_deployment_objects,
+)
 
 docker_test = pytest.mark.docker
 V1, V2 = ModelRef("iris", "1"), ModelRef("iris", "2")
@@ -37,27 +36,8 @@ def iris_images(
     docker_engine, session_wheelhouse, tmp_path_factory, iris_model_dir
 ) -> Iterator[dict[str, str]]:
     """Images of iris versions 1 and 2, built once for this module in a private MLOPS_HOME."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(tmp_path_factory.mktemp("docker-target-home")))
-        mp.setenv("MLOPS_BASE_IMAGE", BASE_IMAGE)
-        mp.setenv("MLOPS_WHEELHOUSE", str(session_wheelhouse))
-        for var in ("MLOPS_TRACKING_URI", "MLOPS_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
-        get_settings.cache_clear()
-        images = {}
-        # unique per run: several test runs may share one Docker engine
-        run = uuid.uuid4().hex[:8]
-        for version in ("1", "2"):
-            run_flow(register_model, source=str(iris_model_dir), name="iris")
-            images[version] = build_image(
-                f"models:/iris/{version}", tag=f"mlops-test/iris-target-{run}:{version}"
-            ).tag
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-    get_settings.cache_clear()
-    yield images
-    for tag in images.values():
-        docker_engine.images.remove(tag, force=True, noprune=True)
+    home = tmp_path_factory.mktemp("docker-target-home")
+    yield from build_iris_images(docker_engine, session_wheelhouse, home, iris_model_dir, "target")
 
 
 @pytest.fixture
