@@ -85,10 +85,9 @@ def _write_failed(out: OutputFolder, failed: dict[str, dict[str, Any]]) -> None:
 
 
 class _Landing:
-    """The state of one landing run: the model (loaded on first need), options and totals."""
+    """The state of one landing run: the model (loaded on first need), output and options."""
 
-    def __init__(self, deployment: str, model_uri: str, out: OutputFolder, **options: Any):
-        self.deployment = deployment
+    def __init__(self, model_uri: str, out: OutputFolder, **options: Any):
         self.model_uri = model_uri
         self.out = out
         self.options = options
@@ -103,13 +102,12 @@ class _Landing:
     def score(self, file: InputFile, identity: str, result: BatchResult) -> FileResult:
         """Score FILE on its own (its own threshold); raises as `score_file`."""
         runtime = self.runtime()
-        alone = result.model_copy(update={"files": []})
+        totals = ("rows_read", "rows_scored", "rows_rejected")
+        alone = result.model_copy(update={"files": [], **dict.fromkeys(totals, 0)})
         run = BatchRun(runtime, self.out, alone, **self.options)
-        for total in ("rows_read", "rows_scored", "rows_rejected"):
-            setattr(alone, total, 0)
         scored = score_file(run, file, identity=identity)
         scored = scored.model_copy(update={"model_version": runtime.version, "identity": identity})
-        for total in ("rows_read", "rows_scored", "rows_rejected"):
+        for total in totals:
             setattr(result, total, getattr(result, total) + getattr(alone, total))
         return scored
 
@@ -151,7 +149,6 @@ def score_landing(
     model = resolve_model_uri(model_uri)  # pinned once: every file of the run gets one version
     out = OutputFolder(output, format)
     landing = _Landing(
-        deployment,
         model.uri,
         out,
         chunk_rows=chunk_rows,
