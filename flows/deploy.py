@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlops_pipeline.targets.base import DeployConfig
+from mlops_pipeline.targets.base import DeployConfig, EnsembleConfig
 from mlops_pipeline.tasks.deploy import (
     create_deployment,
     delete_deployment,
@@ -41,9 +41,15 @@ def deploy(
     base_image: str | None = None,
     ready_timeout: float = 180.0,
     options: dict[str, str] | None = None,
+    scoring_code: str | None = None,
+    ensemble: EnsembleConfig | None = None,
 ) -> dict[str, Any]:
     """Serve MODEL_URI as NAME on TARGET (building an image when the target needs one);
-    when NAME already serves this model, update it with zero downtime instead."""
+    when NAME already serves this model, update it with zero downtime instead.
+
+    `scoring_code` is the absolute path of a module defining `init()` and `run(data)`;
+    `ensemble` serves several models combined (its first member is MODEL_URI).
+    """
     validate_deployment_name(name)
     needs_image = target_needs_image(target)  # an unknown target fails before anything else
     model = resolve_model_uri(model_uri)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,32 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}"
 
 
+Combiner = Literal["mean", "weighted_mean", "majority_vote", "custom"]
+
+
+class EnsembleMember(BaseModel):
+    """One model of an ensemble: a registry URI and its weight in `weighted_mean`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str = Field(
+        description="models:/name/version or models:/name@alias; resolved to a version at deploy."
+    )
+    weight: float = Field(default=1.0, gt=0, description="Weight in the weighted_mean combiner.")
+
+
+class EnsembleConfig(BaseModel):
+    """Several models served as one: every member scores the request, the combiner merges them.
+
+    `custom` needs scoring code that defines `combine(predictions)`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[EnsembleMember] = Field(min_length=2, max_length=10)
+    combiner: Combiner = Field(default="mean", description="How member predictions merge.")
+
+
 class DeployConfig(BaseModel):
     """Settings of one deployment; stored in the ledger so update and rollback reuse them."""
 
@@ -61,6 +87,13 @@ class DeployConfig(BaseModel):
     )
     options: dict[str, str] = Field(
         default_factory=dict, description="Target-specific settings (see each target's docs)."
+    )
+    scoring_code: str | None = Field(
+        default=None, description="Absolute path of a Python module defining init() and run(data)."
+    )
+    ensemble: EnsembleConfig | None = Field(
+        default=None,
+        description="Ensemble members (resolved to models:/name/version once deployed) and combiner.",
     )
 
 

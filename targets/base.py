@@ -46,7 +46,14 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import httpx
-from mlops_pipeline.deployment import DeployConfig, Deployment, DeploymentStatus, ModelRef
+from mlops_pipeline.deployment import (
+    DeployConfig,
+    Deployment,
+    DeploymentStatus,
+    EnsembleConfig,
+    EnsembleMember,
+    ModelRef,
+)
 from mlops_pipeline.errors import BackendUnavailableError, DeploymentError, InvalidInputError
 from mlops_pipeline.rollout.admin import ProxyAccess
 from mlops_pipeline.serving.settings import env_name
@@ -55,6 +62,8 @@ __all__ = [
     "DeployConfig",
     "Deployment",
     "DeploymentStatus",
+    "EnsembleConfig",
+    "EnsembleMember",
     "ModelRef",
     "Target",
     "get_target",
