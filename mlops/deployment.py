@@ -93,7 +93,7 @@ class DeployConfig(BaseModel):
     )
     ensemble: EnsembleConfig | None = Field(
         default=None,
-        description="Ensemble members (resolved to models:/name/version once deployed) and combiner.",
+        description="Members (resolved to models:/name/version once deployed) and combiner.",
     )
 
 
