@@ -61,8 +61,8 @@ def render_rollout(d: dict[str, Any]) -> None:
         ch, x = c["champion"], c["challenger"]
         console.print(
             f"  {step['percent']:g}% for {step['seconds']:.0f} s: {c['verdict']}; challenger "
-            f"{x['errors'] + x['rejected']}/{x['requests']} errors, p95 {_ms(x['p95_ms'])}; "
-            f"champion {ch['errors'] + ch['rejected']}/{ch['requests']} errors, p95 "
+            f"{x['errors'] + x['client_errors']}/{x['requests']} errors, p95 {_ms(x['p95_ms'])}; "
+            f"champion {ch['errors'] + ch['client_errors']}/{ch['requests']} errors, p95 "
             f"{_ms(ch['p95_ms'])}",
             highlight=False,
         )

@@ -46,7 +46,7 @@ class Routes(BaseModel):
 
 class RouteFigures(BaseModel):
     """One route and version over a stats window: requests that finished within it, 5xx and
-    connection errors among them, and latency percentiles in milliseconds."""
+    connection errors and 4xx answers among them, and latency percentiles in milliseconds."""
 
     route: str
     version: str | None = None
@@ -58,25 +58,16 @@ class RouteFigures(BaseModel):
     p95_ms: float | None = None
     complete: bool = True
     dropped: int = 0
-    rejected: int = Field(
+    client_errors: int = Field(
         default=0,
-        description="4xx answers in the window, from the service's own /metrics when the "
-        "controller can reach it (a model that raises answers 422, which the proxy does not "
-        "count as an error); 0 when it cannot.",
-    )
-
-    client_errors: int | None = Field(
-        default=None,
-        description="4xx answers in the window as the proxy counted them; None from a proxy "
-        "that does not count them (then `rejected` comes from the services' /metrics).",
+        description="4xx answers in the window as the proxy counted them (a model that raises "
+        "answers 422): a failure of that version, apart from the 5xx `errors`.",
     )
 
     @property
     def failures(self) -> int:
-        """Errors (5xx, connection failures, timeouts) plus 4xx answers: the proxy's own count
-        where it keeps one, else the `rejected` read from the services."""
-        refused = self.client_errors if self.client_errors is not None else self.rejected
-        return self.errors + refused
+        """Errors (5xx, connection failures, timeouts) plus 4xx answers."""
+        return self.errors + self.client_errors
 
     @property
     def failure_rate(self) -> float | None:
@@ -172,6 +163,7 @@ def merge_figures(route: str, items: list[RouteFigures]) -> RouteFigures:
             "requests": requests,
             "errors": errors,
             "error_rate": errors / requests if requests else None,
+            "client_errors": sum(s.client_errors for s in items),
             "dropped": sum(s.dropped for s in items),
             "complete": all(s.complete for s in items),
         }

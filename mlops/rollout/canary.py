@@ -3,7 +3,9 @@
 `run_canary` drives the proxy admin API only; starting the challenger before and promoting or
 stopping it after are the flow's (through the target). At each step it sets the canary
 percent, waits the interval (logging progress), and compares the challenger's error rate and p95
-latency with the champion's over that same window, from the proxy's per-route stats.
+latency with the champion's over that same window, from the proxy's per-route, per-version stats
+(errors there: 5xx answers, connection failures and timeouts, plus 4xx answers such as the 422
+of a model that raises; the proxy counts both, on every target).
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-import httpx
-from mlops_pipeline.errors import InvalidInputError, MLOpsError
-from mlops_pipeline.redeploy.scrape import parse_metrics
+from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.rollout.admin import CANARY, PRIMARY, ProxyAdmin, RouteFigures
 from mlops_pipeline.rollout.compare import Comparison, compare
 from mlops_pipeline.rollout.settings import RolloutPolicy
@@ -81,7 +81,6 @@ def run_canary(
     sticky_header: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-    probe: Callable[[str], dict[str, float] | None] | None = None,
 ) -> CanaryResult:
     """Walk the canary through `steps`, judging each against the champion.
 
@@ -94,8 +93,6 @@ def run_canary(
         policy: thresholds and the thin-traffic rule.
         sticky_header: a header whose value keeps one client on one version, or None.
         sleep, clock: injectable for tests (seconds).
-        probe: upstream -> its /metrics answer counts by HTTP status, or None when it cannot
-            be reached (default `status_counts`); gives each side's 4xx answers (`rejected`).
 
     Returns:
         `promote` when every step was healthy (traffic stays at the last step's split: the flow
@@ -115,7 +112,6 @@ def run_canary(
             field="interval",
             value=interval,
         )
-    probe = probe or status_counts
     primary = admin.routes().primary.get("upstream") or ""
     done: list[CanaryStep] = []
     baseline: RouteFigures | None = None
@@ -123,7 +119,6 @@ def run_canary(
         route = {"upstream": upstream, "percent": percent, "version": version}
         admin.set_routes(canary=route, sticky_header=sticky_header)
         started = clock()
-        before = {u: probe(u) for u in (primary, upstream)}
         for extension in range(policy.thin_traffic_extensions + 1):
             _wait(interval, percent, version, sleep, clock)
             window = clock() - started
@@ -138,10 +133,6 @@ def run_canary(
                 ):
                     later = admin.figures(warm, route, url)
                     side.p50_ms, side.p95_ms = later.p50_ms, later.p95_ms
-            # the scrapes and the proxy's window are read moments apart: never more rejected
-            # answers than requests in the window
-            champion.rejected = min(_rejected(before, primary, probe), champion.requests)
-            challenger.rejected = min(_rejected(before, upstream, probe), challenger.requests)
             if champion.requests < policy.min_requests and baseline is not None:
                 champion = baseline  # e.g. at 100 %: the champion's last judged figures
             result = compare(champion, challenger, policy)
@@ -172,33 +163,6 @@ def run_canary(
         reason=f"healthy at every step ({', '.join(f'{s:g}%' for s in steps)})",
         steps=done,
     )
-
-
-def status_counts(upstream: str) -> dict[str, float] | None:
-    """Requests answered so far by status, from a scoring service's /metrics; None when it
-    cannot be reached (e.g. a container on the deployment's own network)."""
-    try:
-        response = httpx.get(upstream.rstrip("/") + "/metrics", timeout=2.0)
-        if response.status_code != 200:
-            return None
-        return parse_metrics(response.text).requests_by_status
-    except (httpx.HTTPError, MLOpsError):
-        return None
-
-
-def _rejected(
-    before: dict[str, dict[str, float] | None],
-    upstream: str,
-    probe: Callable[[str], dict[str, float] | None],
-) -> int:
-    """4xx answers of `upstream` since `before` (0 when either scrape failed, or the process
-    restarted: a counter went down)."""
-    start, now = before.get(upstream), probe(upstream)
-    if start is None or now is None:
-        return 0
-    if any(now.get(k, 0.0) < v for k, v in start.items()):
-        return 0
-    return round(sum(v - start.get(k, 0.0) for k, v in now.items() if k.startswith("4")))
 
 
 def _wait(

@@ -30,9 +30,9 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
         challenger: the challenger's figures (canary or shadow route) over the same window.
         policy: thresholds (see `RolloutPolicy`).
 
-    The error rate counts 5xx answers, connection failures and timeouts (the proxy's errors)
-    plus 4xx answers (`rejected`, from the services' /metrics when reachable): both versions
-    see the same mix of requests, so a higher share of either is the challenger's doing.
+    The error rate counts 5xx answers, connection failures and timeouts (the proxy's `errors`)
+    plus 4xx answers (its `client_errors`): both versions see the same mix of requests, so a
+    higher share of either is the challenger's doing.
 
     Returns:
         `regressed` when the challenger's error rate is higher by more than

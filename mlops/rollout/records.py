@@ -58,7 +58,7 @@ def metrics_of(decision: RolloutDecision) -> dict[str, float]:
         metrics[f"step{i}.percent"] = step.percent
         for side in ("champion", "challenger"):
             figures = getattr(comparison, side)
-            for key in ("requests", "errors", "rejected", "error_rate", "p50_ms", "p95_ms"):
+            for key in ("requests", "errors", "client_errors", "error_rate", "p50_ms", "p95_ms"):
                 value = getattr(figures, key)
                 if value is not None:
                     metrics[f"step{i}.{side}.{key}"] = float(value)

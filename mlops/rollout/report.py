@@ -108,8 +108,8 @@ def render_report(decision: RolloutDecision) -> str:
             parts.append(
                 f"<tr><td>{step.percent:g}%</td><td>{step.seconds:.0f}</td>"
                 f"<td>{step.comparison.verdict}</td>"
-                f"<td>{c.requests} / {c.errors} / {_fmt(c.p95_ms)}</td>"
-                f"<td>{x.requests} / {x.errors} / {_fmt(x.p95_ms)}</td></tr>"
+                f"<td>{c.requests} / {c.failures} / {_fmt(c.p95_ms)}</td>"
+                f"<td>{x.requests} / {x.failures} / {_fmt(x.p95_ms)}</td></tr>"
             )
             chart_rows.append((f"{step.percent:g}% champion", c.p50_ms, c.p95_ms))
             chart_rows.append((f"{step.percent:g}% challenger", x.p50_ms, x.p95_ms))

@@ -103,9 +103,9 @@ def test_canary_rolls_back_a_failing_challenger(
     assert step["percent"] == 30.0 and step["comparison"]["verdict"] == "regressed"
     x, c = step["comparison"]["challenger"], step["comparison"]["champion"]
     # every challenger answer failed (IRIS_ROW trips its bug: the service answers 422, which
-    # the controller reads from its /metrics), no champion answer did
-    assert x["rejected"] == x["requests"] > 0 and x["errors"] == 0
-    assert c["rejected"] == c["errors"] == 0 and c["requests"] > 0
+    # the proxy counts as that version's client error), no champion answer did
+    assert x["client_errors"] == x["requests"] > 0 and x["errors"] == 0
+    assert c["client_errors"] == c["errors"] == 0 and c["requests"] > 0
     assert "error rate" in result["reason"]
     # what clients saw: failures only from v2, all 422
     failed = {(status, v) for _, status, v, _ in load.seen if status != 200}
@@ -114,10 +114,11 @@ def test_canary_rolls_back_a_failing_challenger(
     assert ledger.get_deployment("iris-prod").model_version == "1"
     event = ledger.history("iris-prod")[-1]
     assert (event.action, event.result, event.to_version) == ("update", "failed", v2)
-    assert f"{x['rejected']}/{x['requests']}" in event.reason
+    assert f"{x['client_errors']}/{x['requests']}" in event.reason
     row = decisions("iris-prod")[-1]
     assert row["decision"] == "rolled_back"
-    assert row["details"]["steps"][0]["comparison"]["challenger"]["rejected"] == x["rejected"]
+    recorded = row["details"]["steps"][0]["comparison"]["challenger"]
+    assert recorded["client_errors"] == x["client_errors"]
     assert "iris-prod" not in deployments_using(connect(), "iris", v2)
     assert get_model_version("iris", alias="champion").version == "1"
     assert _challenger_state(mlops_home) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.rollout.admin import RouteFigures, Routes
+from mlops_pipeline.rollout.admin import RouteFigures, Routes, merge_figures
 from mlops_pipeline.rollout.canary import parse_steps, run_canary
 from mlops_pipeline.rollout.compare import compare
 from mlops_pipeline.rollout.settings import RolloutPolicy, rollout_policy
@@ -36,12 +36,15 @@ class ScriptedProxy:
         return champion.model_copy()
 
 
-def fig(route: str, requests: int, errors: int = 0, p95: float = 10.0) -> RouteFigures:
+def fig(
+    route: str, requests: int, errors: int = 0, p95: float = 10.0, client_errors: int = 0
+) -> RouteFigures:
     return RouteFigures(
         route=route,
         requests=requests,
         errors=errors,
         error_rate=errors / requests if requests else None,
+        client_errors=client_errors,
         p95_ms=p95 if requests else None,
     )
 
@@ -61,7 +64,7 @@ def run(proxy: ScriptedProxy, steps: list[float], policy: RolloutPolicy):
     clock = Clock()
     return run_canary(
         proxy, CHALLENGER, "2", steps, 10.0, policy,
-        sticky_header="X-Client", sleep=clock.sleep, clock=clock, probe=lambda u: None,
+        sticky_header="X-Client", sleep=clock.sleep, clock=clock,
     )  # fmt: skip
 
 
@@ -130,19 +133,24 @@ def test_thin_traffic_waits_longer_then_rolls_back_without_promoting() -> None:
     assert "challenger 6, champion 60 (need 50 each)" in result.reason
 
 
-def test_4xx_answers_read_from_the_services_count_as_failures() -> None:
-    proxy = ScriptedProxy([(fig("primary", 900), fig("canary", 100))])
-    counts = {CHAMPION: iter([{"200": 0.0}, {"200": 900.0}]),
-              CHALLENGER: iter([{"200": 0.0}, {"200": 40.0, "422": 60.0}])}  # fmt: skip
-    clock = Clock()
-    result = run_canary(
-        proxy, CHALLENGER, "2", [10, 100], 10.0, POLICY,
-        sleep=clock.sleep, clock=clock, probe=lambda u: next(counts[u]),
-    )  # fmt: skip
+def test_4xx_answers_the_proxy_counted_are_failures() -> None:
+    # a challenger whose model raises answers 422: no 5xx, yet 60 of its 100 answers failed
+    proxy = ScriptedProxy([(fig("primary", 900), fig("canary", 100, client_errors=60))])
+    result = run(proxy, [10, 100], POLICY)
     step = result.steps[0].comparison
-    assert result.outcome == "rolled_back"
-    assert step.challenger.rejected == 60 and step.champion.rejected == 0
+    assert result.outcome == "rolled_back" and proxy.changes[-1] == {"canary": None}
+    assert (step.challenger.errors, step.challenger.client_errors) == (0, 60)
     assert step.error_rate_increase == pytest.approx(0.6)
+    assert result.reason.startswith("at 10%: error rate 60/100 vs champion 0/900")
+
+
+def test_figures_under_several_version_labels_add_their_client_errors() -> None:
+    merged = merge_figures(
+        "primary",
+        [fig("primary", 300, errors=1, client_errors=2), fig("primary", 100, client_errors=5)],
+    )
+    assert (merged.requests, merged.errors, merged.client_errors) == (400, 1, 7)
+    assert merged.failure_rate == pytest.approx(8 / 400)
 
 
 @pytest.mark.parametrize("steps", ["", "10,x", "50,10,100", "10,50", "0,100", "10,10,100"])
