@@ -316,7 +316,7 @@ def canary_gate(current: Deployment, candidate: ModelRef, policy: RedeployPolicy
     last = result["steps"][-1]["comparison"]
 
     def service(f: dict[str, Any]) -> ServiceFigures:
-        failures = f["errors"] + f["rejected"]
+        failures = f["errors"] + f["client_errors"]
         return ServiceFigures(
             requests=f["requests"],
             errors=failures,
