@@ -154,7 +154,12 @@ def read_feedback(root: Path) -> pd.DataFrame:
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        try:
+            if predicate():
+                return
+        except httpx.TransportError:  # a refused or slow probe means "not yet"
+            pass
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)

@@ -51,8 +51,11 @@ def environ_of(pid: int) -> dict[str, str]:
 def wait_until(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except httpx.TransportError:  # a refused or slow probe means "not yet"
+            pass
         time.sleep(0.2)
     raise AssertionError("condition not met in time")
 
