@@ -58,12 +58,9 @@ def render_rollout(d: dict[str, Any]) -> None:
     )
     for step in d.get("steps") or []:
         c = step["comparison"]
-        ch, x = c["champion"], c["challenger"]
         console.print(
             f"  {step['percent']:g}% for {step['seconds']:.0f} s: {c['verdict']}; challenger "
-            f"{x['errors'] + x['client_errors']}/{x['requests']} errors, p95 {_ms(x['p95_ms'])}; "
-            f"champion {ch['errors'] + ch['client_errors']}/{ch['requests']} errors, p95 "
-            f"{_ms(ch['p95_ms'])}",
+            f"{_side(c['challenger'])}; champion {_side(c['champion'])}",
             highlight=False,
         )
     s = d.get("shadow")
@@ -90,6 +87,15 @@ def render_rollout(d: dict[str, Any]) -> None:
     if d.get("report_path"):
         console.print(f"report: {d['report_path']}", highlight=False)
     console.print(f"reason: {d['reason']}", highlight=False)
+
+
+def _side(figures: dict[str, Any]) -> str:
+    """`error rate 0.0000 (0/412), p95 4.2 ms`: failures are 5xx, no answer and 4xx."""
+    # rows recorded before the proxy counted 4xx answers have no client_errors
+    failures = figures["errors"] + figures.get("client_errors", 0)
+    requests = figures["requests"]
+    rate = failures / requests if requests else None
+    return f"error rate {_rate(rate)} ({failures}/{requests}), p95 {_ms(figures['p95_ms'])}"
 
 
 def _ms(value: float | None) -> str:
