@@ -137,10 +137,17 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     for n in ("DataframeSplit", "DataframeRecords", "Instances", "Inputs")
                 ]
             }
-        schema["paths"]["/invocations"]["post"]["requestBody"] = {
-            "required": True,
-            "content": {JSON: {"schema": json_schema}, "text/csv": {"schema": {"type": "string"}}},
-        }
+        content = {JSON: {"schema": json_schema}, "text/csv": {"schema": {"type": "string"}}}
+        code = service.scorer.code if service.scorer is not None else None
+        if code is not None and (declared := code.input_schema()) is not None:
+            content = {JSON: {"schema": _components(declared, components)}}
+        post = schema["paths"]["/invocations"]["post"]
+        post["requestBody"] = {"required": True, "content": content}
+        if code is not None and (output := code.output_schema()) is not None:
+            post["responses"]["200"]["content"][JSON]["schema"] = {
+                **_PREDICTIONS,
+                "properties": {"predictions": _components(output, components)},
+            }
         if rt is not None:  # only a loaded model's schema is final
             app.openapi_schema = schema
         return schema
@@ -153,6 +160,27 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             on_reject=service.reject_unauthorized,
         )
     return app
+
+
+def _components(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON Schema with its `$defs` moved into the OpenAPI components."""
+    schema = dict(schema)
+    components.update({k: _rebase(v) for k, v in schema.pop("$defs", {}).items()})
+    return _rebase(schema)
+
+
+def _rebase(node: Any) -> Any:
+    """`#/$defs/X` references rewritten to `#/components/schemas/X`."""
+    if isinstance(node, dict):
+        return {
+            k: v.replace("#/$defs/", "#/components/schemas/")
+            if k == "$ref" and isinstance(v, str)
+            else _rebase(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_rebase(v) for v in node]
+    return node
 
 
 _ERROR = {
@@ -181,6 +209,7 @@ _ERRORS = (
     (413, "Body or row count over the limit"),
     (415, "Unsupported content type"),
     (422, "The model could not score the input"),
+    (500, "The scoring code or the server failed (the log has the trace)"),
     (503, "Model not loaded yet"),
 )
 _FEEDBACK = {

@@ -17,15 +17,18 @@ import uuid
 from typing import Any
 
 import orjson
+import pandas as pd
 import pyarrow as pa
+from starlette.concurrency import run_in_threadpool
 
 from . import __version__ as serving_version
 from . import metrics
 from .batching import Batcher
 from .capture import CaptureWriter, Feedback, Record
 from .errors import ServingError, bad_input
-from .model import Parsed, Runtime, labels_from_uri, load_runtime
+from .model import Parsed, Runtime, labels_from_uri, load_member, load_runtime
 from .model import prediction_columns as capture_predictions
+from .scoring import Scorer, load_scorer, member_columns
 from .settings import ServingSettings
 from .signature import json_type
 
@@ -43,6 +46,7 @@ class Service:
         self.load_error: str | None = None
         self.capture: CaptureWriter | None = None
         self.batcher: Batcher | None = None
+        self.scorer: Scorer | None = None
         self.name, self.version = labels_from_uri(settings)
         self._bind_metrics()
 
@@ -54,10 +58,16 @@ class Service:
 
     def load(self) -> None:
         """Load the model (in a background thread, so /health/live answers meanwhile)."""
+        settings = self.settings
         try:
-            runtime = load_runtime(self.settings)
+            runtime = load_runtime(settings)
+            if settings.ensemble is not None or settings.scoring_code is not None:
+                scorer = load_scorer(
+                    settings, runtime, lambda uri, n, v: load_member(settings, uri, n, v)
+                )
+                self.scorer = scorer
         except Exception as exc:
-            log.exception("could not load the model %s", self.settings.model_uri)
+            log.exception("could not load the model %s", settings.model_uri)
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
         # the model and libraries are ~1M long-lived objects; freezing them keeps full garbage
@@ -72,7 +82,7 @@ class Service:
                 runtime.name,
                 runtime.version,
                 feature_types=runtime.feature_types,
-                prediction_types=runtime.prediction_types,
+                prediction_types=self._prediction_types(runtime),
                 label_type=runtime.label_type,
                 flush_seconds=self.settings.capture_flush_seconds,
                 batch_rows=self.settings.capture_batch_rows,
@@ -82,16 +92,31 @@ class Service:
             )
             capture.start()
             self.capture = capture
-        self.batcher = Batcher(
-            runtime,
-            enabled=self.settings.batching,
-            max_rows=self.settings.batch_max_rows,
-            max_wait_ms=self.settings.batch_max_wait_ms,
-            verify=self.settings.batch_verify,
-            labels=(self.name, self.version),
+        # scoring code and ensembles score request by request (see scoring.Scorer)
+        self.batcher = (
+            None
+            if self.scorer is not None
+            else Batcher(
+                runtime,
+                enabled=self.settings.batching,
+                max_rows=self.settings.batch_max_rows,
+                max_wait_ms=self.settings.batch_max_wait_ms,
+                verify=self.settings.batch_verify,
+                labels=(self.name, self.version),
+            )
         )
         self.runtime = runtime
         log.info("model %s version %s is ready", runtime.name, runtime.version)
+
+    def _prediction_types(self, runtime: Runtime) -> dict[str, pa.DataType]:
+        """Capture types of the response's predictions: the model's, unless an ensemble mean
+        (float64) or scoring code (inferred from what it returns) shapes them."""
+        ensemble = self.settings.ensemble
+        if self.settings.scoring_code is not None:
+            return {}
+        if ensemble is not None and ensemble.combiner in ("mean", "weighted_mean"):
+            return {name: pa.float64() for name in runtime.prediction_types}
+        return runtime.prediction_types
 
     def count(self, status: int, code: str | None = None) -> None:
         """Count one /invocations answer by HTTP status, and by error code when it failed."""
@@ -152,6 +177,10 @@ class Service:
         a batch) or that the model refuses. Scoring goes through the worker's `Batcher`: one
         predict at a time, combined with concurrent requests where that is safe.
         """
+        scorer = self.scorer
+        if scorer is not None:
+            parsed = scorer.parse(body, mime)
+            return parsed, await run_in_threadpool(scorer.score, parsed)
         parsed = runtime.parse(body, mime)
         return parsed, await self.batcher.score(parsed)
 
@@ -183,9 +212,20 @@ class Service:
                     elapsed * 1000.0,
                     parsed.n_rows if ok else 0,
                     parsed.features if ok else None,
-                    capture_predictions(raw, parsed.n_rows) if ok else None,
+                    self._captured_predictions(parsed, raw) if ok else None,
                 )
             )
+
+    @staticmethod
+    def _captured_predictions(parsed: Parsed, raw: Any) -> dict[str, Any] | None:
+        """The response's prediction columns plus, for an ensemble, each member's."""
+        if isinstance(raw, list) and raw and all(type(r) is dict for r in raw):
+            raw = pd.DataFrame.from_records(raw)  # typed scoring code: one object per row
+        combined = capture_predictions(raw, parsed.n_rows)
+        members = member_columns(parsed.members, parsed.n_rows, capture_predictions)
+        if not members:
+            return combined
+        return {**(combined or {}), **members}
 
     def version_info(self) -> dict[str, Any]:
         """Model name, version, URI, run id, image, library versions and input columns."""
@@ -207,7 +247,30 @@ class Service:
             ]
             if rt
             else [],
+            **self._scorer_info(),
         }
+
+    def _scorer_info(self) -> dict[str, Any]:
+        """Ensemble members (name, version, URI, run id, weight), combiner and scoring code."""
+        settings = self.settings
+        info: dict[str, Any] = {
+            "scoring_code": settings.scoring_code.name if settings.scoring_code else None
+        }
+        if settings.ensemble is None:
+            return info
+        info["combiner"] = settings.ensemble.combiner
+        members = self.scorer.model.members if self.scorer is not None else []
+        info["members"] = [
+            {
+                "model_name": m.runtime.name,
+                "model_version": m.runtime.version,
+                "model_uri": m.runtime.model_uri,
+                "run_id": m.runtime.run_id,
+                "weight": m.weight,
+            }
+            for m in members
+        ]
+        return info
 
     def feedback_runtime(self) -> Runtime:
         """The runtime whose labels feedback must match; ServingError 503 while the model loads,

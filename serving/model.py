@@ -41,20 +41,23 @@ INLINE_PREDICT_SECONDS = 0.002
 
 def labels_from_uri(settings: ServingSettings) -> tuple[str, str]:
     """Model name and version for metrics and capture before (or without) a registry lookup."""
-    uri = settings.model_uri
-    name, version = None, None
+    name, version = uri_labels(settings.model_uri)
+    return settings.model_name or name, settings.model_version or version or "unknown"
+
+
+def uri_labels(uri: str) -> tuple[str, str | None]:
+    """Name and version (or alias) a model URI shows: models:/, runs:/ or a model directory."""
     if uri.startswith("models:/"):
         ref = uri.removeprefix("models:/").strip("/")
         if "@" in ref:
             name, _, version = ref.partition("@")
         else:
             name, _, version = ref.partition("/")
-    elif uri.startswith("runs:/"):
+        return name, version or None
+    if uri.startswith("runs:/"):
         run_id = uri.removeprefix("runs:/").strip("/").split("/")[0]
-        name, version = f"run-{run_id[:8]}", run_id
-    else:
-        name = Path(uri.removeprefix("file://")).name or "model"
-    return settings.model_name or name, settings.model_version or version or "unknown"
+        return f"run-{run_id[:8]}", run_id
+    return Path(uri.removeprefix("file://")).name or "model", None
 
 
 def resolve_uri(uri: str) -> tuple[str, str | None]:
@@ -136,6 +139,8 @@ class Parsed:
     n_rows: int
     features: dict[str, np.ndarray] | None
     params: dict[str, Any] | None = None
+    # ensemble member label -> raw prediction, kept for the capture (serving/scoring.py)
+    members: dict[str, Any] | None = None
 
 
 @dataclass
@@ -301,19 +306,27 @@ def _load_json(body: bytes) -> Any:
 
 def load_runtime(settings: ServingSettings) -> Runtime:
     """Load the pyfunc model (pinning an alias to its version) and derive its checks."""
+    return load_member(settings, settings.model_uri, settings.model_name, settings.model_version)
+
+
+def load_member(
+    settings: ServingSettings, uri: str, name: str | None, version: str | None
+) -> Runtime:
+    """Load the model at `uri` (an alias pinned to its version) as a Runtime labelled
+    `name`/`version` (else the ones the URI gives), checked with `settings`' limits."""
     import mlflow.pyfunc
     from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
 
     # the same flag `mlflow models serve` sets; flavors use it to skip training-only work
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
-    uri, version = resolve_uri(settings.model_uri)
-    name, label_version = labels_from_uri(settings)
-    pyfunc = mlflow.pyfunc.load_model(uri)
+    resolved, pinned = resolve_uri(uri)
+    uri_name, uri_version = uri_labels(uri)
+    pyfunc = mlflow.pyfunc.load_model(resolved)
     return Runtime(
         pyfunc=pyfunc,
-        model_uri=uri,
-        name=name,
-        version=settings.model_version or version or label_version,
+        model_uri=resolved,
+        name=name or uri_name,
+        version=version or pinned or uri_version or "unknown",
         columns=signature_columns(pyfunc.metadata.get_input_schema()),
         reject_extra=settings.extra_columns == "reject",
         max_rows=settings.max_rows,

@@ -9,6 +9,7 @@ idle for their lifetime.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -40,7 +41,10 @@ def run(settings: ServingSettings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
     # workers rebuild the settings from the environment
     os.environ.update(
-        {env_name(k): str(v) for k, v in settings.model_dump(exclude_none=True).items()}
+        {
+            env_name(k): json.dumps(v) if isinstance(v, dict) else str(v)
+            for k, v in settings.model_dump(exclude_none=True).items()
+        }
     )
     options = dict(
         host=settings.host,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MLOPS_SERVING_"
@@ -24,6 +24,27 @@ PROXY_ENV_PREFIX = "MLOPS_SERVING_PROXY_"
 def env_name(field: str, prefix: str = ENV_PREFIX) -> str:
     """The variable that sets `field`: `capture_uri` -> `MLOPS_SERVING_CAPTURE_URI`."""
     return f"{prefix}{field.upper()}"
+
+
+class MemberSettings(BaseModel):
+    """One ensemble member as the service loads it (the pipeline's EnsembleMember, resolved)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_uri: str = Field(description="What to load: models:/name/version or a model dir.")
+    model_name: str | None = Field(default=None, description="Label in /version and capture.")
+    model_version: str | None = Field(default=None, description="Label in /version and capture.")
+    weight: float = Field(default=1.0, gt=0, description="Weight in weighted_mean and votes.")
+
+
+class EnsembleSettings(BaseModel):
+    """Members after the primary model (`model_uri`), and how their predictions merge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary_weight: float = Field(default=1.0, gt=0, description="Weight of `model_uri`.")
+    members: list[MemberSettings] = Field(min_length=1, max_length=9)
+    combiner: Literal["mean", "weighted_mean", "majority_vote", "custom"] = "mean"
 
 
 class ServingSettings(BaseSettings):
@@ -88,6 +109,13 @@ class ServingSettings(BaseSettings):
         ge=0,
         description="Combined batches also scored request by request and compared; any "
         "difference turns batching off for the model.",
+    )
+    scoring_code: Path | None = Field(
+        default=None,
+        description="Python module defining init() and run(data) around the model (score.py).",
+    )
+    ensemble: EnsembleSettings | None = Field(
+        default=None, description="JSON: further models scored with `model_uri`, and a combiner."
     )
     keep_alive_seconds: int = Field(default=75, ge=1, description="HTTP keep-alive timeout.")
     log_level: str = Field(default="info")
