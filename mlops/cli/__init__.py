@@ -14,6 +14,7 @@ commands live in one module per command group, each with its own nameless `typer
 * `redeploy`: redeploy, redeploys, pipeline
 * `up`: up (and up --status), down: the local stack (Prefect server, served flows, MLflow)
 * `webhook`: webhook serve, webhook register-mlflow: GitHub and MLflow webhooks start flow runs
+* `spec`: spec schema, diff --spec (and `deploy --spec` in `deploy`): deployment spec files
 
 `_output` is the one shared output and error helper: the `command` decorator (MLOpsError -> one
 stderr line + exit code + `--json` error object), `emit`, `print_table`, the consoles.
@@ -41,6 +42,7 @@ from mlops_pipeline.cli import (
     registry,
     rollout,
     serve,
+    spec,
     up,
     webhook,
 )
@@ -60,7 +62,7 @@ app = typer.Typer(
 )
 
 #: the command groups, in the order `mlops --help` lists them
-GROUPS = (registry, demo, serve, deploy, batch, monitor, redeploy, rollout, up, webhook)
+GROUPS = (registry, demo, serve, deploy, spec, batch, monitor, redeploy, rollout, up, webhook)
 for _group in GROUPS:
     app.add_typer(_group.app)
 

@@ -7,6 +7,7 @@ scoring-service image for a model version with `mlops_pipeline.images`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -141,8 +142,17 @@ def render_history(events: list[dict[str, Any]]) -> None:
 
 @command(app, "deploy")
 def deploy_cmd(
-    model_uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION or models:/NAME@ALIAS.")],
-    name: Annotated[str, typer.Option(help="Deployment name (lowercase, digits, '-').")],
+    ctx: typer.Context,
+    model_uri: Annotated[
+        str | None,
+        typer.Argument(
+            help="models:/NAME/VERSION or models:/NAME@ALIAS (not with --spec).", show_default=False
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Deployment name (lowercase, digits, '-').", show_default=False),
+    ] = None,
     target: Annotated[
         str,
         typer.Option(
@@ -186,9 +196,58 @@ def deploy_cmd(
             "nothing is built, applied or recorded.",
         ),
     ] = False,
+    scoring_code: Annotated[
+        str | None,
+        typer.Option(
+            help="Python module with init() and run(data) around the model (and combine() for "
+            "--combiner custom); packaged into images too.",
+            show_default=False,
+        ),
+    ] = None,
+    member: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another ensemble member, URI[:WEIGHT], repeatable; MODEL_URI is the first "
+            "(weight 1).",
+            show_default=False,
+        ),
+    ] = None,
+    combiner: Annotated[
+        str,
+        typer.Option(
+            help="How ensemble predictions merge: mean, weighted_mean, majority_vote "
+            "or custom (combine() in --scoring-code)."
+        ),
+    ] = "mean",
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="Create or update the deployment a spec file describes (every setting from the "
+            "file; `mlops diff --spec` previews it). Idempotent: an unchanged file says "
+            "'no changes'.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Serve a registered model version behind a stable endpoint (updates NAME if it exists)."""
+    """Serve a registered model version behind a stable endpoint (updates NAME if it exists).
+
+    `--spec deploy.yaml` takes the model, target and settings from a spec file instead.
+    """
+    if spec is not None:
+        from mlops_pipeline.cli.spec import deploy_from_spec
+
+        deploy_from_spec(ctx, spec, as_json)
+        return
+    if model_uri is None or name is None:
+        from mlops_pipeline.errors import InvalidInputError
+
+        raise InvalidInputError(
+            "Missing MODEL_URI or --name.",
+            hint="Pass MODEL_URI and --name NAME, or --spec FILE.",
+            field="model_uri" if model_uri is None else "name",
+        )
     settings: dict[str, Any] = {
         "port": port,
         "capture_uri": absolute_path(capture_dir, "--capture-dir"),
@@ -205,10 +264,39 @@ def deploy_cmd(
         return
     from mlops_pipeline.flows.deploy import deploy
 
+    if scoring_code is not None:
+        settings["scoring_code"] = absolute_path(scoring_code, "--scoring-code", must_exist=True)
+    if member:
+        settings["ensemble"] = parse_ensemble(model_uri, member, combiner)
     result = run_flow(
         deploy, model_uri=model_uri, name=name, target=target, base_image=base_image, **settings
     )
     emit(result, as_json, render_deployment)
+
+
+def parse_ensemble(model_uri: str, members: list[str], combiner: str) -> Any:
+    """MODEL_URI and `--member URI[:WEIGHT]` values as an EnsembleConfig (exit 2 if invalid)."""
+    from mlops_pipeline.deployment import EnsembleConfig
+    from mlops_pipeline.errors import InvalidInputError
+    from pydantic import ValidationError
+
+    entries = [{"model_uri": model_uri}]
+    for value in members:
+        uri, _, weight = value.rpartition(":")
+        try:
+            entries.append({"model_uri": uri, "weight": float(weight)})
+        except ValueError:  # no numeric suffix: the last colon is the URI's own (models:/...)
+            entries.append({"model_uri": value})
+    try:
+        return EnsembleConfig(members=entries, combiner=combiner)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise InvalidInputError(
+            f"--member/--combiner: {'.'.join(map(str, error['loc']))}: {error['msg']}.",
+            hint="Pass 1 to 9 --member URI[:WEIGHT] (weight > 0) and --combiner mean, "
+            "weighted_mean, majority_vote or custom.",
+            field="member",
+        ) from exc
 
 
 def parse_options(values: list[str]) -> dict[str, str]:

@@ -1,0 +1,108 @@
+"""The applied spec of each deployment, in the ledger database beside the deployment itself.
+
+The ledger's `deployments` row holds what the target runs (`DeployConfig`); this table holds the
+rest of the spec that was applied (monitoring schedule and drift settings, redeploy policy, the
+names of the key secrets) and a digest of the scoring code, so `mlops diff --spec` can compare
+those too and the monitor and redeploy flows can read their settings
+(`monitoring_settings`, `redeploy_settings`). Never a key's value.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from mlops_pipeline import ledger
+from mlops_pipeline.errors import BackendError
+from mlops_pipeline.spec.model import DeploymentSpec, MonitoringSpec, RedeploySpec
+from pydantic import BaseModel
+
+# its own MetaData: the table is created on first use here, whatever the ledger created first
+_metadata = sa.MetaData()
+
+specs_table = sa.Table(
+    "deployment_specs",
+    _metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("source", sa.String(1000), nullable=False),
+    sa.Column("scoring_code_sha256", sa.String(64)),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class AppliedSpec(BaseModel):
+    """The spec last applied to a deployment, the file it came from and when."""
+
+    name: str
+    spec: DeploymentSpec
+    source: str
+    scoring_code_sha256: str | None = None
+    applied_at: datetime
+
+
+@functools.lru_cache(maxsize=8)
+def _created(engine: sa.Engine) -> sa.Engine:
+    try:
+        specs_table.create(engine, checkfirst=True)
+    except sa.exc.DBAPIError:
+        # another process created it between our check and our CREATE
+        if not sa.inspect(engine).has_table(specs_table.name):
+            raise
+    return engine
+
+
+def _engine() -> sa.Engine:
+    engine = ledger.engine()
+    try:
+        return _created(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackendError(
+            f"The ledger's table {specs_table.name} cannot be created: {exc.__class__.__name__}.",
+            hint="Check MLOPS_LEDGER_URI / MLOPS_HOME.",
+        ) from exc
+
+
+def find_applied(name: str) -> AppliedSpec | None:
+    """The spec last applied to deployment NAME, or None (never applied from a file)."""
+    with _engine().connect() as conn:
+        row = conn.execute(sa.select(specs_table).where(specs_table.c.name == name)).first()
+    if row is None:
+        return None
+    data = dict(row._mapping)
+    when = data["applied_at"]
+    data["applied_at"] = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return AppliedSpec.model_validate(data)
+
+
+def save_applied(
+    spec: DeploymentSpec, source: str, scoring_code_sha256: str | None = None
+) -> AppliedSpec:
+    """Record SPEC (read from the file SOURCE) as the one applied to its deployment."""
+    values = {
+        "name": spec.name,
+        "spec": spec.model_dump(mode="json"),
+        "source": source,
+        "scoring_code_sha256": scoring_code_sha256,
+        "applied_at": datetime.now(UTC),
+    }
+    with _engine().begin() as conn:
+        updated = conn.execute(
+            sa.update(specs_table).where(specs_table.c.name == spec.name).values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(sa.insert(specs_table).values(**values))
+    return AppliedSpec.model_validate(values)
+
+
+def monitoring_settings(name: str) -> MonitoringSpec | None:
+    """The `monitoring` section applied to deployment NAME (None: no spec, or none in it)."""
+    applied = find_applied(name)
+    return applied.spec.monitoring if applied else None
+
+
+def redeploy_settings(name: str) -> RedeploySpec | None:
+    """The `redeploy` section applied to deployment NAME (None: no spec, or none in it)."""
+    applied = find_applied(name)
+    return applied.spec.redeploy if applied else None
