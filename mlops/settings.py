@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         default=None,
         description="Directory of wheels that image builds install from (no network in builds).",
     )
+    image_extras: str = Field(
+        default="",
+        description=(
+            "Comma-separated extras of this project that every image installs besides "
+            "'serving', e.g. 's3' for a service that captures to s3://."
+        ),
+    )
     orchestrate: Literal["auto", "always", "never"] = Field(
         default="auto",
         description=(
@@ -114,6 +121,10 @@ class Settings(BaseSettings):
     @property
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
+
+    @property
+    def image_extra_names(self) -> list[str]:
+        return [name.strip() for name in self.image_extras.split(",") if name.strip()]
 
     @property
     def artifact_root(self) -> str:
