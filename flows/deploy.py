@@ -6,12 +6,14 @@ from typing import Any
 
 from mlops_pipeline.targets.base import DeployConfig, EnsembleConfig
 from mlops_pipeline.tasks.deploy import (
+    check_scoring_code,
     create_deployment,
     delete_deployment,
     find_rollback_version,
     get_deployment,
     plan_deployment,
     preflight_target,
+    resolve_ensemble,
     resolve_model_uri,
     switch_deployment,
     target_needs_image,
@@ -20,12 +22,18 @@ from mlops_pipeline.tasks.deploy import (
 from prefect import flow
 
 
-def build_image_tag(model_uri: str, base_image: str | None) -> str:
-    """Build the scoring image for an image-based target and return its tag."""
+def build_image_tag(
+    model_uri: str, base_image: str | None, config: DeployConfig | None = None
+) -> str:
+    """Build the scoring image for an image-based target and return its tag; the image bakes
+    in `config`'s scoring code and ensemble members when it has them."""
     # imported here: only image targets need the Docker SDK
     from mlops_pipeline.tasks.images import build_image
 
-    return build_image(model_uri, base_image=base_image).tag
+    extras = {}
+    if config is not None and (config.scoring_code or config.ensemble):
+        extras = {"scoring_code": config.scoring_code, "ensemble": config.ensemble}
+    return build_image(model_uri, base_image=base_image, **extras).tag
 
 
 @flow(name="deploy", log_prints=False)
@@ -47,12 +55,17 @@ def deploy(
     """Serve MODEL_URI as NAME on TARGET (building an image when the target needs one);
     when NAME already serves this model, update it with zero downtime instead.
 
-    `scoring_code` is the absolute path of a module defining `init()` and `run(data)`;
-    `ensemble` serves several models combined (its first member is MODEL_URI).
+    `scoring_code` is a module defining `init()` and `run(data)`; `ensemble` serves several
+    models combined, its first member the primary (MODEL_URI is then ignored). An update
+    with either replaces the recorded ones; without, it keeps them.
     """
     validate_deployment_name(name)
     needs_image = target_needs_image(target)  # an unknown target fails before anything else
-    model = resolve_model_uri(model_uri)
+    code = check_scoring_code(scoring_code) if scoring_code else None
+    if ensemble is not None:
+        model, ensemble = resolve_ensemble(ensemble, code)  # the first member is the primary
+    else:
+        model = resolve_model_uri(model_uri)
     action = plan_deployment(name, model, target, port)
     config = DeployConfig(
         port=port,
@@ -62,13 +75,20 @@ def deploy(
         workers=workers,
         ready_timeout=ready_timeout,
         options=options or {},
+        scoring_code=code,
+        ensemble=ensemble,
     )
     if action == "update":
-        preflight_target(target)  # the update keeps the recorded settings
-        image = build_image_tag(model.uri, base_image) if needs_image else None
-        return switch_deployment(name, model, None, image).model_dump(mode="json")
+        preflight_target(target)  # the update keeps the recorded settings...
+        changed = None
+        if code is not None or ensemble is not None:  # ...but for new code or members
+            changed = get_deployment(name).deploy_config.model_copy(
+                update={"scoring_code": code, "ensemble": ensemble}
+            )
+        image = build_image_tag(model.uri, base_image, changed) if needs_image else None
+        return switch_deployment(name, model, changed, image).model_dump(mode="json")
     preflight_target(target, config)  # seconds, before an image build of minutes
-    image = build_image_tag(model.uri, base_image) if needs_image else None
+    image = build_image_tag(model.uri, base_image, config) if needs_image else None
     return create_deployment(name, model, target, config, image).model_dump(mode="json")
 
 
@@ -81,7 +101,7 @@ def update_deployment(
     model = resolve_model_uri(model_uri)
     preflight_target(current.target_uri)
     needs_image = target_needs_image(current.target_uri)
-    image = build_image_tag(model.uri, base_image) if needs_image else None
+    image = build_image_tag(model.uri, base_image, current.deploy_config) if needs_image else None
     return switch_deployment(name, model, None, image, "update", reason).model_dump(mode="json")
 
 

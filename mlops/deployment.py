@@ -6,6 +6,7 @@ targets -> mlops core. targets.base re-exports them for target implementers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -62,6 +63,21 @@ class EnsembleConfig(BaseModel):
     members: list[EnsembleMember] = Field(min_length=2, max_length=10)
     combiner: Combiner = Field(default="mean", description="How member predictions merge.")
 
+    def serving_json(self, member_uris: list[str] | None = None) -> str:
+        """MLOPS_SERVING_ENSEMBLE (serving.settings.EnsembleSettings, JSON): the members after
+        the primary, which the service loads from its model URI. Members must be resolved
+        (models:/name/version); `member_uris` replaces their URIs, e.g. with the directories
+        an image holds them in."""
+        rest = self.members[1:]
+        uris = member_uris or [m.model_uri for m in rest]
+        members = []
+        for member, uri in zip(rest, uris, strict=True):
+            name, _, version = member.model_uri.removeprefix("models:/").partition("/")
+            labels = {"model_name": name, "model_version": version}
+            members.append({"model_uri": uri, **labels, "weight": member.weight})
+        weight = self.members[0].weight
+        return json.dumps({"primary_weight": weight, "members": members, "combiner": self.combiner})
+
 
 class DeployConfig(BaseModel):
     """Settings of one deployment; stored in the ledger so update and rollback reuse them."""
@@ -97,6 +113,17 @@ class DeployConfig(BaseModel):
     )
 
 
+def served_models(model: ModelRef, config: DeployConfig) -> list[ModelRef]:
+    """Every model version a deployment serves: `model`, plus its resolved ensemble members."""
+    found = [model]
+    for member in config.ensemble.members if config.ensemble else []:
+        name, _, version = member.model_uri.removeprefix("models:/").partition("/")
+        ref = ModelRef(name, version)
+        if ref not in found:
+            found.append(ref)
+    return found
+
+
 class Deployment(BaseModel):
     """One named deployment: what it serves, where, and how to reach it."""
 
@@ -120,3 +147,8 @@ class Deployment(BaseModel):
     @property
     def deploy_config(self) -> DeployConfig:
         return DeployConfig.model_validate(self.config)
+
+    @property
+    def models(self) -> list[ModelRef]:
+        """The primary model and, for an ensemble, every other member version."""
+        return served_models(self.model, self.deploy_config)

@@ -78,6 +78,18 @@ processed_files_table = sa.Table(
     sa.Column("relpath", sa.String(1000), primary_key=True),
 )
 
+# Capture files a running monitor has claimed and not yet committed (mlops.state.claim_files):
+# a second monitor of the deployment skips them, so no record is counted twice; a claim older
+# than its lease (a monitor that died) lapses.
+file_claims_table = sa.Table(
+    "monitor_file_claims",
+    metadata,
+    sa.Column("deployment", sa.String(200), primary_key=True),
+    sa.Column("relpath", sa.String(1000), primary_key=True),
+    sa.Column("claim_id", sa.String(64), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 drift_episodes_table = sa.Table(
     "monitor_drift_episodes",
     metadata,
@@ -297,9 +309,11 @@ def list_deployments(target_uri: str | None = None) -> list[Deployment]:
 
 
 def upsert_deployment(deployment: Deployment) -> Deployment:
-    """Store `deployment`; tag its version in use and release the version it replaced."""
+    """Store `deployment`; tag its versions (every ensemble member) in use and release the
+    versions it no longer serves."""
     previous = find_deployment(deployment.name)
-    mark_in_use(deployment.name, deployment.model, deployment.target_uri)
+    for model in deployment.models:  # an ensemble's members are all in use
+        mark_in_use(deployment.name, model, deployment.target_uri)
     values = deployment.model_dump(mode="python")
     values["status"] = str(deployment.status)
     with engine().begin() as conn:
@@ -312,19 +326,21 @@ def upsert_deployment(deployment: Deployment) -> Deployment:
                 .where(deployments_table.c.name == deployment.name)
                 .values(**values)
             )
-    if previous is not None and previous.model != deployment.model:
-        release_in_use(previous.name, previous.model)
+    if previous is not None:
+        for model in set(previous.models) - set(deployment.models):
+            release_in_use(previous.name, model)
     return find_deployment(deployment.name) or deployment
 
 
 def delete_deployment(name: str) -> Deployment | None:
-    """Forget `name` and release its model version; returns what was removed (idempotent)."""
+    """Forget `name` and release its model versions; returns what was removed (idempotent)."""
     previous = find_deployment(name)
     if previous is None:
         return None
     with engine().begin() as conn:
         conn.execute(sa.delete(deployments_table).where(deployments_table.c.name == name))
-    release_in_use(name, previous.model)
+    for model in previous.models:
+        release_in_use(name, model)
     return previous
 
 

@@ -53,6 +53,7 @@ from mlops_pipeline.deployment import (
     EnsembleConfig,
     EnsembleMember,
     ModelRef,
+    served_models,
 )
 from mlops_pipeline.errors import BackendUnavailableError, DeploymentError, InvalidInputError
 from mlops_pipeline.rollout.admin import ProxyAccess
@@ -70,6 +71,7 @@ __all__ = [
     "known_schemes",
     "parse_target_uri",
     "renderable_schemes",
+    "served_models",
     "serving_env",
     "target_class",
 ]
@@ -93,7 +95,7 @@ def serving_env(
         model_uri: what the service loads: a `models:/` URI or a model directory in the image.
         model: the resolved name and version, reported in metrics, capture and /version.
         config: the deployment's settings; `workers`, `sample_rate`, and `capture_uri` and
-            `api_key_file` when set.
+            `api_key_file` when set; `scoring_code` and `ensemble` when no image bakes them in.
         host, port: the service's bind address and TCP port.
         image: the image reference /version reports, for container targets.
 
@@ -113,6 +115,9 @@ def serving_env(
         "api_key_file": config.api_key_file,
         "image": image,
     }
+    if image is None:  # an image bakes its scoring code and ensemble members in (images/)
+        values["scoring_code"] = config.scoring_code
+        values["ensemble"] = config.ensemble.serving_json() if config.ensemble else None
     return {env_name(field): str(v) for field, v in values.items() if v is not None and v != ""}
 
 

@@ -19,8 +19,11 @@ from mlops_pipeline.targets.base import (
     DeployConfig,
     Deployment,
     DeploymentStatus,
+    EnsembleConfig,
+    EnsembleMember,
     ModelRef,
     get_target,
+    served_models,
     target_class,
 )
 from mlops_pipeline.targets.base import parse_target_uri as split_target_uri
@@ -88,6 +91,58 @@ def target_needs_image(target_uri: str) -> bool:
     """
     scheme, _ = split_target_uri(target_uri)
     return target_class(scheme).needs_image
+
+
+def check_scoring_code(path: str) -> str:
+    """The absolute path of a scoring module (a .py file defining init() and run(data)).
+
+    Raises:
+        InvalidInputError: the file does not exist or is not a .py file (exit 2).
+    """
+    from pathlib import Path
+
+    code = Path(path).expanduser().resolve()
+    if code.suffix != ".py" or not code.is_file():
+        raise InvalidInputError(
+            f"--scoring-code {path}: no such Python file.",
+            hint="Pass a .py module that defines init() and run(data).",
+            field="scoring_code",
+            value=path,
+        )
+    return str(code)
+
+
+def resolve_ensemble(
+    ensemble: EnsembleConfig, scoring_code: str | None
+) -> tuple[ModelRef, EnsembleConfig]:
+    """Pin every member to its version; returns the primary (first) member and the ensemble
+    with `models:/name/version` members, as the ledger records it.
+
+    Raises:
+        InvalidInputError: `custom` without scoring code, or a member named twice (exit 2).
+        NotFoundError: a member model, version or alias does not exist (exit 3).
+    """
+    from mlops_pipeline.registry import resolve_model_uri
+
+    if ensemble.combiner == "custom" and scoring_code is None:
+        raise InvalidInputError(
+            "The custom combiner needs --scoring-code with a combine(predictions) function.",
+            hint="Pass --scoring-code module.py, or pick mean, weighted_mean or majority_vote.",
+            field="combiner",
+            value="custom",
+        )
+    refs = [resolve_model_uri(m.model_uri) for m in ensemble.members]
+    if len(set(refs)) != len(refs):
+        raise InvalidInputError(
+            f"An ensemble member is named twice ({', '.join(r.uri for r in refs)}).",
+            hint="List each model version once; use a weight to count one more.",
+            field="members",
+        )
+    members = [
+        EnsembleMember(model_uri=ref.uri, weight=m.weight)
+        for ref, m in zip(refs, ensemble.members, strict=True)
+    ]
+    return refs[0], EnsembleConfig(members=members, combiner=ensemble.combiner)
 
 
 def plan_deployment(
@@ -209,7 +264,9 @@ def create_deployment(
     """
     target = get_target(target_uri)
     event = {"target_uri": target.target_uri, "model_name": model.name, "image": image}
-    ledger.mark_in_use(name, model, target.target_uri)
+    models = served_models(model, config)
+    for served in models:  # every ensemble member is protected before it serves
+        ledger.mark_in_use(name, served, target.target_uri)
     try:
         logger.info("Deploying %s as '%s' on %s", model.uri, name, target.target_uri)
         deployment = target.create(name, model, config, image=image)
@@ -219,7 +276,8 @@ def create_deployment(
             target.delete(name)
             raise
     except BaseException as exc:  # also Ctrl-C and bugs: never leave a stale tag behind
-        ledger.release_in_use(name, model)
+        for served in models:
+            ledger.release_in_use(name, served)
         ledger.record_event(
             name, "create", "failed", to_version=model.version, reason=str(exc), **event
         )
@@ -269,13 +327,15 @@ def switch_deployment(
         "to_version": model.version,
         "image": image,
     }
-    ledger.mark_in_use(name, model, current.target_uri)
+    models = served_models(model, config)
+    for served in models:
+        ledger.mark_in_use(name, served, current.target_uri)
     try:
         logger.info("%s '%s': version %s -> %s", action, name, current.model_version, model.version)
         deployment = target.update(name, model, config, image=image)
     except BaseException as exc:  # also Ctrl-C and bugs: never leave a stale tag behind
-        if model != current.model:
-            ledger.release_in_use(name, model)
+        for served in set(models) - set(current.models):
+            ledger.release_in_use(name, served)
         ledger.record_event(name, action, "failed", reason=str(exc), **event)
         raise
     deployment = ledger.upsert_deployment(deployment)

@@ -13,6 +13,8 @@ from prefect.cache_policies import NO_CACHE
 
 resolve_model_uri = step(registry.resolve_model_uri, cache_policy=NO_CACHE)
 validate_deployment_name = step(operations.validate_deployment_name)
+check_scoring_code = step(operations.check_scoring_code, cache_policy=NO_CACHE)
+resolve_ensemble = step(operations.resolve_ensemble, cache_policy=NO_CACHE)
 target_needs_image = step(operations.target_needs_image)
 plan_deployment = step(operations.plan_deployment, cache_policy=NO_CACHE)
 preflight_target = step(operations.preflight_target, cache_policy=NO_CACHE)

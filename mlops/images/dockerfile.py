@@ -19,6 +19,9 @@ PROJECT = "mlops-pipeline"
 IMAGE_USER = "10001:10001"
 IMAGE_PORT = 8080
 IMAGE_MODEL_DIR = "/opt/model"
+# scoring code and further ensemble members (the primary stays in IMAGE_MODEL_DIR)
+IMAGE_CODE_DIR = "/opt/code"
+IMAGE_MEMBERS_DIR = "/opt/members"
 # Docker image reference: [registry[:port]/]path[:tag] with lowercase path components.
 IMAGE_REFERENCE = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -58,7 +61,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
 CMD ["python", "-m", "mlops_pipeline.serving"]
 # Everything below changes with each model version; everything above is reused from cache.
 COPY model/ {model_dir}/
-ENV MLOPS_SERVING_MODEL_NAME={model_name} MLOPS_SERVING_MODEL_VERSION={model_version}
+{extras}ENV MLOPS_SERVING_MODEL_NAME={model_name} MLOPS_SERVING_MODEL_VERSION={model_version}
 LABEL {labels}
 """
 
@@ -92,9 +95,33 @@ def image_labels(
     }
 
 
-def render_dockerfile(model: ModelRef, base_image: str, labels: dict[str, str]) -> str:
-    """The Dockerfile for one model version (values quoted for Dockerfile syntax)."""
+def member_dirs(count: int) -> list[str]:
+    """Where an image holds the ensemble members after the primary: /opt/members/1, ..."""
+    return [f"{IMAGE_MEMBERS_DIR}/{i}" for i in range(1, count + 1)]
+
+
+def render_dockerfile(
+    model: ModelRef,
+    base_image: str,
+    labels: dict[str, str],
+    *,
+    scoring_code: str | None = None,
+    ensemble_json: str | None = None,
+) -> str:
+    """The Dockerfile for one model version (values quoted for Dockerfile syntax).
+
+    `scoring_code` is the module's file name under `code/` in the context; `ensemble_json` the
+    MLOPS_SERVING_ENSEMBLE value whose members live under `members/<i>` (see `member_dirs`).
+    """
     uid, gid = IMAGE_USER.split(":")
+    extras = ""
+    if ensemble_json is not None:
+        extras += f"COPY members/ {IMAGE_MEMBERS_DIR}/\n"
+        extras += f"ENV MLOPS_SERVING_ENSEMBLE={json.dumps(ensemble_json)}\n"
+    if scoring_code is not None:
+        code_path = f"{IMAGE_CODE_DIR}/{scoring_code}"
+        extras += f"COPY code/ {IMAGE_CODE_DIR}/\n"
+        extras += f"ENV MLOPS_SERVING_SCORING_CODE={json.dumps(code_path)}\n"
     return DOCKERFILE.format(
         model_uri=model.uri,
         base_image=base_image,
@@ -105,6 +132,7 @@ def render_dockerfile(model: ModelRef, base_image: str, labels: dict[str, str]) 
         healthcheck=json.dumps(["python", "-c", HEALTHCHECK]),
         model_name=json.dumps(model.name),
         model_version=json.dumps(model.version),
+        extras=extras,
         labels=" \\\n    ".join(
             f"{json.dumps(k)}={json.dumps(v, ensure_ascii=False)}" for k, v in labels.items()
         ),
