@@ -10,6 +10,11 @@ and read back with `SELECT ... FOR UPDATE`. On PostgreSQL a second monitor of th
 deployment waits at that SELECT until the first commits, then reads what it wrote; on sqlite
 the INSERT takes the database's write lock, which serialises writers the same way (readers go
 on). So two monitors committing at once lose neither's files, and one drift episode emits once.
+
+Claims: a monitor first claims the files it will read (`claim_files`, under the same row lock),
+and commits or releases that claim when done; a second monitor of the deployment sees the
+claimed files as taken, so two monitors running at once never count one capture record twice.
+A claim lapses after its lease (a monitor that died without releasing it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mlops_pipeline.errors import BackendError
 from mlops_pipeline.ledger import (
     drift_episodes_table,
     engine,
+    file_claims_table,
     processed_files_table,
     watermarks_table,
 )
@@ -32,6 +38,7 @@ R = TypeVar("R")
 _CHUNK = 500  # rows per IN (...) / VALUES list, well under every database's parameter limit
 
 WatermarkChange = Callable[[str | None, set[str]], tuple[str | None, set[str]]]
+ClaimPick = Callable[[str | None, set[str]], list[str]]
 EpisodeDecision = Callable[[dict[str, Any]], tuple[R, dict[str, Any] | None]]
 
 
@@ -109,12 +116,72 @@ def read_watermark(deployment: str) -> tuple[str | None, set[str]]:
         ) from exc
 
 
-def update_watermark(deployment: str, change: WatermarkChange) -> tuple[str | None, set[str]]:
+def claim_files(deployment: str, pick: ClaimPick, claim_id: str, lease: dt.timedelta) -> list[str]:
+    """Claim the capture files `pick(floor_date, taken)` returns for `deployment`'s monitor, as
+    `claim_id`; `taken` holds the processed paths and those under another live claim.
+
+    Runs under the watermark row lock, so two monitors claiming at once get disjoint files.
+    Claims older than `lease` are dropped first. Returns the claimed paths.
+
+    Raises:
+        BackendError: the ledger database cannot be written.
+    """
+    claims = file_claims_table.c
+    now = _now()
+    with _locked(watermarks_table, deployment) as (conn, row):
+        conn.execute(
+            sa.delete(file_claims_table).where(
+                claims.deployment == deployment, claims.claimed_at < now - lease
+            )
+        )
+        claimed = conn.execute(
+            sa.select(claims.relpath).where(claims.deployment == deployment)
+        ).scalars()
+        picked = pick(row.floor_date, _processed(conn, deployment) | set(claimed))
+        for batch in _chunks(picked):
+            conn.execute(
+                sa.insert(file_claims_table),
+                [
+                    {
+                        "deployment": deployment,
+                        "relpath": p,
+                        "claim_id": claim_id,
+                        "claimed_at": now,
+                    }
+                    for p in batch
+                ],
+            )
+    return picked
+
+
+def release_claim(deployment: str, claim_id: str) -> None:
+    """Drop the files claimed as `claim_id` (a monitor that failed): another run may take them.
+
+    Raises:
+        BackendError: the ledger database cannot be written.
+    """
+    with _locked(watermarks_table, deployment) as (conn, _row):
+        _drop_claim(conn, deployment, claim_id)
+
+
+def _drop_claim(conn: sa.Connection, deployment: str, claim_id: str) -> None:
+    claims = file_claims_table.c
+    conn.execute(
+        sa.delete(file_claims_table).where(
+            claims.deployment == deployment, claims.claim_id == claim_id
+        )
+    )
+
+
+def update_watermark(
+    deployment: str, change: WatermarkChange, claim_id: str | None = None
+) -> tuple[str | None, set[str]]:
     """Replace `deployment`'s watermark by `change(floor_date, processed)` under its row lock
     (see the module docstring), writing only the paths that differ; returns the new one.
 
     `change` gets the stored floor date and processed paths as they are once the lock is held,
-    so a change that adds paths never loses those another monitor added meanwhile.
+    so a change that adds paths never loses those another monitor added meanwhile. The files
+    claimed as `claim_id` (see `claim_files`) are released in the same transaction.
 
     Raises:
         BackendError: the ledger database cannot be written.
@@ -139,6 +206,8 @@ def update_watermark(deployment: str, change: WatermarkChange) -> tuple[str | No
             .where(watermarks_table.c.deployment == deployment)
             .values(floor_date=floor, updated_at=_now())
         )
+        if claim_id is not None:
+            _drop_claim(conn, deployment, claim_id)
     return floor, after
 
 

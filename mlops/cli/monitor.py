@@ -148,14 +148,24 @@ def monitor_cmd(
     cooldown_hours: Annotated[
         float, typer.Option(min=0.0, help="Hours before one drift episode re-signals.")
     ] = 24.0,
+    task_runner: Annotated[
+        str | None,
+        typer.Option(
+            help="Summarise the captures one file per task: threads, dask (a local Dask "
+            "cluster) or dask:ADDRESS (a scheduler). Drift only, no GX suite. Default: read "
+            "the window into one frame.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate and drift-test what deployment NAME captured; signal drift (exit 0 either way)."""
-    from mlops_pipeline.flows.monitor import monitor_deployment
+    from mlops_pipeline.flows.monitor import monitor_flow_for
 
     with err_console.status(f"Validating and drift-testing what {name} captured..."):
         result = run_flow(
-            monitor_deployment,
+            monitor_flow_for(task_runner),
+            task_runner=task_runner,
             deployment=name,
             window=since,
             capture_uri=capture_uri,

@@ -48,6 +48,7 @@ from mlops_pipeline.settings import get_settings
 logger = logging.getLogger(__name__)
 
 GRACE_DAYS = 2
+CLAIM_LEASE_HOURS = 6.0  # a claim older than this belongs to a monitor that died
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -130,10 +131,13 @@ def save_watermark(deployment: str, watermark: Watermark) -> Watermark:
     return watermark
 
 
-def commit_watermark(deployment: str, relpaths: list[str]) -> Watermark:
-    """Mark capture files (paths relative to the capture URI) as processed; call only after the
-    window's results are saved. Two monitors committing at once keep both's files (the change
-    is made under the deployment's row lock, see `mlops_pipeline.state`).
+def commit_watermark(
+    deployment: str, relpaths: list[str], claim_id: str | None = None
+) -> Watermark:
+    """Mark capture files (paths relative to the capture URI) as processed, and release the
+    claim `claim_id` on them (see `claim_new_captures`); call only after the window's results
+    are saved. Two monitors committing at once keep both's files (the change is made under the
+    deployment's row lock, see `mlops_pipeline.state`).
 
     Raises BackendError when the database cannot be written."""
 
@@ -141,7 +145,7 @@ def commit_watermark(deployment: str, relpaths: list[str]) -> Watermark:
         advanced = Watermark(floor, processed).advanced(relpaths)
         return advanced.floor_date, advanced.processed
 
-    floor, processed = state.update_watermark(deployment, advance)
+    floor, processed = state.update_watermark(deployment, advance, claim_id)
     return Watermark(floor_date=floor, processed=processed)
 
 
@@ -317,6 +321,36 @@ def list_new_captures(
     start = parse_since(since) if since else None
     watermark = None if start else load_watermark(deployment)
     return list_capture_files(capture_uri, model_name, model_version, watermark, start)
+
+
+def claim_new_captures(
+    deployment: str,
+    capture_uri: str,
+    model_name: str,
+    model_version: str,
+    claim_id: str,
+    lease_hours: float = CLAIM_LEASE_HOURS,
+) -> list[str]:
+    """The capture files no monitor of `deployment` has processed or is processing, claimed as
+    `claim_id` in one transaction (`state.claim_files`): a second monitor running at once gets
+    the other files, never these. Commit the claim with `commit_watermark(..., claim_id)` or
+    drop it with `release_claim`; a claim older than `lease_hours` lapses (a monitor that died).
+
+    Raises BackendError when the ledger database cannot be written."""
+    candidates = list_capture_files(capture_uri, model_name, model_version)
+
+    def pick(floor: str | None, taken: set[str]) -> list[str]:
+        watermark = Watermark(floor, taken)
+        return [p for p in candidates if not watermark.seen(p)]
+
+    return state.claim_files(deployment, pick, claim_id, dt.timedelta(hours=lease_hours))
+
+
+def release_claim(deployment: str, claim_id: str) -> None:
+    """Give the files claimed as `claim_id` back (the window failed before its commit).
+
+    Raises BackendError when the ledger database cannot be written."""
+    state.release_claim(deployment, claim_id)
 
 
 def read_captures(

@@ -144,8 +144,15 @@ def null_rate_test(ref: CastColumn, cur: CastColumn, min_samples: int) -> dict:
     either side has fewer than `min_samples` rows or neither has a missing cell (nothing to test).
     Sources: the pooled two-proportion z-test; Cohen (1988), h = |2 asin sqrt p1 - 2 asin sqrt p2|.
     """
-    n_ref, n_cur = ref.missing.size, cur.missing.size
-    a, b = int(ref.missing.sum()), int(cur.missing.sum())
+    return null_rate_from_counts(
+        ref.missing.size, int(ref.missing.sum()), cur.missing.size, int(cur.missing.sum()),
+        min_samples,
+    )  # fmt: skip
+
+
+def null_rate_from_counts(n_ref: int, a: int, n_cur: int, b: int, min_samples: int) -> dict:
+    """`null_rate_test` from counts: `a` of `n_ref` reference and `b` of `n_cur` current cells
+    missing (what per-partition summaries keep)."""
     rate_ref = a / n_ref if n_ref else 0.0
     rate_cur = b / n_cur if n_cur else 0.0
     result = {"reference": rate_ref, "current": rate_cur, "p_value_raw": None, "effect": None}

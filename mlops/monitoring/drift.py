@@ -200,6 +200,15 @@ def compare_frames(
     # numpy sorts and searches release the GIL, so columns overlap on several cores
     with ThreadPoolExecutor(max_workers=min(len(columns), os.cpu_count() or 1)) as pool:
         results = list(pool.map(compare, columns))
+    return assemble_verdict(results, config, len(reference), len(current))
+
+
+def assemble_verdict(
+    results: list[FeatureDrift], config: DriftConfig, n_reference: int, n_current: int
+) -> DriftVerdict:
+    """The verdict from each column's uncorrected result (as `_compare_column` gives it):
+    p-values corrected together, each column judged, the overall status and counts. Shared by
+    `compare_frames` and the partition-summary path (`monitoring.partitions`)."""
     # one family for the correction: every distribution test and every null-rate test
     family = [(r, "distribution") for r in results if r.p_value_raw is not None]
     family += [
@@ -244,8 +253,8 @@ def compare_frames(
             drifted=len(drifted),
             incompatible=len(incompatible),
             insufficient_data=statuses.count("insufficient_data"),
-            n_reference=len(reference),
-            n_current=len(current),
+            n_reference=n_reference,
+            n_current=n_current,
         ),
         config=config,
     )
