@@ -164,12 +164,21 @@ def alias_remove_cmd(name: str, alias: str, as_json: JsonOption = False) -> None
 def models_delete_cmd(
     name: str,
     version: Annotated[str | None, typer.Option(help="Only this version.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Delete a version even if it holds an alias or is a deployment's rollback "
+            "version (never one a deployment serves).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete a model version, or the whole model; refused while a deployment uses it."""
+    """Delete a model version, or the whole model; refused while a deployment uses it, and
+    for a version holding an alias or a rollback unless --force (exit 4)."""
     from mlops_pipeline import registry
 
-    deleted = registry.delete_model_versions(name, version)
+    deleted = registry.delete_model_versions(name, version, force)
     emit(
         {"name": name, "deleted_versions": deleted},
         as_json,

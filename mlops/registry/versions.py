@@ -10,9 +10,15 @@ import re
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlops_pipeline import inuse
+from mlops_pipeline import inuse, ledger
 from mlops_pipeline.deployment import ModelRef
-from mlops_pipeline.errors import BackendError, InUseError, InvalidInputError, NotFoundError
+from mlops_pipeline.errors import (
+    BackendError,
+    ConflictError,
+    InUseError,
+    InvalidInputError,
+    NotFoundError,
+)
 from mlops_pipeline.serving.contract import is_model_uri, parse_model_uri
 from mlops_pipeline.tracking import connect
 from pydantic import BaseModel, Field
@@ -237,8 +243,45 @@ def tag_model_version(name: str, version: str, tags: dict[str, str]) -> ModelVer
     return get_model_version(name, version=version)
 
 
-def delete_model_versions(name: str, version: str | None = None) -> list[str]:
+def _rollback_users(model: ModelRef) -> list[str]:
+    """Active deployments whose `mlops rollback` would return to `model`, sorted."""
+    users = []
+    for deployment in ledger.list_deployments():
+        point = ledger.rollback_point(deployment.name)
+        if point is not None and point[0] == model:
+            users.append(deployment.name)
+    return sorted(users)
+
+
+def _refuse_losing_references(summary: ModelVersionInfo) -> None:
+    """A version that holds an alias or is a deployment's rollback version is only deleted
+    on purpose: deleting it drops the alias (MLflow does so silently) and breaks the rollback."""
+    rollbacks = _rollback_users(summary.ref)
+    if not summary.aliases and not rollbacks:
+        return
+    held = []
+    if summary.aliases:
+        held.append("holds alias " + ", ".join(f"'{a}'" for a in summary.aliases))
+    if rollbacks:
+        held.append(
+            "is the rollback version of deployment " + ", ".join(f"'{d}'" for d in rollbacks)
+        )
+    raise ConflictError(
+        f"Version {summary.version} of '{summary.name}' {' and '.join(held)}.",
+        hint="Move the alias (`mlops models alias set`) or update the deployment first, or "
+        "pass --force to delete it anyway.",
+        model=summary.name,
+        version=summary.version,
+        aliases=summary.aliases,
+        rollback_of=rollbacks,
+    )
+
+
+def delete_model_versions(name: str, version: str | None = None, force: bool = False) -> list[str]:
     """Delete one version, or the whole model, unless a deployment uses it.
+
+    A single version that holds an alias or is an active deployment's rollback version is
+    deleted only with `force` (the whole model takes its aliases with it).
 
     Returns:
         The deleted version numbers, ascending.
@@ -246,6 +289,8 @@ def delete_model_versions(name: str, version: str | None = None) -> list[str]:
     Raises:
         NotFoundError: no such model or version (exit 3).
         InUseError: a deployment serves the version, or one of the model's versions (exit 4).
+        ConflictError: without `force`, the version holds an alias or is a rollback version
+            (exit 4).
         BackendError: MLflow failed.
     """
     client = connect()
@@ -257,6 +302,8 @@ def delete_model_versions(name: str, version: str | None = None) -> list[str]:
         in_use = inuse.deployments_using_model(client, name)
     if in_use:
         raise InUseError(inuse.in_use_message(name, in_use), model=name, in_use=in_use)
+    if summary is not None and not force:
+        _refuse_losing_references(summary)
     try:
         if summary is not None:
             client.delete_model_version(name, summary.version)

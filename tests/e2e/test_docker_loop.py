@@ -72,7 +72,10 @@ def test_build_deploy_update_rollback_undeploy_without_failed_requests(
 
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{endpoint}/ping")
-    assert mlops("models", "delete", "iris", "--version", "1")["deleted_versions"] == ["1"]
+    held = mlops("models", "delete", "iris", "--version", "1", expect=4)
+    assert "holds alias 'champion'" in held["error"]["message"]
+    deleted = mlops("models", "delete", "iris", "--version", "1", "--force")
+    assert deleted["deleted_versions"] == ["1"]
     history = mlops("deployments", "history", NAME)
     assert [(e["action"], e["to_version"]) for e in history] == [
         ("create", "1"),

@@ -100,6 +100,10 @@ def test_deploy_score_update_rollback_undeploy_under_load(
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{endpoint}/ping", timeout=5)
     assert mlops("status", "iris-prod", check=False).returncode == 3
-    deleted = json.loads(mlops("models", "delete", "iris", "--version", "1", "--json").stdout)
+    held = mlops("models", "delete", "iris", "--version", "1", check=False)
+    assert held.returncode == 4 and "holds alias 'champion'" in held.stderr
+    deleted = json.loads(
+        mlops("models", "delete", "iris", "--version", "1", "--force", "--json").stdout
+    )
     assert deleted["deleted_versions"] == ["1"]
     assert list(capture.rglob("*.parquet")), "the scoring service captured nothing"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlops_pipeline import inuse
 from mlops_pipeline.deployment import ModelRef
-from mlops_pipeline.errors import InUseError, InvalidInputError, NotFoundError
+from mlops_pipeline.errors import ConflictError, InUseError, InvalidInputError, NotFoundError
 from mlops_pipeline.registry import (
     PROFILE_TAG,
     REFERENCE_TAG,
@@ -183,7 +183,46 @@ def test_in_use_version_cannot_be_deleted(registered_model):
     with pytest.raises(InUseError):
         delete_model_versions("iris")
     inuse.release(client, "iris", "1", "prod")
-    assert delete_model_versions("iris", "1") == ["1"]
+    assert delete_model_versions("iris", "1", force=True) == ["1"]  # it holds 'champion'
+
+
+def test_a_version_holding_an_alias_or_a_rollback_is_deleted_only_with_force(
+    registered_model, iris_model_dir
+):
+    from mlops_pipeline import ledger
+    from mlops_pipeline.deployment import Deployment
+    from mlops_pipeline.flows import run_flow
+    from mlops_pipeline.flows.register import register_model
+    from mlops_pipeline.registry import set_model_alias
+
+    v2 = run_flow(register_model, source=str(iris_model_dir), name="iris")["version"]
+    v3 = run_flow(register_model, source=str(iris_model_dir), name="iris")["version"]
+    set_model_alias("iris", "champion", "1")
+    with pytest.raises(ConflictError, match=r"Version 1 of 'iris' holds alias 'champion'\.") as exc:
+        delete_model_versions("iris", "1")
+    assert exc.value.exit_code == 4 and "--force" in exc.value.hint
+    assert get_model_version("iris", version="1").aliases == ["champion"]
+
+    # prod served v2 and now v3: `mlops rollback prod` would return to v2
+    for action, version in (("create", v2), ("update", v3)):
+        ledger.record_event("prod", action, "succeeded", model_name="iris", to_version=version)
+    ledger.upsert_deployment(
+        Deployment(
+            name="prod",
+            target_uri="local:",
+            model_name="iris",
+            model_version=v3,
+            model_uri=f"models:/iris/{v3}",
+        )
+    )
+    with pytest.raises(ConflictError, match="is the rollback version of deployment 'prod'"):
+        delete_model_versions("iris", v2)
+    with pytest.raises(InUseError):  # --force never deletes what a deployment serves
+        delete_model_versions("iris", v3, force=True)
+
+    assert delete_model_versions("iris", v2, force=True) == [v2]
+    assert delete_model_versions("iris", "1", force=True) == ["1"]
+    ledger.delete_deployment("prod")
 
 
 def test_register_from_a_run_uri_keeps_the_run(mlops_home, iris_estimator, iris_features):
