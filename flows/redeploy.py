@@ -19,6 +19,7 @@ from mlops_pipeline.redeploy.results import (
     VersionScore,
 )
 from mlops_pipeline.settings import get_settings
+from mlops_pipeline.spec.store import redeploy_options
 from mlops_pipeline.tasks.deploy import get_deployment
 from mlops_pipeline.tasks.orchestration import get_logger, run_flow
 from mlops_pipeline.tasks.redeploy import (
@@ -106,7 +107,8 @@ def run_redeploy(
 ) -> RedeployDecision:
     """The redeploy flow's recipe, returning the typed decision (recorded in the ledger and in
     an MLflow run of the `mlops-redeploy` experiment)."""
-    policy = redeploy_policy(metric, min_improvement, bake_seconds)
+    # options given win over the deployment's applied spec (`redeploy:`), which wins over settings
+    policy = redeploy_policy(**redeploy_options(name, metric, min_improvement, bake_seconds))
     current = get_deployment(name)
     champion = ModelRef(current.model_name, current.model_version)
     claim = claim_episode(name, trigger.episode_id, flow_run.get_id())

@@ -56,7 +56,7 @@ def apply_spec(spec_file: str) -> dict[str, Any]:
     elif planned.action == "update":
         preflight_target(desired.target_uri, config)
         needs_image = target_needs_image(desired.target_uri)
-        image = build_image_tag(desired.model.uri, None) if needs_image else None
+        image = build_image_tag(desired.model.uri, None, config) if needs_image else None
         switched = switch_deployment(
             spec.name, desired.model, config, image, "update", f"spec {loaded.path.name}"
         )

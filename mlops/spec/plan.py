@@ -152,6 +152,10 @@ def resolve(loaded: LoadedSpec, target_uri: str, current: Deployment | None = No
     spec = loaded.spec
     connect()
     refs = [_resolve_model(loaded, spec, i, uri) for i, uri in enumerate(spec.model_uris())]
+    if len(set(refs)) != len(refs):
+        raise loaded.error(
+            "models", f"names one version twice ({', '.join(r.uri for r in refs)}); use a weight"
+        )
     ensemble = None
     if spec.models:
         ensemble = EnsembleConfig(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from mlops_pipeline import ledger
@@ -106,3 +107,16 @@ def redeploy_settings(name: str) -> RedeploySpec | None:
     """The `redeploy` section applied to deployment NAME (None: no spec, or none in it)."""
     applied = find_applied(name)
     return applied.spec.redeploy if applied else None
+
+
+def redeploy_options(
+    name: str, metric: str | None, min_improvement: float | None, bake_seconds: float | None
+) -> dict[str, Any]:
+    """The redeploy policy's overrides for deployment NAME: each option given (a flow
+    parameter, a CLI option), else its applied spec's `redeploy` value, else None (the
+    MLOPS_REDEPLOY_* / MLOPS_BAKE_* setting applies)."""
+    given = {"metric": metric, "min_improvement": min_improvement, "bake_seconds": bake_seconds}
+    spec = redeploy_settings(name)
+    if spec is None:
+        return given
+    return {key: getattr(spec, key) if value is None else value for key, value in given.items()}

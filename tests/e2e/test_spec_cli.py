@@ -188,3 +188,40 @@ def test_spec_errors_exit_2_with_the_line_and_change_nothing(
     code, out = mlops("deploy", "models:/iris/1", "--spec", str(spec_file))
     assert code == 2 and "--spec takes every setting from the file" in out, out
     assert ledger.list_deployments() == []
+
+
+ENSEMBLE = """\
+name: iris-pair
+models:
+  - uri: models:/iris/1
+  - uri: models:/iris/2
+    weight: 3
+combiner: weighted_mean
+"""
+
+
+def test_an_ensemble_spec_deploys_every_member_and_diffs_its_weights(
+    undeploy_all: None, registered_model: dict, iris_model_dir: Path, tmp_path: Path
+) -> None:
+    assert register_version(iris_model_dir) == "2"
+    spec_file = tmp_path / "ensemble.yaml"
+    spec_file.write_text(ENSEMBLE)
+    code, out = mlops("deploy", "--spec", str(spec_file), "--json")
+    assert code == 0, out
+    deployment = json.loads(out)["deployment"]
+    assert deployment["config"]["ensemble"] == {
+        "members": [
+            {"model_uri": "models:/iris/1", "weight": 1.0},
+            {"model_uri": "models:/iris/2", "weight": 3.0},
+        ],
+        "combiner": "weighted_mean",
+    }
+    version = httpx.get(f"{deployment['endpoint_url']}/version", timeout=10).json()
+    assert [(m["model_version"], m["weight"]) for m in version["members"]] == [("1", 1), ("2", 3)]
+    assert mlops("deploy", "--spec", str(spec_file))[1].strip() == "iris-pair: no changes"
+
+    spec_file.write_text(ENSEMBLE.replace("weight: 3", "weight: 1").replace("weighted_", ""))
+    code, out = mlops("diff", "--spec", str(spec_file), "--json")
+    assert code == 1, out
+    changes = {c["field"]: (c["current"], c["desired"]) for c in json.loads(out)["changes"]}
+    assert changes == {"models.1.weight": (3.0, 1.0), "combiner": ("weighted_mean", "mean")}

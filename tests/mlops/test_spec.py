@@ -172,3 +172,24 @@ def test_schema_without_json_is_the_same_document() -> None:
     result = CliRunner().invoke(app, ["spec", "schema"])
     assert result.exit_code == 0
     assert json.loads(result.output) == json_schema()
+
+
+def test_the_applied_spec_gives_the_redeploy_policy_under_the_given_options(
+    mlops_home: Path, tmp_path: Path
+) -> None:
+    from mlops_pipeline.spec.store import find_applied, redeploy_options, save_applied
+
+    given = {"metric": None, "min_improvement": None, "bake_seconds": 5.0}
+    assert redeploy_options("iris-prod", **given) == given  # no spec: the settings apply
+    spec = load_spec(write(tmp_path, FULL.replace("f1_macro", "f1"))).spec
+    save_applied(spec, str(tmp_path / "deploy.yaml"), "ab" * 32)
+    assert redeploy_options("iris-prod", **given) == {
+        "metric": "f1",
+        "min_improvement": 0.01,
+        "bake_seconds": 5.0,  # an option given wins over the spec
+    }
+    applied = find_applied("iris-prod")
+    assert applied.spec == spec and applied.scoring_code_sha256 == "ab" * 32
+    # applying again replaces the record
+    save_applied(spec.model_copy(update={"redeploy": None}), "other.yaml")
+    assert redeploy_options("iris-prod", **given) == given
