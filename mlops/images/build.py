@@ -10,6 +10,7 @@ Dockerfile written by `images.dockerfile`; this module drives the Docker engine.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
-from mlops_pipeline.deployment import ModelRef
+from mlops_pipeline.deployment import DeployConfig, EnsembleConfig, ModelRef, served_models
 from mlops_pipeline.errors import (
     BackendError,
     BackendUnavailableError,
@@ -27,6 +28,8 @@ from mlops_pipeline.errors import (
     InvalidInputError,
 )
 from mlops_pipeline.images.context import (
+    add_scoring_code,
+    download_members,
     download_model,
     ensure_wheelhouse,
     model_requirements,
@@ -37,6 +40,7 @@ from mlops_pipeline.images.dockerfile import (
     IMAGE_REFERENCE,
     default_tag,
     image_labels,
+    member_dirs,
     render_dockerfile,
 )
 from mlops_pipeline.registry import get_model_version, resolve_model_uri
@@ -45,6 +49,10 @@ from mlops_pipeline.tracking import connect
 from pydantic import BaseModel, Field
 
 logger = logging.getLogger(__name__)
+
+
+def _config(ensemble: EnsembleConfig | None) -> DeployConfig:
+    return DeployConfig(ensemble=ensemble)
 
 
 class ImageBuild(BaseModel):
@@ -144,16 +152,36 @@ def run_build(
     return image_id, steps, cached
 
 
+def _variant(scoring_code: str | None, ensemble: EnsembleConfig | None) -> str:
+    """A short digest of the scoring code and ensemble an image bakes in ("" for neither), so
+    images of one model version with other code or members get their own tag and context."""
+    if scoring_code is None and ensemble is None:
+        return ""
+    digest = hashlib.sha256(ensemble.model_dump_json().encode() if ensemble else b"")
+    if scoring_code is not None:
+        digest.update(Path(scoring_code).read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def build_image(
-    model_uri: str, tag: str | None = None, base_image: str | None = None, no_cache: bool = False
+    model_uri: str,
+    tag: str | None = None,
+    base_image: str | None = None,
+    no_cache: bool = False,
+    scoring_code: str | None = None,
+    ensemble: EnsembleConfig | None = None,
 ) -> ImageBuild:
     """Build a scoring-service image for a registered model version (offline, from wheels).
 
     Args:
         model_uri: `models:/NAME/VERSION`, `models:/NAME/latest` or `models:/NAME@ALIAS`.
-        tag: image reference to tag it with (default `mlops/<name>:<version>`).
+        tag: image reference to tag it with (default `mlops/<name>:<version>`, plus
+            `-<digest>` with scoring code or an ensemble).
         base_image: Python base image (default MLOPS_BASE_IMAGE); must run the host's Python.
         no_cache: rebuild every layer.
+        scoring_code: path of a scoring module to bake in (serving/user_code.py).
+        ensemble: resolved members (the first is `model_uri`) and combiner to bake in; the
+            other members' artifacts and requirements go into the image too.
 
     Raises:
         InvalidInputError: a bad tag or model URI (exit 2).
@@ -173,7 +201,8 @@ def build_image(
     connect()
     model = resolve_model_uri(model_uri)
     run_id = get_model_version(model.name, version=model.version).run_id
-    tag = tag or default_tag(model)
+    variant = _variant(scoring_code, ensemble)
+    tag = tag or default_tag(model) + (f"-{variant}" if variant else "")
     # connect first, to fail fast before any download when the engine is down; builds are
     # long and silent in places (pip install), hence the long read timeout
     client = docker_client(timeout=1800)
@@ -181,15 +210,28 @@ def build_image(
         client.images.get(base_image)
     except docker.errors.ImageNotFound:
         logger.warning("Base image %s is not in the local engine; Docker will pull it", base_image)
-    context = get_settings().resolved_home / "builds" / model.name / model.version
+    context = get_settings().resolved_home / "builds" / model.name / model.version / variant
     context.mkdir(parents=True, exist_ok=True)
     logger.info("Building %s for %s (base %s) in %s", tag, model.uri, base_image, context)
     model_dir = download_model(model, context)
-    requirements = sorted(set(model_requirements(model_dir) + serving_requirements()))
+    others = [served for served in served_models(model, _config(ensemble)) if served != model]
+    model_dirs = [model_dir, *download_members(others, context)]
+    code_name = add_scoring_code(scoring_code, context) if scoring_code else None
+    ensemble_json = (
+        ensemble.serving_json(member_dirs(len(others))) if ensemble is not None else None
+    )
+    extras = [
+        req for extra in get_settings().image_extra_names for req in serving_requirements(extra)
+    ]
+    from_models = [req for path in model_dirs for req in model_requirements(path)]
+    requirements = sorted(set(from_models + serving_requirements() + extras))
     wheelhouse = ensure_wheelhouse(requirements)
     prepare_context(requirements, wheelhouse, context)
     labels = image_labels(model, run_id, base_image, wheelhouse.name)
-    (context / "Dockerfile").write_text(render_dockerfile(model, base_image, labels))
+    dockerfile = render_dockerfile(
+        model, base_image, labels, scoring_code=code_name, ensemble_json=ensemble_json
+    )
+    (context / "Dockerfile").write_text(dockerfile)
     image_id, steps, cached = run_build(client, context, tag, no_cache)
     seconds = round(time.monotonic() - started, 2)
     logger.info("Built %s (%s) in %.1f s, %d of %d steps from cache", tag, image_id, seconds,

@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 SERVING_EXTRA = "serving"
 
 
-def serving_requirements() -> list[str]:
-    """The scoring service's runtime requirements: the project's `serving` extra."""
+def serving_requirements(extra: str = SERVING_EXTRA) -> list[str]:
+    """The scoring service's runtime requirements: the project's `serving` extra (or `extra`,
+    e.g. `s3` for captures on object storage)."""
     try:
         declared = importlib.metadata.requires(PROJECT) or []
     except importlib.metadata.PackageNotFoundError as exc:
@@ -44,12 +45,12 @@ def serving_requirements() -> list[str]:
     found = []
     for line in declared:
         req = Requirement(line)
-        if req.marker is not None and req.marker.evaluate({"extra": SERVING_EXTRA}):
+        if req.marker is not None and req.marker.evaluate({"extra": extra}):
             req.marker = None
             found.append(str(req))
     if not found:
         raise BackendError(
-            f"The installed {PROJECT} declares no '{SERVING_EXTRA}' extra.",
+            f"The installed {PROJECT} declares no '{extra}' extra.",
             hint="Reinstall the project (pip install -e .) so its metadata is current.",
         )
     return found
@@ -153,9 +154,26 @@ def prepare_context(requirements: list[str], wheelhouse: Path, context: Path) ->
     )
 
 
-def download_model(model: ModelRef, context: Path) -> Path:
-    """Fetch the model version's artifacts into `context/model`."""
-    target = context / "model"
+def add_scoring_code(path: str, context: Path) -> str:
+    """Copy the scoring module into `context/code/`; returns its file name there."""
+    code = context / "code"
+    shutil.rmtree(code, ignore_errors=True)
+    code.mkdir()
+    shutil.copy2(path, code / Path(path).name)
+    return Path(path).name
+
+
+def download_members(members: list[ModelRef], context: Path) -> list[Path]:
+    """Fetch ensemble members (after the primary) into `context/members/1`, `2`, ..."""
+    root = context / "members"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    return [download_model(m, context, f"members/{i}") for i, m in enumerate(members, start=1)]
+
+
+def download_model(model: ModelRef, context: Path, subdir: str = "model") -> Path:
+    """Fetch the model version's artifacts into `context/<subdir>` (default `model`)."""
+    target = context / subdir
     shutil.rmtree(target, ignore_errors=True)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model.uri, dst_path=str(target))
@@ -167,7 +185,7 @@ def download_model(model: ModelRef, context: Path) -> Path:
     local_path = Path(local)
     if local_path != target:
         # mlflow may nest the files one level down; the Dockerfile copies `model/` as is
-        staged = context / f".model-{uuid.uuid4().hex[:8]}"
+        staged = target.parent / f".model-{uuid.uuid4().hex[:8]}"
         local_path.rename(staged)
         shutil.rmtree(target, ignore_errors=True)
         staged.rename(target)
