@@ -20,6 +20,7 @@ from mlops_pipeline.monitoring.results import (
     ValidationResult,
     WindowStats,
 )
+from mlops_pipeline.spec.store import drift_settings
 from mlops_pipeline.tasks.capture import (
     THREADS,
     claim_new_captures,
@@ -101,6 +102,8 @@ def run_monitor(
     the deployment running at once takes other files, so no record is counted twice; the
     claim is committed with the watermark, or released when the window fails.
     """
+    if drift_config is None:  # the deployment's applied spec (`monitoring.drift`), if any
+        drift_config = drift_settings(deployment)
     config = DriftConfig.parse(drift_config, "drift_config")
     if task_runner is not None:
         parse_task_runner(task_runner)  # a bad value fails before any file is claimed

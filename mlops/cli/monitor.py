@@ -140,7 +140,11 @@ def monitor_cmd(
         typer.Option(help="models:/NAME/VERSION to compare with, instead of the ledger's."),
     ] = None,
     config: Annotated[
-        str | None, typer.Option(help="JSON file with drift settings and per-feature thresholds.")
+        str | None,
+        typer.Option(
+            help="JSON file with drift settings and per-feature thresholds (default: the "
+            "deployment spec's monitoring.drift, else the defaults)."
+        ),
     ] = None,
     min_samples: Annotated[
         int | None, typer.Option(min=1, help="Rows needed before a column is tested.")
@@ -170,7 +174,8 @@ def monitor_cmd(
             window=since,
             capture_uri=capture_uri,
             model_uri=model_uri,
-            drift_config=drift_config(config, min_samples),
+            # neither given: the deployment's spec (`monitoring.drift`) or the defaults apply
+            drift_config=drift_config(config, min_samples) if config or min_samples else None,
             cooldown_hours=cooldown_hours,
         )
     emit(result, as_json, render_drift)

@@ -3,7 +3,9 @@
 Every model is `extra="forbid"`, so a misspelt field is an error, not a silently ignored line.
 Fields that map onto the deployment's recorded settings (`DeployConfig`) are listed in
 `mlops_pipeline.spec.plan`; `monitoring` and `redeploy` are kept with the applied spec in the
-ledger database (`mlops_pipeline.spec.store`), where the monitor and the redeploy flow read them.
+ledger database (`mlops_pipeline.spec.store`): the monitor flow takes its drift settings and
+the redeploy flow its policy from there; the monitoring schedule is recorded (the served
+monitor deployment's cron is still MLOPS_MONITORED_DEPLOYMENT's, see flows/deployments.py).
 """
 
 from __future__ import annotations
@@ -174,9 +176,6 @@ class MonitoringSpec(BaseModel):
         pattern=CRON_PATTERN,
         description="Cron (MINUTE HOUR DAY MONTH WEEKDAY, UTC) of the monitor runs, e.g. "
         "'0 * * * *'.",
-    )
-    cooldown_hours: float = Field(
-        default=24.0, ge=0, description="Hours before the same drift signals again."
     )
     drift: DriftConfig = Field(
         default_factory=DriftConfig, description="Drift test settings (`mlops drift --config`)."

@@ -3,8 +3,8 @@
 The ledger's `deployments` row holds what the target runs (`DeployConfig`); this table holds the
 rest of the spec that was applied (monitoring schedule and drift settings, redeploy policy, the
 names of the key secrets) and a digest of the scoring code, so `mlops diff --spec` can compare
-those too and the monitor and redeploy flows can read their settings
-(`monitoring_settings`, `redeploy_settings`). Never a key's value.
+those too; the monitor flow reads its drift settings (`drift_settings`) and the redeploy flow its
+policy (`redeploy_options`) from here. Never a key's value.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from mlops_pipeline import ledger
 from mlops_pipeline.errors import BackendError
+from mlops_pipeline.monitoring.drift_settings import DriftConfig
 from mlops_pipeline.spec.model import DeploymentSpec, MonitoringSpec, RedeploySpec
 from pydantic import BaseModel
 
@@ -101,6 +102,12 @@ def monitoring_settings(name: str) -> MonitoringSpec | None:
     """The `monitoring` section applied to deployment NAME (None: no spec, or none in it)."""
     applied = find_applied(name)
     return applied.spec.monitoring if applied else None
+
+
+def drift_settings(name: str) -> DriftConfig | None:
+    """The drift settings of deployment NAME's applied spec (None: the monitor's defaults)."""
+    monitoring = monitoring_settings(name)
+    return monitoring.drift if monitoring else None
 
 
 def redeploy_settings(name: str) -> RedeploySpec | None:

@@ -38,7 +38,6 @@ auth:
   secondary: {block: iris-api-key-next}
 monitoring:
   schedule: "0 * * * *"
-  cooldown_hours: 12
   drift:
     alpha: 0.05
     thresholds: {psi: 0.2}
@@ -193,3 +192,32 @@ def test_the_applied_spec_gives_the_redeploy_policy_under_the_given_options(
     # applying again replaces the record
     save_applied(spec.model_copy(update={"redeploy": None}), "other.yaml")
     assert redeploy_options("iris-prod", **given) == given
+
+
+def test_the_monitor_takes_its_drift_settings_from_the_applied_spec(
+    mlops_home: Path, registered_model: dict, iris_features, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from mlops_pipeline.spec.store import save_applied
+
+    from tests.mlops.monitoring.capture_support import capture_table, write_capture
+
+    capture = tmp_path / "capture"
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    frame = iris_features.assign(prediction=0)
+    write_capture(
+        capture, capture_table(frame, at, "r", version="1"), at, model="iris", version="1"
+    )
+    text = "name: iris-prod\nmodel: models:/iris/1\nmonitoring:\n  drift: {min_samples: 120}\n"
+    save_applied(load_spec(write(tmp_path, text)).spec, str(tmp_path / "deploy.yaml"))
+
+    def monitor(name: str) -> str:
+        args = ["monitor", name, "--capture-uri", str(capture), "--model-uri", "models:/iris/1"]
+        result = CliRunner().invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["status"]
+
+    # 150 captured rows: enough for the spec's min_samples 120, not for the default 500
+    assert monitor("iris-prod") in ("ok", "drift")
+    assert monitor("iris-other") == "insufficient_data"
