@@ -116,4 +116,13 @@ def deploy_from_spec(ctx: typer.Context, spec: Path, as_json: bool) -> None:
             field=given[0],
         )
     result = run_flow(apply_spec, spec_file=str(spec.expanduser().resolve()))
-    emit(result, as_json, lambda r: render_changes(r, DONE[r["action"]]))
+    emit(result, as_json, render_applied)
+
+
+def render_applied(result: dict[str, Any]) -> None:
+    """What was done, field by field, then the deployment's line (endpoint and status)."""
+    from mlops_pipeline.cli.deploy import render_deployment
+
+    render_changes(result, DONE[result["action"]])
+    if result.get("deployment"):
+        render_deployment(result["deployment"])
