@@ -164,8 +164,8 @@ def decide(
             trigger=trigger,
         )
     gate = evaluate_gate(
-        load_for_gate(champion),
-        load_for_gate(candidate),
+        load_for_gate(champion, current.deploy_config),  # an ensemble scores combined
+        load_for_gate(candidate, current.deploy_config),
         data.holdout.X,
         data.holdout.y,
         policy.metric,

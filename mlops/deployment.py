@@ -113,6 +113,53 @@ class DeployConfig(BaseModel):
     )
 
 
+def with_primary(config: DeployConfig, model: ModelRef) -> DeployConfig:
+    """`config` with its ensemble's first member switched to `model` (an update, rollback or
+    promotion changes the primary; the other members stay)."""
+    ensemble = config.ensemble
+    if ensemble is None or ensemble.members[0].model_uri == model.uri:
+        return config
+    first = ensemble.members[0].model_copy(update={"model_uri": model.uri})
+    members = [first, *ensemble.members[1:]]
+    return config.model_copy(update={"ensemble": ensemble.model_copy(update={"members": members})})
+
+
+class EnsemblePredictor:
+    """An ensemble scored offline as the service scores it: every member's `predict` on the
+    same frame, merged by the combiner (serving.ensemble.combine)."""
+
+    def __init__(self, members: list[Any], weights: list[float], combiner: str) -> None:
+        self.members = members
+        self.weights = weights
+        self.combiner = combiner
+
+    def predict(self, frame: Any) -> Any:
+        from mlops_pipeline.serving.ensemble import combine
+
+        predictions = {str(i): m.predict(frame) for i, m in enumerate(self.members)}
+        return combine(predictions, self.combiner, self.weights)
+
+
+def load_predictor(model: ModelRef, config: DeployConfig | None = None) -> Any:
+    """`model` loaded with MLflow pyfunc, or, when `config` has an ensemble (other than the
+    `custom` combiner, which needs the scoring code), the ensemble with `model` as its primary:
+    what drift references and the redeploy gate score with.
+
+    Raises whatever MLflow raises loading a version.
+    """
+    import mlflow.pyfunc
+
+    ensemble = config.ensemble if config is not None else None
+    if ensemble is None or ensemble.combiner == "custom":
+        return mlflow.pyfunc.load_model(model.uri)
+    members = with_primary(config, model).ensemble.members
+    return EnsemblePredictor(
+        [mlflow.pyfunc.load_model(m.model_uri) for m in members],
+        [m.weight for m in members],
+        ensemble.combiner,
+    )
+
+
 def served_models(model: ModelRef, config: DeployConfig) -> list[ModelRef]:
     """Every model version a deployment serves: `model`, plus its resolved ensemble members."""
     found = [model]

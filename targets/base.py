@@ -54,6 +54,7 @@ from mlops_pipeline.deployment import (
     EnsembleMember,
     ModelRef,
     served_models,
+    with_primary,
 )
 from mlops_pipeline.errors import BackendUnavailableError, DeploymentError, InvalidInputError
 from mlops_pipeline.rollout.admin import ProxyAccess
@@ -74,6 +75,7 @@ __all__ = [
     "served_models",
     "serving_env",
     "target_class",
+    "with_primary",
 ]
 
 ENTRY_POINT_GROUP = "mlops.targets"

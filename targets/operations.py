@@ -25,6 +25,7 @@ from mlops_pipeline.targets.base import (
     get_target,
     served_models,
     target_class,
+    with_primary,
 )
 from mlops_pipeline.targets.base import parse_target_uri as split_target_uri
 from pydantic import (
@@ -319,7 +320,7 @@ def switch_deployment(
             deployment=name,
         )
     target = get_target(current.target_uri)
-    config = config or current.deploy_config
+    config = with_primary(config or current.deploy_config, model)
     event = {
         "target_uri": current.target_uri,
         "model_name": model.name,

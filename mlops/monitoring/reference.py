@@ -9,6 +9,7 @@ prediction drift has a baseline. Column names follow the shared contract
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -179,19 +180,25 @@ def predict_reference(
     target: MonitorTarget, reference: pd.DataFrame, features: list[str]
 ) -> pd.DataFrame | None:
     """The served version's predictions on its reference rows (cached per version under
-    MLOPS_HOME), for prediction drift; None (logged) when the model cannot be loaded here."""
+    MLOPS_HOME), for prediction drift; None (logged) when the model cannot be loaded here.
+    An ensemble deployment's are its combined predictions, as the service captures them."""
+    from mlops_pipeline.deployment import ModelRef, load_predictor
+    from mlops_pipeline.ledger import find_deployment
+
+    deployment = find_deployment(target.deployment)
+    config = deployment.deploy_config if deployment is not None else None
+    members = config.ensemble.model_dump_json() if config and config.ensemble else ""
+    variant = f"-{hashlib.sha256(members.encode()).hexdigest()[:8]}" if members else ""
     cache = (
         monitor_dir("_reference_predictions")
         / target.model_name
-        / f"{target.model_version}.parquet"
+        / f"{target.model_version}{variant}.parquet"
     )
     if cache.exists():
         return pd.read_parquet(cache)
-    import mlflow
-
     connect()
     try:
-        model = mlflow.pyfunc.load_model(target.model_uri)
+        model = load_predictor(ModelRef(target.model_name, target.model_version), config)
         predictions = prediction_frame(model.predict(reference[features]), reference.index)
     except Exception as exc:  # any model/flavour failure only costs us prediction drift
         logger.warning(

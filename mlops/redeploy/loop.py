@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlops_pipeline.deployment import Deployment, ModelRef
+from mlops_pipeline.deployment import DeployConfig, Deployment, ModelRef, load_predictor
 from mlops_pipeline.errors import BackendError, InvalidInputError, MLOpsError
 from mlops_pipeline.monitoring import captures
 from mlops_pipeline.monitoring.reference import MonitorTarget, feature_columns, load_reference
@@ -250,16 +250,15 @@ class _GateModel:
         return self._pyfunc.predict(X)
 
 
-def load_for_gate(model: ModelRef) -> Any:
-    """Load a registered version for the gate's `score` (see `_GateModel`).
+def load_for_gate(model: ModelRef, config: DeployConfig | None = None) -> Any:
+    """Load a registered version for the gate's `score` (see `_GateModel`); for an ensemble
+    deployment (`config`), the ensemble with `model` as its primary, scored combined.
 
     Raises:
         BackendError: MLflow cannot load the version (the message names it).
     """
-    import mlflow.pyfunc
-
     try:
-        return _GateModel(mlflow.pyfunc.load_model(model.uri))
+        return _GateModel(load_predictor(model, config))
     except MLOpsError:
         raise
     except Exception as exc:

@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlops_pipeline import inuse, ledger
-from mlops_pipeline.deployment import EnsembleConfig
+from mlops_pipeline.deployment import EnsembleConfig, ModelRef, load_predictor, with_primary
 from mlops_pipeline.errors import InUseError, InvalidInputError
 from mlops_pipeline.flows.deploy import deploy, undeploy
 from mlops_pipeline.registry import delete_model_versions
@@ -90,6 +90,14 @@ def test_ensemble_of_two_registered_models(
     assert answer.status_code == 200, answer.text
     by_hand = (iris_estimator.predict(rows) + 3 * weak.predict(rows)) / 4
     assert np.allclose(answer.json()["predictions"], by_hand)
+
+    # drift references and the redeploy gate score the ensemble offline the same way
+    config = ledger.get_deployment("iris-ens").deploy_config
+    offline = load_predictor(ModelRef("iris", "1"), config).predict(rows)
+    assert np.allclose(offline, by_hand)
+    # a new primary (update, rollback, promotion) keeps the other members
+    moved = with_primary(config, ModelRef("iris", "2")).ensemble.members
+    assert [m.model_uri for m in moved] == ["models:/iris/2", f"models:/iris-weak/{weak_version}"]
 
     version = httpx.get(f"{endpoint}/version", timeout=30).json()
     assert [(m["model_name"], m["model_version"]) for m in version["members"]] == [
