@@ -225,3 +225,45 @@ def test_an_ensemble_spec_deploys_every_member_and_diffs_its_weights(
     assert code == 1, out
     changes = {c["field"]: (c["current"], c["desired"]) for c in json.loads(out)["changes"]}
     assert changes == {"models.1.weight": (3.0, 1.0), "combiner": ("weighted_mean", "mean")}
+
+
+CODE = """
+import numpy as np
+
+def init():
+    pass
+
+def run(data, model):
+    return np.asarray(model.predict(data)) * {factor}
+"""
+
+
+def test_scoring_code_relative_to_the_spec_and_an_edit_of_it_is_a_change(
+    undeploy_all: None, registered_model: dict, tmp_path: Path
+) -> None:
+    (tmp_path / "code").mkdir()
+    module = tmp_path / "code" / "score.py"
+    module.write_text(CODE.format(factor=2))
+    spec_file = tmp_path / "deploy.yaml"
+    spec_file.write_text("name: iris-code\nmodel: models:/iris/1\nscoring_code: code/score.py\n")
+    code, out = mlops("deploy", "--spec", str(spec_file), "--json")
+    assert code == 0, out
+    deployment = json.loads(out)["deployment"]
+    assert deployment["config"]["scoring_code"] == str(module)
+    rows = IRIS_ROW  # predicted 0 and 2 by the model, then doubled by the code
+    scored = httpx.post(f"{deployment['endpoint_url']}/invocations", json=rows, timeout=30)
+    assert scored.status_code == 200 and scored.json()["predictions"] == [0, 4], scored.text
+    assert mlops("diff", "--spec", str(spec_file))[0] == 0
+
+    # the same path, new code: the digest differs, so diff and apply see it
+    module.write_text(CODE.format(factor=3))
+    code, out = mlops("diff", "--spec", str(spec_file))
+    assert code == 1 and "scoring_code: sha256 " in out, out
+    assert mlops("deploy", "--spec", str(spec_file))[0] == 0
+    scored = httpx.post(f"{deployment['endpoint_url']}/invocations", json=rows, timeout=30)
+    assert scored.json()["predictions"] == [0, 6], scored.text
+    assert mlops("diff", "--spec", str(spec_file))[0] == 0
+
+    module.unlink()
+    code, out = mlops("diff", "--spec", str(spec_file))
+    assert code == 2 and "deploy.yaml:3: scoring_code:" in out, out
