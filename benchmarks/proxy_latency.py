@@ -210,11 +210,13 @@ def report(
             f"{added} | {added99} | {cpu} |"
         )
     canary = next((s for s in stats[CASES[2]] if s["route"] == "canary"), {})
+    primary = next((s for s in stats[CASES[2]] if s["route"] == "primary"), {})
     shadow = next((s for s in stats[CASES[3]] if s["route"] == "shadow"), {})
     total = sum(s["total_requests"] for s in stats[CASES[2]])
     counts = (
         f"The proxies' own counts (GET /-/proxy/stats, warm-up included): the canary took "
-        f"{canary.get('total_requests', 0)} of {total} requests; the shadow answered "
+        f"{canary.get('total_requests', 0)} of {total} requests (p50 as the proxy timed it: "
+        f"{canary.get('p50_ms')} ms on B, {primary.get('p50_ms')} ms on A); the shadow answered "
         f"{shadow.get('total_requests', 0)} copies ({shadow.get('total_errors', 0)} errors, "
         f"{shadow.get('total_dropped', 0)} dropped), p50 {shadow.get('p50_ms')} ms."
     )

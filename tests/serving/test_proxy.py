@@ -56,6 +56,11 @@ def upstream_app(label: str, ready: bool = True):
                 ],
             }
         )
+        if scope["path"] == "/stream":  # no length: uvicorn sends it chunked, 0.2 s apart
+            for part in (b"one,", b"two,", b"three"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                await asyncio.sleep(0.2)
+            data = b""
         await send({"type": "http.response.body", "body": data})
 
     return app
@@ -182,6 +187,35 @@ def test_unreachable_upstream_is_a_clean_502(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_a_streamed_answer_goes_on_as_it_comes_and_head_has_no_body(proxy: str) -> None:
+    with httpx.Client(timeout=10) as client:
+        with client.stream("GET", proxy + "/stream") as response:
+            arrivals = [(part, time.monotonic()) for part in response.iter_raw()]
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert response.headers["x-upstream"] == "blue"
+        assert b"".join(part for part, _ in arrivals) == b"one,two,three"
+        assert len(arrivals) >= 2  # relayed as it came, not gathered first
+        head = client.head(proxy + "/echo")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["x-upstream"] == "blue"
+        # the same keep-alive connection still works after both
+        assert client.get(proxy + "/echo").json()["upstream"] == "blue"
+
+
+def test_an_upstream_past_the_timeout_is_a_clean_504(upstreams, tmp_path: Path) -> None:
+    proc, url = start_proxy(upstreams[0].url, tmp_path, MLOPS_SERVING_PROXY_TIMEOUT="0.3")
+    try:
+        response = httpx.get(url + "/slow", timeout=10)
+        assert response.status_code == 504
+        assert response.json() == {
+            "error": {"code": "upstream_timeout", "message": "The model did not answer."}
+        }
+        assert httpx.get(url + "/echo", timeout=10).json()["upstream"] == "blue"
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
 
 
 def test_without_upstream_503_and_without_token_admin_is_disabled(tmp_path: Path) -> None:
