@@ -79,7 +79,8 @@ def task_runner_for(text: str) -> TaskRunner:
     )
 
 
-Mapper = Callable[[list[dict[str, Any]]], list[partitions.PartitionSummary]]
+# a map: the summaries of the calls, yielded in call order as they are ready
+Mapper = Callable[[list[dict[str, Any]]], Iterator[partitions.PartitionSummary]]
 
 
 def _summarise_directly(**kwargs: Any) -> partitions.PartitionSummary:
@@ -94,7 +95,7 @@ def _direct_mapper(text: str) -> Iterator[Mapper]:
     kind, address = parse_task_runner(text)
     if kind == "threads":
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
-            yield lambda calls: list(pool.map(lambda kw: _summarise_directly(**kw), calls))
+            yield lambda calls: pool.map(lambda kw: _summarise_directly(**kw), calls)
         return
     from distributed import Client, LocalCluster
 
@@ -105,9 +106,11 @@ def _direct_mapper(text: str) -> Iterator[Mapper]:
         client = Client(cluster)
     try:
 
-        def run(calls: list[dict[str, Any]]) -> list[partitions.PartitionSummary]:
+        def run(calls: list[dict[str, Any]]) -> Iterator[partitions.PartitionSummary]:
             futures = [client.submit(_summarise_directly, **kw, pure=False) for kw in calls]
-            return client.gather(futures)
+            for future in futures:
+                yield future.result()
+                future.release()  # the worker may drop it: only the merged summary is kept
 
         yield run
     finally:
@@ -116,15 +119,15 @@ def _direct_mapper(text: str) -> Iterator[Mapper]:
             cluster.close()
 
 
-def _flow_map(calls: list[dict[str, Any]]) -> list[partitions.PartitionSummary]:
+def _flow_map(calls: list[dict[str, Any]]) -> Iterator[partitions.PartitionSummary]:
     """Prefect's map through the current flow run's task runner."""
     if not calls:
-        return []
+        return
     shared = {key: unmapped(value) for key, value in calls[0].items() if key != "relpath"}
-    # the exclude sets differ per call: mapped like the paths
-    shared["exclude"] = [kw.get("exclude") for kw in calls]
+    shared["only"] = [kw.get("only") for kw in calls]  # differs per call: mapped like the paths
     futures = summarise_partition.task.map(relpath=[kw["relpath"] for kw in calls], **shared)
-    return [future.result() for future in futures]
+    for future in futures:
+        yield future.result()
 
 
 def map_partitions(
@@ -136,9 +139,9 @@ def map_partitions(
     feedback: Any = None,
 ) -> partitions.PartitionSummary:
     """Summarise every capture file of a window in parallel and merge the summaries in window
-    order; rows a later file repeats are dropped by re-summarising only that file (see
-    `monitoring.partitions`). `task_runner` is a `--task-runner` value, or None for one process
-    with no pool (the reference for equality tests).
+    order as they arrive; rows a later file repeats are summarised again alone and taken back
+    out (see `monitoring.partitions`). `task_runner` is a `--task-runner` value, or None for
+    one process with no pool (the reference for equality tests).
 
     Raises InvalidInputError for a bad `task_runner`; whatever a partition's read raises
     beyond the quarantined cases (after the step's retries).
@@ -148,17 +151,16 @@ def map_partitions(
         "features": features,
         "plans": plans,
         "feedback": feedback,
-        "exclude": None,
+        "only": None,
     }
-    calls = [base | {"relpath": relpath} for relpath in relpaths]
     with _mapper(task_runner) as run:
-        summaries = run(calls)
-        repeats = partitions.repeated_keys(summaries)
+        merged = partitions.merge_summaries(run([base | {"relpath": p} for p in relpaths]))
+        repeats = partitions.repeated_keys(merged.keys_by_file)
         if repeats:
-            again = run([calls[i] | {"exclude": keys} for i, keys in repeats.items()])
-            for index, summary in zip(repeats, again, strict=True):
-                summaries[index] = summary
-    return partitions.merge_summaries(summaries)
+            again = [base | {"relpath": relpaths[i], "only": keys} for i, keys in repeats.items()]
+            partitions.merge_summaries(run(again), merged, sign=-1)
+    merged.keys_by_file = []
+    return merged
 
 
 def _flow_task_runner(task_runner: str) -> TaskRunner | None:
@@ -180,7 +182,7 @@ def _flow_task_runner(task_runner: str) -> TaskRunner | None:
 def _mapper(task_runner: str | None) -> Iterator[Mapper]:
     if task_runner is None:
         logger.info("summarising capture partitions in this process")
-        yield lambda calls: [_summarise_directly(**kw) for kw in calls]
+        yield lambda calls: (_summarise_directly(**kw) for kw in calls)
     elif (runner := _flow_task_runner(task_runner)) is not None:
         logger.info("summarising capture partitions through the flow's %s", type(runner).__name__)
         yield _flow_map

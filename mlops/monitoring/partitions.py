@@ -21,8 +21,9 @@ What each statistic needs, and why the summaries give it exactly:
 - the mean of the current values: sum / count (float addition order differs: ~1e-15).
 - duplicates: rows repeated across files (same `_request_id` and `_row`) count once, the first
   file in window order keeping them. Each summary carries 64-bit hashes of its row keys; the
-  driver finds keys an earlier partition already had and re-summarises only those partitions
-  without them (a hash collision, about n^2 / 2^65, would drop one row).
+  driver finds keys an earlier partition already had (one sort of all keys) and summarises just
+  those rows of the later file again, to take them back out of the merged summary (a hash
+  collision, about n^2 / 2^65, would drop one row).
 
 The GX validation suite is not run on this path (its `mostly` rules need every row at once):
 the validation result holds the per-file schema checks (quarantine, as in
@@ -33,6 +34,7 @@ the validation result holds the per-file schema checks (quarantine, as in
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,19 +107,24 @@ class ColumnSummary:
     plot_counts: np.ndarray | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
-    def add(self, other: ColumnSummary) -> None:
-        self.rows += other.rows
-        self.missing += other.missing
-        self.invalid += other.invalid
-        self.invalid_examples = list(dict.fromkeys(self.invalid_examples + other.invalid_examples))
-        self.values += other.values
-        self.total += other.total
+    def add(self, other: ColumnSummary, sign: int = 1) -> None:
+        """Add `other` in (sign 1), or take rows it summarised back out (sign -1)."""
+        self.rows += sign * other.rows
+        self.missing += sign * other.missing
+        self.invalid += sign * other.invalid
+        if sign > 0:
+            examples = self.invalid_examples + other.invalid_examples
+            self.invalid_examples = list(dict.fromkeys(examples))[:5]
+        self.values += sign * other.values
+        self.total += sign * other.total
         for name in ("below", "upto", "gap_sums", "edge_counts", "plot_counts"):
             mine, theirs = getattr(self, name), getattr(other, name)
-            if theirs is not None:
-                setattr(self, name, theirs.copy() if mine is None else mine + theirs)
+            if theirs is None:
+                continue
+            wide = theirs.astype("float64" if theirs.dtype.kind == "f" else "int64")
+            setattr(self, name, sign * wide if mine is None else mine + sign * wide)
         for key, count in other.counts.items():
-            self.counts[key] = self.counts.get(key, 0) + count
+            self.counts[key] = self.counts.get(key, 0) + sign * count
 
 
 @dataclass
@@ -133,6 +140,7 @@ class PartitionSummary:
     keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="uint64"))
     columns: dict[str, ColumnSummary] = field(default_factory=dict)
     present: list[str] = field(default_factory=list)  # column names of the files, in order
+    keys_by_file: list[np.ndarray] = field(default_factory=list)  # merged: each file's keys
 
     def stats(self) -> WindowStats:
         return WindowStats(
@@ -211,8 +219,9 @@ def _summarise_column(plan: ColumnPlan, series: pd.Series) -> ColumnSummary:
         summary.values = int(values.size)
         summary.total = float(values.sum())
         if plan.points.size:
-            summary.below = np.searchsorted(values, plan.points, "left")
-            summary.upto = np.searchsorted(values, plan.points, "right")
+            # int32: a partition holds far fewer than 2**31 rows; merged sums are int64
+            summary.below = np.searchsorted(values, plan.points, "left").astype("int32")
+            summary.upto = np.searchsorted(values, plan.points, "right").astype("int32")
             prefix = np.concatenate(([0.0], np.cumsum(values)))
             starts = np.concatenate(([0], summary.upto))
             ends = np.concatenate((summary.below, [values.size]))
@@ -231,12 +240,13 @@ def summarise_partition(
     features: dict[str, str],
     plans: list[ColumnPlan],
     feedback: pd.DataFrame | None = None,
-    exclude: np.ndarray | None = None,
+    only: np.ndarray | None = None,
 ) -> PartitionSummary:
     """Read one capture file and summarise it: quarantined when unreadable or its schema does
     not fit `features` (name -> kind, see `captures.read_capture_files`); rows repeated inside
-    it, and those whose key hash is in `exclude` (uint64, kept by an earlier file), dropped;
-    feedback labels counted; the scored (2xx) rows summarised per `plans`.
+    it dropped; feedback labels counted; the scored (2xx) rows summarised per `plans`. With
+    `only` (uint64 key hashes) just the rows with those keys are summarised: the rows an
+    earlier file already had, to take back out of the merged summary (`merge_summaries`).
     """
     fs, root = fsspec.core.url_to_fs(capture_uri)
     root = root.rstrip("/")
@@ -264,8 +274,8 @@ def summarise_partition(
     read = len(frame)
     frame = frame.drop_duplicates(subset=[REQUEST_ID, ROW], keep="first", ignore_index=True)
     keys = _key_hashes(frame)
-    if exclude is not None and exclude.size:
-        kept = ~np.isin(keys, exclude)
+    if only is not None:
+        kept = np.isin(keys, only)
         frame, keys = frame[kept].reset_index(drop=True), keys[kept]
     labelled = 0
     if feedback is not None and not feedback.empty and len(frame):
@@ -293,33 +303,45 @@ def summarise_partition(
     )
 
 
-def repeated_keys(summaries: list[PartitionSummary]) -> dict[int, np.ndarray]:
-    """Partition index -> key hashes an earlier partition (in window order) already holds;
-    only partitions with such keys are listed."""
-    seen = np.empty(0, dtype="uint64")
-    repeats: dict[int, np.ndarray] = {}
-    for index, summary in enumerate(summaries):
-        if summary.keys.size and seen.size:
-            again = summary.keys[np.isin(summary.keys, seen)]
-            if again.size:
-                repeats[index] = again
-        seen = np.union1d(seen, summary.keys)
-    return repeats
+def repeated_keys(keys: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """Partition index -> the key hashes (of `keys`, one array per partition in window order)
+    an earlier partition already holds; only partitions with such keys are listed. One stable
+    sort of all keys: among equal keys the first partition's copy sorts first and is kept."""
+    if not keys:
+        return {}
+    flat = np.concatenate(keys)
+    owner = np.repeat(np.arange(len(keys)), [k.size for k in keys])
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    again = np.zeros(flat.size, dtype=bool)
+    again[order[1:]] = ordered[1:] == ordered[:-1]
+    return {
+        int(index): np.unique(flat[again & (owner == index)]) for index in np.unique(owner[again])
+    }
 
 
-def merge_summaries(summaries: list[PartitionSummary]) -> PartitionSummary:
-    """The sum of partition summaries, in window order (keys are not kept)."""
-    merged = PartitionSummary()
+def merge_summaries(
+    summaries: Iterable[PartitionSummary], merged: PartitionSummary | None = None, sign: int = 1
+) -> PartitionSummary:
+    """Add partition summaries (window order) into `merged` (a new one by default), keeping
+    only their keys, not their per-column arrays: memory stays one summary's worth. With
+    `sign` -1 the summaries (of repeated rows, see `summarise_partition(only=...)`) are taken
+    back out and counted as dropped duplicates."""
+    merged = merged or PartitionSummary()
     for summary in summaries:
-        merged.files += summary.files
-        merged.quarantined += summary.quarantined
-        merged.rows += summary.rows
-        merged.rows_scored += summary.rows_scored
-        merged.rows_labelled += summary.rows_labelled
-        merged.duplicates += summary.duplicates
-        merged.present += [c for c in summary.present if c not in merged.present]
+        if sign > 0:
+            merged.files += summary.files
+            merged.quarantined += summary.quarantined
+            merged.present += [c for c in summary.present if c not in merged.present]
+            merged.keys_by_file.append(summary.keys)
+            merged.duplicates += summary.duplicates
+        else:
+            merged.duplicates += summary.rows
+        merged.rows += sign * summary.rows
+        merged.rows_scored += sign * summary.rows_scored
+        merged.rows_labelled += sign * summary.rows_labelled
         for name, column in summary.columns.items():
-            merged.columns.setdefault(name, ColumnSummary()).add(column)
+            merged.columns.setdefault(name, ColumnSummary()).add(column, sign)
     return merged
 
 
