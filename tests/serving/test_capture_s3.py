@@ -6,6 +6,7 @@ monitor's reader then reads every row back from the bucket."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -22,6 +23,7 @@ from tests.fakes.s3 import S3StandIn, s3_stand_in
 from tests.serving.conftest import IRIS_COLUMNS, start_server, wait_for
 
 LABELS = {"model_name": "iris", "model_version": "1"}
+log = logging.getLogger(__name__)
 
 
 @pytest.fixture
@@ -127,6 +129,10 @@ def test_store_outage_under_load_spools_then_uploads_every_row_once(
     assert spooled > 0 and len(load.answered) > answered_at_stop > 0
     assert metric("mlops_capture_rows_dropped_total") == 0
     assert metric("mlops_capture_rows_written_total") == load.rows
+    log.info(
+        "answered %d requests (%d rows), %d before the outage; %d rows spooled during it",
+        len(load.answered), load.rows, answered_at_stop, spooled,
+    )  # fmt: skip
     assert server.stop() == 0
 
     # what is in the bucket, listed with boto3: only final capture files, no temp names left
