@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mlops_pipeline.errors import InvalidInputError
+from mlops_pipeline.errors import InvalidInputError, MLOpsError
 from mlops_pipeline.spec import model
 from mlops_pipeline.spec.model import DeploymentSpec, split_located
 from pydantic import BaseModel, ValidationError
@@ -54,7 +54,9 @@ class LoadedSpec:
             parts.pop()
         return 1
 
-    def error(self, dotted: str, problem: str, error: type[InvalidInputError] = InvalidInputError):
+    def error(
+        self, dotted: str, problem: str, error: type[MLOpsError] = InvalidInputError
+    ) -> MLOpsError:
         """An error of ERROR's type pointing at `file:line: field: problem`."""
         return error(
             f"{self.path.name}:{self.line_of(dotted)}: {dotted}: {problem}",

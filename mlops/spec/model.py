@@ -83,9 +83,6 @@ class SecretRef(BaseModel):
             raise ValueError("give exactly one of env (a variable name) or block (a Secret block)")
         return self
 
-    def describe(self) -> str:
-        return f"env:{self.env}" if self.env else f"block:{self.block}"
-
 
 class AuthSpec(BaseModel):
     """The API keys clients must send (`Authorization: Bearer KEY`): a primary key and, while
@@ -301,9 +298,7 @@ class DeploymentSpec(BaseModel):
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The spec as written back to a file: unset fields left out."""
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {
-            "name": self.name
-        }
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
 
 
 # A model validator's error has no field of its own in pydantic's `loc`; the message starts
