@@ -207,8 +207,9 @@ def dry_run_deployment(
 ) -> RenderedDeployment:
     """What deploying MODEL_URI as NAME on the target would apply, as text; changes nothing.
 
-    No image is built (an image target renders the tag `build-image` would give), and neither
-    the ledger nor the registry's in-use tags are touched.
+    No image is built (an image target renders the tag `build-image` would give, with the
+    digest of the scoring code and ensemble it would bake in), and neither the ledger nor the
+    registry's in-use tags are touched.
 
     Args:
         model_uri: `models:/NAME/VERSION`, `models:/NAME@ALIAS` or `models:/NAME/latest`.
@@ -221,7 +222,7 @@ def dry_run_deployment(
             (exit 2).
         NotFoundError: the model version does not exist (exit 3).
     """
-    from mlops_pipeline.images.dockerfile import default_tag
+    from mlops_pipeline.images.build import image_tag
     from mlops_pipeline.registry import resolve_model_uri
     from mlops_pipeline.tracking import connect
 
@@ -238,7 +239,10 @@ def dry_run_deployment(
         ) from exc
     connect()
     model = resolve_model_uri(model_uri)
-    image = default_tag(model) if target.needs_image else None
+    if config.ensemble is not None:  # pinned as deploy pins them; the first is MODEL_URI
+        model, ensemble = resolve_ensemble(config.ensemble, config.scoring_code)
+        config = config.model_copy(update={"ensemble": ensemble})
+    image = image_tag(model, config.scoring_code, config.ensemble) if target.needs_image else None
     return RenderedDeployment(
         name=name,
         target_uri=target.target_uri,

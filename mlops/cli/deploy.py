@@ -256,6 +256,10 @@ def deploy_cmd(
         "workers": workers,
         "options": parse_options(option or []),
     }
+    if scoring_code is not None:
+        settings["scoring_code"] = absolute_path(scoring_code, "--scoring-code", must_exist=True)
+    if member:
+        settings["ensemble"] = parse_ensemble(model_uri, member, combiner)
     if dry_run:
         from mlops_pipeline.targets import operations
 
@@ -264,10 +268,6 @@ def deploy_cmd(
         return
     from mlops_pipeline.flows.deploy import deploy
 
-    if scoring_code is not None:
-        settings["scoring_code"] = absolute_path(scoring_code, "--scoring-code", must_exist=True)
-    if member:
-        settings["ensemble"] = parse_ensemble(model_uri, member, combiner)
     result = run_flow(
         deploy, model_uri=model_uri, name=name, target=target, base_image=base_image, **settings
     )

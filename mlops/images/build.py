@@ -163,6 +163,15 @@ def _variant(scoring_code: str | None, ensemble: EnsembleConfig | None) -> str:
     return digest.hexdigest()[:8]
 
 
+def image_tag(
+    model: ModelRef, scoring_code: str | None = None, ensemble: EnsembleConfig | None = None
+) -> str:
+    """The tag `build_image` gives by default: `mlops/<name>:<version>`, plus `-<digest>` of
+    the scoring code and resolved ensemble it bakes in."""
+    variant = _variant(scoring_code, ensemble)
+    return default_tag(model) + (f"-{variant}" if variant else "")
+
+
 def build_image(
     model_uri: str,
     tag: str | None = None,
@@ -202,7 +211,7 @@ def build_image(
     model = resolve_model_uri(model_uri)
     run_id = get_model_version(model.name, version=model.version).run_id
     variant = _variant(scoring_code, ensemble)
-    tag = tag or default_tag(model) + (f"-{variant}" if variant else "")
+    tag = tag or image_tag(model, scoring_code, ensemble)
     # connect first, to fail fast before any download when the engine is down; builds are
     # long and silent in places (pip install), hence the long read timeout
     client = docker_client(timeout=1800)

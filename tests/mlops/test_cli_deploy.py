@@ -273,6 +273,38 @@ def test_dry_run_prints_the_manifest_and_changes_nothing(
     assert deployments_from_tags(get_model_version("iris", version="1").tags) == {}
 
 
+def test_dry_run_renders_the_image_that_bakes_scoring_code_and_pinned_members(
+    registered_model: dict, manifest_plugin: None, iris_model_dir: Path, tmp_path: Path
+) -> None:
+    from mlops_pipeline.deployment import EnsembleConfig, ModelRef
+    from mlops_pipeline.images.build import image_tag
+
+    assert invoke("register", str(iris_model_dir), "--name", "iris").exit_code == 0
+    assert invoke("models", "alias", "set", "iris", "next", "--version", "2").exit_code == 0
+    code = tmp_path / "score.py"
+    code.write_text("def init(model):\n    pass\n\ndef run(data):\n    return data\n")
+    args = ["deploy", "models:/iris@champion", "--name", "iris-ens", "--target", "manifest:/x"]
+    args += ["--scoring-code", str(code), "--member", "models:/iris@next:2"]
+    args += ["--combiner", "weighted_mean", "--dry-run", "--json"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+
+    # the tag deploy would build: the digest covers the code and the members pinned to versions
+    pinned = EnsembleConfig.model_validate(
+        {
+            "members": [
+                {"model_uri": "models:/iris/1"},
+                {"model_uri": "models:/iris/2", "weight": 2.0},
+            ],
+            "combiner": "weighted_mean",
+        }
+    )
+    expected = image_tag(ModelRef("iris", "1"), str(code), pinned)
+    assert expected.startswith("mlops/iris:1-") and expected != "mlops/iris:1"
+    assert json.loads(result.stdout)["image"] == expected
+    assert ledger.find_deployment("iris-ens") is None
+
+
 def test_the_target_is_checked_before_an_image_is_built(
     registered_model: dict, manifest_plugin: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
