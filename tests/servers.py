@@ -32,8 +32,15 @@ def wait_for_http(url: str, timeout: float, process: subprocess.Popen | None = N
 
 
 @contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, app_name: str | None = None) -> Iterator[str]:
-    """A real `mlflow server` process on 127.0.0.1; yields its URL."""
+def mlflow_server(
+    backend_uri: str,
+    artifacts: Path,
+    app_name: str | None = None,
+    artifacts_destination: str | None = None,
+) -> Iterator[str]:
+    """A real `mlflow server` process on 127.0.0.1; yields its URL. Artifacts go under the
+    local dir `artifacts` (which also holds the log), or to `artifacts_destination` (e.g.
+    s3://bucket/prefix, proxied by the server as mlflow-artifacts:) when given."""
     port = free_port()
     command = [
         Path(sys.executable).with_name("mlflow").as_posix(),
@@ -41,7 +48,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, app_name: str | None = None
         "--backend-store-uri",
         backend_uri,
         "--artifacts-destination",
-        artifacts.as_uri(),
+        artifacts_destination or artifacts.as_uri(),
         "--host",
         "127.0.0.1",
         "--port",
@@ -53,7 +60,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, app_name: str | None = None
         command += ["--app-name", app_name]
     url = f"http://127.0.0.1:{port}"
     log = artifacts.parent / f"mlflow-server-{port}.log"
-    with running(command, dict(os.environ), log, f"{url}/health", timeout=90):
+    with running(command, dict(os.environ), log, f"{url}/health", timeout=300):
         yield url
 
 
