@@ -7,7 +7,10 @@ event trigger and concurrency limit, so a worker is not needed on one machine:
 
 * every flow is a deployment whose typed parameters render as a form in the Prefect UI;
 * `monitor` runs on a cron schedule for the deployment named by MLOPS_MONITORED_DEPLOYMENT
-  (without it the monitor deployment is served without a schedule: run it from the UI);
+  (without it the monitor deployment is served without a schedule: run it from the UI), and
+  on one more cron schedule, slug `spec-<name>`, for each deployment whose applied spec has a
+  `monitoring.schedule` (read from the ledger when serving starts; `mlops deploy --spec` adds,
+  changes or removes it on a running server too, see `tasks.spec.sync_monitor_schedule`);
 * `redeploy` runs when `mlops.drift.detected` arrives for a resource `mlops.deployment.<name>`,
   with parameters rendered from the event (the flow then retrains a challenger with
   MLOPS_TRAINER or takes the version aliased `challenger`).
@@ -18,7 +21,9 @@ event trigger and concurrency limit, so a worker is not needed on one machine:
   event, so it does not deduplicate repeated events.)
 
 The trigger, its parameter templates, the schedule and the limit are defined once here;
-tests/test_prefect_yaml.py checks that `prefect.yaml` says the same.
+tests/test_prefect_yaml.py checks that `prefect.yaml` says the same. The spec schedules are not
+in `prefect.yaml`: they come from the ledger, so they exist only where `mlops up` serves (or
+`mlops deploy --spec` adds them to the served `monitor` deployment).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ DRIFT_EVENT = "mlops.drift.detected"  # monitoring.publish.DRIFT_EVENT (a test c
 
 MONITOR_CRON = "0 * * * *"
 MONITOR_SCHEDULE_SLUG = "monitor-hourly"
+# "flow name/deployment name" of the served monitor (flows.monitor's flow is monitor-deployment)
+MONITOR_DEPLOYMENT = "monitor-deployment/monitor"
 # the drift event's resource is the serving deployment (monitoring.publish.drift_event)
 DEPLOYMENT_RESOURCES = "mlops.deployment.*"
 REDEPLOY_TRIGGER_NAME = "redeploy-on-drift"
@@ -147,10 +154,16 @@ def redeploy_trigger() -> DeploymentEventTrigger:
 
 
 def monitor_schedules(monitored: str | None) -> list[Schedule]:
-    """The monitor's hourly cron schedule for deployment `monitored`; none without a name."""
-    if not monitored:
-        return []
-    return [
+    """The monitor's hourly cron schedule for deployment `monitored` (none without a name),
+    then one cron schedule (UTC) per applied spec with a `monitoring.schedule`, from the ledger.
+
+    Raises:
+        BackendError: the ledger cannot be read (MLOPS_LEDGER_URI / MLOPS_HOME).
+    """
+    # here, not at module level: the ledger's imports would weigh on every served run's start
+    from mlops_pipeline.spec.store import monitor_schedule_slug, scheduled_monitors
+
+    hourly = [
         Cron(
             MONITOR_CRON,
             slug=MONITOR_SCHEDULE_SLUG,
@@ -158,6 +171,17 @@ def monitor_schedules(monitored: str | None) -> list[Schedule]:
             parameters={"deployment": monitored},
         )
     ]
+    from_specs = [
+        Cron(
+            cron,
+            timezone="UTC",
+            slug=monitor_schedule_slug(name),
+            active=True,
+            parameters={"deployment": name},
+        )
+        for name, cron in scheduled_monitors().items()
+    ]
+    return (hourly if monitored else []) + from_specs
 
 
 def deployment_options(spec: Spec, settings: ServeSettings) -> dict[str, Any]:

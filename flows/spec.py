@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from mlops_pipeline.flows.deploy import build_image_tag, deploy
+from mlops_pipeline.flows.deployments import MONITOR_DEPLOYMENT
 from mlops_pipeline.spec.load import load_spec
 from mlops_pipeline.spec.plan import SpecResult, refuse_replacement
 from mlops_pipeline.tasks.deploy import preflight_target, switch_deployment, target_needs_image
 from mlops_pipeline.tasks.orchestration import run_flow
-from mlops_pipeline.tasks.spec import install_keys, plan_spec, save_applied_spec
+from mlops_pipeline.tasks.spec import (
+    install_keys,
+    plan_spec,
+    save_applied_spec,
+    sync_monitor_schedule,
+)
 from prefect import flow
 
 
@@ -20,7 +26,11 @@ def apply_spec(spec_file: str) -> dict[str, Any]:
     Idempotent: when nothing differs, nothing is touched (no ledger event) and the result's
     action is `none`. A new deployment goes through the `deploy` flow; a changed one is switched
     with zero downtime to the new version and settings; a change of only the monitoring or
-    redeploy settings (or the secrets' names) is recorded. Returns the `SpecResult` as JSON.
+    redeploy settings (or the secrets' names) is recorded. Then the served `monitor` deployment
+    gets, changes or loses its schedule `spec-<name>` for `monitoring.schedule` (when a Prefect
+    API serves it; otherwise `mlops up` serves it from the ledger), also when nothing else
+    differs, so a spec applied before `mlops up` ran gets its schedule by applying it again.
+    Returns the `SpecResult` as JSON.
 
     Raises:
         InvalidInputError: the file does not validate (exit 2), with `file:line: field:`.
@@ -35,7 +45,9 @@ def apply_spec(spec_file: str) -> dict[str, Any]:
     result = SpecResult(
         name=spec.name, action=planned.action, changes=planned.changes, source=str(loaded.path)
     )
+    cron = spec.monitoring.schedule if spec.monitoring else None
     if planned.action == "none":
+        sync_monitor_schedule(spec.name, cron, MONITOR_DEPLOYMENT)
         return result.model_dump(mode="json")
     install_keys(loaded)
     if planned.action == "create":
@@ -62,4 +74,5 @@ def apply_spec(spec_file: str) -> dict[str, Any]:
         )
         result.deployment = switched.model_dump(mode="json")
     save_applied_spec(spec, str(loaded.path), desired.scoring_code_sha256)
+    sync_monitor_schedule(spec.name, cron, MONITOR_DEPLOYMENT)
     return result.model_dump(mode="json")

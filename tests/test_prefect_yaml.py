@@ -111,7 +111,8 @@ def served_view(deployment: RunnerDeployment) -> dict[str, Any]:
 
 
 @pytest.fixture
-def served() -> dict[str, RunnerDeployment]:
+def served(mlops_home: Path) -> dict[str, RunnerDeployment]:
+    # a private ledger: spec schedules (not in prefect.yaml) come from the ledger's applied specs
     settings = ServeSettings(monitored_deployment=MONITORED)
     return {d.name: d for d in served_deployments(settings)}
 

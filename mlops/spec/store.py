@@ -3,8 +3,9 @@
 The ledger's `deployments` row holds what the target runs (`DeployConfig`); this table holds the
 rest of the spec that was applied (monitoring schedule and drift settings, redeploy policy, the
 names of the key secrets) and a digest of the scoring code, so `mlops diff --spec` can compare
-those too; the monitor flow reads its drift settings (`drift_settings`) and the redeploy flow its
-policy (`redeploy_options`) from here. Never a key's value.
+those too; `mlops up` serves a monitor schedule for each `monitoring.schedule`
+(`scheduled_monitors`), the monitor flow reads its drift settings (`drift_settings`) and the
+redeploy flow its policy (`redeploy_options`) from here. Never a key's value.
 """
 
 from __future__ import annotations
@@ -102,6 +103,23 @@ def monitoring_settings(name: str) -> MonitoringSpec | None:
     """The `monitoring` section applied to deployment NAME (None: no spec, or none in it)."""
     applied = find_applied(name)
     return applied.spec.monitoring if applied else None
+
+
+def monitor_schedule_slug(name: str) -> str:
+    """The slug of the monitor's schedule for deployment NAME's `monitoring.schedule`."""
+    return f"spec-{name}"
+
+
+def scheduled_monitors() -> dict[str, str]:
+    """Deployment name -> cron (UTC) of every applied spec with a `monitoring.schedule`."""
+    with _engine().connect() as conn:
+        rows = conn.execute(sa.select(specs_table.c.name, specs_table.c.spec)).all()
+    specs = {name: DeploymentSpec.model_validate(spec) for name, spec in rows}
+    return {
+        name: spec.monitoring.schedule
+        for name, spec in sorted(specs.items())
+        if spec.monitoring and spec.monitoring.schedule
+    }
 
 
 def drift_settings(name: str) -> DriftConfig | None:
