@@ -76,14 +76,24 @@ def start(command: list[str], env: dict[str, str], log: Path, health: str) -> su
     raise SystemExit(f"{health} did not answer within 180 s; see {log}")
 
 
-def apply_deployment(api: str) -> None:
+def apply_deployment(api: str, home: Path) -> None:
+    """The served `register` deployment on API; `home` is this run's MLOPS_HOME (its ledger
+    holds the spec schedules served_deployments reads)."""
+    from unittest import mock
+
     from mlops_pipeline.flows.deployments import ServeSettings, served_deployments
+    from mlops_pipeline.settings import get_settings
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: api}):
+    get_settings.cache_clear()
+    with (
+        mock.patch.dict(os.environ, {"MLOPS_HOME": str(home)}),
+        temporary_settings({PREFECT_API_URL: api}),
+    ):
         for deployment in served_deployments(ServeSettings(monitored_deployment=None)):
             if deployment.name == "register":
                 deployment.apply()
+    get_settings.cache_clear()
 
 
 def delivery_tags(api: str) -> collections.Counter:
@@ -239,7 +249,7 @@ def run(args: argparse.Namespace, database: dict[str, str]) -> None:
     )
     receiver = None
     try:
-        apply_deployment(api)
+        apply_deployment(api, tmp / "home")
         (tmp / "mapping.json").write_text(json.dumps(MAPPING))
         receiver = start(
             [str(BIN / "mlops"), "webhook", "serve", "--port", str(receiver_port)],

@@ -139,7 +139,7 @@ def test_trigger_ignores_other_events_and_resources():
     assert not automation.trigger.covers(other_event)
 
 
-def test_main_serves_every_deployment(monkeypatch):
+def test_main_serves_every_deployment(monkeypatch, mlops_home):
     served = []
     monkeypatch.setattr(deployments, "serve", lambda *d: served.extend(d))
     deployments.main()

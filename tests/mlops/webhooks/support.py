@@ -61,15 +61,26 @@ MAPPING = {
 }
 
 
-def apply_deployments(api: str, names: tuple[str, ...] = DEPLOYMENTS) -> None:
-    """Create the served deployments NAMES on the Prefect server API (no runner: runs wait)."""
+def apply_deployments(api: str, home: Path, names: tuple[str, ...] = DEPLOYMENTS) -> None:
+    """Create the served deployments NAMES on the Prefect server API (no runner: runs wait);
+    `home` is the MLOPS_HOME whose ledger holds the spec schedules (none: the test's own)."""
+    from unittest import mock
+
     from mlops_pipeline.flows.deployments import ServeSettings, served_deployments
+    from mlops_pipeline.settings import get_settings
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: api}):
-        for deployment in served_deployments(ServeSettings(monitored_deployment=None)):
-            if deployment.name in names:
-                deployment.apply()
+    get_settings.cache_clear()
+    try:
+        with (
+            mock.patch.dict(os.environ, {"MLOPS_HOME": str(home)}),
+            temporary_settings({PREFECT_API_URL: api}),
+        ):
+            for deployment in served_deployments(ServeSettings(monitored_deployment=None)):
+                if deployment.name in names:
+                    deployment.apply()
+    finally:
+        get_settings.cache_clear()
 
 
 @contextmanager

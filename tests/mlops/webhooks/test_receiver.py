@@ -72,8 +72,8 @@ def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hooks]:
         "MLOPS_WEBHOOK_START_TIMEOUT": "10",
     }
     with prefect_server(tmp / "prefect") as api:
-        apply_deployments(api)
         home = tmp / "home"
+        apply_deployments(api, home)
         with receiver(home, api, tmp / "receiver-1.log", **env) as url:
             yield Hooks(api, url, home, tmp, env)
 
