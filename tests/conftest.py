@@ -97,6 +97,38 @@ def iris_model_dir(tmp_path_factory: pytest.TempPathFactory, iris_estimator, iri
 
 
 @pytest.fixture(scope="session")
+def weak_iris_model(
+    tmp_path_factory: pytest.TempPathFactory, iris_frame, iris_features
+) -> tuple[LogisticRegression, Path]:
+    """A strongly regularised iris classifier and its MLflow model dir: it disagrees with
+    `iris_estimator` on some rows, so ensemble members differ."""
+    from mlflow.models import infer_signature
+
+    estimator = LogisticRegression(C=0.01, max_iter=500).fit(iris_features, iris_frame["label"])
+    path = tmp_path_factory.mktemp("models") / "iris-weak"
+    signature = infer_signature(iris_features, estimator.predict(iris_features))
+    mlflow.sklearn.save_model(estimator, path, signature=signature)
+    return estimator, path
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[str]:
+    """A real Dask LocalCluster with 2 workers, threads of this process (CI has 2 cores);
+    yields the scheduler address on 127.0.0.1."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="session")
 def iris_pickle(tmp_path_factory: pytest.TempPathFactory, iris_estimator) -> Path:
     """The same estimator as a joblib file, as if trained outside MLflow."""
     import joblib

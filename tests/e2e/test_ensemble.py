@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import mlflow
 import numpy as np
 import pytest
 from mlops_pipeline import inuse, ledger
@@ -16,34 +15,21 @@ from mlops_pipeline.errors import InUseError, InvalidInputError
 from mlops_pipeline.flows.deploy import deploy, undeploy
 from mlops_pipeline.registry import delete_model_versions
 from mlops_pipeline.tracking import connect
-from sklearn.linear_model import LogisticRegression
 
 from tests.serving.conftest import read_capture, wait_for
 from tests.targets.local_support import register_version
-
-
-@pytest.fixture(scope="module")
-def weak_model(tmp_path_factory: pytest.TempPathFactory, iris_frame, iris_features):
-    """A strongly regularised iris classifier that disagrees with the default one on some rows."""
-    from mlflow.models import infer_signature
-
-    estimator = LogisticRegression(C=0.01, max_iter=500).fit(iris_features, iris_frame["label"])
-    path = tmp_path_factory.mktemp("models") / "iris-weak"
-    signature = infer_signature(iris_features, estimator.predict(iris_features))
-    mlflow.sklearn.save_model(estimator, path, signature=signature)
-    return estimator, path
 
 
 def test_ensemble_of_two_registered_models(
     prefect_harness: None,
     undeploy_all: None,
     registered_model: dict,
-    weak_model,
+    weak_iris_model,
     iris_estimator,
     iris_features,
     tmp_path: Path,
 ) -> None:
-    weak, weak_dir = weak_model
+    weak, weak_dir = weak_iris_model
     weak_version = register_version(weak_dir, name="iris-weak")
     ensemble = EnsembleConfig(
         members=[

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,28 +36,12 @@ def verdict_key(result: dict) -> dict:
     }
 
 
-@pytest.fixture
-def dask_address() -> Iterator[str]:
-    """A real Dask LocalCluster with 2 workers (threads of this process: CI has 2 cores)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        protocol="tcp",
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster:
-        yield cluster.scheduler_address
-
-
 def test_task_runners_give_the_whole_window_verdict(
     prefect_harness,
     monitored,  # noqa: F811
     iris_frame,
     iris_estimator,
-    dask_address,
+    dask_cluster,
     caplog,
 ):
     for i in range(6):
@@ -77,7 +60,7 @@ def test_task_runners_give_the_whole_window_verdict(
     assert {f["name"] for f in whole["features"]} == {*IRIS_COLUMNS, "prediction"}
     for task_runner, prefect_runner in (
         ("threads", "ThreadPoolTaskRunner"),
-        (f"dask:{dask_address}", "DaskTaskRunner"),
+        (f"dask:{dask_cluster}", "DaskTaskRunner"),
     ):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="mlops_pipeline.tasks.capture"):

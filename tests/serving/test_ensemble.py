@@ -7,32 +7,18 @@ import json
 from pathlib import Path
 
 import httpx
-import mlflow
 import numpy as np
 import pytest
 from mlops_pipeline.serving.ensemble import combine
 from mlops_pipeline.serving.errors import ServingError
-from sklearn.linear_model import LogisticRegression
 
 from tests.serving.conftest import read_capture, start_server, wait_for
 
 
-@pytest.fixture(scope="module")
-def second_model(tmp_path_factory: pytest.TempPathFactory, iris_frame, iris_features):
-    """A weaker iris classifier (strong regularisation), so members disagree on some rows."""
-    from mlflow.models import infer_signature
-
-    estimator = LogisticRegression(C=0.01, max_iter=500).fit(iris_features, iris_frame["label"])
-    path = tmp_path_factory.mktemp("models") / "iris-weak"
-    signature = infer_signature(iris_features, estimator.predict(iris_features))
-    mlflow.sklearn.save_model(estimator, path, signature=signature)
-    return estimator, path
-
-
 def test_weighted_mean_ensemble_serves_captures_and_lists_members(
-    tmp_path: Path, iris_model_dir: Path, iris_estimator, iris_features, second_model
+    tmp_path: Path, iris_model_dir: Path, iris_estimator, iris_features, weak_iris_model
 ) -> None:
-    weak, weak_dir = second_model
+    weak, weak_dir = weak_iris_model
     ensemble = {
         "primary_weight": 1.0,
         "members": [

@@ -4,7 +4,6 @@ in one process, on a thread pool and on a real Dask LocalCluster with 2 workers.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -98,22 +97,6 @@ def partitioned(window: dict, config: DriftConfig, task_runner: str | None):
         task_runner, str(window["root"]), window["relpaths"], window["features"], plans
     )
     return partitions.verdict_from_summary(window["reference"], plans, merged, config), merged
-
-
-@pytest.fixture(scope="module")
-def dask_cluster() -> Iterator[str]:
-    """A real Dask LocalCluster, 2 workers (threads in this process: CI has 2 cores)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        protocol="tcp",
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster:
-        yield cluster.scheduler_address
 
 
 def test_partition_summaries_give_the_whole_window_verdict(window: dict, dask_cluster: str):
