@@ -93,7 +93,8 @@ def _repeat(values: list, counts: list[int]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string())).cast(pa.string())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (spool dirs and ready marks are named by pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -218,7 +219,7 @@ class CaptureWriter:
         dead = [
             d
             for d in self._spool_parent.iterdir()
-            if d != self._spool and d.name.isdigit() and not _pid_alive(int(d.name))
+            if d != self._spool and d.name.isdigit() and not pid_alive(int(d.name))
         ]
         for sibling in [self._spool, *dead]:  # own files first, so none is counted twice
             for path in sorted(p for p in sibling.rglob("*") if p.is_file()):

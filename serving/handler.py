@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from . import __version__ as serving_version
 from . import metrics
 from .batching import Batcher
-from .capture import CaptureWriter, Feedback, Record
+from .capture import CaptureWriter, Feedback, Record, pid_alive
 from .errors import ServingError, bad_input
 from .model import Parsed, Runtime, labels_from_uri, load_member, load_runtime
 from .model import prediction_columns as capture_predictions
@@ -44,6 +44,7 @@ class Service:
         self.settings = settings
         self.runtime: Runtime | None = None
         self.load_error: str | None = None
+        self._all_workers_ready = False
         self.capture: CaptureWriter | None = None
         self.batcher: Batcher | None = None
         self.scorer: Scorer | None = None
@@ -106,6 +107,8 @@ class Service:
             )
         )
         self.runtime = runtime
+        if self.settings.ready_dir is not None:
+            (self.settings.ready_dir / str(os.getpid())).touch()
         log.info("model %s version %s is ready", runtime.name, runtime.version)
 
     def _prediction_types(self, runtime: Runtime) -> dict[str, pa.DataType]:
@@ -144,11 +147,28 @@ class Service:
                 )
 
     def check_ready(self) -> None:
-        """Raise 503 until the model is loaded: `model_load_failed` with why, else `not_ready`."""
+        """Raise 503 until the model is loaded, in every worker: `model_load_failed` with why,
+        else `not_ready`."""
         if self.runtime is None and self.load_error:
             raise ServingError(503, "model_load_failed", self.load_error)
         if self.runtime is None:
             raise ServingError(503, "not_ready", "The model is still loading.")
+        if not self._all_workers_ready:
+            loaded = self._workers_loaded()
+            if loaded < self.settings.workers:
+                raise ServingError(
+                    503,
+                    "not_ready",
+                    f"{loaded} of {self.settings.workers} workers have loaded the model.",
+                )
+            self._all_workers_ready = True  # a worker restarted later answers for itself
+
+    def _workers_loaded(self) -> int:
+        """Live worker processes that marked `ready_dir` (all of them without one)."""
+        ready_dir = self.settings.ready_dir
+        if ready_dir is None:
+            return self.settings.workers
+        return sum(1 for m in ready_dir.iterdir() if m.name.isdigit() and pid_alive(int(m.name)))
 
     def scoring_runtime(self) -> Runtime:
         """The loaded runtime to score with; ServingError 503 `not_ready` while it loads."""

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -39,6 +40,12 @@ def run(settings: ServingSettings) -> None:
         # must be set before workers import prometheus_client, so /metrics sums all workers
         multiproc_dir = tempfile.mkdtemp(prefix="mlops-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    ready_dir = None
+    if settings.workers > 1 and settings.ready_dir is None:
+        # each worker has its own SO_REUSEPORT socket, so /ready reaches one of them: they
+        # mark themselves loaded here and every one answers 200 only once all have
+        ready_dir = tempfile.mkdtemp(prefix="mlops-ready-")
+        settings = settings.model_copy(update={"ready_dir": Path(ready_dir)})
     # workers rebuild the settings from the environment
     os.environ.update(
         {
@@ -73,8 +80,9 @@ def run(settings: ServingSettings) -> None:
         else:
             uvicorn.run(APP, factory=True, **options)
     finally:
-        if multiproc_dir:
-            shutil.rmtree(multiproc_dir, ignore_errors=True)
+        for directory in (multiproc_dir, ready_dir):
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

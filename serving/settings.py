@@ -60,6 +60,11 @@ class ServingSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Bind address (images use 0.0.0.0).")
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
+    ready_dir: Path | None = Field(
+        default=None,
+        description="Where each worker marks that it has loaded the model (set by the server "
+        "for workers > 1), so /ready waits for all of them.",
+    )
     model_name: str | None = Field(default=None, description="Metric/capture label override.")
     model_version: str | None = Field(default=None, description="Metric/capture label override.")
     image: str | None = Field(default=None, description="Image reference reported by /version.")

@@ -213,12 +213,13 @@ def deploy_cmd(
         ),
     ] = None,
     combiner: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="How ensemble predictions merge: mean, weighted_mean, majority_vote "
-            "or custom (combine() in --scoring-code)."
+            help="How ensemble predictions merge: mean (default), weighted_mean, majority_vote "
+            "or custom (combine() in --scoring-code); needs --member.",
+            show_default=False,
         ),
-    ] = "mean",
+    ] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -259,7 +260,15 @@ def deploy_cmd(
     if scoring_code is not None:
         settings["scoring_code"] = absolute_path(scoring_code, "--scoring-code", must_exist=True)
     if member:
-        settings["ensemble"] = parse_ensemble(model_uri, member, combiner)
+        settings["ensemble"] = parse_ensemble(model_uri, member, combiner or "mean")
+    elif combiner is not None:
+        from mlops_pipeline.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"--combiner {combiner} needs an ensemble: no --member was given.",
+            hint="Add --member URI[:WEIGHT] for each further model, or drop --combiner.",
+            field="combiner",
+        )
     if dry_run:
         from mlops_pipeline.targets import operations
 
@@ -283,10 +292,17 @@ def parse_ensemble(model_uri: str, members: list[str], combiner: str) -> Any:
     entries = [{"model_uri": model_uri}]
     for value in members:
         uri, _, weight = value.rpartition(":")
+        if not uri.startswith("models:") or uri == "models":
+            entries.append({"model_uri": value})  # the last colon is the URI's own (models:/...)
+            continue
         try:
             entries.append({"model_uri": uri, "weight": float(weight)})
-        except ValueError:  # no numeric suffix: the last colon is the URI's own (models:/...)
-            entries.append({"model_uri": value})
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"--member {value}: weight '{weight}' is not a number.",
+                hint="Write --member URI[:WEIGHT] with a weight > 0, e.g. models:/iris/2:0.5.",
+                field="member",
+            ) from exc
     try:
         return EnsembleConfig(members=entries, combiner=combiner)
     except ValidationError as exc:

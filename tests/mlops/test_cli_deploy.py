@@ -332,3 +332,17 @@ def test_the_split_reads_as_one_line() -> None:
     assert describe_split(routes) == ("version 1 90 %, canary version 2 10 % (sticky by X-Client)")
     routes |= {"canary": None, "shadow": shadow, "sticky_header": None}
     assert describe_split(routes) == "version 1 100 %; shadow version 3 gets a copy of 100 %"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--combiner", "majority_vote"], "--combiner majority_vote needs an ensemble"),
+        (["--member", "models:/iris/1:abc"], "--member models:/iris/1:abc: weight 'abc' is not"),
+    ],
+)
+def test_ensemble_flags_that_cannot_be_used_say_why(registered_model: dict, extra, message):
+    result = invoke("deploy", "models:/iris/1", "--name", "iris-ens", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert ledger.find_deployment("iris-ens") is None
