@@ -407,6 +407,18 @@ def delete_deployment(name: str, reason: str | None = None) -> Deployment:
     return current
 
 
+def get_logs(name: str, tail: int = 100) -> str:
+    """The last `tail` lines of deployment NAME's scoring-service log, from its target (a local
+    service's log file, the container's or the pod's log).
+
+    Raises:
+        NotFoundError: no deployment NAME in the ledger, or its target no longer runs it (exit 3).
+        BackendError / BackendUnavailableError: the target could not be read (exit 5/6).
+    """
+    recorded = ledger.get_deployment(name)
+    return get_target(recorded.target_uri).logs(name, tail)
+
+
 def get_status(name: str) -> DeploymentStatusReport:
     """Ledger record of NAME plus the live status and health of its stable endpoint.
 

@@ -374,6 +374,24 @@ def undeploy_cmd(
     emit(result, as_json, lambda d: console.print(f"Undeployed [bold]{d['name']}[/]"))
 
 
+@command(app, "logs")
+def logs_cmd(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    tail: Annotated[int, typer.Option(min=1, max=100_000, help="How many last lines.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """The last lines of a deployment's scoring-service log, where user code's tracebacks and
+    load errors go (exit 3 when NAME is unknown)."""
+    from mlops_pipeline.targets import operations
+
+    text = operations.get_logs(name, tail)
+    emit(
+        {"name": name, "tail": tail, "lines": text.splitlines()},
+        as_json,
+        lambda r: typer.echo("\n".join(r["lines"])),
+    )
+
+
 @command(app, "status")
 def status_cmd(
     name: Annotated[str, typer.Argument(help="Deployment name.")],

@@ -30,6 +30,7 @@ def invoke(*args: str):
         ["rollback"],
         ["undeploy"],
         ["status"],
+        ["logs"],
         ["deployments", "list"],
         ["deployments", "show"],
         ["deployments", "history"],
@@ -221,7 +222,7 @@ class ManifestTarget(Target):
         raise KeyError(name)
 
     def logs(self, name, tail=100):
-        return ""
+        return "".join(f"{name} line {i}\n" for i in range(1, 6)[-tail:])
 
     def preflight(self, config):
         from mlops_pipeline.errors import BackendUnavailableError
@@ -346,3 +347,29 @@ def test_ensemble_flags_that_cannot_be_used_say_why(registered_model: dict, extr
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert ledger.find_deployment("iris-ens") is None
+
+
+def test_logs_prints_the_targets_log_tail(registered_model: dict, manifest_plugin: None) -> None:
+    ledger.upsert_deployment(
+        Deployment(
+            name="iris-edge",
+            target_uri="manifest:/x",
+            model_name="iris",
+            model_version="1",
+            model_uri="models:/iris/1",
+        )
+    )
+    try:
+        printed = invoke("logs", "iris-edge", "--tail", "2")
+        assert printed.exit_code == 0, printed.output
+        assert printed.stdout == "iris-edge line 4\niris-edge line 5\n"
+        as_json = json.loads(invoke("logs", "iris-edge", "--tail", "2", "--json").stdout)
+        assert as_json == {
+            "name": "iris-edge",
+            "tail": 2,
+            "lines": ["iris-edge line 4", "iris-edge line 5"],
+        }
+    finally:
+        ledger.delete_deployment("iris-edge")
+    unknown = invoke("logs", "iris-edge")
+    assert unknown.exit_code == 3 and "iris-edge" in unknown.stderr
