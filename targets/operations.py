@@ -383,7 +383,8 @@ def find_rollback_version(name: str) -> tuple[ModelRef, str | None]:
 
 
 def delete_deployment(name: str, reason: str | None = None) -> Deployment:
-    """Stop NAME everywhere, forget it and release its model version; returns the record.
+    """Stop NAME everywhere, forget it and release its model version; returns the record as
+    it was, with status `stopped`.
 
     Raises:
         NotFoundError: no deployment NAME (exit 3).
@@ -404,7 +405,7 @@ def delete_deployment(name: str, reason: str | None = None) -> Deployment:
     ledger.delete_deployment(name)
     ledger.record_event(name, "delete", "succeeded", reason=reason, **event)
     logger.info("Deployment '%s' removed", name)
-    return current
+    return current.model_copy(update={"status": DeploymentStatus.STOPPED})
 
 
 def get_logs(name: str, tail: int = 100) -> str:

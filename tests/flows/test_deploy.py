@@ -45,7 +45,7 @@ def test_deploy_update_rollback_undeploy(
     assert in_use("1") == {"iris-prod": "local:"} and in_use(v2) == {}
 
     removed = undeploy(name="iris-prod")
-    assert removed["name"] == "iris-prod"
+    assert removed["name"] == "iris-prod" and removed["status"] == "stopped"
     assert in_use("1") == {} and ledger.list_deployments() == []
     events = [
         (e.action, e.result, e.from_version, e.to_version) for e in ledger.history("iris-prod")
