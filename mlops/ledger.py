@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import getpass
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +91,18 @@ file_claims_table = sa.Table(
     sa.Column("relpath", sa.String(1000), primary_key=True),
     sa.Column("claim_id", sa.String(64), nullable=False),
     sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# the rest of an applied spec file (mlops_pipeline.spec.store); defined here so every table is
+# created with the ledger, whichever module opens it first
+deployment_specs_table = sa.Table(
+    "deployment_specs",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("source", sa.String(1000), nullable=False),
+    sa.Column("scoring_code_sha256", sa.String(64)),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 drift_episodes_table = sa.Table(
@@ -177,13 +192,29 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     readers never wait for a writer. The database
     stays consistent after a crash; a power loss may undo the last commits before a checkpoint.
     Use PostgreSQL (MLOPS_LEDGER_URI) where that matters or several machines share the ledger.
+
+    The mode is stored in the file, so only the first connection to a new ledger switches it.
+    That switch needs the database to itself and SQLite answers "database is locked" at once,
+    without its busy timeout, while another connection (a second process or thread opening the
+    same new ledger) holds it: retried here for up to `_WAL_SWITCH_SECONDS`.
     """
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        deadline = time.monotonic() + _WAL_SWITCH_SECONDS
+        while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+_WAL_SWITCH_SECONDS = 30.0
+_engine_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
@@ -229,7 +260,8 @@ def engine() -> sa.Engine:
     """The ledger database engine for the current settings (tables created on first use)."""
     uri = get_settings().resolved_ledger_uri
     try:
-        return _engine(uri)
+        with _engine_lock:  # one engine per process: threads opening a new ledger wait for it
+            return _engine(uri)
     except sa.exc.SQLAlchemyError as exc:
         raise BackendError(
             f"The deployment ledger at {uri} cannot be opened: {exc.__class__.__name__}.",

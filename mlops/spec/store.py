@@ -10,29 +10,16 @@ redeploy flow its policy (`redeploy_options`) from here. Never a key's value.
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from mlops_pipeline import ledger
-from mlops_pipeline.errors import BackendError
 from mlops_pipeline.monitoring.drift_settings import DriftConfig
 from mlops_pipeline.spec.model import DeploymentSpec, MonitoringSpec, RedeploySpec
 from pydantic import BaseModel
 
-# its own MetaData: the table is created on first use here, whatever the ledger created first
-_metadata = sa.MetaData()
-
-specs_table = sa.Table(
-    "deployment_specs",
-    _metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
-    sa.Column("spec", sa.JSON, nullable=False),
-    sa.Column("source", sa.String(1000), nullable=False),
-    sa.Column("scoring_code_sha256", sa.String(64)),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-)
+specs_table = ledger.deployment_specs_table
 
 
 class AppliedSpec(BaseModel):
@@ -45,31 +32,9 @@ class AppliedSpec(BaseModel):
     applied_at: datetime
 
 
-@functools.lru_cache(maxsize=8)
-def _created(engine: sa.Engine) -> sa.Engine:
-    try:
-        specs_table.create(engine, checkfirst=True)
-    except sa.exc.DBAPIError:
-        # another process created it between our check and our CREATE
-        if not sa.inspect(engine).has_table(specs_table.name):
-            raise
-    return engine
-
-
-def _engine() -> sa.Engine:
-    engine = ledger.engine()
-    try:
-        return _created(engine)
-    except sa.exc.SQLAlchemyError as exc:
-        raise BackendError(
-            f"The ledger's table {specs_table.name} cannot be created: {exc.__class__.__name__}.",
-            hint="Check MLOPS_LEDGER_URI / MLOPS_HOME.",
-        ) from exc
-
-
 def find_applied(name: str) -> AppliedSpec | None:
     """The spec last applied to deployment NAME, or None (never applied from a file)."""
-    with _engine().connect() as conn:
+    with ledger.engine().connect() as conn:
         row = conn.execute(sa.select(specs_table).where(specs_table.c.name == name)).first()
     if row is None:
         return None
@@ -90,7 +55,7 @@ def save_applied(
         "scoring_code_sha256": scoring_code_sha256,
         "applied_at": datetime.now(UTC),
     }
-    with _engine().begin() as conn:
+    with ledger.engine().begin() as conn:
         updated = conn.execute(
             sa.update(specs_table).where(specs_table.c.name == spec.name).values(**values)
         ).rowcount
@@ -112,7 +77,7 @@ def monitor_schedule_slug(name: str) -> str:
 
 def scheduled_monitors() -> dict[str, str]:
     """Deployment name -> cron (UTC) of every applied spec with a `monitoring.schedule`."""
-    with _engine().connect() as conn:
+    with ledger.engine().connect() as conn:
         rows = conn.execute(sa.select(specs_table.c.name, specs_table.c.spec)).all()
     specs = {name: DeploymentSpec.model_validate(spec) for name, spec in rows}
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,38 @@ def test_a_sqlite_ledger_runs_in_wal_mode(mlops_home: Path) -> None:
     with ledger.engine().connect() as conn:
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+
+
+def test_a_new_sqlite_ledger_opened_by_many_at_once_opens_for_all(mlops_home: Path) -> None:
+    """Switching a new file to WAL needs it to itself, and SQLite answers "database is locked"
+    at once, without its busy timeout, while another connection holds it: several processes (one
+    engine each, as here) or threads opening a new ledger together all get it, in WAL mode."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    uri = get_settings().resolved_ledger_uri
+    now = datetime.now(UTC)
+
+    def open_and_write(i: int) -> str:
+        engine = ledger._engine.__wrapped__(uri)  # a new engine, as a separate process has
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.insert(ledger.watermarks_table).values(deployment=f"d{i}", updated_at=now)
+                )
+                return conn.execute(sa.text("PRAGMA journal_mode")).scalar()
+        finally:
+            engine.dispose()
+
+    for _ in range(5):  # the race is in the first moments of a new file: several new files
+        ledger.engine().dispose()
+        ledger._engine.cache_clear()
+        for suffix in ("", "-wal", "-shm"):
+            Path(uri.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            modes = list(pool.map(open_and_write, range(16)))
+        assert modes == ["wal"] * 16
+    with ThreadPoolExecutor(max_workers=8) as pool:  # threads of one process share one engine
+        engines = set(pool.map(lambda _: id(ledger.engine()), range(16)))
+    assert len(engines) == 1
