@@ -87,7 +87,7 @@ def run_demo(
         episode_id = (drifted.get("event") or {}).get("episode_id")
         if drifted["drift"] and episode_id and deployment_served(REDEPLOY_DEPLOYMENT):
             log.info("drift event sent; waiting for the automation's redeploy flow run")
-            decision = wait_for_redeploy(DEMO_DEPLOYMENT, episode_id)
+            decision = wait_for_redeploy(DEMO_DEPLOYMENT, episode_id, REDEPLOY_DEPLOYMENT)
             trigger = "event: mlops.drift.detected -> automation -> redeploy deployment"
         if drifted["drift"] and decision is None:
             # no Prefect server serving the flows: the same flow, gate and bake, called directly

@@ -18,6 +18,7 @@ from mlops_pipeline.redeploy.results import (
     TriggerInfo,
     VersionScore,
 )
+from mlops_pipeline.redeploy.scrape import MetricsSnapshot
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec.store import redeploy_options
 from mlops_pipeline.tasks.deploy import get_deployment
@@ -26,6 +27,7 @@ from mlops_pipeline.tasks.redeploy import (
     bake,
     challenger_tags,
     champion_figures,
+    champion_snapshot,
     claim_episode,
     evaluate_gate,
     finish_redeploy,
@@ -152,6 +154,10 @@ def decide(
         )
     # a registered challenger is looked up first: a wrong alias or URI fails before any work
     known = registered_challenger(champion, challenger) if challenger is not None else None
+    # the start of the champion's recent window: the bake's baseline is measured under the
+    # load of the redeploy's own time, not since the champion started
+    baking = policy.bake_seconds > 0 and current.endpoint_url is not None
+    window_start = champion_snapshot(current.endpoint_url, champion) if baking else None
     data = gate_data(current, policy, for_training=challenger is None)
     candidate = find_challenger(current, champion, challenger, known, policy, trigger, data)
     challenger_score = VersionScore(name=candidate.name, version=candidate.version)
@@ -177,7 +183,7 @@ def decide(
     if gate.passed and live_gate == "canary":
         report = canary_gate(current, candidate, policy)
     elif gate.passed:
-        report = switch_and_bake(current, champion, candidate, policy, trigger)
+        report = switch_and_bake(current, champion, candidate, policy, trigger, window_start)
     decision = RedeployDecision.from_gate(
         gate,
         champion=champion_score,
@@ -242,11 +248,18 @@ def switch_and_bake(
     candidate: ModelRef,
     policy: RedeployPolicy,
     trigger: TriggerInfo,
+    window_start: MetricsSnapshot | None = None,
 ):
     """Switch to the challenger with zero downtime and watch it; roll back on a regression.
-    Returns the bake report (None when the bake is off or the deployment has no endpoint)."""
+    The baseline is the champion's figures since `window_start` (when that window has enough
+    requests). Returns the bake report (None when the bake is off or the deployment has no
+    endpoint)."""
     baking = policy.bake_seconds > 0 and current.endpoint_url is not None
-    baseline = champion_figures(current.endpoint_url, champion) if baking else None
+    baseline = (
+        champion_figures(current.endpoint_url, champion, window_start, policy.min_requests)
+        if baking
+        else None
+    )
     run_flow(
         update_deployment,
         name=current.name,

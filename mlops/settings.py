@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     bake_max_p95_ratio: float = Field(
         default=1.5, ge=1, description="Allowed p95 latency ratio new / champion."
     )
+    bake_latency_checks: int = Field(
+        default=2,
+        ge=0,
+        description="Consecutive bake scrapes whose own p95 must all exceed the limits before "
+        "latency counts as regressed (a burst inside one interval does not); 0 judges the p95 "
+        "of every request since the warm-up.",
+    )
     bake_min_requests: int = Field(
         default=100, ge=1, description="Requests a bake needs before its rates are judged."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import threading
@@ -231,27 +232,69 @@ class SteadyTraffic(threading.Thread):
 
 
 @step(cache_policy=NO_CACHE)
-def wait_for_redeploy(deployment: str, episode_id: str, timeout: float = 240.0) -> dict | None:
-    """Wait for the redeploy an automation started for drift episode `episode_id` to finish;
-    its decision JSON, or None when none finished within `timeout` seconds.
+def wait_for_redeploy(
+    deployment: str,
+    episode_id: str,
+    served: str,
+    start_timeout: float = 180.0,
+    finish_timeout: float = 1200.0,
+) -> dict | None:
+    """Wait for the redeploy an automation started for drift episode `episode_id` to finish.
+
+    Two bounds, so a slow machine never makes the caller run a second redeploy beside the one
+    under way: the automation gets `start_timeout` seconds to start a flow run of the served
+    deployment `served` for the episode (or the redeploy to claim it in the ledger); a started
+    one gets `finish_timeout` seconds, its progress logged every minute.
+
+    Returns:
+        The decision JSON; None when no redeploy for the episode started within
+        `start_timeout`, or its flow run ended cancelled or crashed before deciding (the caller
+        may run the flow itself: the episode's claim stops a double redeploy).
 
     Raises:
-        DeploymentError: that redeploy failed (the message has its error).
+        DeploymentError: the redeploy failed, or is still running after `finish_timeout`.
     """
     from mlops_pipeline.errors import DeploymentError
-    from mlops_pipeline.redeploy.records import FAILED, decisions
+    from mlops_pipeline.redeploy.records import FAILED, RUNNING, decisions
+    from mlops_pipeline.tasks.orchestration import deployment_run_states
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for row in decisions(deployment):
-            details = row.get("details") or {}
-            episode = (details.get("trigger") or {}).get("episode_id") or details.get("episode_id")
-            if episode != episode_id or not row["finished_at"]:
-                continue
+    log = logging.getLogger(__name__)
+    started = time.monotonic()
+    deadline = started + start_timeout
+    last_report = started
+    while True:
+        rows = [
+            row
+            for row in decisions(deployment)
+            if ((row.get("details") or {}).get("trigger") or {}).get("episode_id") == episode_id
+            or row.get("episode_id") == episode_id
+        ]
+        for row in rows:
             if row["decision"] == FAILED:
                 raise DeploymentError(
                     f"The redeploy the drift event started failed: {row['reason']}"
                 )
-            return details
+            if row["finished_at"]:
+                return row.get("details") or {}
+        states = deployment_run_states(served, episode_id=episode_id)
+        if not rows and states and states[0] in ("CANCELLED", "CRASHED", "FAILED"):
+            log.warning("the event's redeploy flow run ended %s before deciding", states[0])
+            return None
+        under_way = any(row["decision"] == RUNNING for row in rows) or any(
+            state in ("SCHEDULED", "PENDING", "RUNNING") for state in states
+        )
+        if under_way and deadline == started + start_timeout:
+            deadline = started + finish_timeout
+            log.info("the event's redeploy is under way; waiting for its decision")
+        now = time.monotonic()
+        if now >= deadline:
+            if under_way:
+                raise DeploymentError(
+                    f"The redeploy of {deployment} for drift episode {episode_id} is still "
+                    f"running after {finish_timeout:.0f} s; follow it in the Prefect UI."
+                )
+            return None
+        if now - last_report >= 60:
+            log.info("still waiting for the redeploy (%.0f s)", now - started)
+            last_report = now
         time.sleep(1.0)
-    return None

@@ -104,6 +104,34 @@ def deployment_served(name: str) -> bool:
     return True
 
 
+def deployment_run_states(name: str, **parameters: Any) -> list[str]:
+    """State types (`SCHEDULED`, `RUNNING`, `COMPLETED`, `CANCELLED`, ...) of the flow runs of
+    deployment `name` ("flow-name/deployment-name") whose parameters include `parameters`,
+    newest first; [] without an API, for an unknown deployment or on any error."""
+    if not prefect_api_configured():
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    try:
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(name)
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=50,
+            )
+    except Exception:  # unreachable or unknown: nothing known to run
+        return []
+    return [
+        run.state.type.value
+        for run in runs
+        if run.state is not None
+        and all(run.parameters.get(key) == value for key, value in parameters.items())
+    ]
+
+
 def orchestrated() -> bool:
     """Whether `run_flow` starts tracked Prefect flow runs (`MLOPS_ORCHESTRATE` and the API)."""
     mode = get_settings().orchestrate

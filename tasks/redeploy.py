@@ -26,6 +26,7 @@ retrain_challenger = step(retrain.retrain, name="retrain-challenger", cache_poli
 save_challenger = step(loop.save_challenger, cache_policy=NO_CACHE)
 load_for_gate = step(loop.load_for_gate, cache_policy=NO_CACHE, retries=2)
 evaluate_gate = step(gate.evaluate_gate, cache_policy=NO_CACHE)
+champion_snapshot = step(loop.champion_snapshot, cache_policy=NO_CACHE)
 champion_figures = step(loop.champion_figures, cache_policy=NO_CACHE, retries=2)
 bake = step(loop.bake, name="bake", cache_policy=NO_CACHE)
 promote = step(loop.promote, name="promote-challenger", cache_policy=NO_CACHE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 
 import httpx
@@ -118,6 +119,7 @@ def watch(
     model_name: str | None = None,
     model_version: str | None = None,
     warmup: float = 0.0,
+    sustain: int = 0,
 ) -> list[ServiceFigures]:
     """Scrape /metrics every `interval` seconds for `seconds`; figures since the first scrape.
 
@@ -133,6 +135,12 @@ def watch(
             requests are slow: imports, caches), so p95 covers requests from the first scrape
             at or after `warmup` (None until then); requests and errors always count from the
             start.
+        sustain: with N > 0, each p95 is the lowest of the p95s of the last N intervals between
+            scrapes after the warm-up, so a slowdown must last N scrapes to show and a burst
+            inside one interval (another process on the machine, a GC pause) does not: the
+            failure threshold of Flagger's analysis. Until N such intervals passed it is None,
+            except on the last scrape, which takes the intervals it has. 0: the p95 of every
+            request since the warm-up.
 
     Returns:
         One ServiceFigures per scrape after the first, each covering the time from the first
@@ -152,8 +160,11 @@ def watch(
         fetch(), model_name=model_name, model_version=model_version, taken_at=start
     )
     warm: MetricsSnapshot | None = first if warmup <= 0 else None
+    previous = first
+    recent: deque[float] = deque(maxlen=max(sustain, 1))  # p95s of the last intervals, ms
     out: list[ServiceFigures] = []
-    for _ in range(math.ceil(seconds / interval) + 1):
+    scrapes = math.ceil(seconds / interval) + 1
+    for scrape in range(scrapes):
         remaining = deadline - clock()
         if remaining <= 0:
             break
@@ -163,10 +174,18 @@ def watch(
             text, model_name=model_name, model_version=model_version, taken_at=clock()
         )
         since_start = figures(snap, first)
-        latency = figures(snap, warm).p95_latency_ms if warm is not None else None
+        latency = None
+        if warm is not None and sustain > 0:
+            if (interval_p95 := figures(snap, previous).p95_latency_ms) is not None:
+                recent.append(interval_p95)
+            last = clock() >= deadline or scrape == scrapes - 1
+            latency = min(recent) if recent and (len(recent) >= sustain or last) else None
+        elif warm is not None:
+            latency = figures(snap, warm).p95_latency_ms
         out.append(since_start.model_copy(update={"p95_latency_ms": latency}))
         if warm is None and (snap.taken_at or 0.0) - start >= warmup:
             warm = snap
+        previous = snap
         if stop is not None and stop(out[-1]):
             log.info("bake watch stopped early after %.1f s", out[-1].seconds or 0.0)
             break

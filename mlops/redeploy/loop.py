@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from mlops_pipeline.redeploy.gate import choose_holdout
 from mlops_pipeline.redeploy.labelled import Holdout
 from mlops_pipeline.redeploy.metrics import get_metric
 from mlops_pipeline.redeploy.results import BakeReport, ServiceFigures, TriggerInfo
-from mlops_pipeline.redeploy.scrape import figures, parse_metrics
+from mlops_pipeline.redeploy.scrape import MetricsSnapshot, figures, parse_metrics
 from mlops_pipeline.registry.versions import (
     ALIAS_PATTERN,
     get_model_version,
@@ -61,6 +62,7 @@ class RedeployPolicy(BaseModel):
     bake_warmup_seconds: float = Field(ge=0)
     max_error_rate_increase: float = Field(ge=0)
     max_p95_ratio: float = Field(ge=1)
+    latency_checks: int = Field(default=2, ge=0)
     min_requests: int = Field(ge=1)
     trainer: str | None = None
 
@@ -100,6 +102,7 @@ def redeploy_policy(
         bake_warmup_seconds=settings.bake_warmup_seconds,
         max_error_rate_increase=settings.bake_max_error_rate_increase,
         max_p95_ratio=settings.bake_max_p95_ratio,
+        latency_checks=settings.bake_latency_checks,
         min_requests=settings.bake_min_requests,
         trainer=settings.trainer,
     )
@@ -267,12 +270,43 @@ def load_for_gate(model: ModelRef, config: DeployConfig | None = None) -> Any:
         ) from exc
 
 
-def champion_figures(endpoint_url: str, model: ModelRef) -> ServiceFigures:
-    """The champion's error rate and p95 latency since its process started, from /metrics:
-    the bake period's baseline. Raises BackendError / BackendUnavailableError on a failed
-    scrape."""
+def champion_snapshot(endpoint_url: str, model: ModelRef) -> MetricsSnapshot | None:
+    """One scrape of the champion's /metrics, the start of its recent window for
+    `champion_figures`; None (logged) when the scrape fails: the baseline then covers the time
+    since the champion's process started."""
+    try:
+        text = metrics_fetcher(endpoint_url)()
+        return parse_metrics(
+            text, model_name=model.name, model_version=model.version, taken_at=time.monotonic()
+        )
+    except BackendError as exc:
+        log.warning("no recent window for the bake's baseline: %s", exc.message)
+        return None
+
+
+def champion_figures(
+    endpoint_url: str,
+    model: ModelRef,
+    since: MetricsSnapshot | None = None,
+    min_requests: int = 1,
+) -> ServiceFigures:
+    """The bake period's baseline: the champion's error rate and p95 latency from /metrics.
+
+    Over the recent window from `since` (a `champion_snapshot` taken when the redeploy began)
+    when it holds `min_requests` requests with latencies: the champion measured under the same
+    load as the bake that follows, not under the quieter (or busier) conditions since its
+    process started, which the bake would otherwise read as the new version's doing. Else
+    since the champion's process started. Raises BackendError / BackendUnavailableError on a
+    failed scrape."""
     text = metrics_fetcher(endpoint_url)()
-    return figures(parse_metrics(text, model_name=model.name, model_version=model.version))
+    now = parse_metrics(
+        text, model_name=model.name, model_version=model.version, taken_at=time.monotonic()
+    )
+    if since is not None:
+        recent = figures(now, since)
+        if recent.requests >= min_requests and recent.p95_latency_ms is not None:
+            return recent
+    return figures(now)
 
 
 def bake(
@@ -280,8 +314,10 @@ def bake(
 ) -> BakeReport:
     """Watch the new version's /metrics for `policy.bake_seconds` and judge it against the
     champion's `baseline`; stops early on a regression. Latencies of the first
-    `bake_warmup_seconds` (at most half the bake) stay out of p95; errors always count. A new
-    version that stops answering /metrics during the bake is a regression."""
+    `bake_warmup_seconds` (at most half the bake) stay out of p95; errors always count, and at
+    once, while a p95 must stay over the limits for `latency_checks` consecutive scrapes (its
+    report's observed p95 is the lowest of those). A new version that stops answering /metrics
+    during the bake is a regression."""
 
     def judge(observed: ServiceFigures) -> BakeReport:
         return judge_bake(
@@ -302,6 +338,7 @@ def bake(
             model_version=model.version,
             # at most half the bake, so a short bake still judges latency
             warmup=min(policy.bake_warmup_seconds, policy.bake_seconds / 2),
+            sustain=policy.latency_checks,
         )
     except BackendError as exc:
         empty = ServiceFigures(requests=0, errors=0, error_rate=None, p95_latency_ms=None)

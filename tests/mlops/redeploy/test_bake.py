@@ -208,6 +208,87 @@ def test_watch_leaves_the_warmup_out_of_p95_but_counts_its_errors():
     assert without[-1].p95_latency_ms > 100  # the slow start dominates without a warm-up
 
 
+FAST, SLOW = 0.004, 0.2  # seconds: the first histogram bucket, and one past 0.1 s
+
+
+def test_watch_sustain_lets_a_burst_inside_one_interval_pass():
+    """Another process hogging the CPU for a moment slows one interval: not a regression."""
+    baseline = fig(1000, 0, 5.0)
+    steps = [(50, 0, FAST), (50, 0, SLOW), (50, 0, FAST), (50, 0, FAST), (50, 0, FAST)]
+
+    def regressed(f: ServiceFigures) -> bool:
+        return judge_bake(baseline, f, 0.01, 1.5, 100).verdict == "regressed"
+
+    clock = Clock()
+    out = watch(FakeService(steps).fetch, 10, 2, clock=clock, sleep=clock.sleep, sustain=2)
+    assert out[0].p95_latency_ms is None  # one interval so far: not yet judged
+    assert all(f.p95_latency_ms <= 5.0 for f in out[1:])
+    assert not any(map(regressed, out)) and clock.now == 1010.0
+    # judged on every request since the start, the same burst stops the watch at 4 s
+    clock = Clock()
+    cumulative = watch(
+        FakeService(steps).fetch, 10, 2, clock=clock, sleep=clock.sleep, stop=regressed
+    )
+    assert len(cumulative) == 2 and cumulative[-1].p95_latency_ms > 100
+
+
+def test_watch_sustain_stops_on_a_slowdown_that_lasts():
+    baseline = fig(1000, 0, 5.0)
+    steps = [(50, 0, FAST), (50, 0, SLOW), (50, 0, SLOW), (50, 0, SLOW), (50, 0, SLOW)]
+
+    def regressed(f: ServiceFigures) -> bool:
+        return judge_bake(baseline, f, 0.01, 1.5, 100).verdict == "regressed"
+
+    clock = Clock()
+    out = watch(
+        FakeService(steps).fetch, 10, 2, clock=clock, sleep=clock.sleep, sustain=2, stop=regressed
+    )
+    assert len(out) == 3 and out[-1].p95_latency_ms > 100  # two slow intervals in a row
+    # errors need no second interval: they stop the watch at once
+    failing = [(50, 0, FAST), (40, 10, FAST), (50, 0, FAST)]
+    clock = Clock()
+    out = watch(
+        FakeService(failing).fetch, 10, 2, clock=clock, sleep=clock.sleep, sustain=3, stop=regressed
+    )
+    assert len(out) == 2 and out[-1].p95_latency_ms is None
+
+
+def test_watch_sustain_judges_a_short_bake_on_the_intervals_it_has():
+    clock = Clock()
+    out = watch(FakeService([(50, 0, SLOW)]).fetch, 2, 2, clock=clock, sleep=clock.sleep, sustain=3)
+    assert len(out) == 1 and out[0].p95_latency_ms > 100  # the last scrape: one slow interval
+
+
+def test_the_baseline_is_the_champions_recent_window_when_it_has_traffic(monkeypatch):
+    """Measured under the redeploy's own load, not the quieter hours since the champion
+    started (and never from a window too thin to say anything)."""
+    from mlops_pipeline.deployment import ModelRef
+    from mlops_pipeline.redeploy import loop
+
+    service = FakeService([(500, 0, FAST), (200, 0, SLOW), (5, 0, SLOW)])
+    monkeypatch.setattr(loop, "metrics_fetcher", lambda _url: service.fetch)
+    champion = ModelRef("iris", "2")
+    service.fetch()  # the champion's first scrape: its traffic so far is none
+    since_start = loop.champion_snapshot("http://127.0.0.1:1", champion)  # 500 fast requests
+    recent = loop.champion_figures("http://127.0.0.1:1", champion, since_start, min_requests=100)
+    assert recent.requests == 200 and recent.p95_latency_ms > 100
+    window = loop.champion_snapshot("http://127.0.0.1:1", champion)
+    thin = loop.champion_figures("http://127.0.0.1:1", champion, window, min_requests=100)
+    assert thin.requests == 710  # 5 in the window: too few, so all 500 + 200 + 5 + 5
+
+
+def test_a_failed_champion_scrape_gives_no_window(monkeypatch):
+    from mlops_pipeline.deployment import ModelRef
+    from mlops_pipeline.errors import BackendUnavailableError
+    from mlops_pipeline.redeploy import loop
+
+    def down() -> str:
+        raise BackendUnavailableError("connection refused")
+
+    monkeypatch.setattr(loop, "metrics_fetcher", lambda _url: down)
+    assert loop.champion_snapshot("http://127.0.0.1:1", ModelRef("iris", "2")) is None
+
+
 def test_watch_filters_by_version_and_refuses_bad_arguments():
     service, clock = FakeService([(5, 1, 0.02)]), Clock()
     out = watch(service.fetch, 4, 2, clock=clock, sleep=clock.sleep, model_version="1")
