@@ -1,5 +1,6 @@
 """Models and traffic for redeploy tests: a weak champion, a better challenger, one that fails
-under load, a trainer entry point, and a load client that mixes in rows a model may refuse."""
+under load, one that is slow, a trainer entry point, and a load client that mixes in rows a
+model may refuse."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pandas as pd
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.register import register_model
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -37,6 +39,14 @@ def fragile_model(frame: pd.DataFrame) -> object:
     """Accurate on iris, but log() of a non-positive input makes its predict raise: it passes
     the gate and fails on live rows with a zero or negative measurement."""
     return make_pipeline(FunctionTransformer(np.log), LogisticRegression(max_iter=500)).fit(
+        frame[COLUMNS], frame["label"]
+    )
+
+
+def slow_model(frame: pd.DataFrame) -> object:
+    """Accurate on iris and honest, but a forest of 1,000 trees: about 90 ms a prediction where
+    the logistic regressions take 1 ms. It passes the gate and regresses p95 latency."""
+    return RandomForestClassifier(n_estimators=1000, max_depth=3, n_jobs=1, random_state=0).fit(
         frame[COLUMNS], frame["label"]
     )
 

@@ -1,7 +1,8 @@
 """The redeploy flow against real services: a local deployment, the sqlite registry and ledger.
 
-Gate accepted (switch under load, bake, promotion), gate rejected, bake rollback of a challenger
-that fails on live rows, one redeploy per drift episode, and retraining through MLOPS_TRAINER.
+Gate accepted (switch under load, bake, promotion), gate rejected, bake rollbacks of a challenger
+that fails on live rows and of one that is slow, one redeploy per drift episode, and retraining
+through MLOPS_TRAINER.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.flows.redeploy_support import (
     MixedLoad,
     fragile_model,
     register_pickle,
+    slow_model,
     strong_model,
     weak_model,
 )
@@ -161,6 +163,34 @@ def test_a_challenger_that_fails_on_live_rows_is_rolled_back_during_the_bake(
     assert [e.action for e in ledger.history("iris-prod")] == ["create", "update", "rollback"]
     (row,) = records.decisions("iris-prod")
     assert row["decision"] == "rolled_back"
+
+
+def test_a_challenger_that_is_slow_on_live_traffic_is_rolled_back_on_p95(
+    mlops_home, serving, fast_bake, tmp_path, iris_frame, labelled_csv
+) -> None:
+    """A slowdown that lasts every scrape interval of the bake is a regression, judged against
+    the champion's p95 under the same load."""
+    champion = register_pickle(weak_model(iris_frame), tmp_path, labelled_csv, alias="champion")
+    slow = register_pickle(slow_model(iris_frame), tmp_path, labelled_csv)
+    endpoint = serving(champion)
+    load = MixedLoad(endpoint)
+    load.start()
+    try:
+        out = run_flow(
+            redeploy, name="iris-prod", challenger=f"models:/iris/{slow}", bake_seconds=8
+        )
+    finally:
+        load.stop()
+
+    assert out["decision"] == "rolled_back", out["reason"]
+    assert out["scores"]["challenger"] > out["scores"]["champion"]  # it passed the gate
+    bake = out["bake"]
+    assert bake["verdict"] == "regressed" and "p95 latency" in out["reason"]
+    assert bake["observed"]["errors"] == 0 and bake["p95_ratio"] > 1.5
+    assert bake["observed"]["p95_latency_ms"] > 50 > bake["baseline"]["p95_latency_ms"]
+    assert bake["baseline"]["requests"] >= 20  # the champion's window during the redeploy
+    assert served_version(endpoint) == champion and aliases(champion) == ["champion"]
+    assert load.failures == []
 
 
 def test_one_drift_episode_redeploys_once_however_many_events_arrive(
