@@ -101,6 +101,10 @@ def run_canary(
         `policy.thin_traffic_extensions` times, then rolls back: too little traffic is no
         evidence for the challenger. At 100 % the champion serves nothing, so the challenger is
         compared with the champion's figures from the last step where it had enough requests.
+        A step whose only regression is p95 latency is watched for up to
+        `policy.latency_checks - 1` more intervals, each judged on its own window, and rolls
+        back only if every one regresses (a burst inside one window is not a regression);
+        errors roll back at once.
 
     Raises:
         InvalidInputError: a non-positive interval.
@@ -148,6 +152,23 @@ def run_canary(
                 break
             if extension < policy.thin_traffic_extensions:
                 log.info("canary v%s at %g%%: too few requests, waiting longer", version, percent)
+        for _ in range(policy.latency_checks - 1):
+            if result.verdict != "regressed" or result.error_regressed:
+                break
+            # p95 alone: a regression only if the next window, on its own, shows it too
+            log.info("canary v%s at %g%%: p95 over the limits; confirming", version, percent)
+            confirm_start = clock()
+            _wait(interval, percent, version, sleep, clock)
+            span = clock() - confirm_start
+            champion = admin.figures(span, PRIMARY, primary)
+            challenger = admin.figures(span, CANARY, upstream)
+            if champion.requests < policy.min_requests and baseline is not None:
+                champion = baseline
+            confirmation = compare(champion, challenger, policy)
+            window = clock() - started
+            if confirmation.verdict == "insufficient_traffic":
+                break  # no evidence either way: the regression stands
+            result = confirmation
         done.append(CanaryStep(percent=percent, seconds=round(window, 3), comparison=result))
         if result.verdict != "healthy":
             admin.set_routes(canary=None)

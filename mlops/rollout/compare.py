@@ -20,6 +20,7 @@ class Comparison(BaseModel):
     challenger: RouteFigures
     error_rate_increase: float | None = None
     p95_ratio: float | None = None
+    error_regressed: bool = False  # the error rate alone is a regression (p95 may be too)
 
 
 def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPolicy) -> Comparison:
@@ -50,7 +51,7 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
     # to min_requests succeeded
     rate = challenger.failures / max(challenger.requests, need)
     increase = (challenger.failure_rate or 0.0) - base_rate if challenger.requests else None
-    regressed = rate - base_rate > policy.max_error_rate_increase
+    error_regressed = regressed = rate - base_rate > policy.max_error_rate_increase
     if regressed:
         reasons.append(
             f"error rate {challenger.failures}/{challenger.requests} vs champion "
@@ -88,4 +89,5 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
         challenger=challenger,
         error_rate_increase=increase,
         p95_ratio=ratio,
+        error_regressed=error_regressed,
     )

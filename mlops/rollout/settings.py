@@ -48,6 +48,14 @@ class RolloutPolicy(BaseSettings):
         description="Wait before reading captures at a shadow's end: the champion's capture "
         "writer flushes every MLOPS_SERVING_CAPTURE_FLUSH_SECONDS (5 s).",
     )
+    latency_checks: int = Field(
+        default=2,
+        ge=1,
+        description="Windows a step's p95 must be over the limits in before it rolls back: a "
+        "step whose only regression is latency is watched another interval on its own, so a "
+        "burst inside one window (another job, a GC pause) is not a regression; errors roll "
+        "back at once.",
+    )
     thin_traffic_extensions: int = Field(
         default=2, ge=0, description="Extra intervals a thin step waits before rolling back."
     )

@@ -196,3 +196,22 @@ def test_the_first_steps_p95_leaves_the_warm_up_out() -> None:
     assert run(proxy, [100], RolloutPolicy(min_requests=50, warmup_seconds=0)).outcome == (
         "rolled_back"
     )
+
+
+def test_a_p95_burst_in_one_window_is_confirmed_before_it_rolls_back() -> None:
+    """Another job slows the machine for one window: the next window, alone, clears it."""
+    burst = (fig("primary", 500, p95=10), fig("canary", 500, p95=40))
+    proxy = ScriptedProxy([burst, (fig("primary", 500, p95=10), fig("canary", 500, p95=11))])
+    result = run(proxy, [100], POLICY)
+    assert result.outcome == "promote" and result.steps[0].comparison.challenger.p95_ms == 11
+    assert proxy.windows == [10.0, 10.0, 10.0, 10.0] and result.steps[0].seconds == 20.0
+    # a slowdown that lasts both windows rolls back; errors need no second window
+    proxy = ScriptedProxy([burst, burst])
+    assert run(proxy, [100], POLICY).outcome == "rolled_back" and proxy.script == []
+    failing = (fig("primary", 500), fig("canary", 500, errors=50, p95=40))
+    proxy = ScriptedProxy([failing, burst])
+    assert run(proxy, [100], POLICY).outcome == "rolled_back" and proxy.script == [burst]
+    # one window is enough where MLOPS_ROLLOUT_LATENCY_CHECKS=1
+    proxy = ScriptedProxy([burst, burst])
+    single = POLICY.model_copy(update={"latency_checks": 1})
+    assert run(proxy, [100], single).outcome == "rolled_back" and proxy.script == [burst]
