@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlops_pipeline.targets.base import DeployConfig, EnsembleConfig
+from mlops_pipeline.targets.operations import deploy_config
 from mlops_pipeline.tasks.deploy import (
     check_scoring_code,
     create_deployment,
@@ -43,11 +44,11 @@ def deploy(
     target: str = "local:",
     port: int | None = None,
     capture_uri: str | None = None,
-    sample_rate: float = 1.0,
+    sample_rate: float | None = None,
     api_key_file: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     base_image: str | None = None,
-    ready_timeout: float = 180.0,
+    ready_timeout: float | None = None,
     options: dict[str, str] | None = None,
     scoring_code: str | None = None,
     ensemble: EnsembleConfig | None = None,
@@ -56,8 +57,10 @@ def deploy(
     when NAME already serves this model, update it with zero downtime instead.
 
     `scoring_code` is a module defining `init()` and `run(data)`; `ensemble` serves several
-    models combined, its first member the primary (MODEL_URI is then ignored). An update
-    with either replaces the recorded ones; without, it keeps them.
+    models combined, its first member the primary (MODEL_URI is then ignored). Settings left
+    None take `DeployConfig`'s defaults on create (sample_rate 1.0, workers 1, ready_timeout
+    180 s); on update the settings given replace the recorded ones (`options` merge over them)
+    and the rest are kept, so `deploy` with a new `--workers` changes just that.
     """
     validate_deployment_name(name)
     needs_image = target_needs_image(target)  # an unknown target fails before anything else
@@ -67,26 +70,26 @@ def deploy(
     else:
         model = resolve_model_uri(model_uri)
     action = plan_deployment(name, model, target, port)
-    config = DeployConfig(
-        port=port,
-        capture_uri=capture_uri,
-        sample_rate=sample_rate,
-        api_key_file=api_key_file,
-        workers=workers,
-        ready_timeout=ready_timeout,
-        options=options or {},
-        scoring_code=code,
-        ensemble=ensemble,
-    )
+    given = {
+        "capture_uri": capture_uri,
+        "sample_rate": sample_rate,
+        "api_key_file": api_key_file,
+        "workers": workers,
+        "ready_timeout": ready_timeout,
+        "scoring_code": code,
+        "ensemble": ensemble,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
     if action == "update":
-        preflight_target(target)  # the update keeps the recorded settings...
-        changed = None
-        if code is not None or ensemble is not None:  # ...but for new code or members
-            changed = get_deployment(name).deploy_config.model_copy(
-                update={"scoring_code": code, "ensemble": ensemble}
-            )
+        preflight_target(target)
+        recorded = get_deployment(name).deploy_config
+        changed = deploy_config(
+            {**recorded.model_dump(), **given, "options": recorded.options | (options or {})}
+        )
+        changed = None if changed == recorded else changed  # None: keep the recorded settings
         image = build_image_tag(model.uri, base_image, changed) if needs_image else None
         return switch_deployment(name, model, changed, image).model_dump(mode="json")
+    config = deploy_config({"port": port, "options": options or {}, **given})
     preflight_target(target, config)  # seconds, before an image build of minutes
     image = build_image_tag(model.uri, base_image, config) if needs_image else None
     return create_deployment(name, model, target, config, image).model_dump(mode="json")

@@ -192,6 +192,23 @@ def preflight_target(target_uri: str, config: DeployConfig | None = None) -> Non
     get_target(target_uri).preflight(config or DeployConfig())
 
 
+def deploy_config(values: dict[str, Any]) -> DeployConfig:
+    """`values` (DeployConfig fields) validated as a DeployConfig.
+
+    Raises:
+        InvalidInputError: a field out of range or unknown (names the field and value; exit 2).
+    """
+    try:
+        return DeployConfig.model_validate(values)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(map(str, problem["loc"]))
+        raise InvalidInputError(
+            f"Deployment setting {field}={problem.get('input')!r} is invalid: {problem['msg']}.",
+            field=field,
+        ) from exc
+
+
 class RenderedDeployment(BaseModel):
     """What `deploy --dry-run` prints: the target's manifest text and what it was made from."""
 
@@ -228,15 +245,7 @@ def dry_run_deployment(
 
     validate_deployment_name(name)
     target = get_target(target_uri)
-    try:
-        config = DeployConfig(**settings)
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        field = ".".join(map(str, problem["loc"]))
-        raise InvalidInputError(
-            f"Deployment setting {field}={problem.get('input')!r} is invalid: {problem['msg']}.",
-            field=field,
-        ) from exc
+    config = deploy_config(settings)
     connect()
     model = resolve_model_uri(model_uri)
     if config.ensemble is not None:  # pinned as deploy pins them; the first is MODEL_URI

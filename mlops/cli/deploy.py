@@ -172,12 +172,25 @@ def deploy_cmd(
         str | None, typer.Option(help="Capture inputs+predictions here (dir or fsspec URI).")
     ] = None,
     sample_rate: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of requests captured.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of requests captured [default: 1.0; an update keeps the deployment's].",
+            show_default=False,
+        ),
+    ] = None,
     api_key_file: Annotated[
         str | None, typer.Option(help="File with the API key(s) clients must send.")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Scoring worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Scoring worker processes [default: 1; an update keeps the deployment's].",
+            show_default=False,
+        ),
+    ] = None,
     base_image: Annotated[
         str | None, typer.Option(help="Base image when the target builds one.")
     ] = None,
@@ -234,6 +247,10 @@ def deploy_cmd(
 ) -> None:
     """Serve a registered model version behind a stable endpoint (updates NAME if it exists).
 
+    An update switches NAME to MODEL_URI with zero downtime and changes the settings given
+    (--capture-dir, --sample-rate, --workers, --api-key-file, --option, --scoring-code,
+    --member); the others keep their recorded values.
+
     `--spec deploy.yaml` takes the model, target and settings from a spec file instead.
     """
     if spec is not None:
@@ -269,6 +286,7 @@ def deploy_cmd(
             hint="Add --member URI[:WEIGHT] for each further model, or drop --combiner.",
             field="combiner",
         )
+    settings = {key: value for key, value in settings.items() if value is not None}  # unset
     if dry_run:
         from mlops_pipeline.targets import operations
 

@@ -18,12 +18,19 @@ def in_use(version: str) -> dict[str, str]:
 
 
 def test_deploy_update_rollback_undeploy(
-    prefect_harness: None, undeploy_all: None, registered_model: dict, iris_model_dir: Path
+    prefect_harness: None,
+    undeploy_all: None,
+    registered_model: dict,
+    iris_model_dir: Path,
+    tmp_path: Path,
 ) -> None:
     v2 = register_version(iris_model_dir)
     register_version(iris_model_dir, name="other")
 
-    created = deploy(model_uri="models:/iris@champion", name="iris-prod", ready_timeout=90)
+    captures = str(tmp_path / "captures")
+    created = deploy(
+        model_uri="models:/iris@champion", name="iris-prod", ready_timeout=90, capture_uri=captures
+    )
     endpoint = created["endpoint_url"]
     assert created["model_version"] == "1" and created["status"] == "ready"
     assert in_use("1") == {"iris-prod": "local:"}
@@ -35,9 +42,14 @@ def test_deploy_update_rollback_undeploy(
     with pytest.raises(NotFoundError, match="no version '9'"):
         update_deployment(name="iris-prod", model_uri="models:/iris/9")
 
-    # deploying the same model under the same name updates it in place
-    moved = deploy(model_uri=f"models:/iris/{v2}", name="iris-prod")
+    # deploying the same model under the same name updates it in place: the settings given
+    # change, the others keep their recorded values
+    moved = deploy(model_uri=f"models:/iris/{v2}", name="iris-prod", workers=2, sample_rate=0.5)
     assert moved["endpoint_url"] == endpoint and served_version(endpoint) == v2
+    config = ledger.get_deployment("iris-prod").deploy_config
+    assert (config.workers, config.sample_rate) == (2, 0.5)
+    assert (config.capture_uri, config.ready_timeout) == (captures, 90)
+    assert moved["config"]["workers"] == 2  # what the target runs, not only the record
     assert in_use("1") == {} and in_use(v2) == {"iris-prod": "local:"}
 
     back = rollback_deployment(name="iris-prod", reason="drift on v2")
