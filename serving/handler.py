@@ -274,7 +274,9 @@ class Service:
         """Ensemble members (name, version, URI, run id, weight), combiner and scoring code."""
         settings = self.settings
         info: dict[str, Any] = {
-            "scoring_code": settings.scoring_code.name if settings.scoring_code else None
+            "scoring_code": settings.scoring_code.name if settings.scoring_code else None,
+            # the body is run()'s own JSON type, not an MLflow payload (clients send it as is)
+            "typed_input": self.scorer is not None and self.scorer.typed_input,
         }
         if settings.ensemble is None:
             return info

@@ -165,6 +165,44 @@ def exec_service(serving_settings: ServingSettings) -> NoReturn:
     os.execve(sys.executable, args, env)
 
 
+def _typed_input(client: Any) -> bool:
+    """Whether the service's scoring code has a typed `run()` (its /version says so): then it
+    takes its own JSON, not an MLflow payload. A service without /version (plain MLflow
+    serving) is not; an unreachable one or a refused key raises as /invocations would."""
+    from mlops_pipeline.serving.client import ScoringError
+
+    try:
+        return bool(client.version().get("typed_input"))
+    except ScoringError as exc:
+        if exc.status in (None, 401):
+            raise
+        return False
+    except ValueError:  # not JSON: not our scoring service
+        return False
+
+
+def _predict_body(path: Any, suffix: str, typed: bool) -> tuple[bytes, str]:
+    """The /invocations body and content type for an input file: CSV as it is and JSON or
+    Parquet as an MLflow payload, or, for a service whose scoring code has a typed `run()`,
+    JSON as it is and rows as a list of objects. Raises ValueError/TypeError on unreadable
+    input."""
+    import pandas as pd
+    from mlops_pipeline.serving.client import to_payload
+
+    if typed:
+        if suffix == ".json":
+            json.loads(path.read_bytes())  # fails here, not as the service's 400
+            return path.read_bytes(), "application/json"
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        return frame.to_json(orient="records", date_format="iso").encode(), "application/json"
+    if suffix == ".csv":
+        return path.read_bytes(), "text/csv"
+    if suffix == ".json":
+        return json.dumps(to_payload(json.loads(path.read_text()))).encode(), "application/json"
+    frame = pd.read_parquet(path)
+    return json.dumps(to_payload(frame), default=str).encode(), "application/json"
+
+
 @command(app, "predict")
 def predict(
     url: Annotated[str, typer.Argument(help="Base URL of a scoring service.")],
@@ -187,7 +225,7 @@ def predict(
         InvalidInputError,
         NotFoundError,
     )
-    from mlops_pipeline.serving.client import ScoringClient, ScoringError, read_api_key, to_payload
+    from mlops_pipeline.serving.client import ScoringClient, ScoringError, read_api_key
 
     path = Path(input_file)
     if not path.is_file():
@@ -199,26 +237,14 @@ def predict(
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"Cannot read --api-key-file {api_key_file}: {exc}") from exc
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            body, content_type = path.read_bytes(), "text/csv"
-        elif suffix == ".json":
-            body = json.dumps(to_payload(json.loads(path.read_text()))).encode()
-            content_type = "application/json"
-        elif suffix == ".parquet":
-            import pandas as pd
-
-            body = json.dumps(to_payload(pd.read_parquet(path)), default=str).encode()
-            content_type = "application/json"
-        else:
-            raise InvalidInputError(
-                f"--input {path.name}: unsupported file type '{suffix}'.",
-                hint="Use a .csv, .json or .parquet file.",
-            )
-    except (ValueError, TypeError) as exc:
-        raise InvalidInputError(f"--input {input_file} could not be read: {exc}") from exc
+    if suffix not in (".csv", ".json", ".parquet"):
+        raise InvalidInputError(
+            f"--input {path.name}: unsupported file type '{suffix}'.",
+            hint="Use a .csv, .json or .parquet file.",
+        )
     try:
         with ScoringClient(url, api_key=api_key) as client:
+            body, content_type = _predict_body(path, suffix, _typed_input(client))
             result = client.predict_raw(body, content_type)
     except ScoringError as exc:
         details = {"status": exc.status, "code": exc.code, **exc.details}
@@ -229,6 +255,8 @@ def predict(
         if exc.status < 500:
             raise InvalidInputError(exc.message, **details) from exc
         raise BackendError(f"The scoring service failed: {exc.message}", **details) from exc
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"--input {input_file} could not be read: {exc}") from exc
 
     def render(r: dict[str, Any]) -> None:
         print_table(

@@ -96,7 +96,33 @@ def test_typed_code_scores_validates_and_publishes_its_schema(
     assert flower["properties"]["sepal_length"]["exclusiveMinimum"] == 0
     ok = post["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok["properties"]["predictions"]["items"] == {"$ref": "#/components/schemas/Answer"}
-    assert httpx.get(f"{server.url}/version", timeout=30).json()["scoring_code"] == "score.py"
+    version = httpx.get(f"{server.url}/version", timeout=30).json()
+    assert version["scoring_code"] == "score.py" and version["typed_input"] is True
+
+
+def test_mlops_predict_sends_typed_code_its_own_json(
+    typed_server: tuple[Server, Path], iris_estimator, iris_features, tmp_path: Path
+) -> None:
+    """`mlops predict` sends a typed run() the JSON file as it is, and CSV rows as objects."""
+    import json
+
+    from mlops_pipeline.cli import app
+    from typer.testing import CliRunner
+
+    server, _ = typed_server
+    rows = iris_features.iloc[[0, 60, 120]]
+    expected = [int(p) for p in iris_estimator.predict(rows)]
+    as_json, as_csv = tmp_path / "rows.json", tmp_path / "rows.csv"
+    as_json.write_text(json.dumps(rows.to_dict("records")))
+    rows.to_csv(as_csv, index=False)
+    for path in (as_json, as_csv):
+        result = CliRunner().invoke(app, ["predict", server.url, "--input", str(path), "--json"])
+        assert result.exit_code == 0, result.output
+        assert [p["species"] for p in json.loads(result.stdout)["predictions"]] == expected
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"sepal_length": -1}]))
+    result = CliRunner().invoke(app, ["predict", server.url, "--input", str(bad), "--json"])
+    assert result.exit_code == 2 and json.loads(result.stdout)["error"]["code"] == "invalid_input"
 
 
 def test_user_errors_answer_by_type_without_trace(
