@@ -139,6 +139,7 @@ def log_registration_run(
             model_uri = source.uri
         elif source.kind == "mlflow_dir":
             mlflow.log_artifacts(str(source.path), artifact_path="model")
+            _stamp_run_id(source.path, run.info.run_id)
             model_uri = f"runs:/{run.info.run_id}/model"
         else:
             with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
@@ -175,6 +176,21 @@ def log_registration_run(
                 SUITE_TAG: f"{base}/suite.json",
             }
     return RegistrationRun(run_id=run.info.run_id, model_uri=model_uri, artifact_tags=tags)
+
+
+def _stamp_run_id(model_dir: Path, run_id: str) -> None:
+    """Log the directory's MLmodel again with `run_id` when it names no run (a model saved
+    with `save_model` outside a run): the served version's /version then names its run."""
+    import mlflow
+    from mlflow.models import Model
+
+    model = Model.load(str(model_dir))
+    if model.run_id:
+        return
+    model.run_id = run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(str(Path(tmp, "MLmodel")))
+        mlflow.log_artifact(str(Path(tmp, "MLmodel")), artifact_path="model")
 
 
 def create_model_version(

@@ -88,3 +88,19 @@ def test_nullable_reference_columns_become_optional_in_the_version(mlops_home, t
     assert loaded.unwrap_python_model().predict(None, plain).tolist() == (
         model.predict(reference).tolist()
     )
+
+
+def test_a_model_dir_saved_outside_a_run_names_its_registration_run(mlops_home, iris_model_dir):
+    """The version's MLmodel names the run it was logged to, so the service's /version (and
+    MLflow's UI) can link a served model to its run; the source directory is not changed."""
+    import mlflow
+    from mlflow.models import Model
+
+    assert Model.load(str(iris_model_dir)).run_id is None  # `save_model` outside a run
+    registered = run_flow(register_model, source=str(iris_model_dir), name="iris")
+    version = connect().get_model_version("iris", registered["version"])
+    local = mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/model/MLmodel")
+    assert Model.load(local).run_id == version.run_id
+    loaded = mlflow.pyfunc.load_model(f"models:/iris/{registered['version']}")
+    assert loaded.metadata.run_id == version.run_id
+    assert Model.load(str(iris_model_dir)).run_id is None
