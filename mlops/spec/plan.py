@@ -237,8 +237,11 @@ def plan(
     """Compare DESIRED with CURRENT (None: not deployed) and the spec APPLIED before it;
     CURRENT_KEYS_SHA256 is the digest of the key file the deployment uses now."""
     changes: list[Change] = []
-    if current is None:
+    if current is None:  # what will run, where: the fields a new deployment starts from
         changes.append(Change(field="name", desired=desired.name, effect="switch"))
+        if loaded.spec.model:  # an ensemble's members are in its config changes
+            changes.append(Change(field="model", desired=desired.model.uri, effect="switch"))
+        changes.append(Change(field="target.uri", desired=desired.target_uri, effect="switch"))
     else:
         changes += _replacements(desired, current)
         if desired.model != current.model:

@@ -71,6 +71,8 @@ def test_apply_is_idempotent_and_diff_shows_each_change(
     assert code == 1, out
     planned = json.loads(out)
     assert planned["action"] == "create" and planned["changed"] is True
+    new = {change["field"]: change["desired"] for change in planned["changes"]}
+    assert new["model"] == "models:/iris/1" and new["target.uri"] == "local:"
 
     code, out = mlops("deploy", "--spec", str(spec_file), "--json")
     assert code == 0, out
