@@ -110,9 +110,10 @@ def update_deployment(
 
 @flow(name="rollback-deployment", log_prints=False)
 def rollback_deployment(name: str, reason: str | None = None) -> dict[str, Any]:
-    """Return deployment NAME to the version it served before, with zero downtime."""
-    model, image = find_rollback_version(name)
-    return switch_deployment(name, model, None, image, "rollback", reason).model_dump(mode="json")
+    """Return deployment NAME to the version it served before, with the settings it ran with
+    (an ensemble's members, capture, workers), with zero downtime."""
+    model, image, config = find_rollback_version(name)  # config None: keep the current ones
+    return switch_deployment(name, model, config, image, "rollback", reason).model_dump(mode="json")
 
 
 @flow(name="undeploy", log_prints=False)

@@ -14,12 +14,12 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlops_pipeline import inuse
-from mlops_pipeline.deployment import Deployment, ModelRef
+from mlops_pipeline.deployment import DeployConfig, Deployment, ModelRef
 from mlops_pipeline.errors import BackendError, NotFoundError
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.tracking import connect
@@ -62,6 +62,9 @@ events_table = sa.Table(
     sa.Column("image", sa.String(500)),
     sa.Column("result", sa.String(20), nullable=False),
     sa.Column("reason", sa.Text),
+    # the settings the version ran with after a successful create/update/rollback, so a
+    # rollback restores them too (an ensemble's members, capture, workers); None before 0.x
+    sa.Column("config", sa.JSON),
 )
 
 # Monitor state, beside the deployments so monitors on several machines agree; mlops.state
@@ -181,6 +184,7 @@ class DeploymentEvent(BaseModel):
     image: str | None = None
     result: Result
     reason: str | None = None
+    config: dict[str, Any] | None = None
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
@@ -387,8 +391,10 @@ def record_event(
     to_version: str | None = None,
     image: str | None = None,
     reason: str | None = None,
+    config: DeployConfig | None = None,
 ) -> DeploymentEvent:
-    """Append one entry to the history of `deployment` (never updated or deleted)."""
+    """Append one entry to the history of `deployment` (never updated or deleted); `config`
+    is what the version runs with after a successful change (what a rollback restores)."""
     values: dict[str, Any] = {
         "deployment": deployment,
         "at": datetime.now(UTC),
@@ -401,6 +407,7 @@ def record_event(
         "image": image,
         "result": result,
         "reason": reason,
+        "config": None if config is None else config.model_dump(mode="json"),
     }
     with engine().begin() as conn:
         event_id = conn.execute(sa.insert(events_table).values(**values)).inserted_primary_key[0]
@@ -422,17 +429,31 @@ def history(name: str) -> list[DeploymentEvent]:
     return events
 
 
-def rollback_point(name: str) -> tuple[ModelRef, str | None] | None:
-    """The version (and image) `name` served before its current one, undoing like a stack.
+class RollbackPoint(NamedTuple):
+    """What `mlops rollback` returns a deployment to: the version, its image and the settings
+    it ran with (None when recorded by a release that did not keep them: the current ones
+    then stay, with the version as the primary)."""
+
+    model: ModelRef
+    image: str | None
+    config: DeployConfig | None
+
+
+def rollback_point(name: str) -> RollbackPoint | None:
+    """The version (image, settings) `name` served before its current one, undoing like a
+    stack.
 
     create and update push a version, rollback pops one: create v1, update v2, update v3,
     rollback -> v2, rollback -> v1, rollback -> None. Only the life since the last create counts.
     """
-    stack: list[tuple[ModelRef, str | None]] = []
+    stack: list[RollbackPoint] = []
     for event in history(name):
         if event.result != "succeeded" or event.to_version is None:
             continue
-        entry = (ModelRef(event.model_name or "", event.to_version), event.image)
+        config = DeployConfig.model_validate(event.config) if event.config else None
+        entry = RollbackPoint(
+            ModelRef(event.model_name or "", event.to_version), event.image, config
+        )
         if event.action == "create":
             stack = [entry]
         elif event.action == "update":

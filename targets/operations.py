@@ -296,7 +296,14 @@ def create_deployment(
             name, "create", "failed", to_version=model.version, reason=str(exc), **event
         )
         raise
-    ledger.record_event(name, "create", "succeeded", to_version=model.version, **event)
+    ledger.record_event(
+        name,
+        "create",
+        "succeeded",
+        to_version=model.version,
+        config=deployment.deploy_config,
+        **event,
+    )
     logger.info("Deployment '%s' is ready at %s", name, deployment.endpoint_url)
     return deployment
 
@@ -353,7 +360,9 @@ def switch_deployment(
         ledger.record_event(name, action, "failed", reason=str(exc), **event)
         raise
     deployment = ledger.upsert_deployment(deployment)
-    ledger.record_event(name, action, "succeeded", reason=reason, **event)
+    ledger.record_event(
+        name, action, "succeeded", reason=reason, config=deployment.deploy_config, **event
+    )
     logger.info("Deployment '%s' now serves %s", name, model.uri)
     return deployment
 
@@ -363,8 +372,8 @@ def get_deployment(name: str) -> Deployment:
     return ledger.get_deployment(name)
 
 
-def find_rollback_version(name: str) -> tuple[ModelRef, str | None]:
-    """The version (and image) NAME served before the current one; it must still exist.
+def find_rollback_version(name: str) -> ledger.RollbackPoint:
+    """The version (image, settings) NAME served before the current one; it must still exist.
 
     Raises:
         ConflictError: NAME has no earlier version (exit 4).
@@ -379,16 +388,17 @@ def find_rollback_version(name: str) -> tuple[ModelRef, str | None]:
             "MODEL_URI` to pick a version.",
             deployment=name,
         )
-    model, image = point
-    try:
-        get_model_version(model.name, version=model.version)
-    except NotFoundError as exc:
-        raise NotFoundError(
-            f"Cannot roll back '{name}' to {model.uri}: that version no longer exists.",
-            hint=f"Pick an existing one with `mlops update {name} --model MODEL_URI`.",
-            deployment=name,
-        ) from exc
-    return model, image
+    members = served_models(point.model, point.config) if point.config else [point.model]
+    for model in members:  # an ensemble's members come back too
+        try:
+            get_model_version(model.name, version=model.version)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"Cannot roll back '{name}' to {point.model.uri}: {model.uri} no longer exists.",
+                hint=f"Pick an existing one with `mlops update {name} --model MODEL_URI`.",
+                deployment=name,
+            ) from exc
+    return point
 
 
 def delete_deployment(name: str, reason: str | None = None) -> Deployment:
@@ -547,7 +557,9 @@ def promote_challenger(
         ledger.record_event(name, "update", "failed", reason=str(exc)[:2000], **event)
         raise
     deployment = ledger.upsert_deployment(live.model_copy(update={"image": image or live.image}))
-    ledger.record_event(name, "update", "succeeded", reason=reason, **event)
+    ledger.record_event(
+        name, "update", "succeeded", reason=reason, config=deployment.deploy_config, **event
+    )
     logger.info("Deployment '%s' now serves %s (promoted challenger)", name, model.uri)
     return deployment
 

@@ -12,7 +12,7 @@ import pytest
 from mlops_pipeline import inuse, ledger
 from mlops_pipeline.deployment import EnsembleConfig, ModelRef, load_predictor, with_primary
 from mlops_pipeline.errors import InUseError, InvalidInputError
-from mlops_pipeline.flows.deploy import deploy, undeploy
+from mlops_pipeline.flows.deploy import deploy, rollback_deployment, undeploy
 from mlops_pipeline.registry import delete_model_versions
 from mlops_pipeline.tracking import connect
 
@@ -91,10 +91,26 @@ def test_ensemble_of_two_registered_models(
         ("iris-weak", weak_version),
     ]
 
+    # an update to other weights, then a rollback: the members and weights come back too
+    def score() -> np.ndarray:
+        body = {"dataframe_split": {"columns": list(rows), "data": rows.to_numpy().tolist()}}
+        answer = httpx.post(f"{endpoint}/invocations", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return np.asarray(answer.json()["predictions"])
+
+    evenly = ensemble.model_copy(update={"combiner": "mean"})
+    deploy(model_uri="models:/iris/1", name="iris-ens", ensemble=evenly)
+    assert np.allclose(score(), (iris_estimator.predict(rows) + weak.predict(rows)) / 2)
+    back = rollback_deployment(name="iris-ens", reason="the even ensemble scores worse")
+    assert back["config"]["ensemble"]["combiner"] == "weighted_mean"
+    assert np.allclose(score(), by_hand)
+
     undeploy(name="iris-ens")
     assert inuse.deployments_using(client, "iris-weak", weak_version) == {}
-    wait_for(lambda: len(read_capture(capture)) == len(rows))
-    captured = read_capture(capture).sort_values("_row")
-    assert np.allclose(captured["prediction"], by_hand)
-    member = captured[f"_member.iris-weak/{weak_version}.prediction"].to_numpy()
-    assert (member == weak.predict(rows)).all()
+    wait_for(lambda: len(read_capture(capture)) == 3 * len(rows))  # weighted, even, weighted
+    requests = [r.sort_values("_row") for _, r in read_capture(capture).groupby("_request_id")]
+    weighted = [r for r in requests if np.allclose(r["prediction"], by_hand)]
+    assert len(requests) == 3 and len(weighted) == 2
+    for captured in requests:
+        member = captured[f"_member.iris-weak/{weak_version}.prediction"].to_numpy()
+        assert (member == weak.predict(rows)).all()

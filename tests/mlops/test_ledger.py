@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from mlops_pipeline import inuse, ledger
-from mlops_pipeline.deployment import Deployment, DeploymentStatus, ModelRef
+from mlops_pipeline.deployment import DeployConfig, Deployment, DeploymentStatus, ModelRef
 from mlops_pipeline.errors import NotFoundError
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.register import register_model
@@ -102,18 +102,23 @@ def test_history_is_durable_and_records_who(
 
 def test_rollback_point_undoes_like_a_stack(mlops_home: Path) -> None:
     def event(action: str, to: str, result: str = "succeeded") -> None:
+        config = DeployConfig(workers=int(to))  # the settings each version ran with
         ledger.record_event(
-            "iris-prod", action, result, model_name="iris", to_version=to, image=f"img:{to}"
-        )
+            "iris-prod", action, result, model_name="iris", to_version=to, image=f"img:{to}",
+            config=config,
+        )  # fmt: skip
+
+    def point(version: str) -> tuple:
+        return (ModelRef("iris", version), f"img:{version}", DeployConfig(workers=int(version)))
 
     event("create", "1")
     assert ledger.rollback_point("iris-prod") is None
     event("update", "2")
     event("update", "3")
     event("update", "4", result="failed")
-    assert ledger.rollback_point("iris-prod") == (ModelRef("iris", "2"), "img:2")
+    assert ledger.rollback_point("iris-prod") == point("2")
     event("rollback", "2")
-    assert ledger.rollback_point("iris-prod") == (ModelRef("iris", "1"), "img:1")
+    assert ledger.rollback_point("iris-prod") == point("1")
     event("rollback", "1")
     assert ledger.rollback_point("iris-prod") is None
     ledger.record_event("iris-prod", "delete", "succeeded", from_version="1")
@@ -144,7 +149,7 @@ def test_ledger_works_on_postgresql(
 
             assert ledger.engine().dialect.name == "postgresql"
             assert ledger.get_deployment("iris-prod").model_version == iris_v2.version
-            assert ledger.rollback_point("iris-prod") == (ModelRef("iris", "1"), None)
+            assert ledger.rollback_point("iris-prod") == (ModelRef("iris", "1"), None, None)
             assert tags_of(iris_v2.version) == {"iris-prod": "local:"} and tags_of("1") == {}
             ledger.delete_deployment("iris-prod")
             assert ledger.list_deployments() == [] and len(ledger.history("iris-prod")) == 2
@@ -230,3 +235,19 @@ def test_a_new_sqlite_ledger_opened_by_many_at_once_opens_for_all(mlops_home: Pa
     with ThreadPoolExecutor(max_workers=8) as pool:  # threads of one process share one engine
         engines = set(pool.map(lambda _: id(ledger.engine()), range(16)))
     assert len(engines) == 1
+
+
+def test_a_rollback_point_protects_every_member_it_would_restore(iris_v2: ModelRef) -> None:
+    """`mlops models delete` refuses a version a rollback would bring back, as a member too."""
+    from mlops_pipeline.registry.versions import _rollback_users
+
+    both = DeployConfig(
+        ensemble={"members": [{"model_uri": "models:/iris/1"}, {"model_uri": "models:/iris/2"}]}
+    )
+    ledger.upsert_deployment(record("iris-prod", "1"))
+    ledger.record_event(
+        "iris-prod", "create", "succeeded", model_name="iris", to_version="1", config=both
+    )
+    ledger.record_event("iris-prod", "update", "succeeded", model_name="iris", to_version="1")
+    assert _rollback_users(ModelRef("iris", "2")) == ["iris-prod"]
+    assert _rollback_users(ModelRef("iris", "1")) == ["iris-prod"]
