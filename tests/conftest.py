@@ -146,6 +146,7 @@ def iris_reference_csv(tmp_path_factory: pytest.TempPathFactory, iris_features) 
 
 
 _harness_running = False
+_harness_api: list[str] = []  # the harness API URL while it runs
 
 
 @pytest.fixture(scope="session")
@@ -155,11 +156,15 @@ def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import get_current_settings
+
         _harness_running = True
+        _harness_api.append(str(get_current_settings().api.url))
         try:
             yield
         finally:
             _harness_running = False
+            _harness_api.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -168,12 +173,17 @@ def prefect_api_only_where_asked(request: pytest.FixtureRequest) -> Iterator[Non
 
     The harness sets PREFECT_API_URL in the worker's Prefect settings for the rest of the
     session; a later test of "no Prefect API configured" would find it, and a `serve` command
-    under test would then serve forever instead of refusing.
+    under test would then serve forever instead of refusing. Only the harness's own URL is
+    cleared: an API a module's fixture configured (a real `prefect server`) stays.
     """
     if not _harness_running or "prefect_harness" in request.fixturenames:
         yield
         return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    if str(get_current_settings().api.url) not in _harness_api:
+        yield
+        return
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         yield

@@ -197,9 +197,9 @@ def test_update_and_rollback_under_load_fail_no_request_and_keep_the_ledger(
 
         updated = operations.switch_deployment(name, V2, image=k8s_images["2"])
         assert served_version(url) == "2"
-        model, image = operations.find_rollback_version(name)
-        assert (model, image) == (V1, k8s_images["1"])
-        rolled = operations.switch_deployment(name, model, image=image, action="rollback")
+        model, image, settings = operations.find_rollback_version(name)
+        assert (model, image) == (V1, k8s_images["1"]) and settings is not None
+        rolled = operations.switch_deployment(name, model, settings, image, action="rollback")
         time.sleep(1)
         load.stop()
 

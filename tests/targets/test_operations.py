@@ -101,7 +101,8 @@ def test_rollback_needs_an_earlier_version_that_still_exists(
     with pytest.raises(ConflictError, match="no earlier version"):
         find_rollback_version("iris-prod")
     ledger.record_event("iris-prod", "update", "succeeded", model_name="iris", to_version=v2)
-    assert find_rollback_version("iris-prod") == (ModelRef("iris", "1"), None)
+    # recorded without settings (as by an older release): the current ones stay on rollback
+    assert find_rollback_version("iris-prod") == (ModelRef("iris", "1"), None, None)
 
     connect().delete_model_version("iris", "1")
     with pytest.raises(NotFoundError, match="no longer exists"):
