@@ -156,8 +156,9 @@ def decide(
     known = registered_challenger(champion, challenger) if challenger is not None else None
     # the start of the champion's recent window: the bake's baseline is measured under the
     # load of the redeploy's own time, not since the champion started
-    baking = policy.bake_seconds > 0 and current.endpoint_url is not None
-    window_start = champion_snapshot(current.endpoint_url, champion) if baking else None
+    window_start = (
+        champion_snapshot(current.endpoint_url, champion) if bakes(current, policy) else None
+    )
     data = gate_data(current, policy, for_training=challenger is None)
     candidate = find_challenger(current, champion, challenger, known, policy, trigger, data)
     challenger_score = VersionScore(name=candidate.name, version=candidate.version)
@@ -242,6 +243,11 @@ def find_challenger(
     return ModelRef(registered["name"], registered["version"])
 
 
+def bakes(current: Deployment, policy: RedeployPolicy) -> bool:
+    """Whether a switch is baked: a bake period is set and the deployment has an endpoint."""
+    return policy.bake_seconds > 0 and current.endpoint_url is not None
+
+
 def switch_and_bake(
     current: Deployment,
     champion: ModelRef,
@@ -254,10 +260,9 @@ def switch_and_bake(
     The baseline is the champion's figures since `window_start` (when that window has enough
     requests). Returns the bake report (None when the bake is off or the deployment has no
     endpoint)."""
-    baking = policy.bake_seconds > 0 and current.endpoint_url is not None
     baseline = (
         champion_figures(current.endpoint_url, champion, window_start, policy.min_requests)
-        if baking
+        if bakes(current, policy)
         else None
     )
     run_flow(

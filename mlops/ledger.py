@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlops_pipeline import inuse
-from mlops_pipeline.deployment import DeployConfig, Deployment, ModelRef
+from mlops_pipeline.deployment import DeployConfig, Deployment, ModelRef, served_models
 from mlops_pipeline.errors import BackendError, NotFoundError
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.tracking import connect
@@ -437,6 +437,11 @@ class RollbackPoint(NamedTuple):
     model: ModelRef
     image: str | None
     config: DeployConfig | None
+
+    @property
+    def models(self) -> list[ModelRef]:
+        """Every version a rollback brings back: the version and its ensemble's members."""
+        return served_models(self.model, self.config) if self.config else [self.model]
 
 
 def rollback_point(name: str) -> RollbackPoint | None:

@@ -388,8 +388,7 @@ def find_rollback_version(name: str) -> ledger.RollbackPoint:
             "MODEL_URI` to pick a version.",
             deployment=name,
         )
-    members = served_models(point.model, point.config) if point.config else [point.model]
-    for model in members:  # an ensemble's members come back too
+    for model in point.models:  # an ensemble's members come back too
         try:
             get_model_version(model.name, version=model.version)
         except NotFoundError as exc:

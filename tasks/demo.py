@@ -259,9 +259,8 @@ def wait_for_redeploy(
     from mlops_pipeline.tasks.orchestration import deployment_run_states
 
     log = logging.getLogger(__name__)
-    started = time.monotonic()
-    deadline = started + start_timeout
-    last_report = started
+    started = last_report = time.monotonic()
+    seen_start = False  # once a run for the episode is seen, finish_timeout bounds the wait
     while True:
         rows = [
             row
@@ -283,11 +282,11 @@ def wait_for_redeploy(
         under_way = any(row["decision"] == RUNNING for row in rows) or any(
             state in ("SCHEDULED", "PENDING", "RUNNING") for state in states
         )
-        if under_way and deadline == started + start_timeout:
-            deadline = started + finish_timeout
+        if under_way and not seen_start:
+            seen_start = True
             log.info("the event's redeploy is under way; waiting for its decision")
         now = time.monotonic()
-        if now >= deadline:
+        if now >= started + (finish_timeout if seen_start else start_timeout):
             if under_way:
                 raise DeploymentError(
                     f"The redeploy of {deployment} for drift episode {episode_id} is still "

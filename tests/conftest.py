@@ -145,25 +145,20 @@ def iris_reference_csv(tmp_path_factory: pytest.TempPathFactory, iris_features) 
     return path
 
 
-_harness_running = False
-_harness_api: list[str] = []  # the harness API URL while it runs
+_harness_api: list[str] = []  # the harness's API URL while it runs (empty: not running)
 
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the whole test process (it takes seconds to start)."""
-    global _harness_running
+    from prefect.settings import get_current_settings
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        from prefect.settings import get_current_settings
-
-        _harness_running = True
         _harness_api.append(str(get_current_settings().api.url))
         try:
             yield
         finally:
-            _harness_running = False
             _harness_api.clear()
 
 
@@ -176,7 +171,7 @@ def prefect_api_only_where_asked(request: pytest.FixtureRequest) -> Iterator[Non
     under test would then serve forever instead of refusing. Only the harness's own URL is
     cleared: an API a module's fixture configured (a real `prefect server`) stays.
     """
-    if not _harness_running or "prefect_harness" in request.fixturenames:
+    if not _harness_api or "prefect_harness" in request.fixturenames:
         yield
         return
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
@@ -184,7 +179,6 @@ def prefect_api_only_where_asked(request: pytest.FixtureRequest) -> Iterator[Non
     if str(get_current_settings().api.url) not in _harness_api:
         yield
         return
-
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         yield
 

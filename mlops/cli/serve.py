@@ -191,8 +191,9 @@ def _predict_body(path: Any, suffix: str, typed: bool) -> tuple[bytes, str]:
 
     if typed:
         if suffix == ".json":
-            json.loads(path.read_bytes())  # fails here, not as the service's 400
-            return path.read_bytes(), "application/json"
+            body = path.read_bytes()
+            json.loads(body)  # fails here, not as the service's 400
+            return body, "application/json"
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
         return frame.to_json(orient="records", date_format="iso").encode(), "application/json"
     if suffix == ".csv":

@@ -270,15 +270,21 @@ def load_for_gate(model: ModelRef, config: DeployConfig | None = None) -> Any:
         ) from exc
 
 
+def _scrape(endpoint_url: str, model: ModelRef) -> MetricsSnapshot:
+    """`model`'s samples in one scrape of the service's /metrics, stamped with the monotonic
+    clock. Raises BackendError / BackendUnavailableError on a failed scrape."""
+    text = metrics_fetcher(endpoint_url)()
+    return parse_metrics(
+        text, model_name=model.name, model_version=model.version, taken_at=time.monotonic()
+    )
+
+
 def champion_snapshot(endpoint_url: str, model: ModelRef) -> MetricsSnapshot | None:
     """One scrape of the champion's /metrics, the start of its recent window for
     `champion_figures`; None (logged) when the scrape fails: the baseline then covers the time
     since the champion's process started."""
     try:
-        text = metrics_fetcher(endpoint_url)()
-        return parse_metrics(
-            text, model_name=model.name, model_version=model.version, taken_at=time.monotonic()
-        )
+        return _scrape(endpoint_url, model)
     except BackendError as exc:
         log.warning("no recent window for the bake's baseline: %s", exc.message)
         return None
@@ -298,10 +304,7 @@ def champion_figures(
     process started, which the bake would otherwise read as the new version's doing. Else
     since the champion's process started. Raises BackendError / BackendUnavailableError on a
     failed scrape."""
-    text = metrics_fetcher(endpoint_url)()
-    now = parse_metrics(
-        text, model_name=model.name, model_version=model.version, taken_at=time.monotonic()
-    )
+    now = _scrape(endpoint_url, model)
     if since is not None:
         recent = figures(now, since)
         if recent.requests >= min_requests and recent.p95_latency_ms is not None:

@@ -11,7 +11,7 @@ import re
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlops_pipeline import inuse, ledger
-from mlops_pipeline.deployment import ModelRef, served_models
+from mlops_pipeline.deployment import ModelRef
 from mlops_pipeline.errors import (
     BackendError,
     ConflictError,
@@ -248,10 +248,7 @@ def _rollback_users(model: ModelRef) -> list[str]:
     users = []
     for deployment in ledger.list_deployments():
         point = ledger.rollback_point(deployment.name)
-        if point is None:
-            continue
-        returning = served_models(point.model, point.config) if point.config else [point.model]
-        if model in returning:  # the version, or a member of the ensemble a rollback restores
+        if point is not None and model in point.models:  # the version, or an ensemble member
             users.append(deployment.name)
     return sorted(users)
 

@@ -119,6 +119,12 @@ def run_canary(
     primary = admin.routes().primary.get("upstream") or ""
     done: list[CanaryStep] = []
     baseline: RouteFigures | None = None
+
+    def judge(champion: RouteFigures, challenger: RouteFigures) -> Comparison:
+        if champion.requests < policy.min_requests and baseline is not None:
+            champion = baseline  # e.g. at 100 %: the champion's last judged figures
+        return compare(champion, challenger, policy)
+
     for percent in steps:
         route = {"upstream": upstream, "percent": percent, "version": version}
         admin.set_routes(canary=route, sticky_header=sticky_header)
@@ -137,9 +143,7 @@ def run_canary(
                 ):
                     later = admin.figures(warm, route, url)
                     side.p50_ms, side.p95_ms = later.p50_ms, later.p95_ms
-            if champion.requests < policy.min_requests and baseline is not None:
-                champion = baseline  # e.g. at 100 %: the champion's last judged figures
-            result = compare(champion, challenger, policy)
+            result = judge(champion, challenger)
             log.info(
                 "canary v%s at %g%% after %.0f s: %s (%s)",
                 version,
@@ -160,11 +164,9 @@ def run_canary(
             confirm_start = clock()
             _wait(interval, percent, version, sleep, clock)
             span = clock() - confirm_start
-            champion = admin.figures(span, PRIMARY, primary)
-            challenger = admin.figures(span, CANARY, upstream)
-            if champion.requests < policy.min_requests and baseline is not None:
-                champion = baseline
-            confirmation = compare(champion, challenger, policy)
+            confirmation = judge(
+                admin.figures(span, PRIMARY, primary), admin.figures(span, CANARY, upstream)
+            )
             window = clock() - started
             if confirmation.verdict == "insufficient_traffic":
                 break  # no evidence either way: the regression stands
