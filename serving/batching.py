@@ -122,15 +122,9 @@ class Batcher:
             log.info("micro-batching is off: the model has no column signature")
 
     def _key(self, parsed: Parsed) -> tuple | None:
-        frame = parsed.data
-        if (
-            not self.enabled
-            or parsed.params is not None
-            or parsed.n_rows > self.max_rows
-            or not isinstance(frame, pd.DataFrame)
-        ):
+        if not self.enabled or parsed.params is not None or parsed.n_rows > self.max_rows:
             return None
-        return (tuple(frame.columns), tuple(map(str, frame.dtypes)))
+        return parsed.batch_key
 
     async def score(self, parsed: Parsed) -> Any:
         """The model's output for this request alone (raises ServingError 422 as predict)."""
@@ -235,7 +229,7 @@ class Batcher:
             self._answer(batch, await self._alone(batch))
             return
         counts = [i.parsed.n_rows for i in batch]
-        frame = pd.concat([i.parsed.data for i in batch], ignore_index=True, copy=False)
+        frame = pd.concat([i.parsed.data for i in batch], ignore_index=True)
         combined = Parsed(frame, sum(counts), None, None)
         try:
             raw = await self._predict(combined)

@@ -54,6 +54,9 @@ class Record:
     n_rows: int
     features: dict[str, np.ndarray] | None
     predictions: dict[str, np.ndarray] | None
+    # the same features as one (n_rows x columns) array in `features` order, when the request
+    # was all-numeric: a batch of such records becomes its feature columns in one concatenate
+    block: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -312,16 +315,54 @@ class CaptureWriter:
         self._m_spool.inc(rows)
         self._wake_uploader.set()
 
+    def _block_columns(self, records: list[Record], counts: list[int]) -> dict[str, Any] | None:
+        """The signature's feature columns from the records' blocks (one concatenate instead
+        of a gather per column and record: ~8x less time holding the GIL for 1-row requests);
+        None when any scored record lacks a block of exactly those columns."""
+        names = tuple(self._feature_types)
+        parts, missing = [], []
+        for r, n in zip(records, counts, strict=True):
+            if r.features is None:
+                parts.append(None)
+                missing.append(True)
+            elif (
+                r.block is not None
+                and r.block.shape == (n, len(names))
+                and tuple(r.features) == names
+            ):
+                parts.append(r.block)
+                missing.append(False)
+            else:
+                return None
+        sample = next((p for p in parts if p is not None), None)
+        if sample is None:
+            return None
+        mask = None
+        if any(missing):
+            parts = [
+                np.zeros((n, len(names)), sample.dtype) if p is None else p
+                for p, n in zip(parts, counts, strict=True)
+            ]
+            mask = np.repeat(np.array(missing), counts)
+        matrix = np.concatenate(parts)
+        try:
+            return {
+                name: pa.array(np.ascontiguousarray(matrix[:, j]), type=typ, mask=mask)
+                for j, (name, typ) in enumerate(self._feature_types.items())
+            }
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            return None  # the column-by-column path also captures a type that drifted
+
     def _capture_table(self, records: list[Record]) -> pa.Table:
         counts = [max(r.n_rows, 1) for r in records]
         scored = np.repeat(np.array([r.n_rows > 0 for r in records]), counts)
         starts = np.cumsum(counts) - counts
         row_index = np.arange(sum(counts)) - np.repeat(starts, counts)
-        columns: dict[str, Any] = {}
-        feature_names = dict.fromkeys(self._feature_types)
+        columns: dict[str, Any] = self._block_columns(records, counts) or {}
+        feature_names = {} if columns else dict.fromkeys(self._feature_types)
         prediction_names = dict.fromkeys(self._prediction_types)
         for r in records:
-            if r.features:
+            if r.features and not columns:
                 feature_names.update(dict.fromkeys(r.features))
             if r.predictions:
                 prediction_names.update(dict.fromkeys(r.predictions))

@@ -22,7 +22,7 @@ import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__ as serving_version
-from . import metrics
+from . import metrics, warning_filters
 from .batching import Batcher
 from .capture import CaptureWriter, Feedback, Record, pid_alive
 from .errors import ServingError, bad_input
@@ -75,6 +75,8 @@ class Service:
         # collections (triggered by per-request allocations) from stalling requests
         gc.collect()
         gc.freeze()
+        # after the load, which imports the model's libraries and their filters
+        warning_filters.settle(settings.warning_filters)
         self.name, self.version = runtime.name, runtime.version
         self._bind_metrics()
         if self.settings.capture_uri:
@@ -233,6 +235,7 @@ class Service:
                     parsed.n_rows if ok else 0,
                     parsed.features if ok else None,
                     self._captured_predictions(parsed, raw) if ok else None,
+                    parsed.block if ok else None,
                 )
             )
 

@@ -141,6 +141,12 @@ class Parsed:
     params: dict[str, Any] | None = None
     # ensemble member label -> raw prediction, kept for the capture (serving/scoring.py)
     members: dict[str, Any] | None = None
+    # column names and dtypes: requests with equal keys can share a combined predict
+    # (serving/batching.py); None when the input is not a checked frame
+    batch_key: tuple | None = None
+    # an all-numeric request's checked values as one (rows x columns) array, columns in
+    # `features` order: the capture stacks these instead of gathering each column per request
+    block: np.ndarray | None = None
 
 
 @dataclass
@@ -182,6 +188,7 @@ class Runtime:
         else:
             self._predict = self.pyfunc.predict
         self._takes_params = "params" in inspect.signature(self._predict).parameters
+        self._indexes: dict[tuple[str, ...], pd.Index] = {}
 
     @property
     def label_type(self) -> pa.DataType | None:
@@ -213,8 +220,29 @@ class Runtime:
         features, n_rows = check_columns(
             raw, self.columns, reject_extra=self.reject_extra, max_rows=self.max_rows
         )
+        frame, key, block = self._frame(features)
+        return Parsed(frame, n_rows, capture_columns(features), params, batch_key=key, block=block)
+
+    def _frame(self, features: dict[str, Any]) -> tuple[pd.DataFrame, tuple, np.ndarray | None]:
+        """The model's input frame, its batch key and (all-numeric input) the values as one
+        array for the capture. Columns of one numeric numpy dtype (the common all-float
+        signature) become one 2-D block under a cached column index: ~10x cheaper to build than
+        a frame of 20 separate columns, and a model converts it to an array without a copy.
+        Same columns, dtypes and values either way."""
+        names = tuple(features)
+        arrays = list(features.values())
+        dtype = arrays[0].dtype if arrays else None
+        numeric = isinstance(dtype, np.dtype) and dtype.kind in "biuf"
+        if numeric and all(a.dtype == dtype for a in arrays):
+            index = self._indexes.get(names)
+            if index is None:
+                index = self._indexes[names] = pd.Index(names)
+            values = np.column_stack(arrays)
+            frame = pd.DataFrame(values, columns=index, copy=False)
+            # the capture's own copy: a model that changes its input in place changes the frame
+            return frame, (names, (str(dtype),) * len(names)), values.copy()
         frame = pd.DataFrame(features, copy=False)
-        return Parsed(frame, n_rows, capture_columns(features), params)
+        return frame, (names, tuple(map(str, frame.dtypes))), None
 
     def _parse_with_mlflow(self, doc: Any) -> Parsed:
         from mlflow.exceptions import MlflowException

@@ -57,7 +57,9 @@ def _rows_to_columns(rows: list, names: list[str], field: str) -> dict[str, list
                 expected=width,
                 got=len(row),
             )
-    return {name: [row[j] for row in rows] for j, name in enumerate(names)}
+    if not rows:
+        return {name: [] for name in names}
+    return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
 
 
 def _records_to_columns(records: list, field: str) -> dict[str, list]:

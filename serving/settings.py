@@ -123,6 +123,12 @@ class ServingSettings(BaseSettings):
         default=None, description="JSON: further models scored with `model_uri`, and a combiner."
     )
     keep_alive_seconds: int = Field(default=75, ge=1, description="HTTP keep-alive timeout.")
+    warning_filters: Literal["compact", "inherit"] = Field(
+        default="compact",
+        description="compact: once the model is loaded, one filter (each warning once per code "
+        "location) replaces the ones imports installed, which scikit-learn replays around every "
+        "tree of a forest; inherit: keep them. PYTHONWARNINGS and -W always win.",
+    )
     log_level: str = Field(default="info")
 
 
