@@ -125,8 +125,8 @@ class ServingSettings(BaseSettings):
     keep_alive_seconds: int = Field(default=75, ge=1, description="HTTP keep-alive timeout.")
     warning_filters: Literal["compact", "inherit"] = Field(
         default="compact",
-        description="compact: once the model is loaded, one filter (each warning once per code "
-        "location) replaces the ones imports installed, which scikit-learn replays around every "
+        description="compact: once the model is loaded, three filters (hide deprecations, show "
+        "the rest) replace the ones imports installed, which scikit-learn replays around every "
         "tree of a forest; inherit: keep them. PYTHONWARNINGS and -W always win.",
     )
     log_level: str = Field(default="info")

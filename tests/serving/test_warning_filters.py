@@ -49,16 +49,20 @@ def _some_filters() -> None:
     warnings.simplefilter("ignore", DeprecationWarning)
 
 
-def test_compact_leaves_one_filter_that_shows_each_warning_once(monkeypatch):
+def test_compact_leaves_three_filters_that_hide_deprecations_and_show_the_rest(monkeypatch):
     monkeypatch.setattr(sys, "warnoptions", [])
     with warnings.catch_warnings(record=True) as seen:
         _some_filters()
-        assert warning_filters.settle("compact") == 1
-        assert warnings.filters == [("default", None, Warning, None, 0)]
-        for _ in range(3):  # one code location: shown once
+        assert warning_filters.settle("compact") == 3
+        assert warnings.filters == [
+            ("ignore", None, PendingDeprecationWarning, None, 0),
+            ("ignore", None, DeprecationWarning, None, 0),
+            ("default", None, Warning, None, 0),
+        ]
+        for _ in range(3):  # one code location: shown once, deprecations never
             warnings.warn("deprecated here", DeprecationWarning, stacklevel=1)
-        warnings.warn("numpy.ndarray size changed", RuntimeWarning, stacklevel=1)
-    assert [str(w.message) for w in seen] == ["deprecated here", "numpy.ndarray size changed"]
+            warnings.warn("numpy.ndarray size changed", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["numpy.ndarray size changed"]
 
 
 def test_inherit_and_operator_filters_are_kept(monkeypatch):
@@ -82,7 +86,7 @@ def test_the_service_settles_its_filters_after_the_model_loads(forest, monkeypat
         service = Service(ServingSettings(model_uri=str(forest), warning_filters=policy))
         service.load()
         assert service.load_error is None
-        assert len(warnings.filters) == (1 if policy == "compact" else before)
+        assert len(warnings.filters) == (3 if policy == "compact" else before)
         if service.batcher is not None:
             service.batcher.close()
 
