@@ -28,6 +28,9 @@ Environment (`ProxySettings` in serving/settings.py; command-line options win):
   MLOPS_SERVING_PROXY_UPSTREAM    initial upstream base URL, e.g. http://127.0.0.1:41234
   MLOPS_SERVING_PROXY_TOKEN       admin bearer token (or MLOPS_SERVING_PROXY_TOKEN_FILE: a file
                                   holding it); without one the admin API answers 403
+  MLOPS_SERVING_PROXY_VERSION     the initial upstream's version label
+  MLOPS_SERVING_PROXY_ROUTES      initial canary/shadow routes as JSON (the PUT /-/proxy/routes
+                                  body's canary, shadow and sticky_header), read once at start
   MLOPS_SERVING_PROXY_STATE_FILE  optional file where the upstream, its version and the canary
                                   and shadow routes are persisted on every change and read back
                                   at start, so a restarted proxy keeps them
@@ -41,8 +44,10 @@ Health, as a client of the stable port sees it:
   GET /ping, GET /ready   forwarded: the active scoring service answers whether it can score.
   The liveness of a scoring service is asked of the service itself, on its own port.
 
-Admin API (header `Authorization: Bearer <token>`; paths under /-/proxy/ are never forwarded;
-an invalid body is a 400 whose one-line message names the field and the value):
+Admin API (header `Authorization: Bearer <token>`, or `X-MLOps-Proxy-Token: <token>` where a
+gateway in between consumes Authorization, as the Kubernetes API server's pod proxy does; paths
+under /-/proxy/ are never forwarded; an invalid body is a 400 whose one-line message names the
+field and the value):
   GET /-/proxy/ping       200 "ok" (no token; the same as /health/live)
   GET /-/proxy/upstream   {"upstream": url, "in_flight": {url: n}}
   PUT /-/proxy/upstream   body {"upstream": url, "version": "3", "drain_timeout": 30,
@@ -128,6 +133,7 @@ LIVENESS_PATH = "/health/live"
 MIRRORED_PATH = "/invocations"
 VERSION_HEADER = b"x-model-version"
 REQUEST_ID_HEADER = b"x-request-id"
+TOKEN_HEADER = b"x-mlops-proxy-token"  # the admin token where Authorization cannot carry it
 SHADOW_HEADER = b"x-shadow-of"
 PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
 BUCKETS = 10_000  # sticky routing resolution: a percent step of 0.01
@@ -324,6 +330,8 @@ class Proxy:
         shadow_max_pending: int = 64,
         shadow_timeout: float = 10.0,
         stats_samples: int = 10_000,
+        version: str | None = None,
+        routes: dict[str, Any] | None = None,
     ) -> None:
         self.state_file = state_file
         self.version: str | None = None
@@ -335,6 +343,8 @@ class Proxy:
             state = json.loads(state_file.read_text())
             upstream = state.get("upstream") or upstream
             self._load_routes(state)
+        elif version is not None or routes:
+            self._load_routes({**(routes or {}), "version": version})
         self.upstream = upstream.rstrip("/") if upstream else None
         self.token = token
         self.timeout = timeout
@@ -358,7 +368,8 @@ class Proxy:
             shadow = parse_route(SHADOW, state.get(SHADOW), 100.0)
             sticky = parse_sticky_header(state.get("sticky_header"))
         except InvalidInput as exc:
-            logger.warning("state file %s: %s; starting without routes", self.state_file, exc)
+            source = self.state_file or env_name("routes", PROXY_ENV_PREFIX)
+            logger.warning("%s: %s; starting without routes", source, exc)
             return
         self.version, self.canary, self.shadow = version, canary, shadow
         self._set_sticky(sticky)
@@ -678,8 +689,11 @@ class Proxy:
             return 200, b"ok", b"text/plain"
         if not self.token:
             return 403, _error_body("forbidden", "The admin API is disabled."), _JSON
-        auth = dict(request.headers).get(b"authorization", b"")
-        if not hmac.compare_digest(auth, f"Bearer {self.token}".encode()):
+        headers = dict(request.headers)
+        bearer = hmac.compare_digest(
+            headers.get(b"authorization", b""), f"Bearer {self.token}".encode()
+        )
+        if not (bearer or hmac.compare_digest(headers.get(TOKEN_HEADER, b""), self.token.encode())):
             return 401, _error_body("unauthorized", "Wrong or missing token."), _JSON
         name = path[len(ADMIN_PREFIX) :]
         methods = {"upstream": ("GET", "PUT"), "routes": ("GET", "PUT"), "stats": ("GET",)}
@@ -856,6 +870,25 @@ def _window(query: bytes) -> float:
     return window
 
 
+def _initial_routes(text: str | None) -> dict[str, Any] | None:
+    """The ROUTES setting's canary, shadow and sticky header; None when unset or empty (a
+    routes ConfigMap with no canary or shadow).
+
+    Raises:
+        InvalidInput: not a JSON object of those keys.
+    """
+    if not text or not text.strip():
+        return None
+    try:
+        routes = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"not JSON ({exc}).") from exc
+    keys = (CANARY, SHADOW, "sticky_header")
+    if not isinstance(routes, dict) or set(routes) - set(keys):
+        raise InvalidInput(f"{_show(routes)} is not an object of {', '.join(keys)}.")
+    return routes
+
+
 async def serve(app: Proxy, host: str, port: int, drain_seconds: float = 30.0) -> None:
     """Listen on host:port until SIGTERM or SIGINT, then stop accepting, let the requests in
     progress finish (at most `drain_seconds`), close idle connections and the upstream pools.
@@ -895,6 +928,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = ProxySettings()
         token = settings.admin_token()
+        routes = _initial_routes(settings.routes)
     except ValidationError as exc:
         problems = "; ".join(
             f"{env_name('_'.join(map(str, e['loc'])), PROXY_ENV_PREFIX)}: {e['msg']}"
@@ -903,6 +937,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: invalid proxy settings: {problems}")
     except OSError as exc:
         sys.exit(f"error: {env_name('token_file', PROXY_ENV_PREFIX)} cannot be read: {exc}")
+    except InvalidInput as exc:
+        sys.exit(f"error: {env_name('routes', PROXY_ENV_PREFIX)}: {exc}")
     parser = argparse.ArgumentParser(
         prog="python -m mlops_pipeline.serving.proxy", description=__doc__.split("\n")[0]
     )
@@ -919,6 +955,8 @@ def main(argv: list[str] | None = None) -> None:
         shadow_max_pending=settings.shadow_max_pending,
         shadow_timeout=settings.shadow_timeout,
         stats_samples=settings.stats_samples,
+        version=settings.version,
+        routes=routes,
     )
     # uvloop (uvicorn[standard] brings it) when installed: less CPU per loop iteration
     try:

@@ -151,6 +151,17 @@ class ProxySettings(BaseSettings):
         description="Where the current upstream is persisted on every switch and read back at "
         "start, so a restarted proxy keeps the switched version.",
     )
+    version: str | None = Field(
+        default=None,
+        description="The initial upstream's version label (stats, X-Model-Version).",
+    )
+    routes: str | None = Field(
+        default=None,
+        description="Initial canary and shadow routes as JSON, in the shape PUT /-/proxy/routes "
+        'takes ({"canary": {...} | null, "shadow": {...} | null, "sticky_header": ...}), read '
+        "once at start; a state file wins over it. A Kubernetes pod gets it from its "
+        "deployment's routes ConfigMap, so a pod started during a canary splits as the others.",
+    )
     timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for an upstream.")
     shadow_max_pending: int = Field(
         default=64,

@@ -28,9 +28,10 @@ Contract for implementers
   is an `update` to the previous version (and its image), so it has the same guarantees.
 * `delete` is idempotent: deleting an unknown or half-removed deployment succeeds.
 * `get` raises `NotFoundError` for an unknown name and reports the live status.
-* `start_challenger` / `stop_challenger` / `promote_challenger` / `proxy_access` (optional, for
-  canary and shadow rollouts): a second version behind the same proxy, with the same guarantees
-  as `create` (removed on failure, ready before traffic) and `update` (zero-downtime promotion).
+* `start_challenger` / `stop_challenger` / `promote_challenger` / `proxy_access` /
+  `proxy_admin` (optional, for canary and shadow rollouts): a second version behind the same
+  proxy, with the same guarantees as `create` (removed on failure, ready before traffic) and
+  `update` (zero-downtime promotion).
 * `preflight` (optional) checks the backend and the options in seconds, before an image is
   built; `render` (optional) returns what `create` would apply as text, changing nothing; secrets
   appear only as references.
@@ -57,7 +58,7 @@ from mlops_pipeline.deployment import (
     with_primary,
 )
 from mlops_pipeline.errors import BackendUnavailableError, DeploymentError, InvalidInputError
-from mlops_pipeline.rollout.admin import ProxyAccess
+from mlops_pipeline.rollout.admin import ProxyAccess, ProxyAdmin
 from mlops_pipeline.serving.settings import env_name
 
 __all__ = [
@@ -200,7 +201,8 @@ class Target(abc.ABC):
         return InvalidInputError(
             f"target {self.scheme}: has no live challenger (canary and shadow need the "
             "deployment's own proxy).",
-            hint="Use a local: or docker: deployment, or `mlops redeploy` without a live gate.",
+            hint="Use a local:, docker: or kubernetes: deployment, or `mlops redeploy` without "
+            "a live gate.",
             field="target",
             value=self.target_uri,
         )
@@ -249,6 +251,16 @@ class Target(abc.ABC):
             NotFoundError: no deployment `name`; BackendUnavailableError: its proxy is down.
         """
         raise self._no_challenger()
+
+    def proxy_admin(self, name: str) -> ProxyAdmin:
+        """The client the rollout controller changes routes and reads stats with: by default
+        `ProxyAdmin(self.proxy_access(name))`, one proxy. A target with a proxy per replica
+        returns one object that speaks to all of them with the same interface.
+
+        Raises:
+            as `proxy_access`.
+        """
+        return ProxyAdmin(self.proxy_access(name))
 
     def predict(
         self, name: str, payload: dict[str, Any], *, headers: dict[str, str] | None = None

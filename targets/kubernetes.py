@@ -1,7 +1,8 @@
 """The `kubernetes:/<namespace>[?context=<kubeconfig context>]` target.
 
 Each deployment NAME is a set of objects server-side applied (field manager `mlops-pipeline`)
-in the namespace: Secret (API keys, as a file), Deployment, Service, HorizontalPodAutoscaler,
+in the namespace: Secrets (API keys, as a file; the proxies' admin token), Deployment (the
+scoring container and a proxy sidecar per pod), Service, HorizontalPodAutoscaler,
 PodDisruptionBudget; kubernetes_manifests builds them from the settings in kubernetes_settings
 (`MLOPS_K8S_<FIELD>`, per deployment `--option FIELD=VALUE`). State is read back from the
 objects' labels and annotations: nothing is kept locally.
@@ -11,6 +12,15 @@ objects' labels and annotations: nothing is kept locally.
 has maxUnavailable 0, so the old pods serve until new ones are ready; a rollout that fails or
 times out gets the previous pod template applied back (the controller scales the old
 ReplicaSet up again, if it scaled it down at all), and `DeploymentError` names why.
+
+Live challenger (canary, shadow): `start_challenger` applies a Deployment and a ClusterIP
+Service `NAME-challenger` (the challenger's scoring container alone) and waits until every
+champion pod's proxy finds it ready through that Service's DNS name; `proxy_admin` gives the
+rollout controller every champion pod's proxy as one ProxyAdmin (kubernetes_routes), which
+keeps the ConfigMap `NAME-routes` in step for pods that start later. `promote_challenger` sends
+every request to the challenger on every pod (and in the ConfigMap), rolls the champion
+Deployment to the challenger's model as `update` does, then removes the routes and the
+challenger; `stop_challenger` removes the routes, the ConfigMap and the challenger.
 
 The pods run the image `build-image` made (`mlops/<model>:<version>`) as it is, or
 `REGISTRY/mlops/<model>:<version>` with the `registry` option, or exactly the `image` option:
@@ -23,7 +33,9 @@ URI) or, inside a pod, the in-cluster service account (kubernetes_api).
 
 from __future__ import annotations
 
+import base64
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -37,19 +49,31 @@ from mlops_pipeline.errors import (
     MLOpsError,
     NotFoundError,
 )
+from mlops_pipeline.rollout.admin import ProxyAccess, ProxyAdmin
 from mlops_pipeline.targets.base import DeployConfig, Deployment, ModelRef, Target
 from mlops_pipeline.targets.kubernetes_api import KubernetesApi, parse_location
 from mlops_pipeline.targets.kubernetes_manifests import (
+    CHALLENGER_LABEL,
     DEPLOYMENT_LABEL,
+    IMAGE_KEY,
     MANAGED_BY,
+    MODEL_NAME_KEY,
+    MODEL_VERSION_KEY,
+    TOKEN_KEY,
     KubernetesSettings,
     capture_target,
+    challenger_manifests,
+    challenger_name,
+    challenger_upstream,
     config_from_annotations,
     manifests,
+    proxy_secret_name,
     render_yaml,
+    routes_name,
     secret_name,
     settings_for,
 )
+from mlops_pipeline.targets.kubernetes_routes import PodsProxyAdmin
 from mlops_pipeline.targets.kubernetes_settings import image_for
 from mlops_pipeline.targets.kubernetes_status import (
     RolloutFailed,
@@ -62,8 +86,24 @@ from mlops_pipeline.targets.kubernetes_status import (
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
-# removal order: traffic first, the Secret last (pods still mount it while they stop)
-DELETE_ORDER = ("Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Deployment", "Secret")
+CHALLENGER_READY_TIMEOUT = 60.0  # after its rollout: until every proxy reaches it by name
+
+
+def delete_order(name: str) -> list[tuple[str, str]]:
+    """(kind, object name) of everything of NAME, in removal order: traffic first (the
+    challenger, then the Service), the Secrets last (pods still read them while they stop)."""
+    challenger = challenger_name(name)
+    return [
+        ("Service", challenger),
+        ("Deployment", challenger),
+        ("ConfigMap", routes_name(name)),
+        ("Service", name),
+        ("HorizontalPodAutoscaler", name),
+        ("PodDisruptionBudget", name),
+        ("Deployment", name),
+        ("Secret", secret_name(name)),
+        ("Secret", proxy_secret_name(name)),
+    ]
 
 
 class KubernetesTarget(Target):
@@ -86,7 +126,7 @@ class KubernetesTarget(Target):
         self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
     ) -> Deployment:
         """Apply every object of NAME, wait for the rollout and /ready; on failure remove all."""
-        settings, docs = self._manifests(name, model, config, image)
+        settings, docs = self._manifests(name, model, config, image, self._proxy_token(name))
         if self.api.read("Deployment", name) is not None:
             raise ConflictError(
                 f"Deployment '{name}' already exists in {self.target_uri}.",
@@ -112,7 +152,7 @@ class KubernetesTarget(Target):
         self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
     ) -> Deployment:
         """Apply the new pod template and wait for the rollout; restore the old one on failure."""
-        settings, docs = self._manifests(name, model, config, image)
+        _, docs = self._manifests(name, model, config, image, self._proxy_token(name))
         current = self.api.read("Deployment", name)
         if current is None:
             raise NotFoundError(
@@ -123,11 +163,19 @@ class KubernetesTarget(Target):
                 value=name,
             )
         logger.info("Updating %s to %s (%s)", name, model.uri, image)
-        deadline = time.monotonic() + config.ready_timeout
+        self._roll(name, current, docs, config.ready_timeout)
+        return self.get(name)
+
+    def _roll(
+        self, name: str, current: dict[str, Any], docs: list[dict[str, Any]], timeout: float
+    ) -> None:
+        """Apply DOCS and wait (at most TIMEOUT s) for the rollout; on failure apply CURRENT's
+        pod template back and raise DeploymentError saying whether that worked."""
+        deadline = time.monotonic() + timeout
         try:
             for doc in docs:
                 self.api.apply(doc)
-            self._wait_rollout(name, deadline, config.ready_timeout)
+            self._wait_rollout(name, deadline, timeout)
         except BaseException as exc:
             applied = next(d for d in docs if d["kind"] == "Deployment")
             problem = self._restore(name, current, applied)
@@ -143,28 +191,20 @@ class KubernetesTarget(Target):
                     f"{exc.message} {restored}", hint=exc.hint, **exc.details
                 ) from exc
             raise
-        return self.get(name)
 
     def delete(self, name: str) -> None:
-        """Delete every object of NAME; missing ones are fine (idempotent)."""
-        for kind in DELETE_ORDER:
-            object_name = secret_name(name) if kind == "Secret" else name
-            try:
-                self.api.call(
-                    f"delete {kind} {object_name}",
-                    "delete",
-                    kind,
-                    name=object_name,
-                    propagation_policy="Background",
-                )
+        """Delete every object of NAME (its challenger's too); missing ones are fine
+        (idempotent)."""
+        for kind, object_name in delete_order(name):
+            if self.api.delete(kind, object_name):
                 logger.info("Deleted %s %s", kind, object_name)
-            except NotFoundError:
-                continue
 
     def list(self) -> list[Deployment]:
         selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
         found = []
         for item in self.api.list("Deployment", selector):
+            if CHALLENGER_LABEL in (item["metadata"].get("labels") or {}):
+                continue  # part of the deployment it challenges
             name = item["metadata"]["name"]
             found.append(deployment_record(item, self.target_uri, self._endpoint(name, item)))
         return found
@@ -212,6 +252,164 @@ class KubernetesTarget(Target):
         self._check(config)
         _ = self.api.client
 
+    def health(self, name: str) -> dict[str, Any]:
+        """The base health plus the proxies' `routes` (the canary/shadow split) while a
+        challenger runs, so `mlops status` shows the split."""
+        result = super().health(name)
+        if self.api.read("Deployment", challenger_name(name)) is not None:
+            try:
+                result["routes"] = self.proxy_admin(name).routes().model_dump()
+            except MLOpsError:
+                result["routes"] = None
+        return result
+
+    # --- live challenger ----------------------------------------------------------------------
+
+    def proxy_access(self, name: str) -> ProxyAccess:
+        """The Service's endpoint and the proxies' admin token. A Service balances requests
+        over pods, so route changes go to every pod through `proxy_admin` instead."""
+        found = self.get(name)
+        return ProxyAccess(url=found.endpoint_url or "", token=self._stored_token(name))
+
+    def proxy_admin(self, name: str) -> ProxyAdmin:
+        """Every champion pod's proxy as one ProxyAdmin (kubernetes_routes.PodsProxyAdmin)."""
+        self.get(name)
+        return PodsProxyAdmin(self.api, name, self._stored_token(name))
+
+    def start_challenger(
+        self, name: str, model: ModelRef, config: DeployConfig, *, image: str | None = None
+    ) -> str:
+        """Apply the Service and Deployment `NAME-challenger` (no traffic yet), wait for its
+        rollout and until every champion proxy finds its /ready through the Service's DNS
+        name; return that upstream. On failure both are removed."""
+        self.get(name)
+        own = challenger_name(name)
+        if self.api.read("Deployment", own) is not None:
+            raise ConflictError(
+                f"Deployment '{name}' already runs challenger {own} in {self.target_uri}.",
+                hint="Let the running canary or shadow finish, or stop it first.",
+                deployment=name,
+            )
+        settings = self._check(config)
+        image = settings.image or image_for(settings, self._require_image(image))
+        docs = challenger_manifests(name, self.namespace, model, config, image, settings)
+        logger.info("Starting challenger %s (%s, %s) of %s", own, model.uri, image, name)
+        deadline = time.monotonic() + config.ready_timeout
+        try:
+            for doc in docs:
+                self.api.apply(doc)
+            self._wait_rollout(own, deadline, config.ready_timeout)
+            self._await_challenger(name, model, CHALLENGER_READY_TIMEOUT)
+        except BaseException:
+            logger.warning("Challenger %s did not become ready; removing it", own)
+            self._remove_challenger(name)
+            raise
+        return challenger_upstream(name)
+
+    def _await_challenger(self, name: str, model: ModelRef, timeout: float) -> None:
+        """Until each champion pod's proxy accepts a 0 % canary route to the challenger (it
+        does once the challenger's /ready answers 200 through its Service), removed again at
+        once on that pod; the ConfigMap is not touched."""
+        fan_out = PodsProxyAdmin(self.api, name, self._stored_token(name))
+        route = {"upstream": challenger_upstream(name), "percent": 0, "version": model.version}
+        deadline = time.monotonic() + timeout
+        waiting = fan_out.pods()
+        while waiting:
+            pod = fan_out.pod(waiting[0])
+            try:
+                pod.set_routes(canary=route, drain_timeout=0)
+                pod.set_routes(canary=None, drain_timeout=0)
+                waiting.pop(0)
+            except (ConflictError, BackendError) as exc:
+                if time.monotonic() >= deadline:
+                    raise DeploymentError(
+                        f"Challenger {challenger_name(name)} rolled out, but the proxy of pod "
+                        f"{waiting[0]} did not find it ready within {timeout:g} s: "
+                        f"{exc.message}",
+                        hint="Check the Service's DNS name and the challenger's log.",
+                    ) from exc
+                time.sleep(POLL_SECONDS)
+
+    def stop_challenger(self, name: str) -> None:
+        """All traffic back on the champion (every pod's routes and the ConfigMap cleared),
+        then the challenger removed; succeeds when none runs. A route change that fails
+        raises before anything is removed: the challenger keeps serving what it was sent."""
+        if self.api.read("Deployment", name) is not None:
+            self.proxy_admin(name).set_routes(canary=None, shadow=None)
+        self._remove_challenger(name)
+
+    def _remove_challenger(self, name: str) -> None:
+        for kind, object_name in delete_order(name)[:3]:  # challenger Service, Deployment, routes
+            if self.api.delete(kind, object_name):
+                logger.info("Deleted %s %s", kind, object_name)
+
+    def promote_challenger(self, name: str) -> Deployment:
+        """Every request to the challenger on every pod (and in the ConfigMap, so pods the
+        rollout starts do the same), roll the champion Deployment to the challenger's model
+        (maxUnavailable 0, watched as `update`), then remove the routes and the challenger.
+
+        Raises:
+            ConflictError: no challenger runs. DeploymentError: the rollout failed; the old pod
+                template is restored and the routes are cleared (the challenger keeps running
+                for the caller to stop).
+        """
+        own = challenger_name(name)
+        found = self.api.read("Deployment", own)
+        current = self.api.read("Deployment", name)
+        if found is None or current is None:
+            raise ConflictError(
+                f"Deployment '{name}' runs no challenger to promote.", deployment=name
+            )
+        meta = found["metadata"].get("annotations") or {}
+        model = ModelRef(meta[MODEL_NAME_KEY], meta[MODEL_VERSION_KEY])
+        config = DeployConfig.model_validate(config_from_annotations(meta))
+        settings = self._check(config)
+        docs = manifests(
+            name,
+            self.namespace,
+            model,
+            config,
+            meta[IMAGE_KEY],
+            settings,
+            api_keys=self._api_keys(config),
+            proxy_token=self._stored_token(name),
+        )
+        admin = self.proxy_admin(name)
+        route = {"upstream": challenger_upstream(name), "percent": 100, "version": model.version}
+        admin.set_routes(canary=route, shadow=None, drain_timeout=config.drain_timeout)
+        logger.info("Promoting %s: rolling %s to %s", own, name, model.uri)
+        try:
+            self._roll(name, current, docs, config.ready_timeout)
+        finally:
+            admin.set_routes(canary=None, shadow=None, drain_timeout=config.drain_timeout)
+        self._remove_challenger(name)
+        return self.get(name)
+
+    def _stored_token(self, name: str) -> str:
+        """The proxies' admin token from the Secret.
+
+        Raises:
+            BackendError: NAME has no proxy token (created before the proxies had one:
+                `mlops update` it once).
+        """
+        token = self._read_token(name)
+        if token is None:
+            raise BackendError(
+                f"Deployment '{name}' has no Secret {proxy_secret_name(name)} with its proxies' "
+                "admin token.",
+                hint=f"Update it once (`mlops update {name}`): that creates the Secret.",
+            )
+        return token
+
+    def _read_token(self, name: str) -> str | None:
+        found = self.api.read("Secret", proxy_secret_name(name))
+        value = ((found or {}).get("data") or {}).get(TOKEN_KEY)
+        return base64.b64decode(value).decode() if value else None
+
+    def _proxy_token(self, name: str) -> str:
+        """The token the pods of NAME run with, or a new one when NAME has none yet."""
+        return self._read_token(name) or secrets.token_urlsafe(32)
+
     # --- rollout ------------------------------------------------------------------------------
 
     def _check(self, config: DeployConfig) -> KubernetesSettings:
@@ -232,22 +430,44 @@ class KubernetesTarget(Target):
         return settings
 
     def _manifests(
-        self, name: str, model: ModelRef, config: DeployConfig, image: str | None
+        self,
+        name: str,
+        model: ModelRef,
+        config: DeployConfig,
+        image: str | None,
+        proxy_token: str | None = None,
     ) -> tuple[KubernetesSettings, list[dict[str, Any]]]:
         settings = self._check(config)
         image = settings.image or image_for(settings, self._require_image(image))
-        keys = None
-        if config.api_key_file:
-            try:
-                keys = Path(config.api_key_file).expanduser().read_text()
-            except OSError as exc:
-                raise InvalidInputError(
-                    f"API key file '{config.api_key_file}' cannot be read: {exc.strerror}.",
-                    field="api_key_file",
-                    value=config.api_key_file,
-                ) from exc
-        docs = manifests(name, self.namespace, model, config, image, settings, api_keys=keys)
+        keys = self._api_keys(config)
+        docs = manifests(
+            name,
+            self.namespace,
+            model,
+            config,
+            image,
+            settings,
+            api_keys=keys,
+            proxy_token=proxy_token,
+        )
         return settings, docs
+
+    def _api_keys(self, config: DeployConfig) -> str | None:
+        """The API key file's text (None without one).
+
+        Raises:
+            InvalidInputError: the file cannot be read (exit 2).
+        """
+        if not config.api_key_file:
+            return None
+        try:
+            return Path(config.api_key_file).expanduser().read_text()
+        except OSError as exc:
+            raise InvalidInputError(
+                f"API key file '{config.api_key_file}' cannot be read: {exc.strerror}.",
+                field="api_key_file",
+                value=config.api_key_file,
+            ) from exc
 
     def _wait_rollout(self, name: str, deadline: float, timeout: float) -> None:
         """Poll the Deployment until kubectl would call the rollout done; DeploymentError when

@@ -24,6 +24,7 @@ INSTALL_HINT = "Install the client with `pip install 'mlops-pipeline[kubernetes]
 NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 KINDS = {
     "Secret": "v1",
+    "ConfigMap": "v1",
     "Deployment": "apps/v1",
     "Service": "v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
@@ -116,6 +117,16 @@ class KubernetesApi:
             return self.call(f"read {kind} {name}", "get", kind, name=name).to_dict()
         except NotFoundError:
             return None
+
+    def delete(self, kind: str, name: str) -> bool:
+        """Delete one object (its dependents in the background); False when it was missing."""
+        try:
+            self.call(
+                f"delete {kind} {name}", "delete", kind, name=name, propagation_policy="Background"
+            )
+        except NotFoundError:
+            return False
+        return True
 
     def list(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
         found = self.call(f"list {kind}s", "get", kind, label_selector=label_selector)

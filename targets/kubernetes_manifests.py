@@ -7,11 +7,24 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
 * Secret `NAME-api-keys` (only with `api_key_file`): the key file, mounted read-only at
   /run/mlops/api-keys; the service reads it through MLOPS_SERVING_API_KEY_FILE, so keys are
   never in the pod's environment.
-* Deployment `NAME`: the scoring image, readiness on /ping, liveness on /health/live,
-  requests/limits, RollingUpdate with maxUnavailable 0, non-root security context, the model's
-  name, version and URI as labels and annotations. It sets no `replicas`: the HPA owns them.
-* Service `NAME`: port `service_port` -> the container's 8080 (`service_type`).
+* Secret `NAME-proxy`: the admin token of the pods' proxies (key `token`), given to them as
+  an environment variable; the target makes a random one when it first creates NAME.
+* Deployment `NAME`: two containers per pod, both from the scoring image. `scoring` serves the
+  model on 8081 (readiness on /ping, liveness on /health/live); `proxy` runs
+  `python -m mlops_pipeline.serving.proxy` on 8080 and forwards to it on 127.0.0.1 (the
+  containers of a pod share one network namespace); its readiness is the model's /ping through
+  it, its liveness its own /health/live. The proxy is what lets a challenger take a share of
+  live traffic (canary) or a copy of it (shadow) on every pod (kubernetes.py). Requests and
+  limits, RollingUpdate with maxUnavailable 0, non-root security context, the model's name,
+  version and URI as labels and annotations. It sets no `replicas`: the HPA owns them.
+* Service `NAME`: port `service_port` -> the proxies' 8080 (`service_type`).
 * HorizontalPodAutoscaler `NAME` (autoscaling/v2) and PodDisruptionBudget `NAME` (policy/v1).
+
+While a live challenger runs (kubernetes.py), there are also a Deployment and a ClusterIP
+Service `NAME-challenger` (the challenger's scoring container alone, port 8081, labelled
+`mlops.challenger-of=NAME`), and a ConfigMap `NAME-routes` holding the proxies' current canary
+and shadow routes, which a proxy reads at start (MLOPS_SERVING_PROXY_ROUTES): a pod the HPA or a
+restart adds splits traffic as the others do.
 
 Capture in the cluster: `capture_uri` set to an fsspec URI (s3://, gs://, abfs://, ...) is
 passed to the service as it is (credentials come from the pod's identity or the service
@@ -29,8 +42,8 @@ from typing import Any
 
 import yaml
 from mlops_pipeline.errors import InvalidInputError
-from mlops_pipeline.images import IMAGE_MODEL_DIR, IMAGE_PORT
-from mlops_pipeline.serving.settings import env_name
+from mlops_pipeline.images import IMAGE_MODEL_DIR
+from mlops_pipeline.serving.settings import PROXY_ENV_PREFIX, env_name
 from mlops_pipeline.targets.base import DeployConfig, ModelRef, serving_env
 from mlops_pipeline.targets.kubernetes_settings import KubernetesSettings, settings_for
 
@@ -47,15 +60,46 @@ CONFIG_KEY = "mlops.config"
 SECRETS_DIR = "/run/mlops"
 API_KEY_NAME = "api-keys"
 CAPTURE_MOUNT = "/var/lib/mlops/capture"
+CHALLENGER_LABEL = "mlops.challenger-of"
 CONTAINER = "scoring"
+PROXY_CONTAINER = "proxy"
+PROXY_PORT = 8080  # the pod's serving port (named http): the proxy
+MODEL_PORT = 8081  # the scoring service's port (named model), behind the proxy
+TOKEN_KEY = "token"
+ROUTES_KEY = "routes"
 READY_PATH = "/ping"
 LIVE_PATH = "/health/live"
+# the proxy sidecar's own share: it only relays bytes
+PROXY_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "1", "memory": "256Mi"},
+}
 # label values: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 
 
 def secret_name(name: str) -> str:
     return f"{name}-api-keys"
+
+
+def proxy_secret_name(name: str) -> str:
+    """The Secret holding the admin token of NAME's proxies."""
+    return f"{name}-proxy"
+
+
+def challenger_name(name: str) -> str:
+    """NAME's challenger Deployment and Service (also the DNS name the proxies reach it at)."""
+    return f"{name}-challenger"
+
+
+def routes_name(name: str) -> str:
+    """The ConfigMap holding the routes NAME's proxies start with."""
+    return f"{name}-routes"
+
+
+def challenger_upstream(name: str) -> str:
+    """The challenger's base URL as every proxy of NAME reaches it: its Service's DNS name."""
+    return f"http://{challenger_name(name)}:{MODEL_PORT}"
 
 
 def selector(name: str) -> dict[str, str]:
@@ -114,6 +158,61 @@ def capture_target(config: DeployConfig, settings: KubernetesSettings) -> tuple[
     return uri, False
 
 
+def _probe(path: str, port: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, **timing}
+
+
+READINESS = {"periodSeconds": 2, "failureThreshold": 2, "timeoutSeconds": 2}
+LIVENESS = {
+    "initialDelaySeconds": 10,
+    "periodSeconds": 10,
+    "failureThreshold": 3,
+    "timeoutSeconds": 3,
+}
+SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) -> dict[str, Any]:
+    """The proxy sidecar of NAME's pods: the Service's port, forwarding to the scoring
+    container on 127.0.0.1; its token and start-up routes come from the Secret and ConfigMap
+    (both optional: without the Secret the admin API is off, without the ConfigMap no route)."""
+    plain = {
+        "host": "0.0.0.0",
+        "port": str(PROXY_PORT),
+        "upstream": f"http://127.0.0.1:{MODEL_PORT}",
+        "version": model.version,
+    }
+    refs = {
+        "token": ("secretKeyRef", proxy_secret_name(name), TOKEN_KEY),
+        "routes": ("configMapKeyRef", routes_name(name), ROUTES_KEY),
+    }
+    env: list[dict[str, Any]] = [
+        {"name": env_name(field, PROXY_ENV_PREFIX), "value": value}
+        for field, value in plain.items()
+    ]
+    env += [
+        {
+            "name": env_name(field, PROXY_ENV_PREFIX),
+            "valueFrom": {source: {"name": ref, "key": key, "optional": True}},
+        }
+        for field, (source, ref, key) in refs.items()
+    ]
+    return {
+        "name": PROXY_CONTAINER,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["python", "-m", "mlops_pipeline.serving.proxy"],
+        "ports": [{"name": "http", "containerPort": PROXY_PORT, "protocol": "TCP"}],
+        "env": env,
+        # forwarded: ready when the model behind it is
+        "readinessProbe": _probe(READY_PATH, "http", **READINESS),
+        # answered by the proxy itself
+        "livenessProbe": _probe(LIVE_PATH, "http", **LIVENESS),
+        "resources": PROXY_RESOURCES,
+        "securityContext": SECURITY,
+    }
+
+
 def deployment_manifest(
     name: str,
     namespace: str,
@@ -121,14 +220,18 @@ def deployment_manifest(
     config: DeployConfig,
     image: str,
     settings: KubernetesSettings,
+    *,
+    challenger: bool = False,
 ) -> dict[str, Any]:
-    """The apps/v1 Deployment of NAME serving `model` from `image`."""
+    """The apps/v1 Deployment of NAME serving `model` from `image`: scoring container and
+    proxy sidecar; with `challenger`, `NAME-challenger` with the scoring container alone and
+    `settings.min_replicas` pods (no HPA scales it)."""
     capture_uri, capture_volume = capture_target(config, settings)
     scoring = config.model_copy(update={"capture_uri": capture_uri, "api_key_file": None})
-    env = serving_env(IMAGE_MODEL_DIR, model, scoring, host="0.0.0.0", port=IMAGE_PORT, image=image)
+    env = serving_env(IMAGE_MODEL_DIR, model, scoring, host="0.0.0.0", port=MODEL_PORT, image=image)
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    if config.api_key_file:
+    if config.api_key_file:  # a challenger checks the champion's keys: the proxy passes them on
         env[env_name("api_key_file")] = f"{SECRETS_DIR}/{API_KEY_NAME}"
         volumes.append(
             {
@@ -146,38 +249,28 @@ def deployment_manifest(
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
-        "ports": [{"name": "http", "containerPort": IMAGE_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "model", "containerPort": MODEL_PORT, "protocol": "TCP"}],
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-        "readinessProbe": {
-            "httpGet": {"path": READY_PATH, "port": "http"},
-            "periodSeconds": 2,
-            "failureThreshold": 2,
-            "timeoutSeconds": 2,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": LIVE_PATH, "port": "http"},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 10,
-            "failureThreshold": 3,
-            "timeoutSeconds": 3,
-        },
+        "readinessProbe": _probe(READY_PATH, "model", **READINESS),
+        "livenessProbe": _probe(LIVE_PATH, "model", **LIVENESS),
         "resources": {
             "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
             "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": SECURITY,
         "volumeMounts": mounts,
     }
+    containers = [container]
+    if not challenger:
+        containers.append(proxy_container(name, model, image, settings.image_pull_policy))
     if settings.prestop_seconds:
         # keeps serving while Services drop the terminating pod; `sleep` as a lifecycle
         # action needs Kubernetes 1.30, and the image has python rather than a shell
         sleep = f"import time; time.sleep({settings.prestop_seconds})"
-        container["lifecycle"] = {"preStop": {"exec": {"command": ["python", "-c", sleep]}}}
+        for each in containers:
+            each["lifecycle"] = {"preStop": {"exec": {"command": ["python", "-c", sleep]}}}
     pod_spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
         # preStop + the service's own graceful shutdown (MLOPS_SERVING_SHUTDOWN_TIMEOUT 20 s)
         "terminationGracePeriodSeconds": settings.prestop_seconds + 30,
@@ -191,18 +284,22 @@ def deployment_manifest(
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    own = challenger_name(name) if challenger else name
+    pod_labels = labels(own, model) | ({CHALLENGER_LABEL: name} if challenger else {})
     meta = {
-        "name": name,
+        "name": own,
         "namespace": namespace,
-        "labels": labels(name, model),
+        "labels": pod_labels,
         "annotations": annotations(model, image, config),
     }
+    spec: dict[str, Any] = {"replicas": settings.min_replicas} if challenger else {}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta,
         "spec": {
-            "selector": {"matchLabels": selector(name)},
+            **spec,
+            "selector": {"matchLabels": selector(own)},
             "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "revisionHistoryLimit": 5,
             "strategy": {
@@ -211,7 +308,7 @@ def deployment_manifest(
             },
             "template": {
                 "metadata": {
-                    "labels": labels(name, model),
+                    "labels": pod_labels,
                     "annotations": {
                         k: v for k, v in meta["annotations"].items() if k != CONFIG_KEY
                     },
@@ -230,13 +327,16 @@ def manifests(
     image: str,
     settings: KubernetesSettings,
     api_keys: str | None = None,
+    proxy_token: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object of NAME in apply order: Secret (when `api_keys` is given), Deployment,
-    Service, HorizontalPodAutoscaler, PodDisruptionBudget.
+    """Every object of NAME in apply order: Secrets (API keys, proxy token: each when given),
+    Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget.
 
     Args:
         api_keys: the key file's text; None leaves the Secret out (render() and
             deployments without keys).
+        proxy_token: the proxies' admin token; None leaves its Secret out (render(), and an
+            update, which keeps the one the pods run with).
 
     Raises:
         InvalidInputError: a capture setting pods cannot use.
@@ -251,6 +351,16 @@ def manifests(
                 "metadata": {"name": secret_name(name), **meta},
                 "type": "Opaque",
                 "stringData": {API_KEY_NAME: api_keys},
+            }
+        )
+    if proxy_token is not None:
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": proxy_secret_name(name), **meta},
+                "type": "Opaque",
+                "stringData": {TOKEN_KEY: proxy_token},
             }
         )
     docs.append(deployment_manifest(name, namespace, model, config, image, settings))
@@ -311,6 +421,52 @@ def manifests(
     return docs
 
 
+def challenger_manifests(
+    name: str,
+    namespace: str,
+    model: ModelRef,
+    config: DeployConfig,
+    image: str,
+    settings: KubernetesSettings,
+) -> list[dict[str, Any]]:
+    """NAME's challenger in apply order: its ClusterIP Service first (so its DNS name exists
+    when the pods do), then its Deployment (the scoring container alone)."""
+    own = challenger_name(name)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": own,
+            "namespace": namespace,
+            "labels": labels(own) | {CHALLENGER_LABEL: name},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(own),
+            # the port is the container's: the upstream URL is the same through a ClusterIP
+            # and straight to a pod
+            "ports": [
+                {"name": "model", "port": MODEL_PORT, "targetPort": "model", "protocol": "TCP"}
+            ],
+        },
+    }
+    deployment = deployment_manifest(
+        name, namespace, model, config, image, settings, challenger=True
+    )
+    return [service, deployment]
+
+
+def routes_manifest(name: str, namespace: str, routes: dict[str, Any]) -> dict[str, Any]:
+    """The ConfigMap NAME's proxies read their start-up routes from (`routes`: canary, shadow,
+    sticky_header as PUT /-/proxy/routes takes them)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": routes_name(name), "namespace": namespace, "labels": labels(name)},
+        "data": {ROUTES_KEY: json.dumps(routes, sort_keys=True)},
+    }
+
+
 def render_yaml(
     name: str,
     namespace: str,
@@ -335,6 +491,12 @@ def render_yaml(
             f"#   kubectl -n {namespace} create secret generic {secret_name(name)} "
             f"--from-file={API_KEY_NAME}={config.api_key_file}",
         ]
+    head += [
+        f"# Secret {proxy_secret_name(name)} holds the pods' proxy admin token (for canary and "
+        "shadow); without it the admin API is off:",
+        f"#   kubectl -n {namespace} create secret generic {proxy_secret_name(name)} "
+        f"--from-literal={TOKEN_KEY}=$(openssl rand -hex 32)",
+    ]
     docs = manifests(name, namespace, model, config, image, settings)
     body = yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
     return "\n".join(head) + "\n---\n" + body

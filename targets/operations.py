@@ -587,3 +587,14 @@ def proxy_access(name: str) -> Any:
     """
     current = ledger.get_deployment(name)
     return get_target(current.target_uri).proxy_access(name)
+
+
+def proxy_admin(name: str) -> Any:
+    """NAME's proxy admin client (`rollout.admin.ProxyAdmin`, or one with its interface that
+    reaches every replica's proxy); it holds the admin token, never log it.
+
+    Raises:
+        NotFoundError: no deployment NAME; InvalidInputError: its target has no proxy routes.
+    """
+    current = ledger.get_deployment(name)
+    return get_target(current.target_uri).proxy_admin(name)

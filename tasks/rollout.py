@@ -1,14 +1,15 @@
 """Rollout steps over `mlops_pipeline.rollout` and the targets' live-challenger operations.
 
-None caches: each reads or changes a live deployment. Proxy admin access is read inside the
-steps that need it (`canary_steps`, `shadow_traffic`), so the admin token never becomes a task
-parameter that Prefect would record.
+None caches: each reads or changes a live deployment. The proxy admin client
+(`operations.proxy_admin`: one proxy, or every pod's proxy of a kubernetes: deployment) is
+made inside the steps that need it (`canary_steps`, `shadow_traffic`), so the admin token
+never becomes a task parameter that Prefect would record.
 """
 
 from __future__ import annotations
 
 from mlops_pipeline.rollout import canary, records, report, settings, shadow
-from mlops_pipeline.rollout.admin import ProxyAdmin, RouteFigures
+from mlops_pipeline.rollout.admin import RouteFigures
 from mlops_pipeline.rollout.canary import CanaryResult
 from mlops_pipeline.rollout.settings import RolloutPolicy
 from mlops_pipeline.targets import operations
@@ -37,7 +38,7 @@ def _canary_steps(
     sticky_header: str | None = None,
 ) -> CanaryResult:
     """`canary.run_canary` on deployment NAME's proxy (see there)."""
-    admin = ProxyAdmin(operations.proxy_access(name))
+    admin = operations.proxy_admin(name)
     return canary.run_canary(
         admin, upstream, version, steps, interval, policy, sticky_header=sticky_header
     )
@@ -47,19 +48,19 @@ def _shadow_traffic(
     name: str, upstream: str, version: str, percent: float, duration: float
 ) -> list[RouteFigures]:
     """`shadow.run_shadow` on deployment NAME's proxy (see there)."""
-    admin = ProxyAdmin(operations.proxy_access(name))
+    admin = operations.proxy_admin(name)
     return shadow.run_shadow(admin, upstream, version, percent, duration)
 
 
 def _clear_routes(name: str) -> None:
     """Remove NAME's canary and shadow routes: all traffic on the champion (best effort is the
     caller's: it raises what the proxy raises)."""
-    ProxyAdmin(operations.proxy_access(name)).set_routes(canary=None, shadow=None)
+    operations.proxy_admin(name).set_routes(canary=None, shadow=None)
 
 
 def _proxy_routes(name: str) -> dict:
     """NAME's proxy routes as JSON (primary, canary, shadow, sticky header)."""
-    return ProxyAdmin(operations.proxy_access(name)).routes().model_dump()
+    return operations.proxy_admin(name).routes().model_dump()
 
 
 canary_steps = step(_canary_steps, name="canary-steps", cache_policy=NO_CACHE)

@@ -5,10 +5,14 @@ it through a kubeconfig file:
 
 * discovery: /version, /api, /apis, /api/v1, /apis/apps/v1, /apis/autoscaling/v2,
   /apis/policy/v1;
-* Secrets, Services, Deployments, HorizontalPodAutoscalers, PodDisruptionBudgets: server-side
-  apply (PATCH application/apply-patch+yaml, fieldManager required, a managedFields entry per
-  manager), GET, LIST with label selectors (`k=v`, `k!=v`, `k`), DELETE (404 Status when
-  missing); Pods: GET, LIST, pods/log (tailLines).
+* Secrets, ConfigMaps, Services, Deployments, HorizontalPodAutoscalers,
+  PodDisruptionBudgets: server-side apply (PATCH application/apply-patch+yaml, fieldManager
+  required, a managedFields entry per manager), GET, LIST with label selectors (`k=v`,
+  `k!=v`, `k`), DELETE (404 Status when missing); Pods: GET, LIST, pods/log (tailLines,
+  container), and the pods/proxy subresource
+  (`/api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH`, PORT a number or a container port's
+  name): the request goes on to that port of the pod, without the Authorization header
+  (which the real API server consumes, as here), and its answer comes back as it is.
   Apply is simplified: the applied body is the object's whole desired state, except fields
   others own (spec.replicas set by the HPA, the allocated clusterIP and nodePort, the
   controller's annotations), which are kept. metadata.generation rises when the spec changes.
@@ -17,10 +21,23 @@ it through a kubeconfig file:
   availableReplicas) and the Progressing condition, which turns to ProgressDeadlineExceeded
   after progressDeadlineSeconds without progress; an HPA only clamps replicas into
   [minReplicas, maxReplicas] (no metrics).
-* each pod is a REAL container on the local Docker engine (image, env, user from the
-  securityContext, secret and PVC volumes as bind mounts, CPU/memory limits), its port 8080
-  published on 127.0.0.1; the readinessProbe is a real HTTP GET against it; a deleted pod
-  leaves the Service at once, runs its preStop exec, then gets SIGTERM with its grace period.
+* each pod is REAL containers on the local Docker engine, one per container of the pod spec
+  (image, command, env with `valueFrom` secretKeyRef/configMapKeyRef resolved when the
+  pod starts, `optional` honoured, user from the securityContext, secret and PVC volumes as bind
+  mounts, CPU/memory limits). Stand-in behaviour for the pod's one network namespace: the first
+  container starts on the stand-in's own user-defined Docker network, and the others join its
+  network stack (network_mode `container:<id>`), so they reach each other on 127.0.0.1; every
+  containerPort of the pod is published on 127.0.0.1 from that first container. Each readiness
+  probe is a real HTTP GET against its container's port, and a pod is ready when all its probed
+  containers are. A deleted pod leaves the Service at once, runs its containers' preStop execs
+  (in parallel), then its containers get SIGTERM with the grace period, the first one (which
+  holds the network namespace) last.
+* in-cluster names, as stand-in behaviour: when a pod starts, its first container gets one
+  network alias per Service (of any type) whose selector matches the pod, so other pods
+  resolve a Service's name through Docker's embedded DNS to the pods it selects. There is no
+  virtual IP and no port mapping (a Service's port must equal its target port for in-cluster
+  clients); a Service applied after a pod started does not name that pod, nor does a
+  terminating pod leave the name before its container stops.
 * a NodePort/LoadBalancer Service is an HTTP forwarder on 127.0.0.1:<nodePort> that sends
   each request to the next ready pod (per request, where kube-proxy balances connections);
   LoadBalancer Services report 127.0.0.1 as their ingress.
@@ -62,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 RESOURCES = {  # (group/version path, plural) -> (kind, has generation)
     ("api/v1", "secrets"): ("Secret", False),
+    ("api/v1", "configmaps"): ("ConfigMap", False),
     ("api/v1", "services"): ("Service", False),
     ("api/v1", "pods"): ("Pod", False),
     ("apis/apps/v1", "deployments"): ("Deployment", True),
@@ -69,8 +87,10 @@ RESOURCES = {  # (group/version path, plural) -> (kind, has generation)
     ("apis/policy/v1", "poddisruptionbudgets"): ("PodDisruptionBudget", True),
 }
 GROUPS = {"apps": "v1", "autoscaling": "v2", "policy": "v1"}
-POD_PORT = 8080
 LABEL = "mlops.standin"
+POD_PROXY = re.compile(r"api/v1/namespaces/([^/]+)/pods/([^/:]+)(?::([^/]+))?/proxy(/.*)?")
+# the real API server authenticates the caller and does not pass its credentials on
+PROXY_DROP = {"authorization", "host", "connection", "content-length", "transfer-encoding"}
 
 
 def _now() -> str:
@@ -128,14 +148,36 @@ def _free_port(low: int = 30000, high: int = 32767) -> int:
 
 
 class PodRuntime:
-    """The container behind one pod, and its readiness as the last real probe saw it."""
+    """The containers behind one pod (the first holds the network namespace and the published
+    ports), and their readiness as the last real probes saw it.
 
-    def __init__(self, container: Any, host_port: int, probe: dict[str, Any] | None) -> None:
-        self.container, self.host_port, self.probe = container, host_port, probe or {}
+    Args:
+        containers: (container spec, Docker container) in the pod spec's order.
+        host_ports: each containerPort of the pod -> its published port on 127.0.0.1.
+    """
+
+    def __init__(self, containers: list[tuple[dict, Any]], host_ports: dict[int, int]) -> None:
+        self.containers, self.host_ports = containers, host_ports
+        self.container = containers[0][1]
         self.ready = False
         self.exited: int | None = None
         self.next_probe = 0.0
         self.terminating = False
+
+    def host_port(self, port: int | str) -> int | None:
+        """The published port of a containerPort given by number or by name."""
+        for spec, _ in self.containers:
+            for each in spec.get("ports", []):
+                if port in (each["containerPort"], each.get("name"), str(each["containerPort"])):
+                    return self.host_ports.get(each["containerPort"])
+        return None
+
+    def by_name(self, name: str | None) -> Any:
+        """The Docker container of the pod's container `name` (None: the first)."""
+        for spec, container in self.containers:
+            if name is None or spec["name"] == name:
+                return container
+        return None
 
 
 class ServiceForwarder:
@@ -222,6 +264,8 @@ class StandInApiServer:
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
         self.lock = threading.RLock()
         self.volumes = Path(tempfile.mkdtemp(prefix="k8s-standin-"))
+        self.network_name = f"standin-{self.id}"
+        self.network: Any = None
         self._stop = threading.Event()
         self._version = itertools.count(1)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -234,6 +278,7 @@ class StandInApiServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def start(self) -> StandInApiServer:
+        self.network = self.docker.networks.create(self.network_name, labels={LABEL: self.id})
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         threading.Thread(target=self._control_loop, daemon=True, name="standin-ctl").start()
         return self
@@ -251,6 +296,11 @@ class StandInApiServer:
                 container.remove(force=True)
             except docker.errors.NotFound:  # a pod's stop thread removed it meanwhile
                 continue
+        if self.network is not None:
+            try:
+                self.network.remove()
+            except docker.errors.APIError:
+                logger.warning("stand-in network %s not removed", self.network_name)
         shutil.rmtree(self.volumes, ignore_errors=True)
 
     def kubeconfig(self, path: Path, context: str = "stand-in") -> Path:
@@ -281,13 +331,23 @@ class StandInApiServer:
             found = self.objects.get((kind, namespace, name))
             return copy.deepcopy(found) if found else None
 
-    def containers(self, namespace: str, deployment: str) -> list[Any]:
-        """The live containers of a Deployment's pods."""
+    def containers(self, namespace: str, deployment: str, container: str | None = None) -> list:
+        """The live Docker containers of a Deployment's pods: each pod's first container, or
+        the one named `container`."""
         with self.lock:
             return [
-                rt.container
+                rt.by_name(container)
                 for (ns, pod), rt in self.pods.items()
-                if ns == namespace and pod.startswith(f"{deployment}-") and not rt.terminating
+                if ns == namespace and self._owner(ns, pod) == deployment and not rt.terminating
+            ]
+
+    def pod_names(self, namespace: str, deployment: str) -> list[str]:
+        """The live (not terminating) pods of a Deployment."""
+        with self.lock:
+            return [
+                pod
+                for (ns, pod), rt in self.pods.items()
+                if ns == namespace and self._owner(ns, pod) == deployment and not rt.terminating
             ]
 
     def endpoints(self, namespace: str, service: str) -> list[int]:
@@ -301,12 +361,14 @@ class StandInApiServer:
                 if svc is None:
                     return []
                 chosen = ",".join(f"{k}={v}" for k, v in svc["spec"].get("selector", {}).items())
+                target = svc["spec"]["ports"][0].get("targetPort", svc["spec"]["ports"][0]["port"])
                 found = []
                 for (ns, pod), rt in list(self.pods.items()):
                     obj = self.objects.get(("Pod", ns, pod))
                     live = ns == namespace and rt.ready and not rt.terminating and obj
-                    if live and matches(chosen, obj["metadata"]["labels"]):
-                        found.append(rt.host_port)
+                    port = rt.host_port(target)
+                    if live and port and matches(chosen, obj["metadata"]["labels"]):
+                        found.append(port)
                 return found
             except RuntimeError:  # dictionary changed size during iteration
                 continue
@@ -324,15 +386,27 @@ class StandInApiServer:
 
             def _serve(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                kind = "application/json"
                 if self.headers.get("Authorization") != f"Bearer {server.token}":
                     code, answer = 401, _status(401, "Unauthorized", "Unauthorized")
                 else:
-                    code, answer = server.handle(
-                        self.command, self.path, self.headers.get("Content-Type", ""), body
-                    )
+                    found = POD_PROXY.fullmatch(urlsplit(self.path).path.strip("/"))
+                    if found:
+                        code, answer, kind = server.pod_proxy(
+                            self.command,
+                            self.path,
+                            dict(self.headers.items()),
+                            body,
+                            *found.groups(),
+                        )
+                    else:
+                        code, answer = server.handle(
+                            self.command, self.path, self.headers.get("Content-Type", ""), body
+                        )
+                        if isinstance(answer, bytes):
+                            kind = "text/plain"
                 data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(code)
-                kind = "text/plain" if isinstance(answer, bytes) else "application/json"
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -341,6 +415,36 @@ class StandInApiServer:
             do_GET = do_PATCH = do_DELETE = do_POST = do_PUT = _serve
 
         return Handler
+
+    def pod_proxy(
+        self,
+        method: str,
+        raw_path: str,
+        headers: dict[str, str],
+        body: bytes,
+        namespace: str,
+        pod: str,
+        port: str | None,
+        rest: str | None,
+    ) -> tuple[int, Any, str]:
+        """The pods/proxy subresource: (status, body, content type) of the pod's answer."""
+        with self.lock:
+            self.requests.append((method, urlsplit(raw_path).path, headers.get("Content-Type", "")))
+            runtime = self.pods.get((namespace, pod))
+        if runtime is None:
+            return 404, _status(404, "NotFound", f'pods "{pod}" not found'), "application/json"
+        host_port = runtime.host_port(port) if port else next(iter(runtime.host_ports.values()))
+        if host_port is None or runtime.terminating:
+            message = f"pod {pod} has no port {port} or is terminating"
+            return 503, _status(503, "ServiceUnavailable", message), "application/json"
+        query = urlsplit(raw_path).query
+        url = f"http://127.0.0.1:{host_port}{rest or '/'}" + (f"?{query}" if query else "")
+        sent = {k: v for k, v in headers.items() if k.lower() not in PROXY_DROP}
+        try:
+            answer = httpx.request(method, url, headers=sent, content=body, timeout=120.0)
+        except httpx.HTTPError as exc:
+            return 503, _status(503, "ServiceUnavailable", repr(exc)), "application/json"
+        return answer.status_code, answer.content, answer.headers.get("content-type", "")
 
     def handle(self, method: str, raw_path: str, content_type: str, body: bytes) -> tuple:
         parts = urlsplit(raw_path)
@@ -368,6 +472,8 @@ class StandInApiServer:
         with self.lock:
             if sub == "log" and method == "GET":
                 return self._log(namespace, name, query)
+            if sub is not None:
+                return 404, _status(404, "NotFound", f"the server could not find {path}")
             if method == "GET" and name is None:
                 selector = (query.get("labelSelector") or [None])[0]
                 items = [
@@ -425,7 +531,10 @@ class StandInApiServer:
             for plural, (kind, _) in listed
         ]
         if path == "api/v1":
-            resources.append({"name": "pods/log", "namespaced": True, "kind": "Pod", "verbs": []})
+            for sub in ("log", "proxy"):
+                resources.append(
+                    {"name": f"pods/{sub}", "namespaced": True, "kind": "Pod", "verbs": []}
+                )
         group_version = path.removeprefix("api/").removeprefix("apis/")
         return {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources}
 
@@ -541,8 +650,11 @@ class StandInApiServer:
         if runtime is None:
             return 404, _status(404, "NotFound", f'pods "{name}" not found')
         tail = int((query.get("tailLines") or ["100"])[0])
+        container = runtime.by_name((query.get("container") or [None])[0])
+        if container is None:
+            return 400, _status(400, "BadRequest", f"pod {name} has no such container")
         try:
-            return 200, runtime.container.logs(tail=tail)
+            return 200, container.logs(tail=tail)
         except docker.errors.NotFound:
             return 200, b""
 
@@ -661,35 +773,36 @@ class StandInApiServer:
     def _start_pod(self, namespace: str, owner: str, template_hash: str, template: dict) -> Any:
         pod = f"{owner}-{template_hash}-{secrets.token_hex(3)}"
         spec = copy.deepcopy(template["spec"])
-        container = spec["containers"][0]
-        security = spec.get("securityContext", {})
-        user = f"{security.get('runAsUser', 0)}:{security.get('runAsGroup', 0)}"
-        mounts = {}
-        volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        for mount in container.get("volumeMounts", []):
-            source = self._volume(namespace, pod, volumes[mount["name"]], security)
-            mounts[str(source)] = {
-                "bind": mount["mountPath"],
-                "mode": "ro" if mount.get("readOnly") else "rw",
-            }
-        limits = container.get("resources", {}).get("limits", {})
-        cpu, memory = _quantity(limits.get("cpu")), _quantity(limits.get("memory"))
-        created = self.docker.containers.run(
-            container["image"],
-            command=(container.get("command") or []) + (container.get("args") or []) or None,
-            name=f"standin-{self.id}-{pod}",
-            detach=True,
-            environment={e["name"]: e["value"] for e in container.get("env", [])},
-            user=user,
-            volumes=mounts,
-            labels={LABEL: self.id, f"{LABEL}.pod": pod},
-            ports={f"{POD_PORT}/tcp": ("127.0.0.1", None)},
-            nano_cpus=int(cpu * 1e9) if cpu else None,
-            mem_limit=int(memory) if memory else None,
-        )
-        created.reload()
-        host_port = int(created.ports[f"{POD_PORT}/tcp"][0]["HostPort"])
         labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
+        security = spec.get("securityContext", {})
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        ports = [p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])]
+        started: list[tuple[dict, Any]] = []
+        try:
+            for index, container in enumerate(spec["containers"]):
+                if index == 0:  # holds the pod's network namespace and its published ports
+                    aliases = self._service_names(namespace, labels)
+                    endpoint = self.docker.api.create_endpoint_config(aliases=aliases or None)
+                    network = {
+                        "network": self.network_name,
+                        "networking_config": {self.network_name: endpoint},
+                        "ports": {f"{port}/tcp": ("127.0.0.1", None) for port in ports},
+                    }
+                else:
+                    network = {"network_mode": f"container:{started[0][1].id}"}
+                created = self._run(namespace, pod, container, volumes, security, network)
+                started.append((container, created))
+        except BaseException:
+            for _, created in started:
+                created.remove(force=True)
+            raise
+        first = started[0][1]
+        first.reload()
+        host_ports = {
+            port: int(first.ports[f"{port}/tcp"][0]["HostPort"])
+            for port in ports
+            if first.ports.get(f"{port}/tcp")
+        }
         self.objects[("Pod", namespace, pod)] = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -704,9 +817,80 @@ class StandInApiServer:
             "spec": spec,
             "status": {"phase": "Pending"},
         }
-        runtime = PodRuntime(created, host_port, container.get("readinessProbe"))
+        runtime = PodRuntime(started, host_ports)
         self.pods[(namespace, pod)] = runtime
         return pod, runtime
+
+    def _service_names(self, namespace: str, labels: dict[str, str]) -> list[str]:
+        """Names of the Services whose selector matches a pod with `labels`."""
+        names = []
+        for (kind, ns, name), obj in self.objects.items():
+            chosen = obj.get("spec", {}).get("selector") if kind == "Service" else None
+            if ns == namespace and chosen and all(labels.get(k) == v for k, v in chosen.items()):
+                names.append(name)
+        return sorted(names)
+
+    def _env(self, namespace: str, container: dict) -> dict[str, str]:
+        """A container's environment with `valueFrom` Secret and ConfigMap keys resolved now,
+        as the kubelet does when it starts a container; an optional missing one is left out.
+
+        Raises:
+            RuntimeError: a required Secret, ConfigMap or key is missing (the kubelet keeps
+                such a pod in CreateContainerConfigError).
+        """
+        env = {}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+                continue
+            source = item.get("valueFrom", {})
+            kind, ref = (
+                ("Secret", source["secretKeyRef"])
+                if "secretKeyRef" in source
+                else ("ConfigMap", source["configMapKeyRef"])
+            )
+            obj = self.objects.get((kind, namespace, ref["name"])) or {}
+            data = obj.get("data") or {}
+            if ref["key"] in data:
+                value = data[ref["key"]]
+                env[item["name"]] = base64.b64decode(value).decode() if kind == "Secret" else value
+            elif not ref.get("optional"):
+                raise RuntimeError(f"{kind} {ref['name']} key {ref['key']} not found")
+        return env
+
+    def _run(
+        self,
+        namespace: str,
+        pod: str,
+        container: dict,
+        volumes: dict[str, dict],
+        security: dict,
+        network: dict[str, Any],
+    ) -> Any:
+        """Start one container of a pod; `network` places it (see `_start_pod`)."""
+        user = f"{security.get('runAsUser', 0)}:{security.get('runAsGroup', 0)}"
+        mounts = {}
+        for mount in container.get("volumeMounts", []):
+            source = self._volume(namespace, pod, volumes[mount["name"]], security)
+            mounts[str(source)] = {
+                "bind": mount["mountPath"],
+                "mode": "ro" if mount.get("readOnly") else "rw",
+            }
+        limits = container.get("resources", {}).get("limits", {})
+        cpu, memory = _quantity(limits.get("cpu")), _quantity(limits.get("memory"))
+        return self.docker.containers.run(
+            container["image"],
+            command=(container.get("command") or []) + (container.get("args") or []) or None,
+            name=f"standin-{self.id}-{pod}-{container['name']}",
+            detach=True,
+            environment=self._env(namespace, container),
+            user=user,
+            volumes=mounts,
+            labels={LABEL: self.id, f"{LABEL}.pod": pod},
+            nano_cpus=int(cpu * 1e9) if cpu else None,
+            mem_limit=int(memory) if memory else None,
+            **network,
+        )
 
     def _volume(self, namespace: str, pod: str, volume: dict, security: dict) -> Path:
         uid, gid = security.get("runAsUser", 0), security.get("fsGroup", 0)
@@ -716,6 +900,8 @@ class StandInApiServer:
                 raise RuntimeError(f"secret {volume['secret']['secretName']} not found")
 
             folder = self.volumes / pod / volume["name"]
+            if folder.is_dir():  # another container of the pod mounts it too
+                return folder
             folder.mkdir(parents=True)
             for key, value in secret.get("data", {}).items():
                 (folder / key).write_bytes(base64.b64decode(value))
@@ -735,16 +921,28 @@ class StandInApiServer:
         runtime.terminating = True
         obj = self.objects[("Pod", namespace, pod)]
         obj["metadata"]["deletionTimestamp"] = _now()
-        spec = obj["spec"]
-        pre_stop = spec["containers"][0].get("lifecycle", {}).get("preStop", {}).get("exec")
-        grace = spec.get("terminationGracePeriodSeconds", 30)
+        grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
+
+        def pre_stop(spec: dict, container: Any) -> None:
+            hook = spec.get("lifecycle", {}).get("preStop", {}).get("exec")
+            if hook and runtime.exited is None:
+                container.exec_run(hook["command"])
 
         def stop() -> None:
+            hooks = [
+                threading.Thread(target=pre_stop, args=pair, daemon=True)
+                for pair in runtime.containers
+            ]
             try:
-                if pre_stop and runtime.exited is None:
-                    runtime.container.exec_run(pre_stop["command"])
-                runtime.container.stop(timeout=grace)
-                runtime.container.remove(force=True)
+                for hook in hooks:
+                    hook.start()
+                for hook in hooks:
+                    hook.join(grace)
+                # the sidecars first: the first container holds their network namespace
+                for _, container in reversed(runtime.containers):
+                    container.stop(timeout=grace)
+                for _, container in runtime.containers:
+                    container.remove(force=True)
             except docker.errors.APIError:
                 pass
             with self.lock:
@@ -754,24 +952,30 @@ class StandInApiServer:
         threading.Thread(target=stop, daemon=True, name=f"stop-{pod}").start()
 
     def _probe_pods(self) -> None:
-        """Real readiness probes (HTTP GET on the published port), each at its period."""
+        """Real readiness probes (HTTP GET on each container's published port), each pod at
+        its first probe's period; a pod is ready when every probed container answers 2xx."""
         with self.lock:
             pods = [(key, rt) for key, rt in self.pods.items() if not rt.terminating]
         for (namespace, pod), rt in pods:
             if time.monotonic() < rt.next_probe:
                 continue
-            rt.next_probe = time.monotonic() + rt.probe.get("periodSeconds", 10)
-            try:
-                rt.container.reload()
-                if rt.container.status == "exited":
-                    rt.exited = rt.container.attrs["State"].get("ExitCode")
-            except docker.errors.NotFound:
-                rt.exited = -1
-            ready = False
-            if rt.exited is None and rt.probe.get("httpGet"):
+            probes = [spec.get("readinessProbe") or {} for spec, _ in rt.containers]
+            rt.next_probe = time.monotonic() + (probes[0].get("periodSeconds", 10))
+            for _, container in rt.containers:
                 try:
-                    url = f"http://127.0.0.1:{rt.host_port}{rt.probe['httpGet']['path']}"
-                    ready = httpx.get(url, timeout=rt.probe.get("timeoutSeconds", 1)).is_success
+                    container.reload()
+                    if container.status == "exited":
+                        rt.exited = container.attrs["State"].get("ExitCode")
+                except docker.errors.NotFound:
+                    rt.exited = -1
+            ready = rt.exited is None
+            for probe in probes:
+                if not ready or not probe.get("httpGet"):
+                    continue
+                port = rt.host_port(probe["httpGet"]["port"])
+                try:
+                    url = f"http://127.0.0.1:{port}{probe['httpGet']['path']}"
+                    ready = httpx.get(url, timeout=probe.get("timeoutSeconds", 1)).is_success
                 except httpx.HTTPError:
                     ready = False
             with self.lock:
@@ -785,9 +989,10 @@ class StandInApiServer:
                         "conditions": [{"type": "Ready", "status": str(rt.ready)}],
                         "containerStatuses": [
                             {
-                                "name": obj["spec"]["containers"][0]["name"],
+                                "name": spec["name"],
                                 "ready": rt.ready,
                                 "state": {"waiting": waiting} if waiting else {"running": {}},
                             }
+                            for spec, _ in rt.containers
                         ],
                     }

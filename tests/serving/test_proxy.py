@@ -272,3 +272,55 @@ def test_bad_settings_are_one_line_naming_the_variable(variable: str, value: str
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and variable in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_token_header_for_gateways_that_consume_authorization(proxy: str) -> None:
+    # the Kubernetes API server's pod proxy keeps no Authorization header for the pod
+    routes = proxy + "/-/proxy/routes"
+    assert httpx.get(routes, headers={"X-MLOps-Proxy-Token": TOKEN}).status_code == 200
+    assert httpx.get(routes, headers={"X-MLOps-Proxy-Token": "wrong"}).status_code == 401
+    assert httpx.get(routes, headers={"X-MLOps-Proxy-Token": ""}).status_code == 401
+
+
+def test_start_up_version_and_routes_come_from_the_environment(upstreams, tmp_path: Path) -> None:
+    blue, green, _ = upstreams
+    routes = {"canary": {"upstream": green.url, "percent": 100, "version": "2"}}
+    proc, url = start_proxy(
+        blue.url,
+        tmp_path,
+        MLOPS_SERVING_PROXY_STATE_FILE="",
+        MLOPS_SERVING_PROXY_VERSION="1",
+        MLOPS_SERVING_PROXY_ROUTES=json.dumps(routes),
+    )
+    try:
+        answer = httpx.get(url + "/echo")
+        assert (answer.json()["upstream"], answer.headers["x-model-version"]) == ("green", "2")
+        shown = httpx.get(url + "/-/proxy/routes", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert shown.json()["primary"] == {"upstream": blue.url, "version": "1"}
+        assert shown.json()["canary"] == {"upstream": green.url, "percent": 100.0, "version": "2"}
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    # an empty value (a routes ConfigMap without routes) is no route
+    proc, url = start_proxy(
+        blue.url, tmp_path, MLOPS_SERVING_PROXY_STATE_FILE="", MLOPS_SERVING_PROXY_ROUTES=""
+    )
+    try:
+        assert httpx.get(url + "/echo").json()["upstream"] == "blue"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_bad_start_up_routes_are_one_line_naming_the_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_SERVING_PROXY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops_pipeline.serving.proxy", "--port", str(free_port())],
+        env={**env, "MLOPS_SERVING_PROXY_ROUTES": '{"primary": 1}'},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: MLOPS_SERVING_PROXY_ROUTES: ")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -379,3 +379,71 @@ def test_preflight_refuses_bad_options_before_needing_the_client(monkeypatch):
     # good options: then the client, whose absence is an installation problem (exit 2)
     with pytest.raises(InvalidInputError, match="Python client, which is not installed"):
         target.preflight(DeployConfig(options={"registry": "registry.example.com"}))
+
+
+def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: Path):
+    from mlops_pipeline.targets.kubernetes_manifests import (
+        challenger_manifests,
+        challenger_upstream,
+        routes_manifest,
+    )
+
+    config = DeployConfig(api_key_file=str(tmp_path / "keys"), capture_uri="s3://b/capture")
+    settings = settings_for(config)
+    docs = manifests(
+        "iris-prod", "ml", MODEL, config, IMAGE, settings, api_keys="k1\n", proxy_token="t0k"
+    )
+    routes = {"canary": {"upstream": challenger_upstream("iris-prod"), "percent": 10}}
+    challenger = challenger_manifests(
+        "iris-prod", "ml", ModelRef("iris", "4"), config, IMAGE, settings
+    )
+
+    kinds = validate_all([*docs, *challenger, routes_manifest("iris-prod", "ml", routes)])
+
+    assert kinds[:3] == ["Secret", "Secret", "Deployment"]
+    assert kinds[-3:] == ["Service", "Deployment", "ConfigMap"]
+    assert docs[1]["metadata"]["name"] == "iris-prod-proxy"
+    assert docs[1]["stringData"] == {"token": "t0k"}
+    pod = docs[2]["spec"]["template"]["spec"]
+    scoring, proxy = pod["containers"]
+    assert (scoring["name"], proxy["name"]) == ("scoring", "proxy")
+    assert scoring["ports"] == [{"name": "model", "containerPort": 8081, "protocol": "TCP"}]
+    assert proxy["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert proxy["image"] == IMAGE
+    assert proxy["command"] == ["python", "-m", "mlops_pipeline.serving.proxy"]
+    env = {e["name"]: e for e in proxy["env"]}
+    assert env["MLOPS_SERVING_PROXY_UPSTREAM"]["value"] == "http://127.0.0.1:8081"
+    assert env["MLOPS_SERVING_PROXY_VERSION"]["value"] == "3"
+    assert env["MLOPS_SERVING_PROXY_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "iris-prod-proxy", "key": "token", "optional": True}
+    }
+    assert env["MLOPS_SERVING_PROXY_ROUTES"]["valueFrom"] == {
+        "configMapKeyRef": {"name": "iris-prod-routes", "key": "routes", "optional": True}
+    }
+    assert "t0k" not in str(docs[2])  # the token lives in the Secret only
+    # the proxy is ready when the model behind it is: its /ping is forwarded
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+    assert proxy["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
+    assert scoring["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "model"}
+    assert docs[3]["spec"]["ports"][0]["targetPort"] == "http"
+    # the challenger: the scoring container alone, not selected by the champion's Service
+    service, deployment = challenger
+    assert service["metadata"]["name"] == deployment["metadata"]["name"] == "iris-prod-challenger"
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 8081
+    template = deployment["spec"]["template"]
+    assert [c["name"] for c in template["spec"]["containers"]] == ["scoring"]
+    assert template["metadata"]["labels"]["mlops.deployment"] == "iris-prod-challenger"
+    assert template["metadata"]["labels"]["mlops.challenger-of"] == "iris-prod"
+    assert deployment["spec"]["replicas"] == settings.min_replicas
+    assert template["spec"]["volumes"][0]["secret"]["secretName"] == "iris-prod-api-keys"
+    challenger_env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+    assert challenger_env["MLOPS_SERVING_MODEL_VERSION"] == "4"
+    assert challenger_env["MLOPS_SERVING_CAPTURE_URI"] == "s3://b/capture"
+    assert challenger_upstream("iris-prod") == "http://iris-prod-challenger:8081"
+
+
+def test_dry_run_names_the_proxy_token_secret_without_a_value():
+    text = KubernetesTarget("kubernetes:/ml").render("iris", MODEL, DeployConfig(), image=IMAGE)
+    assert "kubectl -n ml create secret generic iris-proxy --from-literal=token=" in text
+    assert "kind: Secret" not in text
