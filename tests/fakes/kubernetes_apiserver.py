@@ -294,7 +294,7 @@ class StandInApiServer:
         ):
             try:
                 container.remove(force=True)
-            except docker.errors.NotFound:  # a pod's stop thread removed it meanwhile
+            except docker.errors.APIError:  # a pod's stop thread removes it meanwhile
                 continue
         if self.network is not None:
             try:
@@ -631,6 +631,9 @@ class StandInApiServer:
 
     def _delete(self, key: tuple[str, str, str]) -> None:
         kind, namespace, name = key
+        if kind == "Pod" and (namespace, name) in self.pods:
+            self._terminate(namespace, name)  # listed, with deletionTimestamp, until it stopped
+            return
         self.objects.pop(key)
         if kind == "Service" and (namespace, name) in self.forwarders:
             self.forwarders.pop((namespace, name)).close()
@@ -638,8 +641,6 @@ class StandInApiServer:
             for ns, pod in list(self.pods):
                 if ns == namespace and self._owner(ns, pod) == name:
                     self._terminate(ns, pod)
-        if kind == "Pod" and (namespace, name) in self.pods:
-            self._terminate(namespace, name)
 
     def _owner(self, namespace: str, pod: str) -> str | None:
         found = self.objects.get(("Pod", namespace, pod))

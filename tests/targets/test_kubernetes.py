@@ -77,6 +77,7 @@ def test_create_serves_through_the_service_then_delete_removes_all(
     kinds = [r[1].split("/")[-2] for r in applies]
     assert kinds == [
         "secrets",
+        "secrets",  # the proxies' admin token
         "deployments",
         "services",
         "horizontalpodautoscalers",
@@ -110,6 +111,7 @@ def test_create_serves_through_the_service_then_delete_removes_all(
     for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
         assert standin.get(kind, NAMESPACE, name) is None
     assert standin.get("Secret", NAMESPACE, f"{name}-api-keys") is None
+    assert standin.get("Secret", NAMESPACE, f"{name}-proxy") is None
     with pytest.raises(NotFoundError, match=f"'{name}' does not exist in {URI}"):
         target.get(name)
     wait_gone(standin, name)
@@ -120,7 +122,7 @@ def test_delete_of_a_missing_deployment_succeeds(target, standin):
     before = len(standin.requests)
     target.delete("k8s-never-created")
     deletes = [r for r in standin.requests[before:] if r[0] == "DELETE"]
-    assert len(deletes) == 5  # every kind asked, each answered 404, none an error
+    assert len(deletes) == 9  # every object asked, each answered 404, none an error
 
 
 def test_never_ready_rollout_is_restored_and_the_old_version_keeps_serving(
