@@ -421,8 +421,8 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
         "configMapKeyRef": {"name": "iris-prod-routes", "key": "routes", "optional": True}
     }
     assert "t0k" not in str(docs[2])  # the token lives in the Secret only
-    # the proxy is ready when the model behind it is: its /ping is forwarded
-    assert proxy["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+    # the proxy is ready when the model behind it is (it asks; a probe is never split)
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/-/proxy/ready", "port": "http"}
     assert proxy["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     assert scoring["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "model"}
     assert docs[3]["spec"]["ports"][0]["targetPort"] == "http"
