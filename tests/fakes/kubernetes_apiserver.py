@@ -22,13 +22,14 @@ it through a kubeconfig file:
   after progressDeadlineSeconds without progress; an HPA only clamps replicas into
   [minReplicas, maxReplicas] (no metrics).
 * each pod is REAL containers on the local Docker engine, one per container of the pod spec
-  (image, command, env with `valueFrom` secretKeyRef/configMapKeyRef resolved when the
-  pod starts, `optional` honoured, user from the securityContext, secret and PVC volumes as bind
-  mounts, CPU/memory limits). Stand-in behaviour for the pod's one network namespace: the first
-  container starts on the stand-in's own user-defined Docker network, and the others join its
-  network stack (network_mode `container:<id>`), so they reach each other on 127.0.0.1; every
-  containerPort of the pod is published on 127.0.0.1 from that first container. Each readiness
-  probe is a real HTTP GET against its container's port, and a pod is ready when all its probed
+  (image, command, env with `valueFrom` secretKeyRef/configMapKeyRef resolved when the pod
+  starts, `optional` honoured, user from the securityContext, secret and PVC volumes as bind
+  mounts, CPU/memory limits; the image's HEALTHCHECK off, as the kubelet ignores it).
+  Stand-in behaviour for the pod's one network namespace: the first container starts on the
+  stand-in's own user-defined Docker network, and the others join its network stack
+  (network_mode `container:<id>`), so they reach each other on 127.0.0.1; every containerPort
+  of the pod is published on 127.0.0.1 from that first container. Each readiness probe is a
+  real HTTP GET against its container's port, and a pod is ready when all its probed
   containers are. A deleted pod leaves the Service at once, runs its containers' preStop execs
   (in parallel), then its containers get SIGTERM with the grace period, the first one (which
   holds the network namespace) last.
@@ -890,6 +891,7 @@ class StandInApiServer:
             labels={LABEL: self.id, f"{LABEL}.pod": pod},
             nano_cpus=int(cpu * 1e9) if cpu else None,
             mem_limit=int(memory) if memory else None,
+            healthcheck={"test": ["NONE"]},  # the kubelet ignores an image's HEALTHCHECK
             **network,
         )
 
