@@ -380,8 +380,14 @@ class KubernetesTarget(Target):
         logger.info("Promoting %s: rolling %s to %s", own, name, model.uri)
         try:
             self._roll(name, current, docs, config.ready_timeout)
-        finally:
-            admin.set_routes(canary=None, shadow=None, drain_timeout=config.drain_timeout)
+        except BaseException:
+            try:  # back on the champion; the rollout's error is the one raised
+                admin.set_routes(canary=None, shadow=None, drain_timeout=config.drain_timeout)
+            except MLOpsError as exc:
+                logger.error("Clearing the routes of %s failed: %s", name, exc.message)
+            raise
+        # every pod now runs the challenger's model itself: the routes go, then the challenger
+        admin.set_routes(canary=None, shadow=None, drain_timeout=config.drain_timeout)
         self._remove_challenger(name)
         return self.get(name)
 
