@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from mlops_pipeline.errors import ConflictError, DeploymentError
+from mlops_pipeline.errors import BackendError, ConflictError, DeploymentError
 from mlops_pipeline.images import build_image
 from mlops_pipeline.rollout.canary import run_canary
 from mlops_pipeline.rollout.settings import RolloutPolicy
@@ -245,3 +245,40 @@ def test_canary_of_a_failing_challenger_rolls_back_everywhere(
     assert left == []
     assert [r.status_code for r in after] == [200] * 10
     assert serving == v1
+
+
+def test_a_promotion_whose_rollout_fails_leaves_the_champion_serving_everything(
+    target, standin, k8s_images
+):
+    name = f"k8s-promo-{uuid.uuid4().hex[:4]}"
+    try:
+        created = target.create(name, V1, config(), image=k8s_images["1"])
+        url = created.endpoint_url
+        upstream = target.start_challenger(name, V2, config(), image=k8s_images["2"])
+        admin = target.proxy_admin(name)
+        admin.set_routes(canary={"upstream": upstream, "percent": 50, "version": "2"})
+        load = LoadClient(url, max_requests=5_000, max_seconds=120)
+        load.start()
+        standin.fail_next("PATCH", rf"/deployments/{name}$", 500)  # the roll to v2 is refused
+        with pytest.raises(BackendError, match=f"apply Deployment {name}"):
+            target.promote_challenger(name)
+        time.sleep(1)
+        load.stop()
+        routes = pod_routes(admin)
+        versions = {
+            httpx.post(f"{url}/invocations", json=IRIS_ROW, timeout=30).headers["x-model-version"]
+            for _ in range(20)
+        }
+        still = standin.get("Deployment", NAMESPACE, f"{name}-challenger")
+        serving = target.get(name).model_version
+        target.stop_challenger(name)
+        left = challenger_objects(standin, name)
+    finally:
+        target.delete(name)
+
+    assert load.failures == [] and load.ok > 10
+    for each in routes.values():  # all traffic back on the champion, on every pod
+        assert each["canary"] is None and each["primary"]["version"] == "1"
+    assert versions == {"1"} and serving == "1"
+    assert still is not None  # the caller (the flow) stops the challenger
+    assert left == []
