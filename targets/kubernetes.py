@@ -349,9 +349,9 @@ class KubernetesTarget(Target):
         (maxUnavailable 0, watched as `update`), then remove the routes and the challenger.
 
         Raises:
-            ConflictError: no challenger runs. DeploymentError: the rollout failed; the old pod
-                template is restored and the routes are cleared (the challenger keeps running
-                for the caller to stop).
+            ConflictError: no challenger runs. DeploymentError (or the API's refusal, e.g.
+                BackendError): the rollout failed; the old pod template is restored and the
+                routes are cleared (the challenger keeps running for the caller to stop).
         """
         own = challenger_name(name)
         found = self.api.read("Deployment", own)
