@@ -56,7 +56,7 @@ def run_demo(
     )
     endpoint = served["endpoint_url"]
     sent = send_demo_traffic(endpoint, data.traffic_csv)
-    wait_for_captures(captures, sent["rows"])
+    wait_for_captures(captures, sent["rows"], sent["labels"])
     healthy = run_flow(monitor_deployment, deployment=DEMO_DEPLOYMENT)
 
     log.info("a quick experiment asks to replace the champion: the gate decides")
@@ -73,7 +73,9 @@ def run_demo(
 
     log.info("a new grape supplier: drifted traffic, labelled by the lab afterwards")
     drift_sent = send_demo_traffic(endpoint, data.drifted_traffic_csv)
-    wait_for_captures(captures, sent["rows"] + drift_sent["rows"])
+    wait_for_captures(
+        captures, sent["rows"] + drift_sent["rows"], sent["labels"] + drift_sent["labels"]
+    )
     # the team's retrained model waits under the alias `challenger` for the next drift episode
     register(
         data.retrained_pickle,

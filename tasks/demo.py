@@ -152,17 +152,35 @@ def clear_captures(capture_dir: Path) -> None:
 
 
 @step
-def wait_for_captures(capture_dir: Path, rows: int, timeout: float = 60.0) -> int:
-    """Wait until the scoring service has flushed at least `rows` captured rows to Parquet."""
+def wait_for_captures(capture_dir: Path, rows: int, labels: int = 0, timeout: float = 60.0) -> int:
+    """Wait until the scoring service has flushed at least `rows` captured rows and `labels`
+    feedback labels to Parquet; returns the captured rows.
+
+    Predictions and labels are flushed as separate files, so a monitor run that waited for the
+    predictions alone can start before the last labels land. Logs a warning on timeout (s).
+    """
     import pyarrow.parquet as pq
+    from mlops_pipeline.serving.contract import FEEDBACK_PREFIX, QUARANTINE_DIR
+
+    def flushed(root: Path) -> int:
+        files = [p for p in root.glob("model=*/**/*.parquet") if QUARANTINE_DIR not in p.parts]
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
 
     deadline = time.monotonic() + timeout
     while True:
-        files = [
-            p for p in capture_dir.glob("model=*/**/*.parquet") if "_quarantine" not in p.parts
-        ]
-        captured = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-        if captured >= rows or time.monotonic() > deadline:
+        captured = flushed(capture_dir)
+        labelled = flushed(capture_dir / FEEDBACK_PREFIX) if labels else 0
+        if captured >= rows and labelled >= labels:
+            return captured
+        if time.monotonic() > deadline:
+            logging.getLogger(__name__).warning(
+                "after %.0f s, %d of %d rows and %d of %d labels were captured",
+                timeout,
+                captured,
+                rows,
+                labelled,
+                labels,
+            )
             return captured
         time.sleep(0.5)
 

@@ -13,10 +13,11 @@ from mlops_pipeline.inuse import deployments_using
 from mlops_pipeline.redeploy.records import decisions
 from mlops_pipeline.registry.versions import get_model_version
 from mlops_pipeline.targets.local import LocalTarget
+from mlops_pipeline.tasks.demo import wait_for_captures
 from mlops_pipeline.tracking import connect
 
 from tests.mlops.rollout.support import VersionClient, register_behaviour
-from tests.targets.local_support import LoadClient, register_version, served_version
+from tests.targets.local_support import IRIS_ROW, LoadClient, register_version, served_version
 
 
 def _challenger_state(mlops_home: Path) -> dict | None:
@@ -180,15 +181,13 @@ def test_capture_and_drift_work_per_version_through_a_canary(
     finally:
         load.stop()
     assert result["decision"] == "promoted", result["reason"]
-    import time
-
-    time.sleep(1.5)  # the serving capture writer flushes every 0.5 s here
-
     # every answer was captured under the version that served it, and only there
-    root = mlops_home / "captures" / "iris-prod" / "model=iris"
     served: dict[str, int] = {}
     for _, status, version, _ in load.seen:
         served[version] = served.get(version, 0) + (status == 200)
+    rows = len(IRIS_ROW["dataframe_split"]["data"]) * sum(served.values())
+    wait_for_captures(mlops_home / "captures" / "iris-prod", rows)
+    root = mlops_home / "captures" / "iris-prod" / "model=iris"
     captured = {
         v: pd.concat(pd.read_parquet(f) for f in (root / f"version={v}").rglob("*.parquet"))
         for v in ("1", v2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from mlops_pipeline.flows.redeploy import redeploy
 from mlops_pipeline.redeploy.records import decisions
 from mlops_pipeline.registry.versions import get_model_version
 from mlops_pipeline.settings import get_settings
+from mlops_pipeline.tasks.demo import wait_for_captures
 from sklearn.linear_model import LogisticRegression
 
 from tests.mlops.rollout.test_shadow_local import LABELS, PAYLOAD
@@ -46,7 +46,9 @@ def test_redeploy_with_a_canary_live_gate_promotes_under_load(
                 for i, label in enumerate(LABELS)
             ]
             assert client.post(f"{endpoint}/feedback", json={"feedback": feedback}).is_success
-    time.sleep(2.0)  # flushed every 0.5 s
+    # labels are flushed apart from the predictions: the gate must see all 150 of each
+    captures = Path(iris_prod["capture_uri"])
+    assert wait_for_captures(captures, 150, labels=150) >= 150
 
     # barely regularised, fitted on every iris row: far more confident on any holdout drawn
     # from them than the champion (C=1), so it passes the offline gate on log_loss

@@ -12,6 +12,7 @@ from mlops_pipeline import ledger
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.rollout import shadow, shadow_report
 from mlops_pipeline.redeploy.records import decisions
+from mlops_pipeline.tasks.demo import wait_for_captures
 
 from tests.mlops.rollout.support import register_behaviour
 
@@ -119,7 +120,9 @@ def test_shadow_report_on_demand_agreement_and_labelled_metric(
                 ]
             }
             assert client.post(f"{endpoint}/feedback", json=body).status_code == 202
-    time.sleep(2.0)  # the champion flushes its feedback every 0.5 s
+    # the champion flushes its labels apart from its predictions: wait for both
+    captured = len(ids) * len(LABELS)
+    wait_for_captures(mlops_home / "captures" / "iris-prod", captured, labels=captured)
     report = run_flow(shadow_report, name="iris-prod")
 
     root = mlops_home / "captures" / "iris-prod"
