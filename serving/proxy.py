@@ -73,7 +73,8 @@ field and the value):
                           drained first); 409 when a new upstream's /ready is not 200.
   GET /-/proxy/stats      ?window=60 (seconds, default 60) -> {"window_seconds", "stats": [{
                           "route", "version", "upstream", "requests", "errors", "error_rate",
-                          "client_errors", "p50_ms", "p95_ms", "complete", "dropped",
+                          "client_errors", "p50_ms", "p95_ms", "p95_low_ms", "p95_high_ms",
+                          "complete", "dropped",
                           "total_requests", "total_errors", "total_client_errors",
                           "total_dropped"}]}: per route (primary, canary,
                           shadow) and version, the requests that finished within the window
@@ -83,6 +84,8 @@ field and the value):
                           route and version keeps its last MLOPS_SERVING_PROXY_STATS_SAMPLES
                           requests; "complete" is false when the window reaches further back
                           than those. "dropped" counts shadow copies dropped on a full queue.
+                          p95_low_ms / p95_high_ms: one-sided 95 % confidence bounds of the
+                          p95 (`quantile_bounds`; null when too few requests for one).
 
 This module ships in model images: it imports only the standard library, pydantic-settings,
 httptools and (when installed) uvloop, never prefect or the mlops core. The HTTP plumbing is
@@ -96,6 +99,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import collections
 import hashlib
 import hmac
@@ -260,6 +264,39 @@ def parse_sticky_header(value: Any) -> str | None:
     return value
 
 
+def quantile_bounds(
+    ordered: list[float], q: float, alpha: float = 0.05
+) -> tuple[float | None, float | None]:
+    """Distribution-free one-sided (1 - alpha) confidence bounds for the q-quantile of the
+    population `ordered` (ascending, n values) was drawn from.
+
+    The number of draws below the true quantile is Binomial(n, q), so the order statistic of
+    rank l is a lower bound with confidence 1 - alpha when P(Binomial(n, q) <= l - 1) <= alpha,
+    and rank u an upper bound when P(Binomial(n, q) <= u - 1) >= 1 - alpha (Conover,
+    "Practical Nonparametric Statistics", 3rd ed., section 3.2). Returns (lower, upper); a side
+    is None when n is too small for it (q 0.95, alpha 0.05: no upper bound below 59 values, no
+    lower bound for 1).
+    """
+    n = len(ordered)
+    if n == 0:
+        return None, None
+    # the binomial's mass outside 12 standard deviations of n*q is below 1e-30: skip it
+    spread = 12 * math.sqrt(n * q * (1 - q)) + 1
+    first, last = max(0, math.floor(n * q - spread)), min(n, math.ceil(n * q + spread))
+    log_q, log_p, log_n = math.log(q), math.log1p(-q), math.lgamma(n + 1)
+    cdf, total = [], 0.0  # cdf[i] = P(Binomial(n, q) <= first + i)
+    for k in range(first, last + 1):
+        total += math.exp(
+            log_n - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_q + (n - k) * log_p
+        )
+        cdf.append(total)
+    low_rank = first + bisect.bisect_right(cdf, alpha)  # ranks 1..low_rank qualify
+    high_rank = first + bisect.bisect_left(cdf, 1 - alpha) + 1
+    lower = ordered[low_rank - 1] if low_rank >= 1 else None
+    upper = ordered[high_rank - 1] if high_rank <= n else None
+    return lower, upper
+
+
 class RouteStats:
     """Counts and the recent requests of one route and version, bounded in memory."""
 
@@ -303,6 +340,7 @@ class RouteStats:
             return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 3)
 
         full = len(self.samples) == self.samples.maxlen
+        low, high = quantile_bounds(latencies, 0.95)
         return {
             "requests": len(recent),
             "errors": errors,
@@ -310,6 +348,9 @@ class RouteStats:
             "client_errors": client_errors,
             "p50_ms": pct(0.5),
             "p95_ms": pct(0.95),
+            # 95 % confidence bounds of the p95: a canary judged on a few dozen requests
+            "p95_low_ms": None if low is None else round(low * 1000, 3),
+            "p95_high_ms": None if high is None else round(high * 1000, 3),
             "complete": not (full and self.samples[0][0] >= since),
             "dropped": sum(1 for t in self.drops if t >= since),
             "total_requests": self.requests,

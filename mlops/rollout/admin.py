@@ -56,6 +56,12 @@ class RouteFigures(BaseModel):
     error_rate: float | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None
+    p95_low_ms: float | None = Field(
+        default=None,
+        description="One-sided 95 % confidence bounds of the p95 from order statistics (None: "
+        "too few requests for one). Absent from a proxy older than them.",
+    )
+    p95_high_ms: float | None = None
     complete: bool = True
     dropped: int = 0
     client_errors: int = Field(

@@ -39,7 +39,10 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
         `regressed` when the challenger's error rate is higher by more than
         `max_error_rate_increase` (judged before `min_requests` too, when its errors alone
         already exceed the allowance over `min_requests` requests), or its p95 is above both
-        `max_p95_ratio` times and `min_p95_increase_ms` more than the champion's;
+        `max_p95_ratio` times and `min_p95_increase_ms` more than the champion's with 95 %
+        confidence: the challenger's lower bound against the champion's upper bound (the
+        proxy's order-statistic bounds; a canary's p95 often rests on a few dozen requests,
+        and a ratio of point estimates calls their noise a regression);
         `insufficient_traffic` when either side has fewer than `min_requests` requests and
         nothing is conclusive; else `healthy`.
     """
@@ -61,12 +64,19 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
     ratio = None
     if challenger.p95_ms is not None and champion.p95_ms:
         ratio = challenger.p95_ms / champion.p95_ms
-        rise = challenger.p95_ms - champion.p95_ms
-        if enough and ratio > policy.max_p95_ratio and rise > policy.min_p95_increase_ms:
+        slow, fast = _p95_bounds(challenger)[0], _p95_bounds(champion)[1]
+        if (
+            enough
+            and slow is not None
+            and fast is not None
+            and slow > policy.max_p95_ratio * fast
+            and slow - fast > policy.min_p95_increase_ms
+        ):
             regressed = True
             reasons.append(
-                f"p95 {challenger.p95_ms:.1f} ms vs champion {champion.p95_ms:.1f} ms: "
-                f"{ratio:.2f}x > {policy.max_p95_ratio}x"
+                f"p95 {challenger.p95_ms:.1f} ms (at least {slow:.1f}) vs champion "
+                f"{champion.p95_ms:.1f} ms (at most {fast:.1f}), 95 % confidence: "
+                f"{slow / fast:.2f}x > {policy.max_p95_ratio}x"
             )
     if regressed:
         verdict: Verdict = "regressed"
@@ -91,3 +101,11 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
         p95_ratio=ratio,
         error_regressed=error_regressed,
     )
+
+
+def _p95_bounds(figures: RouteFigures) -> tuple[float | None, float | None]:
+    """The p95's (lower, upper) 95 % confidence bounds, or the point estimate twice for figures
+    from a proxy that reports no bounds (an image built before them)."""
+    if "p95_low_ms" in figures.model_fields_set:
+        return figures.p95_low_ms, figures.p95_high_ms
+    return figures.p95_ms, figures.p95_ms
