@@ -13,6 +13,8 @@ from mlops_pipeline.flows.register import register_model
 from mlops_pipeline.tasks.demo import (
     SteadyTraffic,
     clear_captures,
+    last_decision_id,
+    rollout_after,
     send_demo_traffic,
     train_demo_models,
     wait_for_captures,
@@ -31,10 +33,16 @@ REDEPLOY_DEPLOYMENT = "redeploy/redeploy"
 
 @flow(name="demo")
 def run_demo(
-    workdir: Path = Path(".mlops/demo"), keep_serving: bool = False, bake_seconds: float = 10.0
+    workdir: Path = Path(".mlops/demo"), keep_serving: bool = False, bake_seconds: float = 33.0
 ) -> dict[str, Any]:
     """Serve a champion, turn down a weak challenger at the gate, watch drift appear, and let
-    the drift event redeploy a retrained challenger under load (0 failed requests)."""
+    the drift event redeploy a retrained challenger under load (0 failed requests).
+
+    Called directly (no Prefect server serving the flows), the redeploy judges the challenger
+    live after the offline gate: a canary of 10, 50 and 100 % of the traffic, `bake_seconds`
+    in all, whose steps the result carries under `canary`. Each step lasts over twice the
+    rollout warm-up (MLOPS_ROLLOUT_WARMUP_SECONDS, 5 s), so the new process's first slow
+    answers stay out of its p95; two clients keep enough requests on the 10 % step."""
     log = get_logger(__name__)
     workdir = workdir.resolve()
     data = train_demo_models(workdir)
@@ -83,7 +91,8 @@ def run_demo(
         "Logistic regression retrained with the new supplier's labelled wine",
         "challenger",
     )
-    with SteadyTraffic(endpoint, data.traffic_csv) as traffic:
+    before_redeploy = last_decision_id(DEMO_DEPLOYMENT)
+    with SteadyTraffic(endpoint, data.traffic_csv, clients=2) as traffic:
         drifted = run_flow(monitor_deployment, deployment=DEMO_DEPLOYMENT)
         decision, trigger = None, "none (no drift)"
         episode_id = (drifted.get("event") or {}).get("episode_id")
@@ -99,8 +108,10 @@ def run_demo(
                 reason=f"drift detected: {', '.join(drifted['drifted'])}",
                 episode_id=episode_id,
                 bake_seconds=bake_seconds,
+                live_gate="canary",
             )
             trigger = "direct call of the redeploy flow (no Prefect server serving the flows)"
+    canary = rollout_after(DEMO_DEPLOYMENT, before_redeploy)
     if not keep_serving:
         run_flow(undeploy, name=DEMO_DEPLOYMENT, reason="demo finished")
     return {
@@ -111,6 +122,7 @@ def run_demo(
         "monitor_after_drift": drifted,
         "redeploy_trigger": trigger,
         "redeploy": decision,
+        "canary": canary,
         "traffic_during_redeploy": {
             "requests": traffic.requests,
             "failed": traffic.failed,

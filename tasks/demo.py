@@ -185,12 +185,13 @@ def wait_for_captures(capture_dir: Path, rows: int, labels: int = 0, timeout: fl
         time.sleep(0.5)
 
 
-class SteadyTraffic(threading.Thread):
+class SteadyTraffic:
     """Clients scoring rows of a CSV through a deployment while it switches versions.
 
+    `clients` threads send requests back to back, each on its own keep-alive connection.
     Counts answered requests by status and requests that got no answer; bounded by
-    `max_requests` and `max_seconds` so a stuck deployment cannot keep it running.
-    Use as a context manager: traffic runs inside the `with` block.
+    `max_requests` (all clients together) and `max_seconds` so a stuck deployment cannot keep
+    it running. Use as a context manager: traffic runs inside the `with` block.
     """
 
     def __init__(
@@ -200,15 +201,19 @@ class SteadyTraffic(threading.Thread):
         rows_per_request: int = 5,
         max_requests: int = 50_000,
         max_seconds: float = 400.0,
+        clients: int = 1,
     ) -> None:
-        super().__init__(daemon=True)
         frame = pd.read_csv(rows_csv)
         self.frame = frame.drop(columns=[c for c in ("label",) if c in frame.columns])
         self.endpoint_url, self.rows_per_request = endpoint_url, rows_per_request
         self.max_requests, self.max_seconds = max_requests, max_seconds
         self.statuses: dict[int, int] = {}
         self.unanswered = 0
+        self._lock = threading.Lock()
         self._stop_event = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)
+        ]
 
     @property
     def requests(self) -> int:
@@ -219,11 +224,11 @@ class SteadyTraffic(threading.Thread):
         """Requests without an answer or answered with a status other than 200."""
         return self.requests - self.statuses.get(200, 0)
 
-    def run(self) -> None:
+    def _run(self, client_index: int) -> None:
         import httpx
 
         started = time.monotonic()
-        start = 0
+        start = client_index * self.rows_per_request  # clients start on different rows
         with httpx.Client(timeout=30) as client:
             while (
                 not self._stop_event.is_set()
@@ -234,19 +239,23 @@ class SteadyTraffic(threading.Thread):
                 start = (start + self.rows_per_request) % max(len(self.frame), 1)
                 body = {"dataframe_split": batch.to_dict(orient="split", index=False)}
                 try:
-                    response = client.post(f"{self.endpoint_url}/invocations", json=body)
+                    status = client.post(f"{self.endpoint_url}/invocations", json=body).status_code
                 except httpx.HTTPError:
-                    self.unanswered += 1
+                    with self._lock:
+                        self.unanswered += 1
                     continue
-                self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+                with self._lock:
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
 
     def __enter__(self) -> SteadyTraffic:
-        self.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop_event.set()
-        self.join(30)
+        for thread in self._threads:
+            thread.join(30)
 
 
 @step(cache_policy=NO_CACHE)
@@ -315,3 +324,24 @@ def wait_for_redeploy(
             log.info("still waiting for the redeploy (%.0f s)", now - started)
             last_report = now
         time.sleep(1.0)
+
+
+@step(cache_policy=NO_CACHE)
+def last_decision_id(deployment: str) -> int:
+    """The id of deployment's newest redeploy or rollout row in the ledger (0 when none)."""
+    from mlops_pipeline.redeploy.records import decisions
+
+    return max((row["id"] for row in decisions(deployment)), default=0)
+
+
+@step(cache_policy=NO_CACHE)
+def rollout_after(deployment: str, after_id: int, kind: str = "canary") -> dict | None:
+    """The newest `kind` rollout (a `RolloutDecision` as JSON: each canary step's figures) of
+    deployment recorded after ledger row `after_id`; None when there is none."""
+    from mlops_pipeline.redeploy.records import decisions
+
+    for row in reversed(decisions(deployment)):
+        details = row.get("details") or {}
+        if row["id"] > after_id and details.get("kind") == kind:
+            return details
+    return None

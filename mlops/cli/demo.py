@@ -26,9 +26,10 @@ def demo_cmd(
 
 
 def render_demo(result: dict[str, Any]) -> None:
-    """Versions, both monitor verdicts, the rejected challenger, the drift-triggered redeploy,
-    the failed requests during it, and where to look next."""
+    """Versions, both monitor verdicts, the rejected challenger, the drift-triggered redeploy
+    and its canary steps, the failed requests during it, and where to look next."""
     from mlops_pipeline.cli.redeploy import render_decision
+    from mlops_pipeline.cli.rollout import render_rollout
     from mlops_pipeline.settings import get_settings
 
     render_versions(result["versions"])
@@ -41,6 +42,9 @@ def render_demo(result: dict[str, Any]) -> None:
     if result["redeploy"]:
         console.print(f"[bold]redeploy[/] by {result['redeploy_trigger']}:")
         render_decision(result["redeploy"])
+    if result.get("canary"):
+        console.print("[bold]its canary[/] (share of live traffic, challenger vs champion):")
+        render_rollout(result["canary"])
     traffic = result["traffic_during_redeploy"]
     colour = "green" if traffic["failed"] == 0 else "red"
     console.print(

@@ -11,12 +11,12 @@ from mlops_pipeline.tasks.deploy import list_deployments
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_rejects_a_weak_challenger_and_redeploys_on_drift_without_failed_requests(
+def test_demo_rejects_a_weak_challenger_and_redeploys_on_drift_through_a_canary(
     mlops_home, tmp_path
 ):
     # the second run must start afresh: same names, new versions, its own captures
     for _ in range(2):
-        result = run_flow(run_demo, workdir=tmp_path / "demo", bake_seconds=5)
+        result = run_flow(run_demo, workdir=tmp_path / "demo")
 
     assert [v["version"] for v in result["versions"]] == ["3", "2", "1"]
     aliases = {v["version"]: v["aliases"] for v in result["versions"]}
@@ -39,12 +39,27 @@ def test_demo_rejects_a_weak_challenger_and_redeploys_on_drift_without_failed_re
     assert decision["champion"]["version"] == "1" and decision["challenger"]["version"] == "3"
     assert decision["holdout"]["source"] == "labelled_captures"
     assert decision["scores"]["challenger"] > decision["scores"]["champion"]
-    assert decision["bake"]["verdict"] in {"healthy", "insufficient_traffic"}
+    assert decision["bake"]["verdict"] == "healthy"
+    # the live gate: a canary of 10, 50, 100 % under the steady traffic, each step judged
+    canary = result["canary"]
+    assert (canary["decision"], canary["challenger_version"]) == ("promoted", "3")
+    assert [s["percent"] for s in canary["steps"]] == [10.0, 50.0, 100.0]
+    for step in canary["steps"]:
+        comparison = step["comparison"]
+        assert comparison["verdict"] == "healthy"
+        assert comparison["challenger"]["requests"] >= 50
+        assert comparison["challenger"]["errors"] == comparison["challenger"]["client_errors"] == 0
     traffic = result["traffic_during_redeploy"]
     assert traffic["failed"] == 0 and traffic["requests"] > 50
 
-    # the ledger keeps this run's two decisions (the first run's were in the same ledger)
-    assert [r["decision"] for r in decisions(DEMO_DEPLOYMENT)][-2:] == ["rejected", "promoted"]
+    # the ledger keeps this run's two redeploy decisions and the canary's (the first run's
+    # were in the same ledger)
+    rows = decisions(DEMO_DEPLOYMENT)
+    redeploys = [r["decision"] for r in rows if (r["details"] or {}).get("kind") != "canary"]
+    assert redeploys[-2:] == ["rejected", "promoted"]
+    assert [r["decision"] for r in rows if (r["details"] or {}).get("kind") == "canary"][-1] == (
+        "promoted"
+    )
     assert DEMO_DEPLOYMENT not in {d["name"] for d in list_deployments.fn()}
     # undeployed, so nothing guards the versions any more
     assert all(not v["deployments"] for v in result["versions"])
