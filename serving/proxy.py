@@ -49,9 +49,6 @@ gateway in between consumes Authorization, as the Kubernetes API server's pod pr
 under /-/proxy/ are never forwarded; an invalid body is a 400 whose one-line message names the
 field and the value):
   GET /-/proxy/ping       200 "ok" (no token; the same as /health/live)
-  GET /-/proxy/ready      200 "ready" when the primary upstream's /ready answers 200, else 503
-                          (no token): a readiness probe of the proxy that follows its model's,
-                          never sent to a canary route and never counted in the stats
   GET /-/proxy/upstream   {"upstream": url, "in_flight": {url: n}}
   PUT /-/proxy/upstream   body {"upstream": url, "version": "3", "drain_timeout": 30,
                           "check_ready": true} ("version" optional: the label of the new primary)
@@ -731,10 +728,6 @@ class Proxy:
         path, method, body = request.path, request.method.decode("latin-1"), request.body
         if path == ADMIN_PREFIX + "ping":
             return 200, b"ok", b"text/plain"
-        if path == ADMIN_PREFIX + "ready":
-            if self.upstream is not None and await self._ready(self.upstream):
-                return 200, b"ready", b"text/plain"
-            return 503, b"not ready", b"text/plain"
         if not self.token:
             return 403, _error_body("forbidden", "The admin API is disabled."), _JSON
         headers = dict(request.headers)

@@ -12,12 +12,12 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
 * Deployment `NAME`: two containers per pod, both from the scoring image. `scoring` serves the
   model on 8081 (readiness on /ping, liveness on /health/live); `proxy` runs
   `python -m mlops_pipeline.serving.proxy` on 8080 and forwards to it on 127.0.0.1 (the
-  containers of a pod share one network namespace); its readiness is the model's /ready, which
-  it asks itself (/-/proxy/ready), its liveness its own /health/live. The proxy is what lets a
-  challenger take a share of live traffic (canary) or a copy of it (shadow) on every pod
-  (kubernetes.py). Requests and limits, RollingUpdate with maxUnavailable 0, non-root security
-  context, the model's name, version and URI as labels and annotations. It sets no
-  `replicas`: the HPA owns them.
+  containers of a pod share one network namespace); its readiness is its own /-/proxy/ping
+  (the pod is ready only when the scoring container is too), its liveness /health/live. The
+  proxy is what lets a challenger take a share of live traffic (canary) or a copy of it
+  (shadow) on every pod (kubernetes.py). Requests and limits, RollingUpdate with
+  maxUnavailable 0, non-root security context, the model's name, version and URI as labels
+  and annotations. It sets no `replicas`: the HPA owns them.
 * Service `NAME`: port `service_port` -> the proxies' 8080 (`service_type`).
 * HorizontalPodAutoscaler `NAME` (autoscaling/v2) and PodDisruptionBudget `NAME` (policy/v1).
 
@@ -69,7 +69,7 @@ MODEL_PORT = 8081  # the scoring service's port (named model), behind the proxy
 TOKEN_KEY = "token"
 ROUTES_KEY = "routes"
 READY_PATH = "/ping"
-PROXY_READY_PATH = "/-/proxy/ready"
+PROXY_PING_PATH = "/-/proxy/ping"
 LIVE_PATH = "/health/live"
 # the proxy sidecar's own share: it only relays bytes
 PROXY_RESOURCES = {
@@ -206,9 +206,10 @@ def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) ->
         "command": ["python", "-m", "mlops_pipeline.serving.proxy"],
         "ports": [{"name": "http", "containerPort": PROXY_PORT, "protocol": "TCP"}],
         "env": env,
-        # ready when the model behind it is; the proxy asks it itself, so a probe is never
-        # split to a canary nor counted in the stats
-        "readinessProbe": _probe(PROXY_READY_PATH, "http", **READINESS),
+        # answered by the proxy itself, so a probe is never split to a canary nor counted;
+        # the scoring container's probe gates the pod. Every image's proxy has this path,
+        # so a rollback to an image built before the live challenger still becomes ready.
+        "readinessProbe": _probe(PROXY_PING_PATH, "http", **READINESS),
         # answered by the proxy itself
         "livenessProbe": _probe(LIVE_PATH, "http", **LIVENESS),
         "resources": PROXY_RESOURCES,

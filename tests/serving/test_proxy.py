@@ -321,22 +321,3 @@ def test_bad_start_up_routes_are_one_line_naming_the_variable() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: MLOPS_SERVING_PROXY_ROUTES: ")
     assert len(result.stderr.strip().splitlines()) == 1
-
-
-def test_ready_follows_the_primary_and_is_never_split_nor_counted(upstreams, tmp_path) -> None:
-    blue, green, broken = upstreams
-    routes = {"canary": {"upstream": green.url, "percent": 100, "version": "2"}}
-    proc, url = start_proxy(
-        blue.url,
-        tmp_path,
-        MLOPS_SERVING_PROXY_ROUTES=json.dumps(routes),
-    )
-    try:
-        assert httpx.get(url + "/-/proxy/ready").text == "ready"  # no token needed
-        stats = httpx.get(url + "/-/proxy/stats", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert stats.json()["stats"] == []
-        assert switch(url, broken.url, check_ready=False).status_code == 200
-        assert httpx.get(url + "/-/proxy/ready").status_code == 503
-    finally:
-        proc.terminate()
-        proc.wait(15)

@@ -421,8 +421,9 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
         "configMapKeyRef": {"name": "iris-prod-routes", "key": "routes", "optional": True}
     }
     assert "t0k" not in str(docs[2])  # the token lives in the Secret only
-    # the proxy is ready when the model behind it is (it asks; a probe is never split)
-    assert proxy["readinessProbe"]["httpGet"] == {"path": "/-/proxy/ready", "port": "http"}
+    # the proxy answers its own readiness (a probe is never split to a canary); the scoring
+    # container's probe gates the pod
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/-/proxy/ping", "port": "http"}
     assert proxy["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     assert scoring["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "model"}
     assert docs[3]["spec"]["ports"][0]["targetPort"] == "http"
