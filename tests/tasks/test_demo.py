@@ -1,5 +1,6 @@
 """`wait_for_redeploy`: the demo waits for the event's redeploy once it started, and runs the
-flow itself only when none started, so a slow machine never gives two redeploys."""
+flow itself only when none started, so a slow machine never gives two redeploys.
+`wait_for_captures`: the monitor starts only once predictions and labels have both landed."""
 
 from __future__ import annotations
 
@@ -98,3 +99,35 @@ def test_a_redeploy_past_the_finish_bound_raises_not_reruns(monkeypatch, clock) 
             finish_timeout=600,
         )
     assert 600 <= clock.now < 602
+
+
+def _parquet(path, rows: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"_request_id": [f"r{i}" for i in range(rows)]}), path)
+
+
+def test_the_capture_wait_holds_until_the_labels_land_too(tmp_path, monkeypatch, clock) -> None:
+    # predictions and labels are separate files: the labels may land after the predictions
+    _parquet(tmp_path / "model=m/version=1/date=2026-12-01/part-a.parquet", 3)
+    label_file = tmp_path / "feedback/model=m/version=1/date=2026-12-01/part-b.parquet"
+    landed = []
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= 2 and not landed:
+            _parquet(label_file, 3)
+            landed.append(clock.now)
+
+    monkeypatch.setattr(demo.time, "sleep", sleep)
+    assert demo.wait_for_captures.fn(tmp_path, 3, labels=3) == 3
+    assert landed and clock.now >= landed[0]  # it returned only after the labels landed
+
+
+def test_the_capture_wait_names_both_counts_when_it_times_out(tmp_path, clock, caplog) -> None:
+    _parquet(tmp_path / "model=m/version=1/date=2026-12-01/part-a.parquet", 3)
+    with caplog.at_level("WARNING", logger=demo.__name__):
+        assert demo.wait_for_captures.fn(tmp_path, 3, labels=2, timeout=5) == 3
+    assert "3 of 3 rows and 0 of 2 labels were captured" in caplog.text
