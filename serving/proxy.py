@@ -30,7 +30,8 @@ Environment (`ProxySettings` in serving/settings.py; command-line options win):
                                   holding it); without one the admin API answers 403
   MLOPS_SERVING_PROXY_VERSION     the initial upstream's version label
   MLOPS_SERVING_PROXY_ROUTES      initial canary/shadow routes as JSON (the PUT /-/proxy/routes
-                                  body's canary, shadow and sticky_header), read once at start
+                                  body's canary, shadow and sticky_header), read once at start;
+                                  invalid routes are logged and the proxy serves without them
   MLOPS_SERVING_PROXY_STATE_FILE  optional file where the upstream, its version and the canary
                                   and shadow routes are persisted on every change and read back
                                   at start, so a restarted proxy keeps them
@@ -383,9 +384,11 @@ class Proxy:
         if state_file is not None and state_file.is_file():
             state = json.loads(state_file.read_text())
             upstream = state.get("upstream") or upstream
-            self._load_routes(state)
+            self._load_routes(state, str(state_file))
         elif version is not None or routes:
-            self._load_routes({**(routes or {}), "version": version})
+            self._load_routes(
+                {**(routes or {}), "version": version}, env_name("routes", PROXY_ENV_PREFIX)
+            )
         self.upstream = upstream.rstrip("/") if upstream else None
         self.token = token
         self.timeout = timeout
@@ -401,18 +404,22 @@ class Proxy:
         self._stats_upstream: dict[tuple[str, str | None], str] = {}
         self._switch_lock = asyncio.Lock()
 
-    def _load_routes(self, state: dict[str, Any]) -> None:
-        """Routes from the state file; a file from before routes existed has none."""
+    def _load_routes(self, state: dict[str, Any], source: str) -> None:
+        """Version and routes from `source` (the state file, or the start-up settings); a state
+        file from before routes existed has none."""
+        # the version label is parsed on its own, so bad routes never cost the primary its label
         try:
-            version = parse_version("version", state)
+            self.version = parse_version("version", state)
+        except InvalidInput as exc:
+            logger.warning("%s: %s; starting without a version label", source, exc)
+        try:
             canary = parse_route(CANARY, state.get(CANARY), None)
             shadow = parse_route(SHADOW, state.get(SHADOW), 100.0)
             sticky = parse_sticky_header(state.get("sticky_header"))
         except InvalidInput as exc:
-            source = self.state_file or env_name("routes", PROXY_ENV_PREFIX)
             logger.warning("%s: %s; starting without routes", source, exc)
             return
-        self.version, self.canary, self.shadow = version, canary, shadow
+        self.canary, self.shadow = canary, shadow
         self._set_sticky(sticky)
 
     def _set_sticky(self, header: str | None) -> None:
@@ -969,7 +976,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = ProxySettings()
         token = settings.admin_token()
-        routes = _initial_routes(settings.routes)
     except ValidationError as exc:
         problems = "; ".join(
             f"{env_name('_'.join(map(str, e['loc'])), PROXY_ENV_PREFIX)}: {e['msg']}"
@@ -978,8 +984,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: invalid proxy settings: {problems}")
     except OSError as exc:
         sys.exit(f"error: {env_name('token_file', PROXY_ENV_PREFIX)} cannot be read: {exc}")
-    except InvalidInput as exc:
-        sys.exit(f"error: {env_name('routes', PROXY_ENV_PREFIX)}: {exc}")
     parser = argparse.ArgumentParser(
         prog="python -m mlops_pipeline.serving.proxy", description=__doc__.split("\n")[0]
     )
@@ -988,6 +992,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", default=settings.upstream)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # a hand-edited routes ConfigMap must not crash-loop every new pod: warn, serve without routes
+    try:
+        routes = _initial_routes(settings.routes)
+    except InvalidInput as exc:
+        logger.warning("%s: %s; starting without routes", env_name("routes", PROXY_ENV_PREFIX), exc)
+        routes = None
     app = Proxy(
         args.upstream,
         token,

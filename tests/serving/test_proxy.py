@@ -309,15 +309,27 @@ def test_start_up_version_and_routes_come_from_the_environment(upstreams, tmp_pa
         proc.wait(15)
 
 
-def test_bad_start_up_routes_are_one_line_naming_the_variable() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_SERVING_PROXY_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "mlops_pipeline.serving.proxy", "--port", str(free_port())],
-        env={**env, "MLOPS_SERVING_PROXY_ROUTES": '{"primary": 1}'},
-        capture_output=True,
-        text=True,
-        timeout=60,
+@pytest.mark.parametrize(
+    "routes", ['{"primary": 1}', "{not json", '{"canary": {"upstream": "x", "percent": 500}}']
+)
+def test_bad_start_up_routes_warn_and_serve_the_primary_with_its_version(
+    routes: str, upstreams, tmp_path: Path
+) -> None:
+    # a hand-edited routes ConfigMap must not crash-loop every new pod, nor drop its label
+    blue, _, _ = upstreams
+    proc, url = start_proxy(
+        blue.url, tmp_path, MLOPS_SERVING_PROXY_VERSION="3", MLOPS_SERVING_PROXY_ROUTES=routes
     )
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: MLOPS_SERVING_PROXY_ROUTES: ")
-    assert len(result.stderr.strip().splitlines()) == 1
+    try:
+        answer = httpx.get(url + "/echo")
+        assert (answer.json()["upstream"], answer.headers["x-model-version"]) == ("blue", "3")
+        shown = httpx.get(url + "/-/proxy/routes", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert shown.json()["canary"] is None and shown.json()["shadow"] is None
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    warnings = [line for line in proc.stderr.read().decode().splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, warnings
+    assert (
+        "MLOPS_SERVING_PROXY_ROUTES: " in warnings[0] and "starting without routes" in warnings[0]
+    )
