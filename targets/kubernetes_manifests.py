@@ -61,6 +61,7 @@ CONFIG_KEY = "mlops.config"
 SECRETS_DIR = "/run/mlops"
 API_KEY_NAME = "api-keys"
 CAPTURE_MOUNT = "/var/lib/mlops/capture"
+SCORING_PRESTOP_MARGIN = 5  # s the scoring container outlasts its proxy sidecar's preStop
 CHALLENGER_LABEL = "mlops.challenger-of"
 CONTAINER = "scoring"
 PROXY_CONTAINER = "proxy"
@@ -267,17 +268,22 @@ def deployment_manifest(
     containers = [container]
     if not challenger:
         containers.append(proxy_container(name, model, image, settings.image_pull_policy))
+    # the kubelet runs every container's preStop at once, then signals each: the scoring
+    # container waits a little longer, so the requests the proxy relays until its own SIGTERM
+    # (over pooled keep-alive connections too) still find a server that accepts them
+    margin = SCORING_PRESTOP_MARGIN if len(containers) > 1 else 0
     if settings.prestop_seconds:
         # keeps serving while Services drop the terminating pod; `sleep` as a lifecycle
         # action needs Kubernetes 1.30, and the image has python rather than a shell
-        sleep = f"import time; time.sleep({settings.prestop_seconds})"
         for each in containers:
+            wait = settings.prestop_seconds + (margin if each is container else 0)
+            sleep = f"import time; time.sleep({wait})"
             each["lifecycle"] = {"preStop": {"exec": {"command": ["python", "-c", sleep]}}}
     pod_spec: dict[str, Any] = {
         "containers": containers,
         "volumes": volumes,
         # preStop + the service's own graceful shutdown (MLOPS_SERVING_SHUTDOWN_TIMEOUT 20 s)
-        "terminationGracePeriodSeconds": settings.prestop_seconds + 30,
+        "terminationGracePeriodSeconds": settings.prestop_seconds + margin + 30,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": settings.run_as_user,

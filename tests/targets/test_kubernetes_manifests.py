@@ -427,6 +427,16 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
     assert proxy["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     assert scoring["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "model"}
     assert docs[3]["spec"]["ports"][0]["targetPort"] == "http"
+
+    # the kubelet runs both preStops at once: the scoring container outlasts its proxy's, and
+    # the grace period covers the longer one plus the service's own shutdown
+    def prestop(container: dict) -> str:
+        return container["lifecycle"]["preStop"]["exec"]["command"][-1]
+
+    wait = settings.prestop_seconds
+    assert prestop(proxy) == f"import time; time.sleep({wait})"
+    assert prestop(scoring) == f"import time; time.sleep({wait + 5})"
+    assert pod["terminationGracePeriodSeconds"] == wait + 5 + 30
     # the challenger: the scoring container alone, not selected by the champion's Service
     service, deployment = challenger
     assert service["metadata"]["name"] == deployment["metadata"]["name"] == "iris-prod-challenger"
@@ -437,6 +447,7 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
     assert template["metadata"]["labels"]["mlops.deployment"] == "iris-prod-challenger"
     assert template["metadata"]["labels"]["mlops.challenger-of"] == "iris-prod"
     assert deployment["spec"]["replicas"] == settings.min_replicas
+    assert prestop(template["spec"]["containers"][0]) == f"import time; time.sleep({wait})"
     assert template["spec"]["volumes"][0]["secret"]["secretName"] == "iris-prod-api-keys"
     challenger_env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
     assert challenger_env["MLOPS_SERVING_MODEL_VERSION"] == "4"
