@@ -36,7 +36,8 @@ Environment (`ProxySettings` in serving/settings.py; command-line options win):
                                   and shadow routes are persisted on every change and read back
                                   at start, so a restarted proxy keeps them
   MLOPS_SERVING_PROXY_TIMEOUT     seconds to wait for an upstream response (default 120)
-  MLOPS_SERVING_PROXY_SHADOW_MAX_PENDING, _SHADOW_TIMEOUT, _STATS_SAMPLES: see ProxySettings
+  MLOPS_SERVING_PROXY_SHADOW_MAX_PENDING, _SHADOW_MAX_PENDING_BYTES, _SHADOW_TIMEOUT,
+  _STATS_SAMPLES: see ProxySettings
 
 Health, as a client of the stable port sees it:
   GET /health/live        200 "ok", answered by the proxy itself and never forwarded: the
@@ -99,6 +100,7 @@ import argparse
 import asyncio
 import bisect
 import collections
+import functools
 import hashlib
 import hmac
 import json
@@ -370,6 +372,7 @@ class Proxy:
         timeout: float = 120.0,
         state_file: Path | None = None,
         shadow_max_pending: int = 64,
+        shadow_max_pending_bytes: int = 32 * 1024 * 1024,
         shadow_timeout: float = 10.0,
         stats_samples: int = 10_000,
         version: str | None = None,
@@ -393,6 +396,8 @@ class Proxy:
         self.token = token
         self.timeout = timeout
         self.shadow_max_pending = shadow_max_pending
+        self.shadow_max_pending_bytes = shadow_max_pending_bytes
+        self._shadow_bytes = 0
         self.shadow_timeout = shadow_timeout
         self.stats_samples = stats_samples
         self.in_flight: collections.Counter[str] = collections.Counter()
@@ -641,8 +646,13 @@ class Proxy:
         headers: list[tuple[bytes, bytes]],
         live_id: str | None,
     ) -> None:
-        """Start one shadow copy in the background, or drop it when the queue is full."""
-        if len(self._shadow_tasks) >= self.shadow_max_pending:
+        """Start one shadow copy in the background, or drop it when the queue is full (in
+        copies or in the bytes their bodies hold)."""
+        size = len(request.body)
+        if (
+            len(self._shadow_tasks) >= self.shadow_max_pending
+            or self._shadow_bytes + size > self.shadow_max_pending_bytes
+        ):
             self._stats_for(SHADOW, shadow.version, shadow.upstream).drop(time.monotonic())
             return
         if live_id is None or not _REQUEST_ID.match(live_id):
@@ -650,7 +660,12 @@ class Proxy:
         copy = [*headers, (SHADOW_HEADER, live_id.encode())]
         task = self.loop.create_task(self._send_shadow(shadow, request, copy))
         self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
+        self._shadow_bytes += size
+        task.add_done_callback(functools.partial(self._shadow_done, size))
+
+    def _shadow_done(self, size: int, task: asyncio.Task[None]) -> None:
+        self._shadow_tasks.discard(task)
+        self._shadow_bytes -= size
 
     async def _send_shadow(
         self, shadow: Route, request: Request, headers: list[tuple[bytes, bytes]]
@@ -1004,6 +1019,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout=settings.timeout,
         state_file=settings.state_file,
         shadow_max_pending=settings.shadow_max_pending,
+        shadow_max_pending_bytes=settings.shadow_max_pending_bytes,
         shadow_timeout=settings.shadow_timeout,
         stats_samples=settings.stats_samples,
         version=settings.version,

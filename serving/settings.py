@@ -169,6 +169,12 @@ class ProxySettings(BaseSettings):
         le=10_000,
         description="Shadow copies in flight at once; a copy beyond that is dropped and counted.",
     )
+    shadow_max_pending_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Request bytes held by the shadow copies in flight; a copy that would pass "
+        "it is dropped and counted, so large batch bodies cannot run the proxy out of memory.",
+    )
     shadow_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a shadow copy may take before it is abandoned."
     )

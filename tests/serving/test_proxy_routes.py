@@ -282,6 +282,39 @@ def test_a_full_shadow_queue_drops_copies_and_counts_them(blue_green, tmp_path: 
         shadow.stop()
 
 
+def test_shadow_copies_are_bounded_by_the_bytes_they_hold(blue_green, tmp_path: Path) -> None:
+    # 64 large batch bodies in flight could run a 256Mi sidecar out of memory: bytes bound too
+    shadow = Stub("shadow", mode="sleep", delay=5.0)
+    proc, url = start_proxy(
+        blue_green[0].url, tmp_path, MLOPS_SERVING_PROXY_SHADOW_MAX_PENDING_BYTES="1024"
+    )
+    body = b"x" * 400  # two copies hold 800 bytes; a third would pass 1024
+    try:
+        route = {"upstream": shadow.url, "percent": 100, "version": "3"}
+        assert put_routes(url, {"shadow": route}).status_code == 200
+        with httpx.Client(timeout=10) as client:
+            deadline = time.monotonic() + 4  # within the shadow's 5 s sleep
+            for _ in range(10):
+                assert time.monotonic() < deadline
+                assert client.post(url + "/invocations", content=body).status_code == 200
+
+        def settled() -> bool:
+            s = stats_of(url, "shadow", "3")
+            return s.get("total_requests", 0) + s.get("total_dropped", 0) == 10
+
+        wait_for(settled, 30, 0.05)
+        counted = stats_of(url, "shadow", "3")
+        assert counted["total_requests"] == 2 and counted["total_dropped"] == 8
+        # the bytes are released as copies finish: a later copy is sent again
+        with httpx.Client(timeout=10) as client:
+            assert client.post(url + "/invocations", content=body).status_code == 200
+        wait_for(lambda: stats_of(url, "shadow", "3").get("total_requests") == 3, 30, 0.05)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        shadow.stop()
+
+
 def test_stats_count_requests_errors_and_latency_per_version(proxy, blue_green) -> None:
     failing = Stub("failing", mode="error")
     try:
