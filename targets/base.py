@@ -214,7 +214,7 @@ class Target(abc.ABC):
         return its upstream (the base URL the proxy reaches it at) once its /ready answers.
 
         It receives no traffic until the caller adds a canary or shadow route to that upstream
-        (`proxy_access`). Like `create`, a challenger that crashes or never becomes ready is
+        (`proxy_admin`). Like `create`, a challenger that crashes or never becomes ready is
         removed before `DeploymentError` is raised; the champion is never touched.
 
         Raises:
@@ -233,13 +233,16 @@ class Target(abc.ABC):
         raise self._no_challenger()
 
     def promote_challenger(self, name: str) -> Deployment:
-        """Make the challenger the deployment's version with zero downtime: the proxy switches
-        its primary to the challenger (removing the canary route), the old version drains and
-        stops. Returns the deployment as it now runs.
+        """Make the challenger the deployment's version with zero downtime. With one proxy
+        (local:, docker:) the proxy switches its primary to the challenger (removing the canary
+        route) and the old version drains and stops; with a proxy per replica (kubernetes:) the
+        replicas are rolled to the challenger's image while the routes keep sending its share
+        to it. Returns the deployment as it now runs.
 
         Raises:
             ConflictError: no challenger runs for `name`.
-            DeploymentError: the switch failed; the champion keeps serving.
+            DeploymentError: the switch or roll failed; the champion keeps serving.
+            BackendError: the cluster or a proxy refused a step the promotion needs.
         """
         raise self._no_challenger()
 
