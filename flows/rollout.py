@@ -18,7 +18,7 @@ import datetime as dt
 import time
 from typing import Annotated, Any
 
-from mlops_pipeline.deployment import ModelRef
+from mlops_pipeline.deployment import Deployment, ModelRef
 from mlops_pipeline.errors import InvalidInputError, MLOpsError, NotFoundError
 from mlops_pipeline.flows.deploy import build_image_tag
 from mlops_pipeline.rollout.canary import CanaryResult
@@ -54,6 +54,30 @@ def _challenger(name: str, model_uri: str, base_image: str | None):
     needs_image = target_needs_image(current.target_uri)
     image = build_image_tag(model.uri, base_image) if needs_image else None
     return current, model, image
+
+
+def _readable_captures(current: Deployment) -> None:
+    """Refuse a shadow whose live and shadow answers this process cannot read to join.
+
+    Raises:
+        InvalidInputError: no capture, or a capture only the pods can reach (a volume claim).
+    """
+    if current.capture_uri:
+        return
+    claim = current.deploy_config.options.get("capture_pvc")
+    where = (
+        f"captures to the volume claim {claim!r}, which only its pods can read"
+        if claim
+        else "does not capture its traffic"
+    )
+    raise InvalidInputError(
+        f"Deployment '{current.name}' {where}, so live and shadow answers cannot be joined.",
+        hint=f"Redeploy it capturing where this machine reads too: mlops deploy MODEL_URI "
+        f"--name {current.name} --capture-dir DIR (local:, docker:) or s3://BUCKET/capture "
+        "(kubernetes:, instead of capture_pvc).",
+        field="capture_uri",
+        deployment=current.name,
+    )
 
 
 def _abandon(name: str, model: ModelRef) -> None:
@@ -147,15 +171,7 @@ def shadow(
     (decision `shadowed`)."""
     policy = rollout_policy()
     current, model, image = _challenger(name, model_uri, base_image)
-    if not current.capture_uri:
-        raise InvalidInputError(
-            f"Deployment '{name}' does not capture its traffic, so live and shadow answers "
-            "cannot be joined.",
-            hint=f"Redeploy it with --capture-dir (mlops deploy ... --name {name} "
-            "--capture-dir DIR).",
-            field="capture_uri",
-            deployment=name,
-        )
+    _readable_captures(current)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     upstream = start_challenger(name, model, image)
     try:
@@ -191,12 +207,7 @@ def shadow_report(
     """The shadow comparison of deployment NAME now: for MODEL_URI, else the version its proxy
     mirrors to, else the last shadow recorded. Reads every capture of the challenger version."""
     current = get_deployment(name)
-    if not current.capture_uri:
-        raise InvalidInputError(
-            f"Deployment '{name}' does not capture its traffic; there is nothing to compare.",
-            hint="Redeploy it with --capture-dir.",
-            field="capture_uri",
-        )
+    _readable_captures(current)
     version = resolve_model_uri(model_uri).version if model_uri else None
     running = False
     if version is None:
