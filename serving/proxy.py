@@ -26,6 +26,9 @@ Environment (`ProxySettings` in serving/settings.py; command-line options win):
   MLOPS_SERVING_PROXY_HOST        bind address (default 127.0.0.1; 0.0.0.0 in containers)
   MLOPS_SERVING_PROXY_PORT        stable port (default 8080)
   MLOPS_SERVING_PROXY_UPSTREAM    initial upstream base URL, e.g. http://127.0.0.1:41234
+  MLOPS_SERVING_PROXY_ADMIN_PORT  serve the admin API (all of /-/proxy/ but ping) on this port
+                                  only, and answer it 404 on the stable port (default: unset,
+                                  both on the stable port)
   MLOPS_SERVING_PROXY_TOKEN       admin bearer token (or MLOPS_SERVING_PROXY_TOKEN_FILE: a file
                                   holding it); without one the admin API answers 403
   MLOPS_SERVING_PROXY_VERSION     the initial upstream's version label
@@ -176,6 +179,11 @@ _JSON = b"application/json"
 
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+_ADMIN_ELSEWHERE = _error_body(
+    "not_found", "The admin API is served on the proxy's admin port, not this one."
+)
 
 
 class InvalidInput(ValueError):
@@ -377,8 +385,10 @@ class Proxy:
         stats_samples: int = 10_000,
         version: str | None = None,
         routes: dict[str, Any] | None = None,
+        admin_port: int | None = None,
     ) -> None:
         self.state_file = state_file
+        self.admin_port = admin_port
         self.version: str | None = None
         self.canary: Route | None = None
         self.shadow: Route | None = None
@@ -455,14 +465,29 @@ class Proxy:
     # -- data plane ---------------------------------------------------------------------------
 
     async def handle(self, request: Request, conn: ClientConnection) -> None:
-        """Answer one client request: liveness and admin here, everything else forwarded."""
+        """Answer one client request: liveness and admin here, everything else forwarded. With
+        an admin port, the admin API (but ping) is answered 404 here."""
         if request.path == LIVENESS_PATH:
             conn.write(simple_response(200, b"ok", b"text/plain", close=not request.keep_alive))
         elif request.path.startswith(ADMIN_PREFIX):
-            status, body, content_type = await self._admin(request)
+            if self.admin_port and request.path != ADMIN_PREFIX + "ping":
+                status, body, content_type = 404, _ADMIN_ELSEWHERE, _JSON
+            else:
+                status, body, content_type = await self._admin(request)
             conn.write(simple_response(status, body, content_type, close=not request.keep_alive))
         else:
             await self._forward(request, conn)
+
+    async def handle_admin(self, request: Request, conn: ClientConnection) -> None:
+        """Answer one request on the admin port: liveness and the admin API, nothing forwarded."""
+        if request.path == LIVENESS_PATH:
+            status, body, content_type = 200, b"ok", b"text/plain"
+        elif request.path.startswith(ADMIN_PREFIX):
+            status, body, content_type = await self._admin(request)
+        else:
+            status, body = 404, _error_body("not_found", "The admin port serves /-/proxy/ only.")
+            content_type = _JSON
+        conn.write(simple_response(status, body, content_type, close=not request.keep_alive))
 
     def _target(self, route: str) -> tuple[str | None, str | None]:
         """The upstream and version of `route` now; a canary removed meanwhile is the primary."""
@@ -953,8 +978,9 @@ def _initial_routes(text: str | None) -> dict[str, Any] | None:
 
 
 async def serve(app: Proxy, host: str, port: int, drain_seconds: float = 30.0) -> None:
-    """Listen on host:port until SIGTERM or SIGINT, then stop accepting, let the requests in
-    progress finish (at most `drain_seconds`), close idle connections and the upstream pools.
+    """Listen on host:port (and host:`app.admin_port` for the admin API, when set) until
+    SIGTERM or SIGINT, then stop accepting, let the requests in progress finish (at most
+    `drain_seconds`), close idle connections and the upstream pools.
 
     Raises:
         OSError: the address cannot be bound.
@@ -963,16 +989,27 @@ async def serve(app: Proxy, host: str, port: int, drain_seconds: float = 30.0) -
     await app.start()
     connections: set[ClientConnection] = set()
     stopping = asyncio.Event()
-    server = await loop.create_server(
-        lambda: ClientConnection(app.handle, connections, stopping.is_set),
-        host,
-        port,
-        backlog=2048,
-    )
+    servers = [
+        await loop.create_server(
+            lambda: ClientConnection(app.handle, connections, stopping.is_set),
+            host,
+            port,
+            backlog=2048,
+        )
+    ]
+    if app.admin_port:
+        servers.append(
+            await loop.create_server(
+                lambda: ClientConnection(app.handle_admin, connections, stopping.is_set),
+                host,
+                app.admin_port,
+            )
+        )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
-    server.close()
+    for server in servers:
+        server.close()
     for conn in list(connections):
         if not conn.busy:
             conn.abort()
@@ -1024,6 +1061,7 @@ def main(argv: list[str] | None = None) -> None:
         stats_samples=settings.stats_samples,
         version=settings.version,
         routes=routes,
+        admin_port=settings.admin_port,
     )
     # uvloop (uvicorn[standard] brings it) when installed: less CPU per loop iteration
     try:

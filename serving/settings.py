@@ -142,6 +142,14 @@ class ProxySettings(BaseSettings):
     upstream: str | None = Field(
         default=None, description="Initial upstream base URL, e.g. http://127.0.0.1:41234."
     )
+    admin_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="When set, the admin API (/-/proxy/* but ping) is served on this port only "
+        "and the stable port answers it 404: the stable port may be what a Service or a load "
+        "balancer exposes, the admin port need not be.",
+    )
     token: SecretStr | None = Field(
         default=None, description="Admin bearer token; without one the admin API answers 403."
     )

@@ -333,3 +333,30 @@ def test_bad_start_up_routes_warn_and_serve_the_primary_with_its_version(
     assert (
         "MLOPS_SERVING_PROXY_ROUTES: " in warnings[0] and "starting without routes" in warnings[0]
     )
+
+
+def test_an_admin_port_takes_the_admin_api_off_the_stable_port(upstreams, tmp_path: Path) -> None:
+    # the stable port may be what a load balancer exposes: routes change on the admin port only
+    blue, green, _ = upstreams
+    admin_port = free_port()
+    proc, url = start_proxy(blue.url, tmp_path, MLOPS_SERVING_PROXY_ADMIN_PORT=str(admin_port))
+    admin = f"http://127.0.0.1:{admin_port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        assert httpx.get(url + "/echo").json()["upstream"] == "blue"
+        assert httpx.get(url + "/-/proxy/ping").status_code == 200
+        for path in ("routes", "upstream", "stats"):
+            refused = httpx.get(f"{url}/-/proxy/{path}", headers=auth)
+            assert refused.status_code == 404, path
+            assert "admin port" in refused.json()["error"]["message"]
+        assert httpx.put(url + "/-/proxy/upstream", headers=auth, json={}).status_code == 404
+        # the admin port: the admin API behind the token, liveness, nothing forwarded
+        assert httpx.get(admin + "/-/proxy/routes").status_code == 401
+        assert httpx.get(admin + "/health/live").status_code == 200
+        assert httpx.get(admin + "/echo").status_code == 404
+        route = {"canary": {"upstream": green.url, "percent": 100, "version": "2"}}
+        assert httpx.put(admin + "/-/proxy/routes", headers=auth, json=route).status_code == 200
+        assert httpx.get(url + "/echo").json()["upstream"] == "green"
+    finally:
+        proc.terminate()
+        proc.wait(15)
