@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -74,9 +75,23 @@ class KubernetesApi:
             self._client = _connect(self.kubeconfig, self.context)
         return self._client
 
-    def call(self, action: str, operation: str, kind: str | None, **kwargs: Any) -> Any:
+    def call(
+        self,
+        action: str,
+        operation: str,
+        kind: str | None,
+        *,
+        refusal: Callable[[int | None, Any], Exception | None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """One DynamicClient call (`operation` on `kind` in the namespace, or a raw `request`
-        when `kind` is None), with its errors turned into ours."""
+        when `kind` is None), with its errors turned into ours.
+
+        Args:
+            refusal: for a non-2xx answer, (HTTP status, raw body) -> the error to raise, or
+                None for the generic mapping (a pod proxy call tells the proxy's own answers
+                from the API server's this way).
+        """
         client = self.client  # first: it says what to install when the library is missing
         from kubernetes.dynamic import exceptions as k8s
         from urllib3.exceptions import HTTPError as TransportError
@@ -92,7 +107,8 @@ class KubernetesApi:
                 hint="The target needs Kubernetes 1.23 or later (autoscaling/v2, policy/v1).",
             ) from exc
         except k8s.DynamicApiError as exc:
-            raise _api_error(exc, action, self.namespace) from exc
+            mapped = refusal(exc.status, exc.body) if refusal is not None else None
+            raise (mapped or _api_error(exc, action, self.namespace)) from exc
         except TransportError as exc:
             raise BackendUnavailableError(
                 f"The Kubernetes API at {client.configuration.host} did not answer while "
