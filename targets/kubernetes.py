@@ -20,7 +20,10 @@ rollout controller every champion pod's proxy as one ProxyAdmin (kubernetes_rout
 keeps the ConfigMap `NAME-routes` in step for pods that start later. `promote_challenger` sends
 every request to the challenger on every pod (and in the ConfigMap), rolls the champion
 Deployment to the challenger's model as `update` does, then removes the routes and the
-challenger; `stop_challenger` removes the routes, the ConfigMap and the challenger.
+challenger (cleanup: logged and retried, never a failed promotion); `stop_challenger` removes
+the routes (terminating pods' too, best effort), the ConfigMap and the challenger. Either
+deletes the challenger's Service only once no pod of NAME is terminating (bounded by the grace
+period): such a pod still gets requests while endpoints catch up, and may route them there.
 
 The pods run the image `build-image` made (`mlops/<model>:<version>`) as it is, or
 `REGISTRY/mlops/<model>:<version>` with the `registry` option, or exactly the `image` option:
@@ -37,6 +40,7 @@ import base64
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,7 @@ from mlops_pipeline.targets.kubernetes_manifests import (
     MANAGED_BY,
     MODEL_NAME_KEY,
     MODEL_VERSION_KEY,
+    PROXY_CONTAINER,
     TOKEN_KEY,
     KubernetesSettings,
     capture_target,
@@ -87,6 +92,10 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 CHALLENGER_READY_TIMEOUT = 60.0  # after its rollout: until every proxy reaches it by name
+# NAME-challenger is a Service (DNS-1035 label) and a label value: at most 63 characters
+MAX_CHALLENGER_NAME = 63 - len(challenger_name(""))
+GRACE_MARGIN = 10.0  # s beyond a pod's terminationGracePeriodSeconds before we stop waiting
+CLEANUP_ATTEMPTS = 3  # of each cleanup step after a promotion's successful roll
 
 
 def delete_order(name: str) -> list[tuple[str, str]]:
@@ -281,8 +290,28 @@ class KubernetesTarget(Target):
     ) -> str:
         """Apply the Service and Deployment `NAME-challenger` (no traffic yet), wait for its
         rollout and until every champion proxy finds its /ready through the Service's DNS
-        name; return that upstream. On failure both are removed."""
-        self.get(name)
+        name; return that upstream. On failure both are removed.
+
+        Raises:
+            InvalidInputError: NAME is too long for a challenger, or the `image` option pins
+                one image for every version (checked before anything is applied; exit 2).
+            NotFoundError: no deployment NAME. ConflictError: a challenger already runs, or
+                NAME's pods have no proxy sidecar or admin token (created before the live
+                challenger: `mlops update` it once).
+            DeploymentError: the challenger did not become ready (nothing is left of it).
+        """
+        if len(name) > MAX_CHALLENGER_NAME:
+            raise InvalidInputError(
+                f"Deployment name '{name}' is {len(name)} characters; a kubernetes: deployment "
+                f"with a live challenger needs at most {MAX_CHALLENGER_NAME} (its "
+                f"{challenger_name(name)!r} Service is a 63-character DNS label).",
+                hint="Deploy the model under a shorter name and run the canary or shadow there.",
+                field="name",
+                value=name,
+            )
+        current = self.api.read("Deployment", name)
+        if current is None:
+            self.get(name)  # raises NotFoundError
         own = challenger_name(name)
         if self.api.read("Deployment", own) is not None:
             raise ConflictError(
@@ -290,21 +319,55 @@ class KubernetesTarget(Target):
                 hint="Let the running canary or shadow finish, or stop it first.",
                 deployment=name,
             )
+        self._check_takes_routes(name, current or {})
         settings = self._check(config)
-        image = settings.image or image_for(settings, self._require_image(image))
+        if settings.image:
+            # image_for returns it for every version: the challenger would be the champion
+            raise InvalidInputError(
+                f"Option image={settings.image} pins one image for every version, so challenger "
+                f"{model.uri} would run the champion's image.",
+                hint="Use --option registry=REGISTRY (each version gets its own tag), or "
+                f"deploy the new version directly with `mlops update {name} --model "
+                f"{model.uri} --option image=REF`.",
+                field="image",
+                value=settings.image,
+            )
+        image = image_for(settings, self._require_image(image))
         docs = challenger_manifests(name, self.namespace, model, config, image, settings)
         logger.info("Starting challenger %s (%s, %s) of %s", own, model.uri, image, name)
         deadline = time.monotonic() + config.ready_timeout
         try:
+            # left by a controller that crashed: new pods would start with its routes
+            if self.api.delete("ConfigMap", routes_name(name)):
+                logger.warning("Deleted stale ConfigMap %s", routes_name(name))
             for doc in docs:
                 self.api.apply(doc)
             self._wait_rollout(own, deadline, config.ready_timeout)
             self._await_challenger(name, model, CHALLENGER_READY_TIMEOUT)
         except BaseException:
             logger.warning("Challenger %s did not become ready; removing it", own)
-            self._remove_challenger(name)
+            self._remove_challenger(name, wait=False)  # it never had traffic
             raise
         return challenger_upstream(name)
+
+    def _check_takes_routes(self, name: str, current: dict[str, Any]) -> None:
+        """Raise ConflictError unless NAME's pods run the proxy sidecar with an admin token
+        (a deployment created before the live challenger has neither)."""
+        containers = current.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+        has_proxy = any(c.get("name") == PROXY_CONTAINER for c in containers or [])
+        if has_proxy and self._read_token(name) is not None:
+            return
+        model = (current.get("metadata", {}).get("annotations") or {}).get(MODEL_NAME_KEY, "MODEL")
+        missing = (
+            "proxy sidecar" if not has_proxy else f"admin token (Secret {proxy_secret_name(name)})"
+        )
+        raise ConflictError(
+            f"Deployment '{name}' was created before live challengers: its pods have no "
+            f"{missing}, so no canary or shadow can be routed.",
+            hint=f"Update it once (`mlops update {name} --model models:/{model}/VERSION`, "
+            "e.g. its current version): that adds the sidecar and the Secret.",
+            deployment=name,
+        )
 
     def _await_challenger(self, name: str, model: ModelRef, timeout: float) -> None:
         """Until each champion pod's proxy accepts a 0 % canary route to the challenger (it
@@ -331,22 +394,81 @@ class KubernetesTarget(Target):
                 time.sleep(POLL_SECONDS)
 
     def stop_challenger(self, name: str) -> None:
-        """All traffic back on the champion (every pod's routes and the ConfigMap cleared),
-        then the challenger removed; succeeds when none runs. A route change that fails
-        raises before anything is removed: the challenger keeps serving what it was sent."""
+        """All traffic back on the champion (every pod's routes and the ConfigMap cleared,
+        terminating pods' too, best effort), then the challenger removed (see
+        `_remove_challenger`: it returns once its pods are gone, so their captures are
+        flushed). Returns at once when no challenger or routes exist (idempotent, also on a
+        deployment created before live challengers). A route change that fails raises before
+        anything is removed: the challenger keeps serving what it was sent."""
+        own = challenger_name(name)
+        left = [("Deployment", own), ("Service", own), ("ConfigMap", routes_name(name))]
+        if all(self.api.read(kind, object_name) is None for kind, object_name in left):
+            return
         if self.api.read("Deployment", name) is not None:
-            self.proxy_admin(name).set_routes(canary=None, shadow=None)
+            admin = PodsProxyAdmin(self.api, name, self._stored_token(name))
+            admin.set_routes(canary=None, shadow=None)
+            self._clear_terminating(admin)
         self._remove_challenger(name)
 
-    def _remove_challenger(self, name: str) -> None:
+    def _terminating_pods(self, selector: str) -> list[str]:
+        """Pods matching `selector` that are being deleted (still running their preStop or
+        shutdown)."""
+        return [
+            p["metadata"]["name"]
+            for p in self.api.list("Pod", selector)
+            if p["metadata"].get("deletionTimestamp")
+        ]
+
+    def _clear_terminating(self, admin: PodsProxyAdmin) -> None:
+        """Best effort: remove the routes of NAME's terminating pods too (the fan-out skips
+        them), whose proxies still answer and still get requests while endpoints catch up."""
+        for pod in self._terminating_pods(f"{DEPLOYMENT_LABEL}={admin.name}"):
+            try:
+                admin.pod(pod).set_routes(drain_timeout=0, canary=None, shadow=None)
+            except MLOpsError as exc:
+                logger.info("pod %s (terminating): routes not cleared (%s)", pod, exc.message)
+
+    def _wait_pods_gone(self, selector: str, timeout: float, terminating: bool) -> None:
+        """Until no pod matching `selector` (with `terminating`, no terminating one) is left,
+        for at most `timeout` s; then only a warning (a pod past its grace period is killed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if terminating:
+                left = self._terminating_pods(selector)
+            else:
+                left = [p["metadata"]["name"] for p in self.api.list("Pod", selector)]
+            if not left:
+                return
+            if time.monotonic() >= deadline:
+                logger.warning("Pods %s still stopping after %g s", ", ".join(left), timeout)
+                return
+            time.sleep(POLL_SECONDS)
+
+    def _remove_challenger(self, name: str, *, wait: bool = True) -> None:
+        """Delete NAME's challenger Service and Deployment and the routes ConfigMap.
+
+        With `wait`: first until no pod of NAME is terminating (its proxy may still send to
+        the challenger while endpoints catch up; bounded by the grace period + a margin), and
+        after the deletion until the challenger's pods are gone (their last captures are
+        flushed at SIGTERM)."""
+        own = challenger_name(name)
+        if wait:
+            grace = _grace(self.api.read("Deployment", name)) + GRACE_MARGIN
+            self._wait_pods_gone(f"{DEPLOYMENT_LABEL}={name}", grace, terminating=True)
+            own_grace = _grace(self.api.read("Deployment", own)) + GRACE_MARGIN
         for kind, object_name in delete_order(name)[:3]:  # challenger Service, Deployment, routes
             if self.api.delete(kind, object_name):
                 logger.info("Deleted %s %s", kind, object_name)
+        if wait:
+            self._wait_pods_gone(f"{DEPLOYMENT_LABEL}={own}", own_grace, terminating=False)
 
     def promote_challenger(self, name: str) -> Deployment:
         """Every request to the challenger on every pod (and in the ConfigMap, so pods the
         rollout starts do the same), roll the champion Deployment to the challenger's model
         (maxUnavailable 0, watched as `update`), then remove the routes and the challenger.
+        Once the roll succeeded the promotion has happened: removing the routes (live pods)
+        and the challenger (after the old, terminating pods are gone) is retried and logged,
+        never raised; a challenger whose routes could not be removed is left running.
 
         Raises:
             ConflictError: no challenger runs. DeploymentError (or the API's refusal, e.g.
@@ -386,10 +508,40 @@ class KubernetesTarget(Target):
             except MLOpsError as exc:
                 logger.error("Clearing the routes of %s failed: %s", name, exc.message)
             raise
-        # every pod now runs the challenger's model itself: the routes go, then the challenger
-        admin.set_routes(canary=None, shadow=None, drain_timeout=config.drain_timeout)
-        self._remove_challenger(name)
+        # every pod now runs the challenger's model itself: the rest is cleanup, which logs
+        # and retries but never fails the promotion. Terminating old pods keep their route to
+        # the challenger (the promoted version) until they are gone: then the challenger goes.
+        drain = config.drain_timeout
+        if self._cleanup(
+            name,
+            "clear the routes",
+            lambda: admin.set_routes(canary=None, shadow=None, drain_timeout=drain),
+        ):
+            self._cleanup(name, "remove the challenger", lambda: self._remove_challenger(name))
+        else:
+            logger.error(
+                "Promoted %s, but its pods may still route to %s (the same version), so it is "
+                "kept running: `kubectl -n %s delete configmap %s`, `kubectl -n %s rollout "
+                "restart deployment/%s`, then `kubectl -n %s delete deployment,service %s`.",
+                name, own, self.namespace, routes_name(name), self.namespace, name,
+                self.namespace, own,
+            )  # fmt: skip
         return self.get(name)
+
+    def _cleanup(self, name: str, what: str, action: Callable[[], object]) -> bool:
+        """Run `action` up to CLEANUP_ATTEMPTS times; True once it succeeded, False (logged)
+        when every attempt failed."""
+        for attempt in range(1, CLEANUP_ATTEMPTS + 1):
+            try:
+                action()
+                return True
+            except MLOpsError as exc:
+                logger.warning(
+                    "Promoted %s; attempt %d/%d to %s failed: %s",
+                    name, attempt, CLEANUP_ATTEMPTS, what, exc.message,
+                )  # fmt: skip
+                time.sleep(POLL_SECONDS * attempt)
+        return False
 
     def _stored_token(self, name: str) -> str:
         """The proxies' admin token from the Secret.
@@ -403,7 +555,8 @@ class KubernetesTarget(Target):
             raise BackendError(
                 f"Deployment '{name}' has no Secret {proxy_secret_name(name)} with its proxies' "
                 "admin token.",
-                hint=f"Update it once (`mlops update {name}`): that creates the Secret.",
+                hint=f"Update it once (`mlops update {name} --model models:/MODEL/VERSION`): "
+                "that creates the Secret.",
             )
         return token
 
@@ -594,6 +747,12 @@ class KubernetesTarget(Target):
                 field="image",
             )
         return image
+
+
+def _grace(deployment: dict[str, Any] | None) -> float:
+    """The pods' terminationGracePeriodSeconds of a Deployment (Kubernetes' default 30)."""
+    spec = ((deployment or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+    return float(spec.get("terminationGracePeriodSeconds", 30))
 
 
 def _version(deployment: dict[str, Any]) -> str:
