@@ -18,7 +18,12 @@ from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets import operations
 from mlops_pipeline.targets.base import DeployConfig, ModelRef
 from mlops_pipeline.targets.kubernetes import MAX_CHALLENGER_NAME, KubernetesTarget
-from mlops_pipeline.targets.kubernetes_manifests import PROXY_CONTAINER, manifests, settings_for
+from mlops_pipeline.targets.kubernetes_manifests import (
+    PROXY_CONTAINER,
+    manifests,
+    routes_manifest,
+    settings_for,
+)
 from mlops_pipeline.tracking import connect
 
 from tests.targets import kubernetes_support
@@ -121,6 +126,29 @@ def test_start_refuses_a_pinned_image_before_applying(kubeconfig, standin, k8s_i
     assert "registry=" in error.hint and f"mlops update {pinned} --model" in error.hint
     assert "\n" not in error.message
     assert refused == []
+
+
+@pytest.mark.docker
+def test_start_deletes_routes_a_crashed_controller_left(kubeconfig, standin, k8s_images):
+    """A NAME-routes ConfigMap without a challenger (its controller crashed) would make new pods
+    start with its routes to the new challenger before any step: it is deleted first."""
+    target = KubernetesTarget(URI)
+    name = f"k8s-stale-{uuid.uuid4().hex[:4]}"
+    stale = {
+        "canary": {"upstream": f"http://{name}-challenger:8081", "percent": 50, "version": "9"}
+    }
+    try:
+        podless_champion(target, name, k8s_images["1"], proxy=True)
+        target.api.apply(routes_manifest(name, NAMESPACE, stale))
+        target.start_challenger(name, V2, config(), image=k8s_images["2"])
+        routes = standin.get("ConfigMap", NAMESPACE, f"{name}-routes")
+        target.stop_challenger(name)
+        left = standin.get("Deployment", NAMESPACE, f"{name}-challenger")
+    finally:
+        target.delete(name)
+
+    assert routes is None
+    assert left is None
 
 
 @pytest.mark.docker
