@@ -30,22 +30,30 @@ it through a kubeconfig file:
   (network_mode `container:<id>`), so they reach each other on 127.0.0.1; every containerPort
   of the pod is published on 127.0.0.1 from that first container. Each readiness probe is a
   real HTTP GET against its container's port, and a pod is ready when all its probed
-  containers are. A deleted pod leaves the Service at once, runs its containers' preStop execs
-  (in parallel), then its containers get SIGTERM with the grace period, the first one (which
-  holds the network namespace) last.
+  containers are. A deleted pod runs its containers' preStop execs (in parallel) and stays
+  among its Services' endpoints (and reachable through pods/proxy) meanwhile, as endpoint
+  updates lag in a cluster; then it leaves them and its containers get SIGTERM with the grace
+  period, the first one (which holds the network namespace) last.
 * in-cluster names, as stand-in behaviour: when a pod starts, its first container gets one
   network alias per Service (of any type) whose selector matches the pod, so other pods
   resolve a Service's name through Docker's embedded DNS to the pods it selects. There is no
   virtual IP and no port mapping (a Service's port must equal its target port for in-cluster
   clients); a Service applied after a pod started does not name that pod, nor does a
-  terminating pod leave the name before its container stops.
+  terminating pod leave the name before its container stops. A deleted Service's name goes at
+  once (its pods are reconnected to the network without that alias).
 * a NodePort/LoadBalancer Service is an HTTP forwarder on 127.0.0.1:<nodePort> that sends
   each request to the next ready pod (per request, where kube-proxy balances connections);
   LoadBalancer Services report 127.0.0.1 as their ingress.
 
 Failure modes tests control: `fail_next(method, path_regex, status)` answers the next
-matching request with an error Status; an image that never answers /ping keeps its pods
-unready, so the rollout hits its progress deadline.
+matching request (pods/proxy calls included) with an error Status; an image that never
+answers /ping keeps its pods unready, so the rollout hits its progress deadline;
+`hold_pods(namespace, deployment, count)` keeps that many of the Deployment's next pods
+unscheduled (Pending, no node, no IP, no container started) until `release_pods`;
+`pod_proxy_put_delay` seconds delay every pods/proxy PUT (a slow pod, e.g. one draining), and
+`proxy_calls` records each pods/proxy call's (method, pod, start, end) on time.monotonic().
+As the real API server (pod ResourceLocation), pods/proxy to a pod with no IP yet answers 400
+"address not allowed"; a pod gets its IP (and containerStatuses) at its first probe.
 """
 
 from __future__ import annotations
@@ -159,11 +167,14 @@ class PodRuntime:
 
     def __init__(self, containers: list[tuple[dict, Any]], host_ports: dict[int, int]) -> None:
         self.containers, self.host_ports = containers, host_ports
-        self.container = containers[0][1]
+        self.container = containers[0][1] if containers else None  # None: not started yet
         self.ready = False
         self.exited: int | None = None
         self.next_probe = 0.0
         self.terminating = False
+        # terminating, but still among its Services' endpoints: endpoint updates lag, so
+        # (as in a cluster) requests keep arriving while its preStop runs
+        self.lagging = False
 
     def host_port(self, port: int | str) -> int | None:
         """The published port of a containerPort given by number or by name."""
@@ -263,6 +274,9 @@ class StandInApiServer:
         self.progress: dict[tuple[str, str], tuple[str, float]] = {}  # template hash, last
         self.failures: list[tuple[str, re.Pattern[str], int]] = []
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.held: dict[tuple[str, str], int] = {}  # (namespace, deployment) -> pods to hold
+        self.pod_proxy_put_delay = 0.0
+        self.proxy_calls: list[tuple[str, str, float, float]] = []
         self.lock = threading.RLock()
         self.volumes = Path(tempfile.mkdtemp(prefix="k8s-standin-"))
         self.network_name = f"standin-{self.id}"
@@ -327,6 +341,35 @@ class StandInApiServer:
         with self.lock:
             self.failures.append((method.upper(), re.compile(path_regex), status))
 
+    def _injected(self, method: str, path: str) -> int | None:
+        """The status of a `fail_next` failure matching this request (consumed), if any."""
+        with self.lock:
+            for failure in self.failures:
+                if failure[0] == method and failure[1].search(path):
+                    self.failures.remove(failure)
+                    return failure[2]
+        return None
+
+    def hold_pods(self, namespace: str, deployment: str, count: int = 1) -> None:
+        """Keep the Deployment's next `count` pods unscheduled (see the module docstring)."""
+        with self.lock:
+            self.held[(namespace, deployment)] = count
+
+    def release_pods(self, namespace: str, deployment: str) -> list[str]:
+        """Schedule and start the Deployment's held pods (their env resolved now, as the
+        kubelet does); returns their names."""
+        with self.lock:
+            self.held.pop((namespace, deployment), None)
+            waiting = [
+                (pod, rt)
+                for (ns, pod), rt in self.pods.items()
+                if ns == namespace and not rt.containers and not rt.terminating
+                and self._owner(ns, pod) == deployment
+            ]  # fmt: skip
+            for pod, rt in waiting:
+                self._run_pod(namespace, pod, rt)
+            return [pod for pod, _ in waiting]
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
             found = self.objects.get((kind, namespace, name))
@@ -366,7 +409,8 @@ class StandInApiServer:
                 found = []
                 for (ns, pod), rt in list(self.pods.items()):
                     obj = self.objects.get(("Pod", ns, pod))
-                    live = ns == namespace and rt.ready and not rt.terminating and obj
+                    serving = not rt.terminating or rt.lagging
+                    live = ns == namespace and rt.ready and serving and obj
                     port = rt.host_port(target)
                     if live and port and matches(chosen, obj["metadata"]["labels"]):
                         found.append(port)
@@ -432,19 +476,32 @@ class StandInApiServer:
         with self.lock:
             self.requests.append((method, urlsplit(raw_path).path, headers.get("Content-Type", "")))
             runtime = self.pods.get((namespace, pod))
+            found = self.objects.get(("Pod", namespace, pod)) or {}
+        injected = self._injected(method, urlsplit(raw_path).path)
+        if injected:
+            answer = _status(injected, "InternalError", "injected failure")
+            return injected, answer, "application/json"
         if runtime is None:
             return 404, _status(404, "NotFound", f'pods "{pod}" not found'), "application/json"
+        if not found.get("status", {}).get("podIP"):  # as the real server: no IP, no proxy
+            return 400, _status(400, "BadRequest", "address not allowed"), "application/json"
         host_port = runtime.host_port(port) if port else next(iter(runtime.host_ports.values()))
-        if host_port is None or runtime.terminating:
-            message = f"pod {pod} has no port {port} or is terminating"
+        if host_port is None:  # a terminating pod is reached while its containers run
+            message = f"pod {pod} has no port {port}"
             return 503, _status(503, "ServiceUnavailable", message), "application/json"
         query = urlsplit(raw_path).query
         url = f"http://127.0.0.1:{host_port}{rest or '/'}" + (f"?{query}" if query else "")
         sent = {k: v for k, v in headers.items() if k.lower() not in PROXY_DROP}
+        start = time.monotonic()
         try:
+            if method == "PUT":
+                time.sleep(self.pod_proxy_put_delay)
             answer = httpx.request(method, url, headers=sent, content=body, timeout=120.0)
         except httpx.HTTPError as exc:
             return 503, _status(503, "ServiceUnavailable", repr(exc)), "application/json"
+        finally:
+            with self.lock:
+                self.proxy_calls.append((method, pod, start, time.monotonic()))
         return answer.status_code, answer.content, answer.headers.get("content-type", "")
 
     def handle(self, method: str, raw_path: str, content_type: str, body: bytes) -> tuple:
@@ -452,10 +509,9 @@ class StandInApiServer:
         path, query = parts.path.strip("/"), parse_qs(parts.query)
         with self.lock:
             self.requests.append((method, parts.path, content_type))
-            for failure in self.failures:
-                if failure[0] == method and failure[1].search(parts.path):
-                    self.failures.remove(failure)
-                    return failure[2], _status(failure[2], "InternalError", "injected failure")
+        injected = self._injected(method, parts.path)
+        if injected:
+            return injected, _status(injected, "InternalError", "injected failure")
         discovery = self._discovery(path)
         if discovery is not None:
             return 200, discovery
@@ -638,10 +694,33 @@ class StandInApiServer:
         self.objects.pop(key)
         if kind == "Service" and (namespace, name) in self.forwarders:
             self.forwarders.pop((namespace, name)).close()
+        if kind == "Service":
+            self._drop_alias(namespace, name)
         if kind == "Deployment":
             for ns, pod in list(self.pods):
                 if ns == namespace and self._owner(ns, pod) == name:
                     self._terminate(ns, pod)
+
+    def _drop_alias(self, namespace: str, service: str) -> None:
+        """A deleted Service's name resolves no more (its ClusterIP and DNS record go at
+        once): each pod holding the alias is reconnected without it."""
+        for (ns, _), rt in list(self.pods.items()):
+            if ns != namespace or rt.container is None:  # None: not started, no alias yet
+                continue
+            try:
+                rt.container.reload()
+                attached = rt.container.attrs["NetworkSettings"]["Networks"][self.network_name]
+                aliases = attached.get("Aliases") or []
+                if service not in aliases:
+                    continue
+                kept = [a for a in aliases if a not in (service, rt.container.id[:12])]
+                self.network.disconnect(rt.container, force=True)
+                self.network.connect(rt.container, aliases=kept or None)
+                rt.container.reload()
+                for port in rt.host_ports:  # republished, possibly on another host port
+                    rt.host_ports[port] = int(rt.container.ports[f"{port}/tcp"][0]["HostPort"])
+            except (docker.errors.APIError, KeyError, IndexError, TypeError):
+                logger.warning("stand-in: alias %s not removed from a pod", service)
 
     def _owner(self, namespace: str, pod: str) -> str | None:
         found = self.objects.get(("Pod", namespace, pod))
@@ -776,6 +855,37 @@ class StandInApiServer:
         pod = f"{owner}-{template_hash}-{secrets.token_hex(3)}"
         spec = copy.deepcopy(template["spec"])
         labels = {**template["metadata"].get("labels", {}), "pod-template-hash": template_hash}
+        held = self.held.get((namespace, owner), 0) > 0
+        if held:
+            self.held[(namespace, owner)] -= 1
+        unscheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+        self.objects[("Pod", namespace, pod)] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": {"standin/owner": owner},
+                "creationTimestamp": _now(),
+                "uid": str(uuid.uuid4()),
+            },
+            "spec": spec,
+            "status": {"phase": "Pending", "conditions": [unscheduled] if held else []},
+        }
+        runtime = PodRuntime([], {})
+        self.pods[(namespace, pod)] = runtime
+        if not held:
+            self._run_pod(namespace, pod, runtime)
+        return pod, runtime
+
+    def _run_pod(self, namespace: str, pod: str, runtime: PodRuntime) -> None:
+        """Schedule pod `pod` and start its containers (the Pod object and `runtime` are
+        removed when one does not start, as a pod that never runs)."""
+        obj = self.objects[("Pod", namespace, pod)]
+        spec, labels = obj["spec"], obj["metadata"]["labels"]
+        spec["nodeName"] = "standin-node"
+        obj["status"] = {"phase": "Pending"}
         security = spec.get("securityContext", {})
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         ports = [p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])]
@@ -797,6 +907,8 @@ class StandInApiServer:
         except BaseException:
             for _, created in started:
                 created.remove(force=True)
+            self.objects.pop(("Pod", namespace, pod), None)
+            self.pods.pop((namespace, pod), None)
             raise
         first = started[0][1]
         first.reload()
@@ -805,23 +917,8 @@ class StandInApiServer:
             for port in ports
             if first.ports.get(f"{port}/tcp")
         }
-        self.objects[("Pod", namespace, pod)] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": pod,
-                "namespace": namespace,
-                "labels": labels,
-                "annotations": {"standin/owner": owner},
-                "creationTimestamp": _now(),
-                "uid": str(uuid.uuid4()),
-            },
-            "spec": spec,
-            "status": {"phase": "Pending"},
-        }
-        runtime = PodRuntime(started, host_ports)
-        self.pods[(namespace, pod)] = runtime
-        return pod, runtime
+        runtime.containers, runtime.container = started, first
+        runtime.host_ports.update(host_ports)
 
     def _service_names(self, namespace: str, labels: dict[str, str]) -> list[str]:
         """Names of the Services whose selector matches a pod with `labels`."""
@@ -921,7 +1018,7 @@ class StandInApiServer:
         runtime = self.pods.get((namespace, pod))
         if runtime is None or runtime.terminating:
             return
-        runtime.terminating = True
+        runtime.terminating = runtime.lagging = True
         obj = self.objects[("Pod", namespace, pod)]
         obj["metadata"]["deletionTimestamp"] = _now()
         grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
@@ -941,6 +1038,7 @@ class StandInApiServer:
                     hook.start()
                 for hook in hooks:
                     hook.join(grace)
+                runtime.lagging = False  # the endpoints have caught up by now
                 # the sidecars first: the first container holds their network namespace
                 for _, container in reversed(runtime.containers):
                     container.stop(timeout=grace)
@@ -958,7 +1056,7 @@ class StandInApiServer:
         """Real readiness probes (HTTP GET on each container's published port), each pod at
         its first probe's period; a pod is ready when every probed container answers 2xx."""
         with self.lock:
-            pods = [(key, rt) for key, rt in self.pods.items() if not rt.terminating]
+            pods = [(k, rt) for k, rt in self.pods.items() if not rt.terminating and rt.containers]
         for (namespace, pod), rt in pods:
             if time.monotonic() < rt.next_probe:
                 continue

@@ -182,6 +182,17 @@ def test_create_in_a_missing_namespace_is_not_found_and_leaves_nothing(kubeconfi
         target.get("iris")
 
 
+def serves_soon(url: str, version: str) -> bool:
+    """Whether 5 answers in a row come from `version` within 20 s: a rollout is complete when
+    the new pods are available, while the old ones answer until their preStop ends and the
+    Service's endpoints drop them (prestop_seconds 2 here)."""
+    deadline, streak = time.monotonic() + 20, 0
+    while time.monotonic() < deadline and streak < 5:
+        streak = streak + 1 if served_version(url) == version else 0
+        time.sleep(0.1)
+    return streak == 5
+
+
 def test_update_and_rollback_under_load_fail_no_request_and_keep_the_ledger(
     kubeconfig, standin, k8s_images, iris_home: Path, monkeypatch
 ):
@@ -198,17 +209,17 @@ def test_update_and_rollback_under_load_fail_no_request_and_keep_the_ledger(
         time.sleep(1)
 
         updated = operations.switch_deployment(name, V2, image=k8s_images["2"])
-        assert served_version(url) == "2"
+        switched = serves_soon(url, "2")
         model, image, settings = operations.find_rollback_version(name)
         assert (model, image) == (V1, k8s_images["1"]) and settings is not None
         rolled = operations.switch_deployment(name, model, settings, image, action="rollback")
-        time.sleep(1)
+        rolled_back = serves_soon(url, "1")
         load.stop()
 
         assert load.failures == []
         assert load.ok > 20
         assert (updated.model_version, rolled.model_version) == ("2", "1")
-        assert served_version(url) == "1"
+        assert switched and rolled_back
         assert ledger.get_deployment(name).model_version == "1"
         assert inuse.deployments_using(client, "iris", "1") == {name: URI}
         assert inuse.deployments_using(client, "iris", "2") == {}
@@ -251,7 +262,7 @@ def test_two_replica_rollout_never_drops_below_two_available_pods(target, standi
         watcher.join(5)
 
     assert updated.model_version == "2"
-    assert served_version(deployment.endpoint_url) == "2"
+    assert serves_soon(deployment.endpoint_url, "2")
     assert min(available for available, _, _ in seen) >= 2  # maxUnavailable: 0
     assert max(replicas for _, _, replicas in seen) == 3  # maxSurge: 1
     final = standin.get("Deployment", NAMESPACE, name)["status"]
