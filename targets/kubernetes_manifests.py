@@ -11,8 +11,9 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
   an environment variable; the target makes a random one when it first creates NAME.
 * Deployment `NAME`: two containers per pod, both from the scoring image. `scoring` serves the
   model on 8081 (readiness on /ping, liveness on /health/live); `proxy` runs
-  `python -m mlops_pipeline.serving.proxy` on 8080 and forwards to it on 127.0.0.1 (the
-  containers of a pod share one network namespace); its readiness is its own /-/proxy/ping
+  `python -m mlops_pipeline.serving.proxy` on 8080 (its admin API on 8082, in no Service)
+  and forwards to it on 127.0.0.1 (the containers of a pod share one network namespace); its
+  readiness is its own /-/proxy/ping
   (the pod is ready only when the scoring container is too), its liveness /health/live. The
   proxy is what lets a challenger take a share of live traffic (canary) or a copy of it
   (shadow) on every pod (kubernetes.py). Requests and limits, RollingUpdate with
@@ -66,6 +67,9 @@ CHALLENGER_LABEL = "mlops.challenger-of"
 CONTAINER = "scoring"
 PROXY_CONTAINER = "proxy"
 PROXY_PORT = 8080  # the pod's serving port (named http): the proxy
+# the proxy's admin API (named admin): declared on the pod, in no Service; the controller
+# reaches it through the API server's pod proxy
+PROXY_ADMIN_PORT = 8082
 MODEL_PORT = 8081  # the scoring service's port (named model), behind the proxy
 TOKEN_KEY = "token"
 ROUTES_KEY = "routes"
@@ -182,6 +186,7 @@ def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) ->
     plain = {
         "host": "0.0.0.0",
         "port": str(PROXY_PORT),
+        "admin_port": str(PROXY_ADMIN_PORT),
         "upstream": f"http://127.0.0.1:{MODEL_PORT}",
         "version": model.version,
     }
@@ -205,7 +210,10 @@ def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) ->
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "mlops_pipeline.serving.proxy"],
-        "ports": [{"name": "http", "containerPort": PROXY_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": PROXY_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": PROXY_ADMIN_PORT, "protocol": "TCP"},
+        ],
         "env": env,
         # answered by the proxy itself, so a probe is never split to a canary nor counted;
         # the scoring container's probe gates the pod. Every image's proxy has this path,

@@ -2,8 +2,9 @@
 `ProxyAdmin` (mlops_pipeline.rollout.admin), so the canary and shadow controller drives a
 Kubernetes deployment exactly as it drives a local or Docker one.
 
-Each pod's proxy admin API is reached through the API server's pod proxy subresource
-(`/api/v1/namespaces/NS/pods/POD:8080/proxy/-/proxy/...`) with the kubeconfig's credentials.
+Each pod's proxy admin API is reached on its admin port, which no Service exposes, through the
+API server's pod proxy subresource (`/api/v1/namespaces/NS/pods/POD:8082/proxy/-/proxy/...`)
+with the kubeconfig's credentials.
 The API server consumes the Authorization header, so the proxy's admin token travels in
 `X-MLOps-Proxy-Token` instead. A route change is written to the ConfigMap `NAME-routes` first
 (a pod whose proxy container starts later reads it then: the kubelet resolves the
@@ -44,8 +45,8 @@ from mlops_pipeline.rollout.admin import (
 from mlops_pipeline.targets.kubernetes_api import KubernetesApi
 from mlops_pipeline.targets.kubernetes_manifests import (
     DEPLOYMENT_LABEL,
+    PROXY_ADMIN_PORT,
     PROXY_CONTAINER,
-    PROXY_PORT,
     ROUTES_KEY,
     proxy_secret_name,
     routes_manifest,
@@ -109,7 +110,7 @@ class PodProxyAdmin(ProxyAdmin):
             None,
             refusal=lambda status, text: self._refusal(method, path, status, text),
             method=method.lower(),
-            path=f"/api/v1/namespaces/{self.api.namespace}/pods/{self.pod}:{PROXY_PORT}"
+            path=f"/api/v1/namespaces/{self.api.namespace}/pods/{self.pod}:{PROXY_ADMIN_PORT}"
             f"/proxy/-/proxy/{path}",
             body=body,
             query_params=list(params.items()),

@@ -408,12 +408,17 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
     scoring, proxy = pod["containers"]
     assert (scoring["name"], proxy["name"]) == ("scoring", "proxy")
     assert scoring["ports"] == [{"name": "model", "containerPort": 8081, "protocol": "TCP"}]
-    assert proxy["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert proxy["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 8082, "protocol": "TCP"},
+    ]
     assert proxy["image"] == IMAGE
     assert proxy["command"] == ["python", "-m", "mlops_pipeline.serving.proxy"]
     env = {e["name"]: e for e in proxy["env"]}
     assert env["MLOPS_SERVING_PROXY_UPSTREAM"]["value"] == "http://127.0.0.1:8081"
     assert env["MLOPS_SERVING_PROXY_VERSION"]["value"] == "3"
+    # the admin API on its own port, which the Service does not expose
+    assert env["MLOPS_SERVING_PROXY_ADMIN_PORT"]["value"] == "8082"
     assert env["MLOPS_SERVING_PROXY_TOKEN"]["valueFrom"] == {
         "secretKeyRef": {"name": "iris-prod-proxy", "key": "token", "optional": True}
     }
@@ -426,7 +431,7 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
     assert proxy["readinessProbe"]["httpGet"] == {"path": "/-/proxy/ping", "port": "http"}
     assert proxy["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     assert scoring["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "model"}
-    assert docs[3]["spec"]["ports"][0]["targetPort"] == "http"
+    assert [p["targetPort"] for p in docs[3]["spec"]["ports"]] == ["http"]
 
     # the kubelet runs both preStops at once: the scoring container outlasts its proxy's, and
     # the grace period covers the longer one plus the service's own shutdown
