@@ -360,27 +360,21 @@ def manifests(
         InvalidInputError: a capture setting pods cannot use.
     """
     meta = {"namespace": namespace, "labels": labels(name)}
-    docs: list[dict[str, Any]] = []
-    if api_keys is not None:
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": secret_name(name), **meta},
-                "type": "Opaque",
-                "stringData": {API_KEY_NAME: api_keys},
-            }
-        )
-    if proxy_token is not None:
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": proxy_secret_name(name), **meta},
-                "type": "Opaque",
-                "stringData": {TOKEN_KEY: proxy_token},
-            }
-        )
+    secrets = (
+        (secret_name(name), API_KEY_NAME, api_keys),
+        (proxy_secret_name(name), TOKEN_KEY, proxy_token),
+    )
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, **meta},
+            "type": "Opaque",
+            "stringData": {key: value},
+        }
+        for secret, key, value in secrets
+        if value is not None
+    ]
     docs.append(deployment_manifest(name, namespace, model, config, image, settings))
     docs.append(
         {

@@ -149,6 +149,16 @@ def send(client: httpx.Client, url: str, n: int, budget: float, **headers: str) 
     return out
 
 
+def wait_shadow_settled(url: str, copies: int) -> None:
+    """Wait until the shadow route of version 3 has sent or dropped `copies` copies."""
+
+    def settled() -> bool:
+        s = stats_of(url, "shadow", "3")
+        return s.get("total_requests", 0) + s.get("total_dropped", 0) == copies
+
+    wait_for(settled, 30, 0.05)
+
+
 def test_canary_gets_its_percent_and_every_answer_names_its_version(proxy, blue_green) -> None:
     blue, green = blue_green
     assert (
@@ -267,12 +277,7 @@ def test_a_full_shadow_queue_drops_copies_and_counts_them(blue_green, tmp_path: 
         with httpx.Client(timeout=10) as client:
             answers = send(client, url, 10, budget=4)  # within the shadow's 5 s sleep
         assert all(r.status_code == 200 for r, _ in answers)
-
-        def settled() -> bool:
-            s = stats_of(url, "shadow", "3")
-            return s.get("total_requests", 0) + s.get("total_dropped", 0) == 10
-
-        wait_for(settled, 30, 0.05)
+        wait_shadow_settled(url, 10)
         counted = stats_of(url, "shadow", "3")
         assert counted["total_requests"] == 2 and counted["total_dropped"] == 8
         assert counted["dropped"] == 8 and len(shadow.received) == 2
@@ -297,12 +302,7 @@ def test_shadow_copies_are_bounded_by_the_bytes_they_hold(blue_green, tmp_path: 
             for _ in range(10):
                 assert time.monotonic() < deadline
                 assert client.post(url + "/invocations", content=body).status_code == 200
-
-        def settled() -> bool:
-            s = stats_of(url, "shadow", "3")
-            return s.get("total_requests", 0) + s.get("total_dropped", 0) == 10
-
-        wait_for(settled, 30, 0.05)
+        wait_shadow_settled(url, 10)
         counted = stats_of(url, "shadow", "3")
         assert counted["total_requests"] == 2 and counted["total_dropped"] == 8
         # the bytes are released as copies finish: a later copy is sent again

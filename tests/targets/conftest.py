@@ -1,4 +1,5 @@
-"""Fixtures of the target tests: a real Prefect server per test module (the batch: target's)."""
+"""Fixtures of the target tests: a real Prefect server per test module (the batch: target's),
+and the kubernetes: tests' stand-in."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers import prefect_server
+
+# the kubernetes: tests' fixtures (stand-in API server, kubeconfig, iris images); a test module
+# that defines its own fixture of the same name (the IoT Hub stand-in) overrides it
+from tests.targets.kubernetes_support import (  # noqa: F401
+    iris_home,
+    k8s_images,
+    kubeconfig,
+    standin,
+)
 
 
 @pytest.fixture(scope="module")

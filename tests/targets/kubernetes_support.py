@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlops_pipeline.targets.base import ModelRef
 
 from tests.docker_support import build_iris_images
 from tests.fakes.kubernetes_apiserver import StandInApiServer
 
 NAMESPACE = "mlops-test"
+URI = f"kubernetes:/{NAMESPACE}"
+V1, V2 = ModelRef("iris", "1"), ModelRef("iris", "2")
 # small and reachable from this machine: one pod, a NodePort on 127.0.0.1
 OPTIONS = {
     "service_type": "NodePort",
@@ -60,3 +63,16 @@ def kubeconfig(standin: StandInApiServer, tmp_path: Path, monkeypatch) -> Path:
     path = standin.kubeconfig(tmp_path / "kubeconfig")
     monkeypatch.setenv("MLOPS_K8S_KUBECONFIG", str(path))
     return path
+
+
+def challenger_objects(standin: StandInApiServer, name: str) -> list[dict]:
+    """What is left of NAME's challenger: its Deployment, Service and the routes ConfigMap."""
+    return [
+        found
+        for kind, object_name in (
+            ("Deployment", f"{name}-challenger"),
+            ("Service", f"{name}-challenger"),
+            ("ConfigMap", f"{name}-routes"),
+        )
+        if (found := standin.get(kind, NAMESPACE, object_name)) is not None
+    ]

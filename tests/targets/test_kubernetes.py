@@ -19,23 +19,15 @@ from mlops_pipeline.errors import (
 )
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets import operations
-from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus, ModelRef
+from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus
 from mlops_pipeline.targets.kubernetes import KubernetesTarget
 from mlops_pipeline.tracking import connect
 
 from tests.docker_support import IRIS_PAYLOAD
-from tests.targets import kubernetes_support
-from tests.targets.kubernetes_support import NAMESPACE, OPTIONS
+from tests.targets.kubernetes_support import NAMESPACE, OPTIONS, URI, V1, V2
 from tests.targets.local_support import LoadClient, served_version
 
 pytestmark = pytest.mark.docker
-# the support module's fixtures, used here by name
-iris_home = kubernetes_support.iris_home
-k8s_images = kubernetes_support.k8s_images
-standin = kubernetes_support.standin
-kubeconfig = kubernetes_support.kubeconfig
-URI = f"kubernetes:/{NAMESPACE}"
-V1, V2 = ModelRef("iris", "1"), ModelRef("iris", "2")
 
 
 def config(**options: str) -> DeployConfig:

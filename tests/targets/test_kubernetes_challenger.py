@@ -25,18 +25,10 @@ from mlops_pipeline.targets.kubernetes_routes import PodsProxyAdmin
 
 from tests.docker_support import docker_build_env  # noqa: F401 (fixture)
 from tests.mlops.rollout.support import register_behaviour
-from tests.targets import kubernetes_support
-from tests.targets.kubernetes_support import NAMESPACE, OPTIONS
+from tests.targets.kubernetes_support import NAMESPACE, OPTIONS, URI, V1, V2, challenger_objects
 from tests.targets.local_support import IRIS_ROW, LoadClient, register_version, served_version
 
 pytestmark = pytest.mark.docker
-# the support module's fixtures, used here by name
-iris_home = kubernetes_support.iris_home
-k8s_images = kubernetes_support.k8s_images
-standin = kubernetes_support.standin
-kubeconfig = kubernetes_support.kubeconfig
-URI = f"kubernetes:/{NAMESPACE}"
-V1, V2 = ModelRef("iris", "1"), ModelRef("iris", "2")
 
 
 def config(**options: str) -> DeployConfig:
@@ -46,19 +38,6 @@ def config(**options: str) -> DeployConfig:
 @pytest.fixture
 def target(kubeconfig: Path) -> KubernetesTarget:
     return KubernetesTarget(URI)
-
-
-def challenger_objects(standin, name: str) -> list:
-    """What is left of NAME's challenger: its Deployment, Service and the routes ConfigMap."""
-    return [
-        found
-        for kind, object_name in (
-            ("Deployment", f"{name}-challenger"),
-            ("Service", f"{name}-challenger"),
-            ("ConfigMap", f"{name}-routes"),
-        )
-        if (found := standin.get(kind, NAMESPACE, object_name)) is not None
-    ]
 
 
 def pod_routes(admin: PodsProxyAdmin) -> dict[str, dict]:

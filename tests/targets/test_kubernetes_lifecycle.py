@@ -16,7 +16,7 @@ from mlops_pipeline import inuse, ledger
 from mlops_pipeline.errors import ConflictError, InvalidInputError
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets import operations
-from mlops_pipeline.targets.base import DeployConfig, ModelRef
+from mlops_pipeline.targets.base import DeployConfig
 from mlops_pipeline.targets.kubernetes import MAX_CHALLENGER_NAME, KubernetesTarget
 from mlops_pipeline.targets.kubernetes_manifests import (
     PROXY_CONTAINER,
@@ -26,17 +26,8 @@ from mlops_pipeline.targets.kubernetes_manifests import (
 )
 from mlops_pipeline.tracking import connect
 
-from tests.targets import kubernetes_support
-from tests.targets.kubernetes_support import NAMESPACE, OPTIONS
+from tests.targets.kubernetes_support import NAMESPACE, OPTIONS, URI, V1, V2, challenger_objects
 from tests.targets.local_support import IRIS_ROW, LoadClient, served_version
-
-# the support module's fixtures, used here by name
-iris_home = kubernetes_support.iris_home
-k8s_images = kubernetes_support.k8s_images
-standin = kubernetes_support.standin
-kubeconfig = kubernetes_support.kubeconfig
-URI = f"kubernetes:/{NAMESPACE}"
-V1, V2 = ModelRef("iris", "1"), ModelRef("iris", "2")
 
 
 def config(**options: str) -> DeployConfig:
@@ -175,14 +166,7 @@ def test_stop_with_a_terminating_pod_fails_no_request_and_waits_for_the_challeng
         challenger_pods = target.api.list("Pod", f"mlops.deployment={name}-challenger")
         time.sleep(6)  # past the terminating pod's preStop
         load.stop()
-        left = [
-            standin.get(kind, NAMESPACE, object_name)
-            for kind, object_name in (
-                ("Deployment", f"{name}-challenger"),
-                ("Service", f"{name}-challenger"),
-                ("ConfigMap", f"{name}-routes"),
-            )
-        ]
+        left = challenger_objects(standin, name)
         target.stop_challenger(name)  # idempotent
         versions = {
             httpx.post(f"{created.endpoint_url}/invocations", json=IRIS_ROW, timeout=30).headers[
@@ -196,7 +180,7 @@ def test_stop_with_a_terminating_pod_fails_no_request_and_waits_for_the_challeng
     assert load.failures == [], load.failures[:5]
     assert load.ok > 50
     assert challenger_pods == []  # stop returned after they were gone
-    assert left == [None, None, None]
+    assert left == []
     assert versions == {"1"}
 
 

@@ -26,19 +26,17 @@ from mlops_pipeline.errors import (
 )
 from mlops_pipeline.targets.base import DeployConfig, ModelRef
 from mlops_pipeline.targets.kubernetes import KubernetesTarget
-from mlops_pipeline.targets.kubernetes_manifests import PROXY_CONTAINER, routes_name
+from mlops_pipeline.targets.kubernetes_manifests import (
+    PROXY_ADMIN_PORT,
+    PROXY_CONTAINER,
+    routes_name,
+)
 from mlops_pipeline.targets.kubernetes_routes import PodsProxyAdmin
 
-from tests.targets import kubernetes_support
-from tests.targets.kubernetes_support import NAMESPACE, OPTIONS
+from tests.targets.kubernetes_support import NAMESPACE, OPTIONS, URI
 from tests.targets.local_support import IRIS_ROW
 
 pytestmark = pytest.mark.docker
-# the support module's fixtures, used here by name
-iris_home = kubernetes_support.iris_home
-k8s_images = kubernetes_support.k8s_images
-standin = kubernetes_support.standin
-URI = f"kubernetes:/{NAMESPACE}"
 ROUTE = {"upstream": "http://127.0.0.1:8081", "percent": 10, "version": "1"}
 PUT_DELAY = 3.0  # seconds the stand-in holds each pods/proxy PUT (a pod draining)
 
@@ -174,7 +172,7 @@ def test_the_proxys_own_refusals_are_told_from_the_api_servers(deployed, standin
     with pytest.raises(BackendError) as unknown:
         admin.pod(first)._call("GET", "no-such-path")
     # the API server's own 403 stays a refusal of the kubeconfig's user
-    standin.fail_next("GET", rf"/pods/{first}:8080/proxy/-/proxy/routes$", 403)
+    standin.fail_next("GET", rf"/pods/{first}:{PROXY_ADMIN_PORT}/proxy/-/proxy/routes$", 403)
     with pytest.raises(AuthError, match="RBAC") as rbac:
         admin.pod(first).routes()
 
@@ -219,7 +217,7 @@ def test_stats_that_miss_a_pod_say_incomplete(deployed, standin, caplog):
     admin = deployed.admin(timeout=2)
     whole = admin.stats(300)
     # the first pod is deleted between the listing and its call: skipped, not an abort
-    standin.fail_next("GET", rf"/pods/{first}:8080/proxy/-/proxy/stats$", 404)
+    standin.fail_next("GET", rf"/pods/{first}:{PROXY_ADMIN_PORT}/proxy/-/proxy/stats$", 404)
     with caplog.at_level(logging.WARNING, "mlops_pipeline.targets.kubernetes_routes"):
         gone = admin.stats(300)
     # the second pod's proxy runs but does not answer

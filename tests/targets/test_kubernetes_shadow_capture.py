@@ -15,19 +15,14 @@ import httpx
 import pandas as pd
 import pytest
 from mlops_pipeline.rollout.shadow import shadow_comparison
-from mlops_pipeline.targets.base import DeployConfig, ModelRef
+from mlops_pipeline.targets.base import DeployConfig
 from mlops_pipeline.targets.kubernetes import KubernetesTarget
 from mlops_pipeline.tasks.demo import wait_for_captures
 
-from tests.targets import kubernetes_support
-from tests.targets.kubernetes_support import NAMESPACE, OPTIONS
+from tests.targets.kubernetes_support import OPTIONS, URI, V1, V2
 from tests.targets.local_support import IRIS_ROW
 
 pytestmark = pytest.mark.docker
-iris_home = kubernetes_support.iris_home
-k8s_images = kubernetes_support.k8s_images
-standin = kubernetes_support.standin
-kubeconfig = kubernetes_support.kubeconfig
 LABELS = [0, 2]  # IRIS_ROW's rows: a setosa and a virginica
 REQUESTS = 40
 
@@ -43,14 +38,12 @@ def test_shadow_captures_on_a_volume_pair_on_the_live_request_id(kubeconfig, sta
     config = DeployConfig(
         ready_timeout=120, drain_timeout=10, options={**OPTIONS, "capture_pvc": claim}
     )
-    target = KubernetesTarget(f"kubernetes:/{NAMESPACE}")
+    target = KubernetesTarget(URI)
     root = standin.volumes / "pvc" / claim
     try:
-        url = target.create(name, ModelRef("iris", "1"), config, image=k8s_images["1"])
+        url = target.create(name, V1, config, image=k8s_images["1"])
         url = url.endpoint_url
-        upstream = target.start_challenger(
-            name, ModelRef("iris", "2"), config, image=k8s_images["2"]
-        )
+        upstream = target.start_challenger(name, V2, config, image=k8s_images["2"])
         admin = target.proxy_admin(name)
         admin.set_routes(shadow={"upstream": upstream, "percent": 100, "version": "2"})
         with httpx.Client(timeout=30) as client:

@@ -19,7 +19,7 @@ from mlops_pipeline.tracking import connect
 
 from tests.docker_support import docker_build_env  # noqa: F401 (fixture)
 from tests.targets import kubernetes_support
-from tests.targets.kubernetes_support import NAMESPACE, OPTIONS
+from tests.targets.kubernetes_support import NAMESPACE, OPTIONS, challenger_objects
 from tests.targets.local_support import LoadClient, register_version, served_version
 
 pytestmark = pytest.mark.docker
@@ -54,14 +54,7 @@ def test_canary_flow_on_kubernetes_promotes_under_load_with_no_failed_request(
         finally:
             load.stop()
         after = served_version(endpoint)
-        left = [
-            standin.get(kind, NAMESPACE, object_name)
-            for kind, object_name in (
-                ("Deployment", f"{name}-challenger"),
-                ("Service", f"{name}-challenger"),
-                ("ConfigMap", f"{name}-routes"),
-            )
-        ]
+        left = challenger_objects(standin, name)
     finally:
         KubernetesTarget(URI).delete(name)
 
@@ -80,4 +73,4 @@ def test_canary_flow_on_kubernetes_promotes_under_load_with_no_failed_request(
     assert name in deployments_using(client, "iris", v2)
     assert name not in deployments_using(client, "iris", "1")
     assert get_model_version("iris", alias="champion").version == v2
-    assert left == [None, None, None]
+    assert left == []
