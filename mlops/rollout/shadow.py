@@ -122,7 +122,7 @@ def compare_captures(
     if pairs.empty:
         return result
     if kind == "classes":
-        result.agreement = float((a.astype(str) == b.astype(str)).mean())
+        result.agreement = float((as_classes(a) == as_classes(b)).mean())
     else:
         diff = (b.astype(float) - a.astype(float)).abs()
         result.mean_abs_difference = float(diff.mean())
@@ -144,13 +144,28 @@ def compare_captures(
             pc, ps = labelled[f"{column}_c"], labelled[f"{column}_s"]
             if kind == "numbers":
                 y, pc, ps = y.astype(float), pc.astype(float), ps.astype(float)
-            else:  # labels arrive as text when feedback was stored untyped
-                y, pc, ps = y.astype(str), pc.astype(str), ps.astype(str)
+            else:  # labels may arrive as text, or as floats through the feedback join
+                y, pc, ps = as_classes(y), as_classes(pc), as_classes(ps)
             result.labelled_rows = len(labelled)
             result.metric = chosen.name
             result.champion_metric = float(chosen.compute(y.to_numpy(), pc.to_numpy(), None))
             result.challenger_metric = float(chosen.compute(y.to_numpy(), ps.to_numpy(), None))
     return result
+
+
+def _class_text(value: object) -> str:
+    if isinstance(value, bool | np.bool_):
+        return str(value)
+    if isinstance(value, int | float | np.integer | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def as_classes(values: pd.Series) -> pd.Series:
+    """Class values as comparable text: an integral number without its fraction, so a label
+    stored as 0.0 (feedback labels pass through a float column when joined per request, or are
+    sent as JSON numbers) equals the integer prediction 0 and the text "0"."""
+    return values.map(_class_text)
 
 
 def _scored(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,46 @@
+"""The shadow comparison on captured frames: class predictions and labels compare by value,
+whatever type the feedback join leaves them in (found by a new-user trial: labels sent per
+request became floats and every labelled row was called wrong)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from mlops_pipeline.monitoring.captures import LABEL
+from mlops_pipeline.rollout.shadow import as_classes, compare_captures
+from mlops_pipeline.serving.contract import LATENCY_MS, REQUEST_ID, ROW, STATUS
+
+
+def captured(predictions: list) -> pd.DataFrame:
+    n = len(predictions)
+    return pd.DataFrame(
+        {
+            REQUEST_ID: [f"r{i}" for i in range(n)],
+            ROW: [0] * n,
+            STATUS: [200] * n,
+            LATENCY_MS: [5.0] * n,
+            "prediction": predictions,
+        }
+    )
+
+
+@pytest.mark.parametrize("per_row", [True, False], ids=["row-level", "request-level"])
+def test_labels_sent_per_request_or_per_row_are_compared_by_value(per_row: bool) -> None:
+    champion, challenger = captured([0, 1, 2, 1]), captured([0, 1, 2, 2])
+    feedback = pd.DataFrame(
+        {
+            REQUEST_ID: ["r0", "r1", "r2", "r3"],
+            ROW: [0, 0, 0, 0] if per_row else [None] * 4,
+            LABEL: [0, 1, 2, 1],
+        }
+    )
+    result = compare_captures(champion, challenger, feedback)
+    assert result.kind == "classes" and result.paired_rows == 4
+    assert result.agreement == 0.75
+    assert result.labelled_rows == 4 and result.metric == "accuracy"
+    assert result.champion_metric == 1.0 and result.challenger_metric == 0.75
+
+
+def test_classes_compare_by_value_across_types() -> None:
+    values = pd.Series([0, 0.0, "0", 1.5, "setosa", True, None], dtype=object)
+    assert as_classes(values).tolist() == ["0", "0", "0", "1.5", "setosa", "True", "None"]
