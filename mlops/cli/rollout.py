@@ -3,18 +3,29 @@
 
 A decision (`promoted`, `rolled_back`, `shadowed`) exits 0: the decision is the result; errors
 exit with the CLI's codes (2 invalid input, 3 not found, 4 conflict, 7 deployment failed...).
-Progress lines go to stderr, so `--json` output on stdout stays clean.
+Progress lines go to stderr, so `--json` output on stdout stays clean. Ctrl+C or SIGTERM (a CI
+job's timeout, `kill`) ends a running canary or shadow early: all traffic goes back to the
+champion, the challenger stops, and the command exits 130 (nothing is promoted or recorded).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
-from mlops_pipeline.cli._output import JsonOption, command, console, emit, err_console, run_flow
+from mlops_pipeline.cli._output import (
+    JsonOption,
+    command,
+    console,
+    emit,
+    err_console,
+    print_error,
+    run_flow,
+)
 
 app = typer.Typer()
 
@@ -47,6 +58,27 @@ def _progress() -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+INTERRUPTED = 130  # exit code of a rollout ended by Ctrl+C or SIGTERM, as shells report SIGINT
+
+
+@contextlib.contextmanager
+def _interruptible(name: str) -> Iterator[None]:
+    """SIGTERM ends the rollout as Ctrl+C does: the flow's clean-up runs (all traffic back on
+    the champion, the challenger stopped) before the command exits 130. Without this, SIGTERM
+    would kill the process mid-step and leave the split and the challenger running."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print_error(
+            f"interrupted: all of {name}'s traffic is back on the champion and the challenger "
+            "is stopped (warnings above name any step that failed); nothing was promoted."
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def render_rollout(d: dict[str, Any]) -> None:
@@ -155,7 +187,7 @@ def canary_cmd(
             hint=f"e.g. mlops canary {name} --model models:/MODEL/VERSION.",
             field="model",
         )
-    with _progress():
+    with _progress(), _interruptible(name):
         result = run_flow(
             canary,
             name=name,
@@ -211,12 +243,13 @@ def shadow_cmd(
                 field="model",
             )
         else:
-            result = run_flow(
-                shadow,
-                name=name,
-                model_uri=model,
-                percent=percent,
-                duration=duration,
-                metric=metric,
-            )
+            with _interruptible(name):
+                result = run_flow(
+                    shadow,
+                    name=name,
+                    model_uri=model,
+                    percent=percent,
+                    duration=duration,
+                    metric=metric,
+                )
     emit(result, as_json, render_rollout)

@@ -4,6 +4,8 @@ their exit code, and a sticky canary end to end on a local deployment."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 
@@ -13,7 +15,7 @@ from mlops_pipeline.targets import operations
 from typer.testing import CliRunner
 
 from tests.mlops.rollout.support import VersionClient, fast_rollout, iris_prod  # noqa: F401
-from tests.targets.local_support import register_version
+from tests.targets.local_support import register_version, served_version
 
 runner = CliRunner()
 
@@ -94,3 +96,44 @@ def test_sticky_canary_through_the_cli_keeps_each_client_on_one_version(
     assert any(
         s["canary"]["percent"] == 50.0 and s["sticky_header"] == "X-Client-ID" for s in splits
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_canary_ended_by_a_signal_puts_all_traffic_back_and_stops_the_challenger(
+    sig: signal.Signals,
+    iris_prod: dict,  # noqa: F811
+    iris_model_dir,
+    mlops_home,
+) -> None:
+    # a CI job's timeout sends SIGTERM: it used to kill the command mid-step, leaving 50 % of
+    # the traffic on an unjudged challenger that no command could stop
+    v2 = register_version(iris_model_dir)
+    seen: list[dict] = []
+
+    def signal_at_the_first_step() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            routes = operations.get_status("iris-prod").health.model_dump().get("routes")
+            if routes and routes.get("canary"):
+                seen.append(routes)
+                os.kill(os.getpid(), sig)  # delivered to the main thread, which runs the CLI
+                return
+            time.sleep(0.2)
+
+    sender = threading.Thread(target=signal_at_the_first_step, daemon=True)
+    sender.start()
+    result = runner.invoke(
+        app,
+        ["canary", "iris-prod", "--model", f"models:/iris/{v2}", "--steps", "50,100",
+         "--interval", "60"],
+    )  # fmt: skip
+    sender.join(10)
+    routes = operations.get_status("iris-prod").health.model_dump().get("routes") or {}
+    state = json.loads((mlops_home / "local" / "iris-prod" / "state.json").read_text())
+
+    assert seen and seen[0]["canary"]["percent"] == 50.0  # it was signalled mid-step
+    assert result.exit_code == 130, result.output
+    assert "interrupted: all of iris-prod's traffic is back on the champion" in result.stderr
+    assert routes.get("canary") is None and state["challenger"] is None
+    assert served_version(iris_prod["endpoint_url"]) == "1"
+    assert signal.getsignal(signal.SIGTERM) is not signal.default_int_handler  # restored
