@@ -56,6 +56,12 @@ def _challenger(name: str, model_uri: str, base_image: str | None):
     return current, model, image
 
 
+NOTHING_PAIRED = (
+    "nothing to compare: no mirrored request was answered by both versions (send live traffic "
+    "during the shadow, or lengthen --duration)"
+)
+
+
 def _readable_captures(current: Deployment) -> None:
     """Refuse a shadow whose live and shadow answers this process cannot read to join.
 
@@ -181,9 +187,14 @@ def shadow(
         _abandon(name, model)
         raise
     time.sleep(policy.capture_settle_seconds)  # the champion's writer flushes on its interval
+    until = dt.datetime.now(dt.UTC)
     comparison = shadow_comparison(
-        current.capture_uri, model.name, current.model_version, model.version, since, metric
+        current.capture_uri, model.name, current.model_version, model.version, since, metric, until
     )
+    reason = f"{percent:g}% mirrored for {duration:g} s; {comparison.paired_rows} rows paired"
+    if not comparison.paired_rows:
+        reason += f"; {NOTHING_PAIRED}"
+        get_logger(__name__).warning("shadow of %s: %s", name, NOTHING_PAIRED)
     decision = RolloutDecision(
         kind="shadow",
         deployment=name,
@@ -191,9 +202,11 @@ def shadow(
         champion_version=current.model_version,
         challenger_version=model.version,
         decision="shadowed",
-        reason=f"{percent:g}% mirrored for {duration:g} s; {comparison.paired_rows} rows paired",
+        reason=reason,
         shadow=comparison,
         proxy=figures,
+        window_start=since,
+        window_end=until,
     )
     return _finish(decision, report_html=True)
 
@@ -205,7 +218,9 @@ def shadow_report(
     metric: str | None = None,
 ) -> dict[str, Any]:
     """The shadow comparison of deployment NAME now: for MODEL_URI, else the version its proxy
-    mirrors to, else the last shadow recorded. Reads every capture of the challenger version."""
+    mirrors to, else the last shadow recorded. A running shadow, or MODEL_URI's version never
+    shadowed, is read from every capture of that version; the last recorded shadow of that
+    version from its own window only (the version may have served live traffic since)."""
     current = get_deployment(name)
     _readable_captures(current)
     version = resolve_model_uri(model_uri).version if model_uri else None
@@ -214,10 +229,19 @@ def shadow_report(
         with contextlib.suppress(MLOpsError):
             route = proxy_routes(name).get("shadow")
             version, running = (route or {}).get("version"), route is not None
-    if version is None:
-        version = _last_shadow_version(name)
+    since = until = None
+    if not running:
+        last = _last_shadow(name, required=version is None)
+        if last is not None and version in (None, last.challenger_version):
+            version, since, until = last.challenger_version, last.window_start, last.window_end
     comparison = shadow_comparison(
-        current.capture_uri, current.model_name, current.model_version, version, None, metric
+        current.capture_uri,
+        current.model_name,
+        current.model_version,
+        version,
+        since,
+        metric,
+        until,
     )
     decision = RolloutDecision(
         kind="shadow",
@@ -229,17 +253,26 @@ def shadow_report(
         reason=f"report on demand ({'running' if running else 'finished'}); "
         f"{comparison.paired_rows} rows paired",
         shadow=comparison,
+        window_start=since,
+        window_end=until,
     )
     return _finish(decision, report_html=True)
 
 
-def _last_shadow_version(name: str) -> str:
+def _last_shadow(name: str, *, required: bool) -> RolloutDecision | None:
+    """NAME's last recorded shadow (None when there is none and it is not `required`).
+
+    Raises:
+        NotFoundError: none recorded and `required`.
+    """
     from mlops_pipeline.redeploy.records import decisions
 
     for row in reversed(decisions(name)):
         details = row.get("details") or {}
         if details.get("kind") == "shadow":
-            return str(details["challenger_version"])
+            return RolloutDecision.model_validate(details)
+    if not required:
+        return None
     raise NotFoundError(
         f"Deployment '{name}' has no running or recorded shadow.",
         hint=f"Start one with `mlops shadow {name} --model MODEL_URI`, or pass --model.",

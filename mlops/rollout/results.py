@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from mlops_pipeline.rollout.admin import RouteFigures
@@ -57,6 +58,12 @@ class RolloutDecision(BaseModel):
     shadow: ShadowComparison | None = None
     proxy: list[RouteFigures] = Field(
         default_factory=list, description="The proxy's per-route figures at the end (shadow)."
+    )
+    window_start: datetime | None = Field(
+        default=None, description="UTC start of the captures a shadow's comparison read."
+    )
+    window_end: datetime | None = Field(
+        default=None, description="UTC end of them; a later report reads the same window."
     )
     report_path: str | None = None
     mlflow_run_id: str | None = None

@@ -27,6 +27,7 @@ from mlops_pipeline.serving.contract import (
     REQUEST_ID,
     ROW,
     STATUS,
+    TS,
     is_prediction_column,
 )
 
@@ -36,14 +37,21 @@ CLASS_METRIC, NUMBER_METRIC = "accuracy", "rmse"
 
 
 def read_version(
-    capture_uri: str, model_name: str, version: str, since: dt.datetime | None
+    capture_uri: str,
+    model_name: str,
+    version: str,
+    since: dt.datetime | None,
+    until: dt.datetime | None = None,
 ) -> pd.DataFrame:
-    """Every captured row of one version written since `since` (UTC; None: all), one row per
-    scored row and one per failed request (`_row` null)."""
+    """Every captured row of one version written since `since` and captured until `until`
+    (UTC; None: no bound), one row per scored row and one per failed request (`_row` null)."""
     files = captures.list_capture_files(capture_uri, model_name, version, since=since)
     if not files:
         return pd.DataFrame(columns=[REQUEST_ID, ROW, STATUS, LATENCY_MS])
-    return captures.read_capture_files(capture_uri, files, {}).frame
+    frame = captures.read_capture_files(capture_uri, files, {}).frame
+    if until is not None and TS in frame.columns:
+        frame = frame[pd.to_datetime(frame[TS], utc=True) <= pd.Timestamp(until)]
+    return frame
 
 
 def request_figures(frame: pd.DataFrame) -> tuple[int, float | None, float | None, float | None]:
@@ -188,14 +196,16 @@ def shadow_comparison(
     challenger_version: str,
     since: dt.datetime | None = None,
     metric: str | None = None,
+    until: dt.datetime | None = None,
 ) -> ShadowComparison:
-    """Read both versions' captures since `since` and the champion's feedback; compare them.
+    """Read both versions' captures from `since` to `until` (UTC; None: no bound) and the
+    champion's feedback; compare them.
 
     Raises:
         InvalidInputError: see `compare_captures`.
     """
-    champion = read_version(capture_uri, model_name, champion_version, since)
-    challenger = read_version(capture_uri, model_name, challenger_version, since)
+    champion = read_version(capture_uri, model_name, champion_version, since, until)
+    challenger = read_version(capture_uri, model_name, challenger_version, since, until)
     feedback = captures.read_feedback(capture_uri, model_name, champion_version)
     result = compare_captures(champion, challenger, feedback, metric)
     log.info(

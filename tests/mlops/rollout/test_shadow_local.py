@@ -123,10 +123,19 @@ def test_shadow_report_on_demand_agreement_and_labelled_metric(
     # the champion flushes its labels apart from its predictions: wait for both
     captured = len(ids) * len(LABELS)
     wait_for_captures(mlops_home / "captures" / "iris-prod", captured, labels=captured)
-    report = run_flow(shadow_report, name="iris-prod")
-
     root = mlops_home / "captures" / "iris-prod"
     live, mirrored = _captures(root, "1"), _captures(root, v2)
+    # v2 answers other traffic after the shadow (e.g. promoted later): failed requests outside
+    # the shadow's window, which a report on that shadow must leave out
+    later = mirrored.assign(
+        _request_id=[f"later-{i}" for i in range(len(mirrored))],
+        _status=500,
+        _ts=pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=5),
+    )
+    first = sorted((root / "model=iris" / f"version={v2}").rglob("*.parquet"))[0]
+    later.to_parquet(first.with_name("later-traffic.parquet"), index=False)
+    report = run_flow(shadow_report, name="iris-prod")
+
     pairs = live.merge(mirrored, on=["_request_id", "_row"], suffixes=("_c", "_s"))
     pairs = pairs[(pairs["_status_c"] == 200) & (pairs["_status_s"] == 200)]
     labels = pairs["_row"].map(dict(enumerate(LABELS)))
@@ -140,3 +149,6 @@ def test_shadow_report_on_demand_agreement_and_labelled_metric(
     assert s["champion_metric"] == (pairs["prediction_c"] == labels).mean()
     assert abs(s["challenger_metric"] - 1 / 3) < 1e-9  # right on the versicolor row only
     assert s["challenger_error_rate"] == 0.0 and s["champion_error_rate"] == 0.0
+    assert s["challenger_requests"] == out["result"]["shadow"]["challenger_requests"]
+    window = out["result"]["window_start"], out["result"]["window_end"]
+    assert all(window) and report["window_start"] == window[0]
