@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -127,6 +129,32 @@ def command(typer_app: typer.Typer, name: str | None = None, **kwargs: Any) -> C
         return typer_app.command(name, **kwargs)(wrapper)
 
     return decorator
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command runs so it unwinds as Ctrl+C does."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """For the block, SIGTERM (schedulers, systemd, Kubernetes, a CI job's timeout) raises
+    `Terminated`, a KeyboardInterrupt, in the main thread: the command's clean-up runs as for
+    Ctrl+C instead of the process dying mid-work. The previous handler is restored."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stopped_by(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """("terminated", 143) for SIGTERM, ("interrupted", 130) for Ctrl+C: the word for the
+    command's last line and its exit code, as shells report the two signals."""
+    return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
 
 
 def run_flow(flow: Any, **params: Any) -> Any:

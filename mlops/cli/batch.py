@@ -10,11 +10,19 @@ files scored so far are kept either way.
 
 from __future__ import annotations
 
-import signal
 from typing import Annotated, Any
 
 import typer
-from mlops_pipeline.cli._output import JsonOption, command, console, emit, err_console, run_flow
+from mlops_pipeline.cli._output import (
+    JsonOption,
+    command,
+    console,
+    emit,
+    err_console,
+    run_flow,
+    sigterm_as_interrupt,
+    stopped_by,
+)
 
 app = typer.Typer()
 
@@ -52,14 +60,6 @@ _HELP = "\n\n".join(
         "130 interrupted (Ctrl+C), 143 terminated (SIGTERM).",
     ]
 )
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the run is so it unwinds as Ctrl+C does (temporary files go)."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
 
 
 @command(app, "score-batch", help=_HELP)
@@ -128,9 +128,8 @@ def score_batch_cmd(
         progress.update(task, rate=f"{speed:,.0f} rows/s" if speed else "")
 
     # schedulers, systemd and Kubernetes stop a job with SIGTERM: the same clean stop as Ctrl+C
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        with progress, progress_listener(advance):
+        with sigterm_as_interrupt(), progress, progress_listener(advance):
             result = run_flow(
                 score_batch,
                 model_uri=model_uri,
@@ -145,12 +144,10 @@ def score_batch_cmd(
     except KeyboardInterrupt as stop:
         # the run removed _SUCCESS first and renames a part only when its file is done, so
         # the folder holds whole files and no manifest: this line says exactly that
-        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        how, code = stopped_by(stop)
         err_console.print(
             f"{how}: no _SUCCESS written; rerun to finish (files already scored are kept).",
             highlight=False,
         )
-        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        raise typer.Exit(code) from None
     emit(result, as_json, render_result)

@@ -5,14 +5,14 @@ A decision (`promoted`, `rolled_back`, `shadowed`) exits 0: the decision is the 
 exit with the CLI's codes (2 invalid input, 3 not found, 4 conflict, 7 deployment failed...).
 Progress lines go to stderr, so `--json` output on stdout stays clean. Ctrl+C or SIGTERM (a CI
 job's timeout, `kill`) ends a running canary or shadow early: all traffic goes back to the
-champion, the challenger stops, and the command exits 130 (nothing is promoted or recorded).
+champion, the challenger stops, and the command exits 130 (Ctrl+C) or 143 (SIGTERM); nothing
+is promoted or recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -25,6 +25,8 @@ from mlops_pipeline.cli._output import (
     err_console,
     print_error,
     run_flow,
+    sigterm_as_interrupt,
+    stopped_by,
 )
 
 app = typer.Typer()
@@ -60,25 +62,21 @@ def _progress() -> Iterator[None]:
         logger.setLevel(level)
 
 
-INTERRUPTED = 130  # exit code of a rollout ended by Ctrl+C or SIGTERM, as shells report SIGINT
-
-
 @contextlib.contextmanager
 def _interruptible(name: str) -> Iterator[None]:
-    """SIGTERM ends the rollout as Ctrl+C does: the flow's clean-up runs (all traffic back on
-    the champion, the challenger stopped) before the command exits 130. Without this, SIGTERM
+    """Ctrl+C or SIGTERM ends the rollout with the flow's clean-up (all traffic back on the
+    champion, the challenger stopped), one line, and exit 130 or 143. Without this, SIGTERM
     would kill the process mid-step and leave the split and the challenger running."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        yield
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as stop:
+        how, code = stopped_by(stop)
         print_error(
-            f"interrupted: all of {name}'s traffic is back on the champion and the challenger "
-            "is stopped (warnings above name any step that failed); nothing was promoted."
+            f"{how}: all of {name}'s traffic is back on the champion and the challenger is "
+            "stopped (warnings above name any step that failed); nothing was promoted."
         )
-        raise typer.Exit(INTERRUPTED) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        raise typer.Exit(code) from None
 
 
 def render_rollout(d: dict[str, Any]) -> None:
@@ -177,7 +175,12 @@ def canary_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Shift a deployment's traffic to a challenger in steps; promote it after the last healthy
-    step, or send all traffic back to the champion at the first regression. Exit 0 for both."""
+    step, or send all traffic back to the champion at the first regression.
+
+    Exit codes: 0 either decision (read it from --json); 2 bad input; 3 no such deployment or
+    model version; 4 a challenger already runs, or the version is already served; 5 a backend
+    failed; 7 the challenger did not start; 130 interrupted (Ctrl+C), 143 terminated (SIGTERM),
+    traffic back on the champion. Thresholds: MLOPS_ROLLOUT_* (README, "Canary and shadow")."""
     from mlops_pipeline.errors import InvalidInputError
     from mlops_pipeline.flows.rollout import canary
 
@@ -215,7 +218,8 @@ def shadow_cmd(
         bool,
         typer.Option(
             "--report",
-            help="Only compare now (a running shadow, else the last one, or --model's version).",
+            help="Compare without mirroring: the running shadow, else the last recorded one "
+            "(its window only), or --model's version.",
         ),
     ] = False,
     metric: Annotated[
@@ -229,7 +233,12 @@ def shadow_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Mirror live requests to a challenger (its answers are never returned), then compare it
-    with the champion: agreement or differences, error rates, latency, labelled metric."""
+    with the champion: agreement or differences, error rates, latency, labelled metric.
+
+    Exit codes: 0 compared; 2 bad input, or the deployment does not capture; 3 no such
+    deployment, model version, or shadow to report on; 4 a challenger already runs; 5 a backend
+    failed; 7 the challenger did not start; 130 interrupted (Ctrl+C), 143 terminated (SIGTERM),
+    traffic back on the champion."""
     from mlops_pipeline.errors import InvalidInputError
     from mlops_pipeline.flows.rollout import shadow, shadow_report
 
