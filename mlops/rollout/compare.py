@@ -42,7 +42,8 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
         `max_p95_ratio` times and `min_p95_increase_ms` more than the champion's with 95 %
         confidence: the challenger's lower bound against the champion's upper bound (the
         proxy's order-statistic bounds; a canary's p95 often rests on a few dozen requests,
-        and a ratio of point estimates calls their noise a regression);
+        and a ratio of point estimates calls their noise a regression), or against the
+        champion's point estimate when it has too few requests (under 59) for an upper bound;
         `insufficient_traffic` when either side has fewer than `min_requests` requests and
         nothing is conclusive; else `healthy`.
     """
@@ -65,6 +66,10 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
     if challenger.p95_ms is not None and champion.p95_ms:
         ratio = challenger.p95_ms / champion.p95_ms
         slow, fast = _p95_bounds(challenger)[0], _p95_bounds(champion)[1]
+        # under 59 requests the champion's p95 has no upper bound: its point estimate then,
+        # still against the challenger's lower bound (no bound must not mean "not slower")
+        bounded = fast is not None
+        fast = fast if bounded else champion.p95_ms
         if (
             enough
             and slow is not None
@@ -73,9 +78,10 @@ def compare(champion: RouteFigures, challenger: RouteFigures, policy: RolloutPol
             and slow - fast > policy.min_p95_increase_ms
         ):
             regressed = True
+            side = f"at most {fast:.1f}" if bounded else "too few requests for an upper bound"
             reasons.append(
                 f"p95 {challenger.p95_ms:.1f} ms (at least {slow:.1f}) vs champion "
-                f"{champion.p95_ms:.1f} ms (at most {fast:.1f}), 95 % confidence: "
+                f"{champion.p95_ms:.1f} ms ({side}), 95 % confidence: "
                 f"{slow / fast:.2f}x > {policy.max_p95_ratio}x"
             )
     if regressed:

@@ -62,3 +62,19 @@ def test_the_reason_names_both_bounds() -> None:
     assert f"(at least {challenger.p95_low_ms:.1f})" in reason
     assert f"(at most {champion.p95_high_ms:.1f}), 95 % confidence" in reason
     assert challenger.p95_low_ms < challenger.p95_ms and champion.p95_ms < champion.p95_high_ms
+
+
+def test_a_champion_too_thin_for_an_upper_bound_is_judged_on_its_point_estimate() -> None:
+    # a 50 % step of a few seconds: 20-58 champion requests have no upper bound for the p95;
+    # that must not let an 80 ms slower challenger through (it did, and was promoted)
+    policy = RolloutPolicy(min_requests=20)
+    rng = random.Random(5)
+    champion = figures("primary", [5.0 + rng.random() * 3 for _ in range(30)])
+    slow = figures("canary", [85.0 + rng.random() * 3 for _ in range(30)])
+    equal = figures("canary", [5.0 + rng.random() * 3 for _ in range(30)])
+    assert champion.p95_high_ms is None and slow.p95_low_ms is not None
+
+    comparison = compare(champion, slow, policy)
+    assert comparison.verdict == "regressed"
+    assert "too few requests for an upper bound" in comparison.reasons[0]
+    assert compare(champion, equal, policy).verdict == "healthy"
