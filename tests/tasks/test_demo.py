@@ -4,6 +4,7 @@ flow itself only when none started, so a slow machine never gives two redeploys.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 import pytest
@@ -101,24 +102,25 @@ def test_a_redeploy_past_the_finish_bound_raises_not_reruns(monkeypatch, clock) 
     assert 600 <= clock.now < 602
 
 
-def _parquet(path, rows: int) -> None:
+def _capture(root, rows: int, feedback: bool = False) -> None:
+    """`rows` captured rows (or feedback labels) in one file, laid out as the service writes."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"_request_id": [f"r{i}" for i in range(rows)]}), path)
+    from tests.mlops.monitoring.capture_support import write_capture
+
+    table = pa.table({"_request_id": [f"r{i}" for i in range(rows)]})
+    write_capture(root, table, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), "m", "1", feedback)
 
 
 def test_the_capture_wait_holds_until_the_labels_land_too(tmp_path, monkeypatch, clock) -> None:
     # predictions and labels are separate files: the labels may land after the predictions
-    _parquet(tmp_path / "model=m/version=1/date=2026-12-01/part-a.parquet", 3)
-    label_file = tmp_path / "feedback/model=m/version=1/date=2026-12-01/part-b.parquet"
+    _capture(tmp_path, 3)
     landed = []
 
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
         if clock.now >= 2 and not landed:
-            _parquet(label_file, 3)
+            _capture(tmp_path, 3, feedback=True)
             landed.append(clock.now)
 
     monkeypatch.setattr(demo.time, "sleep", sleep)
@@ -127,7 +129,7 @@ def test_the_capture_wait_holds_until_the_labels_land_too(tmp_path, monkeypatch,
 
 
 def test_the_capture_wait_names_both_counts_when_it_times_out(tmp_path, clock, caplog) -> None:
-    _parquet(tmp_path / "model=m/version=1/date=2026-12-01/part-a.parquet", 3)
+    _capture(tmp_path, 3)
     with caplog.at_level("WARNING", logger=demo.__name__):
         assert demo.wait_for_captures.fn(tmp_path, 3, labels=2, timeout=5) == 3
     assert "3 of 3 rows and 0 of 2 labels were captured" in caplog.text
