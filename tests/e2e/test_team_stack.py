@@ -106,6 +106,10 @@ def team_stack(
                 "MLOPS_IMAGE_EXTRAS": "s3",
                 "MLOPS_BAKE_INTERVAL": "1",
                 "MLOPS_BAKE_MIN_REQUESTS": "20",
+                # a 4 s bake's p95 on 2 shared cores swings 1.5x (it rolled back once at
+                # 1.50x): this test is about the team stack; the bake's latency rule is
+                # tested on its own (tests/mlops/redeploy/)
+                "MLOPS_BAKE_MAX_P95_RATIO": "3",
             }.items():
                 monkeypatch.setenv(name, value)
             get_settings.cache_clear()
