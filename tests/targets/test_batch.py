@@ -21,7 +21,7 @@ from mlops_pipeline.targets.base import get_target
 from mlops_pipeline.targets.batch import ENTRYPOINT, BatchTarget
 
 from tests.mlops.batch.conftest import iris_model, iris_registry  # noqa: F401, F811 - fixtures
-from tests.targets.batch_support import prefect_deployment
+from tests.targets.batch_support import prefect_deployment, prefect_post
 
 URI = "batch:{landing}?output={output}&cron=0 * * * *"
 
@@ -134,10 +134,8 @@ def test_create_schedules_update_switches_version_delete_removes(api: str, tmp_p
 def test_a_prefect_deployment_of_that_name_made_by_someone_else_is_a_conflict(
     api: str, tmp_path
 ) -> None:
-    flow_id = httpx.post(f"{api}/flows/", json={"name": "score-batch"}, timeout=10).json()["id"]
-    httpx.post(
-        f"{api}/deployments/", json={"name": "handmade", "flow_id": flow_id}, timeout=10
-    ).raise_for_status()
+    flow_id = prefect_post(api, "/flows/", {"name": "score-batch"})["id"]
+    prefect_post(api, "/deployments/", {"name": "handmade", "flow_id": flow_id})
     target = get_target(URI.format(landing=tmp_path, output=tmp_path / "o"))
     with pytest.raises(ConflictError, match="already exists"):
         target.create("handmade", ModelRef("churn", "1"), DeployConfig())
@@ -272,9 +270,7 @@ def test_a_process_worker_of_the_pool_runs_what_the_schedule_starts(
     operations.create_deployment("iris-worker", ModelRef("iris", "1"), uri, DeployConfig())
     try:
         found = prefect_deployment(api, "iris-worker")
-        run = httpx.post(
-            f"{api}/deployments/{found['id']}/create_flow_run", json={}, timeout=30
-        ).json()
+        run = prefect_post(api, f"/deployments/{found['id']}/create_flow_run", {})
         prefect = str(Path(sys.executable).with_name("prefect"))
         worker = subprocess.run(
             [prefect, "worker", "start", "--pool", "batch-worker-test", "--run-once"],

@@ -20,7 +20,7 @@ from mlops_pipeline.targets.base import get_target
 
 from tests.conftest import IRIS_COLUMNS
 from tests.mlops.batch.conftest import iris_model, iris_registry  # noqa: F401, F811 - fixtures
-from tests.targets.batch_support import prefect_deployment
+from tests.targets.batch_support import prefect_deployment, prefect_post
 
 # -- 2. bad targets are refused before anything is created ------------------------------------
 
@@ -257,11 +257,11 @@ def test_status_shows_schedule_runs_and_is_degraded_without_worker_or_after_a_fa
         assert status.output.splitlines()[0].endswith("(degraded)"), status.output
 
         found = prefect_deployment(api, "iris-status")
-        run = httpx.post(
-            f"{api}/deployments/{found['id']}/create_flow_run",
-            json={"state": {"type": "FAILED", "name": "Failed", "message": "1 landing file"}},
-            timeout=30,
-        ).json()
+        run = prefect_post(
+            api,
+            f"/deployments/{found['id']}/create_flow_run",
+            {"state": {"type": "FAILED", "name": "Failed", "message": "1 landing file"}},
+        )
         assert run["state"]["type"] == "FAILED"
         report = runner.invoke(app, ["status", "iris-status", "--json"])
         assert report.exit_code == 1
