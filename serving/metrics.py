@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .latency import LATENCY_BUCKETS
+
 LABELS = ("model_name", "model_version")
 
 REQUESTS = Counter(
@@ -31,17 +33,10 @@ ERRORS = Counter(
     "Scoring requests answered with an error, by status and error code.",
     (*LABELS, "status", "code"),
 )
-LATENCY_BUCKETS = tuple(
-    ms / 1000.0
-    for ms in (0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12.5, 15, 20, 25, 30, 40, 50, 60, 80, 100)
-    + (125, 150, 200, 250, 300, 400, 500, 750, 1000, 2500, 5000, 10000)
-)
 LATENCY = Histogram(
     "mlops_serving_request_latency_seconds",
     "Time from request received to response ready for /invocations.",
     LABELS,
-    # about 1.25x apart up to 100 ms: a p95 interpolated within a bucket is off by at most a
-    # bucket's width, so the bake's latency ratio is not made up by coarse bounds
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(

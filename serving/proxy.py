@@ -30,7 +30,8 @@ Environment (`ProxySettings` in serving/settings.py; command-line options win):
                                   only, and answer it 404 on the stable port (default: unset,
                                   both on the stable port)
   MLOPS_SERVING_PROXY_TOKEN       admin bearer token (or MLOPS_SERVING_PROXY_TOKEN_FILE: a file
-                                  holding it); without one the admin API answers 403
+                                  holding it, re-read when it changes; its folder must exist);
+                                  without one the admin API answers 403
   MLOPS_SERVING_PROXY_VERSION     the initial upstream's version label
   MLOPS_SERVING_PROXY_ROUTES      initial canary/shadow routes as JSON (the PUT /-/proxy/routes
                                   body's canary, shadow and sticky_header), read once at start;
@@ -48,6 +49,14 @@ Health, as a client of the stable port sees it:
                           loading, restarting or being switched must not get the proxy killed.
   GET /ping, GET /ready   forwarded: the active scoring service answers whether it can score.
   The liveness of a scoring service is asked of the service itself, on its own port.
+
+Only POST requests (scoring, feedback) are split between primary and canary and counted in the
+stats; any other method goes to the primary uncounted, so probes never dilute a canary's figures.
+
+Metrics: GET /metrics on the stable port is answered by the proxy: the primary scoring
+service's own exposition (omitted while it does not answer), then the proxy's series labelled by
+route and the model_version that served each request (`Proxy.exposition`), so one scrape sees
+the champion and the canary side by side.
 
 Admin API (header `Authorization: Bearer <token>`, or `X-MLOps-Proxy-Token: <token>` where a
 gateway in between consumes Authorization, as the Kubernetes API server's pod proxy does; paths
@@ -109,6 +118,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
@@ -122,6 +132,7 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
+from .latency import LATENCY_BUCKETS
 from .relay import (
     ClientConnection,
     Exchange,
@@ -140,6 +151,7 @@ logger = logging.getLogger("serving.proxy")
 
 ADMIN_PREFIX = "/-/proxy/"
 LIVENESS_PATH = "/health/live"
+METRICS_PATH = "/metrics"
 MIRRORED_PATH = "/invocations"
 VERSION_HEADER = b"x-model-version"
 REQUEST_ID_HEADER = b"x-request-id"
@@ -175,6 +187,7 @@ MAX_STATS_KEYS = 16  # (route, version) pairs kept; the oldest one no route uses
 
 
 _JSON = b"application/json"
+METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -308,13 +321,27 @@ def quantile_bounds(
 class RouteStats:
     """Counts and the recent requests of one route and version, bounded in memory."""
 
-    __slots__ = ("requests", "errors", "client_errors", "dropped", "samples", "drops", "last")
+    __slots__ = (
+        "requests",
+        "errors",
+        "client_errors",
+        "dropped",
+        "samples",
+        "drops",
+        "last",
+        "buckets",
+        "seconds",
+    )
 
     def __init__(self, samples: int) -> None:
         self.requests = 0
         self.errors = 0
         self.client_errors = 0
         self.dropped = 0
+        # since start, for /metrics: requests per LATENCY_BUCKETS bound (not cumulative; the
+        # last slot is above every bound) and their summed seconds
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.seconds = 0.0
         self.last = time.monotonic()
         # (finished at, seconds, error, client error) of the last `samples` requests; drop
         # times likewise
@@ -328,6 +355,8 @@ class RouteStats:
         self.errors += error
         self.client_errors += client_error
         self.last = finished
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
         self.samples.append((finished, seconds, error, client_error))
 
     def drop(self, now: float) -> None:
@@ -368,6 +397,55 @@ class RouteStats:
         }
 
 
+class TokenFile:
+    """The admin token held in a file, re-read when the file changes.
+
+    A Kubernetes Secret volume swaps in a rotated Secret without restarting the pod, so the
+    token is looked up on every admin call (one stat; the file is read only when its inode,
+    mtime or size changed). A missing or empty file means no token: the admin API answers 403
+    until it appears.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int, int] | None = None
+        self._token: str | None = None
+
+    def get(self) -> str | None:
+        """The token now, or None."""
+        try:
+            found = os.stat(self.path)
+            seen = (found.st_ino, found.st_mtime_ns, found.st_size)
+            if seen != self._seen:
+                self._token = self.path.read_text().strip() or None
+                self._seen = seen
+        except OSError as exc:
+            if self._seen is not None or self._token is not None:
+                logger.warning("admin token file %s unreadable (%s): admin API off", self.path, exc)
+            self._seen = self._token = None
+        return self._token
+
+
+def admin_token(settings: ProxySettings) -> str | TokenFile | None:
+    """The admin token from `settings`: the token itself, else its file; None turns the admin
+    API off.
+
+    Raises:
+        FileNotFoundError: the token file's folder does not exist (a typo, not a Secret still
+        to come: a Secret volume's folder exists even while the Secret does not).
+    """
+    if settings.token is not None and settings.token.get_secret_value():
+        return settings.token.get_secret_value()
+    if settings.token_file is None:
+        return None
+    if not settings.token_file.parent.is_dir():
+        raise FileNotFoundError(f"no folder {settings.token_file.parent}")
+    tokens = TokenFile(settings.token_file)
+    if tokens.get() is None:
+        logger.warning("admin token file %s is missing or empty: admin API off", tokens.path)
+    return tokens
+
+
 class Proxy:
     """ASGI app: forward to the primary or canary upstream, mirror to the shadow; admin routes
     switch, change the routes, drain, and report per-version counts."""
@@ -375,7 +453,7 @@ class Proxy:
     def __init__(
         self,
         upstream: str | None,
-        token: str | None,
+        token: str | TokenFile | None,
         *,
         timeout: float = 120.0,
         state_file: Path | None = None,
@@ -469,6 +547,9 @@ class Proxy:
         an admin port, the admin API (but ping) is answered 404 here."""
         if request.path == LIVENESS_PATH:
             conn.write(simple_response(200, b"ok", b"text/plain", close=not request.keep_alive))
+        elif request.path == METRICS_PATH and request.method == b"GET":
+            body = await self.metrics()
+            conn.write(simple_response(200, body, METRICS_TYPE, close=not request.keep_alive))
         elif request.path.startswith(ADMIN_PREFIX):
             if self.admin_port and request.path != ADMIN_PREFIX + "ping":
                 status, body, content_type = 404, _ADMIN_ELSEWHERE, _JSON
@@ -520,7 +601,10 @@ class Proxy:
                     sticky_value = value
         if request.client:
             headers.append((b"x-forwarded-for", request.client.encode("latin-1")))
-        route = self._choose(sticky_value)
+        # only scoring calls (POST) are split and counted: a probe or a GET of /version goes to
+        # the primary and must not dilute the figures a canary is judged on
+        scoring = request.method == b"POST"
+        route = self._choose(sticky_value) if scoring else PRIMARY
         upstream, version = self._target(route)
         status = 502
         live_id: str | None = None
@@ -554,12 +638,13 @@ class Proxy:
             status, live_id = await self._relay(*asked, version, request, conn)
         finally:
             self._done(upstream)
-            self._record(route, version, upstream, time.monotonic() - started, status)
+            if scoring:
+                self._record(route, version, upstream, time.monotonic() - started, status)
         shadow = self.shadow
         if (
             shadow is not None
+            and scoring
             and request.path == MIRRORED_PATH
-            and request.method == b"POST"
             and random.random() * 100 < shadow.percent
         ):
             self._mirror(shadow, request, headers, live_id)
@@ -701,7 +786,7 @@ class Proxy:
         try:
             host = self.shadow_pool.host_header(shadow.upstream)
             data = request_bytes(b"POST", request.target, host, headers, request.body)
-            status, _ = await fetch(self.shadow_pool, shadow.upstream, data, self.shadow_timeout)
+            status, _, _ = await fetch(self.shadow_pool, shadow.upstream, data, self.shadow_timeout)
         except (UpstreamError, TimeoutError) as exc:
             logger.debug("shadow %s failed: %s", shadow.upstream, exc)
         except Exception:  # a shadow must never take the proxy down
@@ -741,11 +826,15 @@ class Proxy:
         stats = self._stats_for(route, version, upstream)
         stats.add(time.monotonic(), seconds, status >= 500, 400 <= status < 500)
 
+    def _stats_keys(self) -> list[tuple[str, str | None]]:
+        """The (route, version) pairs with figures: primary, canary, shadow, then by version."""
+        order = {PRIMARY: 0, CANARY: 1, SHADOW: 2}
+        return sorted(self._stats, key=lambda k: (order[k[0]], k[1] or ""))
+
     def stats(self, window: float) -> dict[str, Any]:
         """Per route and version: counts and latency over the last `window` seconds."""
         now = time.monotonic()
-        order = {PRIMARY: 0, CANARY: 1, SHADOW: 2}
-        keys = sorted(self._stats, key=lambda k: (order[k[0]], k[1] or ""))
+        keys = self._stats_keys()
         return {
             "window_seconds": window,
             "stats": [
@@ -758,6 +847,97 @@ class Proxy:
                 for route, version in keys
             ],
         }
+
+    async def metrics(self) -> bytes:
+        """GET /metrics on the stable port: the primary service's own exposition, then the
+        proxy's series (`exposition`). Always complete for the proxy's part: a primary that is
+        down or slow (5 s) only sets mlops_proxy_upstream_metrics_up to 0."""
+        text = b""
+        upstream = self.upstream
+        if upstream is not None:
+            try:
+                host = self.pool.host_header(upstream)
+                data = request_bytes(b"GET", METRICS_PATH.encode(), host, [], b"")
+                status, _, body = await fetch(self.pool, upstream, data, 5.0, keep_body=True)
+                if status == 200:
+                    text = body if body.endswith(b"\n") or not body else body + b"\n"
+            except (UpstreamError, TimeoutError) as exc:
+                logger.debug("metrics of %s unavailable: %s", upstream, exc)
+        return text + self.exposition(upstream_up=bool(text)).encode()
+
+    def exposition(self, upstream_up: bool) -> str:
+        """The proxy's Prometheus series (text format 0.0.4), labelled by route (primary,
+        canary, shadow) and model_version (the version that served the request; "" unknown):
+
+        * mlops_proxy_requests_total{route, model_version, outcome}: scoring requests (POST)
+          answered, outcome ok, client_error (4xx) or error (5xx, no answer, timeout); for the
+          shadow route, the copies sent;
+        * mlops_proxy_request_latency_seconds{route, model_version}: histogram with the scoring
+          service's bounds (serving/latency.py), body read to last byte sent;
+        * mlops_proxy_route_percent{route, model_version}: the split now;
+        * mlops_proxy_shadow_dropped_total{model_version}: copies dropped on a full queue;
+        * mlops_proxy_upstream_metrics_up: 1 when the primary's own metrics are included.
+
+        Counts are since the proxy started; a (route, version) pair evicted after
+        MAX_STATS_KEYS others starts again at 0, which Prometheus reads as a counter reset.
+        """
+        lines: list[str] = []
+
+        def family(name: str, kind: str, text: str) -> None:
+            lines.extend((f"# HELP {name} {text}", f"# TYPE {name} {kind}"))
+
+        keys = [(key, self._stats[key], _labels(*key)) for key in self._stats_keys()]
+        family(
+            "mlops_proxy_requests_total",
+            "counter",
+            "Scoring requests the proxy answered (shadow: copies sent), by route, version and "
+            "outcome.",
+        )
+        for _, stats, labels in keys:
+            ok = stats.requests - stats.errors - stats.client_errors
+            for outcome, count in (
+                ("ok", ok),
+                ("client_error", stats.client_errors),
+                ("error", stats.errors),
+            ):
+                lines.append(f'mlops_proxy_requests_total{{{labels},outcome="{outcome}"}} {count}')
+        name = "mlops_proxy_request_latency_seconds"
+        family(name, "histogram", "Time from the request body read to the last byte sent.")
+        for _, stats, labels in keys:
+            total = 0
+            for bound, count in zip((*LATENCY_BUCKETS, math.inf), stats.buckets, strict=True):
+                total += count
+                le = "+Inf" if bound == math.inf else repr(bound)
+                lines.append(f'{name}_bucket{{{labels},le="{le}"}} {total}')
+            lines.append(f"{name}_sum{{{labels}}} {stats.seconds!r}")
+            lines.append(f"{name}_count{{{labels}}} {total}")
+        family("mlops_proxy_route_percent", "gauge", "Percent of scoring requests per route now.")
+        canary, shadow = self.canary, self.shadow
+        split = [(PRIMARY, self.version, 100.0 - (canary.percent if canary else 0.0))]
+        if canary is not None:
+            split.append((CANARY, canary.version, canary.percent))
+        if shadow is not None:
+            split.append((SHADOW, shadow.version, shadow.percent))
+        for route, version, percent in split:
+            lines.append(f"mlops_proxy_route_percent{{{_labels(route, version)}}} {percent!r}")
+        family(
+            "mlops_proxy_shadow_dropped_total",
+            "counter",
+            "Shadow copies dropped because the shadow queue was full.",
+        )
+        for (route, version), stats, _ in keys:
+            if route == SHADOW:
+                escaped = _label_value(version)
+                lines.append(
+                    f'mlops_proxy_shadow_dropped_total{{model_version="{escaped}"}} {stats.dropped}'
+                )
+        family(
+            "mlops_proxy_upstream_metrics_up",
+            "gauge",
+            "1 when the primary scoring service's own metrics are included above.",
+        )
+        lines.append(f"mlops_proxy_upstream_metrics_up {int(upstream_up)}")
+        return "\n".join(lines) + "\n"
 
     # -- admin API ----------------------------------------------------------------------------
 
@@ -775,13 +955,12 @@ class Proxy:
         path, method, body = request.path, request.method.decode("latin-1"), request.body
         if path == ADMIN_PREFIX + "ping":
             return 200, b"ok", b"text/plain"
-        if not self.token:
+        token = self.token.get() if isinstance(self.token, TokenFile) else self.token
+        if not token:
             return 403, _error_body("forbidden", "The admin API is disabled."), _JSON
         headers = dict(request.headers)
-        bearer = hmac.compare_digest(
-            headers.get(b"authorization", b""), f"Bearer {self.token}".encode()
-        )
-        if not (bearer or hmac.compare_digest(headers.get(TOKEN_HEADER, b""), self.token.encode())):
+        bearer = hmac.compare_digest(headers.get(b"authorization", b""), f"Bearer {token}".encode())
+        if not (bearer or hmac.compare_digest(headers.get(TOKEN_HEADER, b""), token.encode())):
             return 401, _error_body("unauthorized", "Wrong or missing token."), _JSON
         name = path[len(ADMIN_PREFIX) :]
         methods = {"upstream": ("GET", "PUT"), "routes": ("GET", "PUT"), "stats": ("GET",)}
@@ -853,7 +1032,7 @@ class Proxy:
     async def _ready(self, upstream: str) -> bool:
         try:
             host = self.pool.host_header(upstream)
-            status, _ = await fetch(
+            status, _, _ = await fetch(
                 self.pool, upstream, request_bytes(b"GET", b"/ready", host, [], b""), 5.0
             )
         except (UpstreamError, TimeoutError):
@@ -945,6 +1124,15 @@ class Proxy:
             return 200, {"previous": previous, "upstream": new, "version": version, **drained}
 
 
+def _label_value(value: str | None) -> str:
+    """A label value escaped for the text format (versions are visible ASCII: no newline)."""
+    return (value or "").replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _labels(route: str, version: str | None) -> str:
+    return f'route="{route}",model_version="{_label_value(version)}"'
+
+
 def _window(query: bytes) -> float:
     values = parse_qs(query.decode("latin-1")).get("window")
     if not values:
@@ -1022,12 +1210,13 @@ async def serve(app: Proxy, host: str, port: int, drain_seconds: float = 30.0) -
 def main(argv: list[str] | None = None) -> None:
     """Parse options (defaults from `ProxySettings`) and serve until SIGTERM.
 
-    Exits with a one-line error naming the variable when a setting is invalid or the token file
-    cannot be read.
+    Exits with a one-line error naming the variable when a setting is invalid or the token
+    file's folder does not exist.
     """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = ProxySettings()
-        token = settings.admin_token()
+        token = admin_token(settings)
     except ValidationError as exc:
         problems = "; ".join(
             f"{env_name('_'.join(map(str, e['loc'])), PROXY_ENV_PREFIX)}: {e['msg']}"
@@ -1035,7 +1224,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(f"error: invalid proxy settings: {problems}")
     except OSError as exc:
-        sys.exit(f"error: {env_name('token_file', PROXY_ENV_PREFIX)} cannot be read: {exc}")
+        sys.exit(f"error: {env_name('token_file', PROXY_ENV_PREFIX)}: {exc}; create the folder")
     parser = argparse.ArgumentParser(
         prog="python -m mlops_pipeline.serving.proxy", description=__doc__.split("\n")[0]
     )
@@ -1043,7 +1232,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument("--upstream", default=settings.upstream)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # a hand-edited routes ConfigMap must not crash-loop every new pod: warn, serve without routes
     try:
         routes = _initial_routes(settings.routes)

@@ -496,10 +496,15 @@ class UpstreamPool:
 
 
 async def fetch(
-    pool: UpstreamPool, upstream: str, data: bytes, timeout: float, head_only: bool = False
-) -> tuple[int, list[tuple[bytes, bytes]]]:
-    """Send one request (`data`: its whole bytes) and read the whole answer; its status and
-    headers (the body is read and dropped).
+    pool: UpstreamPool,
+    upstream: str,
+    data: bytes,
+    timeout: float,
+    head_only: bool = False,
+    keep_body: bool = False,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Send one request (`data`: its whole bytes) and read the whole answer; its status, its
+    headers and, with `keep_body`, its body (else the body is read and dropped: b"").
 
     Raises:
         UpstreamError: no answer.
@@ -511,11 +516,12 @@ async def fetch(
     try:
         exchange.send(data, head_only)
         await exchange.done
+        body = b"".join(exchange.body) if keep_body else b""
     finally:
         timer.cancel()
         exchange.body = []
         pool.release(exchange)  # closed unless the answer was complete
-    return exchange.status, exchange.headers
+    return exchange.status, exchange.headers, body
 
 
 def request_bytes(

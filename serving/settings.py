@@ -153,7 +153,12 @@ class ProxySettings(BaseSettings):
     token: SecretStr | None = Field(
         default=None, description="Admin bearer token; without one the admin API answers 403."
     )
-    token_file: Path | None = Field(default=None, description="File holding the admin token.")
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the admin token (when `token` is unset), re-read when it "
+        "changes, so a rotated Kubernetes Secret takes effect without a restart; while the file "
+        "is missing or empty the admin API answers 403. Its folder must exist at start.",
+    )
     state_file: Path | None = Field(
         default=None,
         description="Where the current upstream is persisted on every switch and read back at "
@@ -192,14 +197,3 @@ class ProxySettings(BaseSettings):
         le=1_000_000,
         description="Recent requests kept per route and version for GET /-/proxy/stats.",
     )
-
-    def admin_token(self) -> str | None:
-        """The token itself, else the first line of `token_file`; None disables the admin API.
-
-        Raises OSError when `token_file` is set but cannot be read.
-        """
-        if self.token is not None and self.token.get_secret_value():
-            return self.token.get_secret_value()
-        if self.token_file is not None:
-            return self.token_file.read_text().strip() or None
-        return None

@@ -256,9 +256,37 @@ def test_admin_token_can_come_from_a_file(upstreams, tmp_path: Path) -> None:
         proc.wait(15)
 
 
+def test_a_rotated_token_file_takes_effect_without_a_restart(upstreams, tmp_path: Path) -> None:
+    # a Kubernetes Secret volume: the file may be missing at start and is swapped on rotation
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    token_file = secret / "token"
+    proc, url = start_proxy(
+        upstreams[0].url, tmp_path, token=None, MLOPS_SERVING_PROXY_TOKEN_FILE=str(token_file)
+    )
+    try:
+        assert switch(url, upstreams[1].url, token="first").status_code == 403  # admin off
+        token_file.write_text("first\n")
+        assert switch(url, upstreams[1].url, token="first").status_code == 200
+        # the kubelet swaps a symlink: a new file, not an edit of the old one
+        (secret / "next").write_text("second\n")
+        (secret / "next").replace(token_file)
+        assert switch(url, upstreams[0].url, token="first").status_code == 401
+        assert switch(url, upstreams[0].url, token="second").status_code == 200
+        token_file.unlink()
+        assert switch(url, upstreams[1].url, token="second").status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert "admin API off" in proc.stderr.read().decode()
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("MLOPS_SERVING_PROXY_TIMEOUT", "soon"), ("MLOPS_SERVING_PROXY_TOKEN_FILE", "/nonexistent")],
+    [
+        ("MLOPS_SERVING_PROXY_TIMEOUT", "soon"),
+        ("MLOPS_SERVING_PROXY_TOKEN_FILE", "/nonexistent/token"),
+    ],
 )
 def test_bad_settings_are_one_line_naming_the_variable(variable: str, value: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_SERVING_PROXY_")}
@@ -292,7 +320,8 @@ def test_start_up_version_and_routes_come_from_the_environment(upstreams, tmp_pa
         MLOPS_SERVING_PROXY_ROUTES=json.dumps(routes),
     )
     try:
-        answer = httpx.get(url + "/echo")
+        # only a POST is split: the canary takes 100 % of them
+        answer = httpx.post(url + "/echo")
         assert (answer.json()["upstream"], answer.headers["x-model-version"]) == ("green", "2")
         shown = httpx.get(url + "/-/proxy/routes", headers={"Authorization": f"Bearer {TOKEN}"})
         assert shown.json()["primary"] == {"upstream": blue.url, "version": "1"}
@@ -356,7 +385,7 @@ def test_an_admin_port_takes_the_admin_api_off_the_stable_port(upstreams, tmp_pa
         assert httpx.get(admin + "/echo").status_code == 404
         route = {"canary": {"upstream": green.url, "percent": 100, "version": "2"}}
         assert httpx.put(admin + "/-/proxy/routes", headers=auth, json=route).status_code == 200
-        assert httpx.get(url + "/echo").json()["upstream"] == "green"
+        assert httpx.post(url + "/echo").json()["upstream"] == "green"
     finally:
         proc.terminate()
         proc.wait(15)
