@@ -184,7 +184,7 @@ def _whole_window(
 ) -> tuple[DriftVerdict, ValidationResult, WindowStats]:
     """The window read into one frame: GX validation and exact drift tests on its rows."""
     kinds = kinds_for(reference.profile, reference.frame, features)
-    batch = read_captures(target.capture_uri, target.model_name, target.model_version, files, kinds)
+    batch = read_captures(target.capture_uri, target.model_name, files, kinds)
     scored, stats = summarise_window(batch, features)
     validation = validate_captures(
         scored,
@@ -230,7 +230,7 @@ def _partitioned_window(
         reference_frame, [*features, *prediction_columns], prediction_columns, config,
         reference.profile,
     )  # fmt: skip
-    feedback = read_feedback(target.capture_uri, target.model_name, target.model_version)
+    feedback = read_feedback(target.capture_uri, target.model_name)
     merged = map_partitions(
         task_runner, target.capture_uri, files, kinds, plans, None if feedback.empty else feedback
     )

@@ -272,11 +272,19 @@ def read_capture_files(
     return CaptureBatch(frame, good, quarantined, duplicates=before - len(frame))
 
 
-def read_feedback(capture_uri: str, model_name: str, model_version: str) -> pd.DataFrame:
-    """All feedback labels of a model version; unreadable feedback files are skipped."""
+def read_feedback(capture_uri: str, model_name: str) -> pd.DataFrame:
+    """All feedback labels of a model, from every version's feedback partition; unreadable
+    feedback files are skipped.
+
+    A label is stored under the version that received the POST /feedback, which need not be
+    the one that answered the request: a canary splits feedback calls at random like any other,
+    and a label sent after a promotion or rollback reaches the new version. Request ids are
+    unique (uuid4), so joining on them (`join_labels`) finds each label whichever version holds
+    it.
+    """
     fs, root = _filesystem(capture_uri)
     frames = []
-    for relpath in list_capture_files(capture_uri, model_name, model_version, feedback=True):
+    for relpath in list_capture_files(capture_uri, model_name, "*", feedback=True):
         try:
             with fs.open(f"{root}/{relpath}", "rb") as handle:
                 frame = _read_table(handle).to_pandas()
@@ -356,17 +364,14 @@ def release_claim(deployment: str, claim_id: str) -> None:
 def read_captures(
     capture_uri: str,
     model_name: str,
-    model_version: str,
     relpaths: list[str],
     features: dict[str, str],
 ) -> CaptureBatch:
     """Read a window of capture files (quarantining bad ones, see `read_capture_files`) and join
-    the version's feedback labels (`join_labels`)."""
+    the model's feedback labels (`read_feedback`, `join_labels`)."""
     batch = read_capture_files(capture_uri, relpaths, features)
     if not batch.frame.empty:
-        batch.frame = join_labels(
-            batch.frame, read_feedback(capture_uri, model_name, model_version)
-        )
+        batch.frame = join_labels(batch.frame, read_feedback(capture_uri, model_name))
     return batch
 
 

@@ -148,11 +148,7 @@ def gate_data(deployment: Deployment, policy: RedeployPolicy, *, for_training: b
         if files:
             kinds = {name: "any" for name in features}
             batch = captures.read_captures(
-                deployment.capture_uri,
-                deployment.model_name,
-                deployment.model_version,
-                files,
-                kinds,
+                deployment.capture_uri, deployment.model_name, files, kinds
             )
             labelled = batch.frame if not batch.frame.empty else None
     holdout = choose_holdout(

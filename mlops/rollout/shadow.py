@@ -199,14 +199,14 @@ def shadow_comparison(
     until: dt.datetime | None = None,
 ) -> ShadowComparison:
     """Read both versions' captures from `since` to `until` (UTC; None: no bound) and the
-    champion's feedback; compare them.
+    model's feedback labels (any version's partition: `read_feedback`); compare them.
 
     Raises:
         InvalidInputError: see `compare_captures`.
     """
     champion = read_version(capture_uri, model_name, champion_version, since, until)
     challenger = read_version(capture_uri, model_name, challenger_version, since, until)
-    feedback = captures.read_feedback(capture_uri, model_name, champion_version)
+    feedback = captures.read_feedback(capture_uri, model_name)
     result = compare_captures(champion, challenger, feedback, metric)
     log.info(
         "shadow v%s vs v%s: %d paired rows (%s)",

@@ -55,8 +55,8 @@ def test_watermark_makes_reads_incremental_and_idempotent(mlops_home: Path, tmp_
     assert pending == first
     # without a commit (e.g. the run crashed) the same window comes back, with the same rows
     assert list_new_captures.fn("dep", uri, MODEL, VERSION) == first
-    once = read_captures.fn(uri, MODEL, VERSION, pending, KINDS).frame
-    again = read_captures.fn(uri, MODEL, VERSION, pending, KINDS).frame
+    once = read_captures.fn(uri, MODEL, pending, KINDS).frame
+    again = read_captures.fn(uri, MODEL, pending, KINDS).frame
     pd.testing.assert_frame_equal(once, again)
     assert len(once) == 150
 
@@ -137,7 +137,7 @@ def test_bad_files_are_quarantined_and_reported_never_raised(
     no_meta = write_capture(root, pa.table({"x": [1.0]}), T0 + dt.timedelta(seconds=4))
 
     pending = list_new_captures.fn("dep", str(root), MODEL, VERSION)
-    batch = read_captures.fn(str(root), MODEL, VERSION, pending, KINDS)
+    batch = read_captures.fn(str(root), MODEL, pending, KINDS)
 
     assert batch.files == [good]
     assert len(batch.frame) == 30
@@ -161,7 +161,7 @@ def test_rejected_only_files_without_features_are_fine(mlops_home: Path, tmp_pat
     )
     rel = write_capture(root, table, T0)
 
-    batch = read_captures.fn(str(root), MODEL, VERSION, [rel], KINDS)
+    batch = read_captures.fn(str(root), MODEL, [rel], KINDS)
 
     assert batch.quarantined == []
     assert list(batch.frame["_status"]) == [400, 400]
@@ -173,7 +173,7 @@ def test_rows_repeated_across_files_count_once(mlops_home: Path, tmp_path: Path)
     table = capture_table(features(rng, 40), T0, "dup")
     rels = [write_capture(root, table, T0), write_capture(root, table, T0 + dt.timedelta(1))]
 
-    batch = read_captures.fn(str(root), MODEL, VERSION, rels, KINDS)
+    batch = read_captures.fn(str(root), MODEL, rels, KINDS)
 
     assert len(batch.frame) == 40 and batch.duplicates == 40
 
@@ -192,13 +192,41 @@ def test_feedback_labels_join_by_row_or_whole_request(mlops_home: Path, tmp_path
     )
     write_capture(root, feedback, T0, feedback=True)
 
-    frame = read_captures.fn(str(root), MODEL, VERSION, [rel], KINDS).frame
+    frame = read_captures.fn(str(root), MODEL, [rel], KINDS).frame
 
     labels = frame.set_index(["_request_id", "_row"])["label"]
     assert labels[("q-0", 3)] == 1
     assert pd.isna(labels[("q-0", 2)])
     assert labels[("q-1", 4)] == 1  # a row-level label wins over the request-level one
     assert labels[("q-1", 0)] == 0 and labels[("q-1", 9)] == 0
+
+
+def test_labels_join_whichever_version_received_the_feedback(
+    mlops_home: Path, tmp_path: Path
+) -> None:
+    # a canary splits POST /feedback at random, and a label sent after a promotion reaches the
+    # new version: the label of a request version 1 answered may sit in version 2's partition
+    rng = np.random.default_rng(5)
+    root = tmp_path / "capture"
+    rel = write_capture(root, capture_table(features(rng, 30), T0, "v1"), T0)  # 3 requests
+    stamps = pa.array([T0, T0], pa.timestamp("us", tz="UTC"))
+    for version, request in (("2", "v1-0"), (VERSION, "v1-1")):
+        feedback = pa.table(
+            {
+                "_request_id": [request, "other-version-request"],
+                "_row": pa.array([None, None], pa.int64()),
+                "label": [1, 0],
+                "_ts": stamps,
+            }
+        )
+        write_capture(root, feedback, T0, version=version, feedback=True)
+
+    frame = read_captures.fn(str(root), MODEL, [rel], KINDS).frame
+
+    labels = frame.groupby("_request_id")["label"].first()
+    assert labels["v1-0"] == 1 and labels["v1-1"] == 1
+    assert pd.isna(labels["v1-2"])  # unlabelled; the other versions' ids match nothing
+    assert len(frame) == 30
 
 
 def test_join_labels_without_feedback_adds_an_empty_label() -> None:
