@@ -222,6 +222,34 @@ def test_sticky_routing_keeps_a_client_on_one_version_and_only_moves_it_to_the_c
     assert get(proxy, "/-/proxy/routes")["sticky_header"] == "X-Client-ID"
 
 
+def test_sticky_routing_agrees_across_proxies(blue_green, tmp_path: Path) -> None:
+    # kubernetes: every champion pod has its own proxy, and a client's requests land on any pod
+    blue, green = blue_green
+    routes = {
+        "canary": {"upstream": green.url, "percent": 30, "version": "2"},
+        "sticky_header": "X-Client-ID",
+    }
+    procs = []
+    try:
+        for i in range(2):
+            state = tmp_path / f"pod-{i}"
+            state.mkdir()
+            proc, url = start_proxy(blue.url, state, MLOPS_SERVING_PROXY_ROUTES=json.dumps(routes))
+            procs.append((proc, url))
+        clients = [f"client-{i}" for i in range(60)]
+        served: list[dict[str, str]] = []
+        with httpx.Client(timeout=10) as client:
+            for _, url in procs:
+                answers = {cid: send(client, url, 1, 30, **{"X-Client-ID": cid}) for cid in clients}
+                served.append({cid: a[0][0].headers["x-upstream"] for cid, a in answers.items()})
+        assert served[0] == served[1]
+        assert 0 < sum(u == "green" for u in served[0].values()) < 40
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+            proc.wait(15)
+
+
 @pytest.mark.parametrize("shadow_kind", ["sleep", "error", "close", "refused"])
 def test_a_slow_failing_or_dead_shadow_never_alters_the_live_answer(
     proxy, blue_green, shadow_kind: str
