@@ -50,8 +50,10 @@ Health, as a client of the stable port sees it:
   GET /ping, GET /ready   forwarded: the active scoring service answers whether it can score.
   The liveness of a scoring service is asked of the service itself, on its own port.
 
-Only POST requests (scoring, feedback) are split between primary and canary and counted in the
-stats; any other method goes to the primary uncounted, so probes never dilute a canary's figures.
+Only scoring calls (POST /invocations) are split between primary and canary and counted in the
+stats; every other request (probes, /version, POST /feedback) goes to the primary uncounted, so
+nothing else dilutes a canary's figures. A feedback label stored by the primary still joins a
+request the canary answered: the monitor joins labels on the request id across versions.
 
 Metrics: GET /metrics on the stable port is answered by the proxy: the primary scoring
 service's own exposition (omitted while it does not answer), then the proxy's series labelled by
@@ -152,7 +154,7 @@ logger = logging.getLogger("serving.proxy")
 ADMIN_PREFIX = "/-/proxy/"
 LIVENESS_PATH = "/health/live"
 METRICS_PATH = "/metrics"
-MIRRORED_PATH = "/invocations"
+SCORING_PATH = "/invocations"
 VERSION_HEADER = b"x-model-version"
 REQUEST_ID_HEADER = b"x-request-id"
 TOKEN_HEADER = b"x-mlops-proxy-token"  # the admin token where Authorization cannot carry it
@@ -601,9 +603,10 @@ class Proxy:
                     sticky_value = value
         if request.client:
             headers.append((b"x-forwarded-for", request.client.encode("latin-1")))
-        # only scoring calls (POST) are split and counted: a probe or a GET of /version goes to
-        # the primary and must not dilute the figures a canary is judged on
-        scoring = request.method == b"POST"
+        # only scoring calls are split and counted: a probe, a GET of /version or a feedback
+        # call goes to the primary and must not dilute the figures a canary is judged on
+        # (feedback joins on the request id whichever version stores it)
+        scoring = request.method == b"POST" and request.path == SCORING_PATH
         route = self._choose(sticky_value) if scoring else PRIMARY
         upstream, version = self._target(route)
         status = 502
@@ -641,12 +644,7 @@ class Proxy:
             if scoring:
                 self._record(route, version, upstream, time.monotonic() - started, status)
         shadow = self.shadow
-        if (
-            shadow is not None
-            and scoring
-            and request.path == MIRRORED_PATH
-            and random.random() * 100 < shadow.percent
-        ):
+        if shadow is not None and scoring and random.random() * 100 < shadow.percent:
             self._mirror(shadow, request, headers, live_id)
 
     async def _ask(

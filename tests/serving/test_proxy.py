@@ -320,8 +320,8 @@ def test_start_up_version_and_routes_come_from_the_environment(upstreams, tmp_pa
         MLOPS_SERVING_PROXY_ROUTES=json.dumps(routes),
     )
     try:
-        # only a POST is split: the canary takes 100 % of them
-        answer = httpx.post(url + "/echo")
+        # only scoring calls are split: the canary takes 100 % of them
+        answer = httpx.post(url + "/invocations")
         assert (answer.json()["upstream"], answer.headers["x-model-version"]) == ("green", "2")
         shown = httpx.get(url + "/-/proxy/routes", headers={"Authorization": f"Bearer {TOKEN}"})
         assert shown.json()["primary"] == {"upstream": blue.url, "version": "1"}
@@ -385,7 +385,7 @@ def test_an_admin_port_takes_the_admin_api_off_the_stable_port(upstreams, tmp_pa
         assert httpx.get(admin + "/echo").status_code == 404
         route = {"canary": {"upstream": green.url, "percent": 100, "version": "2"}}
         assert httpx.put(admin + "/-/proxy/routes", headers=auth, json=route).status_code == 200
-        assert httpx.post(url + "/echo").json()["upstream"] == "green"
+        assert httpx.post(url + "/invocations").json()["upstream"] == "green"
     finally:
         proc.terminate()
         proc.wait(15)

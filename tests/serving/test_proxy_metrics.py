@@ -75,8 +75,9 @@ def test_metrics_label_every_request_by_the_route_and_version_that_served_it(pro
     assert put_routes(proxy, {"canary": canary, "shadow": shadow}).status_code == 200
     with httpx.Client(timeout=10) as client:
         answers = send(client, proxy, 200, 60)
-        for _ in range(5):  # probes: to the primary, never split nor counted
+        for _ in range(5):  # probes and feedback: to the primary, never split nor counted
             assert client.get(proxy + "/ready").headers["x-upstream"] == "blue"
+            assert client.post(proxy + "/feedback", json={}).headers["x-upstream"] == "blue"
     wait_shadow_settled(proxy, 200)
     to_canary = sum(1 for response, _ in answers if response.headers["x-upstream"] == "green")
     assert 0 < to_canary < 200
