@@ -32,6 +32,7 @@ from mlops_pipeline.tasks.rollout import (
     clear_routes,
     log_rollout_run,
     parse_steps,
+    parse_sticky,
     promote_challenger,
     proxy_routes,
     record_decision,
@@ -126,9 +127,11 @@ def canary(
     """Shift deployment NAME's traffic to MODEL_URI in `steps` (percents, e.g. "10,50,100"),
     `interval` seconds each, and promote it after the last healthy step or roll back at the
     first regression. Returns the `RolloutDecision` as JSON (decision promoted | rolled_back).
+    The steps and the sticky header are checked before the challenger starts.
     """
     policy = rollout_policy(max_error_rate_increase, max_p95_ratio)
     percents = parse_steps(steps)
+    sticky_header = parse_sticky(sticky_header)
     current, model, image = _challenger(name, model_uri, base_image)
     champion = current.model_version
     upstream = start_challenger(name, model, image)

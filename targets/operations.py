@@ -512,6 +512,14 @@ def start_challenger(name: str, model: ModelRef, image: str | None = None) -> st
     """
     current, target = _challenger_target(name, model)
     ledger.mark_in_use(name, model, current.target_uri)
+    # the start (a model load, or a container or pod) takes up to a minute: say what runs
+    logger.info(
+        "starting challenger %s of '%s' on %s (champion v%s) ...",
+        model.uri,
+        name,
+        current.target_uri,
+        current.model_version,
+    )
     try:
         upstream = target.start_challenger(name, model, current.deploy_config, image=image)
     except BaseException:
@@ -577,16 +585,6 @@ def record_rollout_rollback(name: str, model: ModelRef, reason: str) -> None:
         to_version=model.version,
         reason=reason[:4000],
     )
-
-
-def proxy_access(name: str) -> Any:
-    """NAME's proxy admin access (`rollout.admin.ProxyAccess`); a secret, never log it.
-
-    Raises:
-        NotFoundError: no deployment NAME; InvalidInputError: its target has no proxy routes.
-    """
-    current = ledger.get_deployment(name)
-    return get_target(current.target_uri).proxy_access(name)
 
 
 def proxy_admin(name: str) -> Any:

@@ -5,6 +5,7 @@
   with `--debug` or MLOPS_DEBUG=1 the traceback shows instead.
 * `run_flow` runs a step; in a command, a failed step's Prefect error records stay off the
   terminal (the one error line says it; the Prefect UI keeps the traceback) unless `--debug`.
+* `show_progress(*loggers)` shows those loggers' INFO records on stderr while a command runs.
 * `emit(result, as_json, render)` prints a result as JSON for scripts or through `render`.
 * `print_table` and `format_time` print rows and times without cutting any value short.
 * `console` (stdout) and `err_console` (stderr) are soft-wrapped: rich never breaks a line of
@@ -91,6 +92,27 @@ def _keep_step_errors_off_the_terminal() -> None:
             isinstance(f, StepErrorsOffTheTerminal) for f in handler.filters
         ):
             handler.addFilter(StepErrorsOffTheTerminal())
+
+
+@contextlib.contextmanager
+def show_progress(*names: str) -> Iterator[None]:
+    """Show the INFO records of the loggers NAMES (and their children) on stderr while the
+    block runs; their levels are restored after it.
+
+    Only the level changes: the records reach the terminal through Prefect's console handler
+    on the root logger, the one that already prints every step's log (stderr, so `--json` on
+    stdout stays clean). A handler of our own would print each line a second time, and stopping
+    propagation instead would also keep the lines from the run's log in the Prefect UI.
+    """
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def print_error(message: str) -> None:

@@ -2,7 +2,10 @@
 `mlops redeploys` (the decisions recorded) and `mlops pipeline` (every step in one run).
 
 Every redeploy decision, `promoted`, `rejected`, `rolled_back` or `skipped`, exits 0: the
-decision is the result. Errors exit with the CLI's codes (2 invalid input, 3 not found, ...).
+decision is the result, unless `mlops redeploy --fail-on-rollback` makes a rollback (a bake that
+regressed, or a canary live gate that rolled back) exit 1 after the result is printed. Errors
+exit with the CLI's codes (2 invalid input, 3 not found, ...). A live gate's progress (canary
+steps, the challenger starting) goes to stderr, one line each.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from mlops_pipeline.cli._output import (
     format_time,
     print_table,
     run_flow,
+    show_progress,
 )
+from mlops_pipeline.cli.rollout import PROGRESS_LOGGERS, FailOnRollbackOption, exit_if_rolled_back
 
 app = typer.Typer()
 
@@ -111,24 +116,31 @@ def redeploy_cmd(
             "(switch and bake), shadow (mirrored copies) or canary (stepped split).",
         ),
     ] = "none",
+    fail_on_rollback: FailOnRollbackOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Gate a challenger against a deployment's champion; if better, switch with zero downtime,
-    bake, then promote it or roll back. Exit 0 for every decision."""
+    bake, then promote it or roll back.
+
+    Exit codes: 0 every decision (read it from --json); 1 rolled back (the bake regressed or
+    the canary live gate rolled back) with --fail-on-rollback; 2 bad input; 3 no such
+    deployment or model; other errors as every command's."""
     from mlops_pipeline.flows.redeploy import redeploy
 
-    result = run_flow(
-        redeploy,
-        name=name,
-        challenger=challenger,
-        reason=reason,
-        metric=metric,
-        min_improvement=min_improvement,
-        bake_seconds=bake_seconds,
-        episode_id=episode_id,
-        live_gate=live_gate,
-    )
+    with show_progress(*PROGRESS_LOGGERS):
+        result = run_flow(
+            redeploy,
+            name=name,
+            challenger=challenger,
+            reason=reason,
+            metric=metric,
+            min_improvement=min_improvement,
+            bake_seconds=bake_seconds,
+            episode_id=episode_id,
+            live_gate=live_gate,
+        )
     emit(result, as_json, render_decision)
+    exit_if_rolled_back(result, fail_on_rollback, f"The redeploy of {name}")
 
 
 @command(app, "redeploys")

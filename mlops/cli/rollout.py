@@ -1,18 +1,20 @@
 """Live rollouts: `mlops canary` (traffic in steps, promote or roll back) and `mlops shadow`
 (mirrored traffic and its comparison with the champion).
 
-A decision (`promoted`, `rolled_back`, `shadowed`) exits 0: the decision is the result; errors
+A decision (`promoted`, `rolled_back`, `shadowed`) exits 0: the decision is the result, unless
+`mlops canary --fail-on-rollback` makes a rollback exit 1 (after the result is printed); errors
 exit with the CLI's codes (2 invalid input, 3 not found, 4 conflict, 7 deployment failed...).
-Progress lines go to stderr, so `--json` output on stdout stays clean. Ctrl+C or SIGTERM (a CI
-job's timeout, `kill`) ends a running canary or shadow early: all traffic goes back to the
-champion, the challenger stops, and the command exits 130 (Ctrl+C) or 143 (SIGTERM); nothing
-is promoted or recorded.
+Bad --steps or --sticky-header values are refused before the challenger starts. Progress lines
+(each step, the challenger starting and ready) go to stderr once each, through Prefect's console
+handler, so `--json` output on stdout stays clean. Ctrl+C or SIGTERM (a CI job's timeout,
+`kill`) ends a running canary or shadow early: all traffic goes back to the champion, the
+challenger stops, and the command exits 130 (Ctrl+C) or 143 (SIGTERM); nothing is promoted or
+recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -22,9 +24,9 @@ from mlops_pipeline.cli._output import (
     command,
     console,
     emit,
-    err_console,
     print_error,
     run_flow,
+    show_progress,
     sigterm_as_interrupt,
     stopped_by,
 )
@@ -32,6 +34,13 @@ from mlops_pipeline.cli._output import (
 app = typer.Typer()
 
 _COLOURS = {"promoted": "green", "rolled_back": "red", "shadowed": "cyan"}
+#: the loggers whose INFO lines are a rollout's progress: each step, the challenger starting
+#: and ready, its image being built (image targets)
+PROGRESS_LOGGERS = (
+    "mlops_pipeline.rollout",
+    "mlops_pipeline.targets.operations",
+    "mlops_pipeline.images",
+)
 ModelOption = Annotated[
     str | None,
     typer.Option(
@@ -40,26 +49,22 @@ ModelOption = Annotated[
         show_default=False,
     ),
 ]
+FailOnRollbackOption = Annotated[
+    bool,
+    typer.Option(
+        "--fail-on-rollback",
+        help="Exit 1 when the challenger was rolled back (after printing the result), so a CI "
+        "job fails; without it every decision exits 0.",
+    ),
+]
 
 
-class _ProgressHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"[dim]{record.getMessage()}[/]", highlight=False)
-
-
-@contextlib.contextmanager
-def _progress() -> Iterator[None]:
-    """Show the rollout's progress log lines on stderr while the command runs."""
-    logger = logging.getLogger("mlops_pipeline.rollout")
-    handler = _ProgressHandler(logging.INFO)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def exit_if_rolled_back(result: dict[str, Any], fail_on_rollback: bool, what: str) -> None:
+    """With --fail-on-rollback, a rolled-back result (already printed) ends the command with
+    one stderr line and exit 1."""
+    if fail_on_rollback and result.get("decision") == "rolled_back":
+        print_error(f"{what} rolled back (--fail-on-rollback): {result.get('reason')}")
+        raise typer.Exit(1)
 
 
 @contextlib.contextmanager
@@ -149,7 +154,8 @@ def canary_cmd(
     sticky_header: Annotated[
         str | None,
         typer.Option(
-            help="Request header (e.g. X-Client-ID) whose value keeps a client on one version.",
+            help="Request header (e.g. X-Client-ID) whose value keeps a client on one version; "
+            "checked before the challenger starts.",
             show_default=False,
         ),
     ] = None,
@@ -172,15 +178,18 @@ def canary_cmd(
             show_default=False,
         ),
     ] = None,
+    fail_on_rollback: FailOnRollbackOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Shift a deployment's traffic to a challenger in steps; promote it after the last healthy
     step, or send all traffic back to the champion at the first regression.
 
-    Exit codes: 0 either decision (read it from --json); 2 bad input; 3 no such deployment or
-    model version; 4 a challenger already runs, or the version is already served; 5 a backend
-    failed; 7 the challenger did not start; 130 interrupted (Ctrl+C), 143 terminated (SIGTERM),
-    traffic back on the champion. Thresholds: MLOPS_ROLLOUT_* (README, "Canary and shadow")."""
+    Exit codes: 0 either decision (read it from --json); 1 rolled back with --fail-on-rollback;
+    2 bad input (e.g. --steps, --sticky-header: before the challenger starts); 3 no such
+    deployment or model version; 4 a challenger already runs, or the version is already served;
+    5 a backend failed; 7 the challenger did not start; 130 interrupted (Ctrl+C), 143 terminated
+    (SIGTERM), traffic back on the champion. Thresholds: MLOPS_ROLLOUT_* (README, "Canary and
+    shadow")."""
     from mlops_pipeline.errors import InvalidInputError
     from mlops_pipeline.flows.rollout import canary
 
@@ -190,7 +199,7 @@ def canary_cmd(
             hint=f"e.g. mlops canary {name} --model models:/MODEL/VERSION.",
             field="model",
         )
-    with _progress(), _interruptible(name):
+    with show_progress(*PROGRESS_LOGGERS), _interruptible(name):
         result = run_flow(
             canary,
             name=name,
@@ -202,6 +211,7 @@ def canary_cmd(
             max_p95_ratio=max_p95_ratio,
         )
     emit(result, as_json, render_rollout)
+    exit_if_rolled_back(result, fail_on_rollback, f"The canary of {name}")
 
 
 @command(app, "shadow")
@@ -242,7 +252,7 @@ def shadow_cmd(
     from mlops_pipeline.errors import InvalidInputError
     from mlops_pipeline.flows.rollout import shadow, shadow_report
 
-    with _progress():
+    with show_progress(*PROGRESS_LOGGERS):
         if report:
             result = run_flow(shadow_report, name=name, model_uri=model, metric=metric)
         elif not model:

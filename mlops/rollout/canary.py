@@ -20,6 +20,7 @@ from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.rollout.admin import CANARY, PRIMARY, ProxyAdmin, RouteFigures
 from mlops_pipeline.rollout.compare import Comparison, compare
 from mlops_pipeline.rollout.settings import RolloutPolicy
+from mlops_pipeline.serving.proxy import InvalidInput, parse_sticky_header
 from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,29 @@ def parse_steps(text: str | list[float]) -> list[float]:
             value=str(text),
         )
     return steps
+
+
+def parse_sticky(value: str | None) -> str | None:
+    """The sticky header name, checked before anything starts; None keeps routing random.
+
+    The rule is the proxy's own (`serving.proxy.parse_sticky_header`: an HTTP token of at most
+    64 characters that is not hop-by-hop), so the CLI refuses exactly what the proxy would,
+    instead of after the challenger has started.
+
+    Raises:
+        InvalidInputError: an empty or invalid header name (names the option and the value).
+    """
+    try:
+        return parse_sticky_header(value)
+    except InvalidInput as exc:
+        raise InvalidInputError(
+            f"--sticky-header {value!r} is not a header name a client can send.",
+            hint="Name a header of 1-64 letters, digits or '-' that the proxy forwards, e.g. "
+            "--sticky-header X-Client-ID (not Host, Connection, Content-Length or another "
+            "hop-by-hop header), or leave the option out for random routing.",
+            field="sticky_header",
+            value=value,
+        ) from exc
 
 
 def run_canary(

@@ -1,23 +1,49 @@
 """`mlops canary` and `mlops shadow` through typer's runner: help, input errors as one line with
-their exit code, and a sticky canary end to end on a local deployment."""
+their exit code, a sticky canary end to end on a local deployment; and through the `mlops`
+console script (Prefect's console handler prints to the process's own stderr, which typer's
+runner does not capture): progress lines once each, and --fail-on-rollback's exit code."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from mlops_pipeline.cli import app
+from mlops_pipeline.cli import redeploy as redeploy_cli
+from mlops_pipeline.cli import rollout as rollout_cli
 from mlops_pipeline.targets import operations
+from mlops_pipeline.targets.local import LocalTarget
 from typer.testing import CliRunner
 
-from tests.mlops.rollout.support import VersionClient, fast_rollout, iris_prod  # noqa: F401
+from tests.mlops.rollout.support import (  # noqa: F401
+    VersionClient,
+    fast_rollout,
+    iris_prod,
+    register_behaviour,
+)
 from tests.targets.local_support import register_version, served_version
 
 runner = CliRunner()
+
+
+def mlops(*args: str) -> subprocess.CompletedProcess:
+    """The `mlops` console script in a subprocess, in direct mode (no Prefect API)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("mlops")), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("command", ["canary", "shadow"])
@@ -34,6 +60,105 @@ def test_bad_steps_exit_2_naming_the_option(registered_model: dict) -> None:
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "invalid_input" and error["details"]["field"] == "steps"
     assert "--steps '50,10' must be increasing percents" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "header", ["", "X Client", "Connection", "host", "X-Shadow-Of", "X-Client-ID:", "a" * 65]
+)
+def test_an_invalid_sticky_header_exits_2_before_any_challenger_starts(
+    header: str, mlops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(
+        LocalTarget, "start_challenger", lambda self, name, *a, **kw: started.append(name)
+    )
+    args = ["canary", "iris-prod", "--model", "models:/iris/2", "--sticky-header", header]
+
+    result = runner.invoke(app, args)
+    as_json = runner.invoke(app, [*args, "--json"])
+
+    # refused at once, before the deployment or the model is even looked up (no such
+    # deployment here: a later check would exit 3) and before anything starts
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: --sticky-header {header!r} is not a header name")
+    assert "X-Client-ID" in line  # what to do
+    error = json.loads(as_json.stdout)["error"]
+    assert as_json.exit_code == 2 and error["code"] == "invalid_input"
+    assert error["details"] == {"field": "sticky_header", "value": header}
+    assert started == []
+
+
+@pytest.mark.parametrize("header", [None, "X-Client-ID", "x-tenant"])
+def test_parse_sticky_keeps_a_valid_header_name(header: str | None) -> None:
+    from mlops_pipeline.rollout.canary import parse_sticky
+
+    assert parse_sticky(header) == header
+
+
+ROLLED_BACK = {
+    "decision": "rolled_back",
+    "kind": "canary",
+    "deployment": "iris-prod",
+    "model_name": "iris",
+    "challenger_version": "2",
+    "champion_version": "1",
+    "reason": "at 10%: error rate 0.5 > champion's 0 + 0.01",
+    "steps": [],
+}
+
+
+@pytest.mark.parametrize("fail_on_rollback", [False, True])
+def test_fail_on_rollback_makes_a_rolled_back_canary_exit_1_after_its_result(
+    fail_on_rollback: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollout_cli, "run_flow", lambda flow, **params: ROLLED_BACK)
+    flag = ["--fail-on-rollback"] if fail_on_rollback else []
+
+    result = runner.invoke(app, ["canary", "iris-prod", "--model", "models:/iris/2", *flag])
+    as_json = runner.invoke(
+        app, ["canary", "iris-prod", "--model", "models:/iris/2", "--json", *flag]
+    )
+
+    assert result.exit_code == as_json.exit_code == (1 if fail_on_rollback else 0)
+    assert "rolled_back: canary of iris v2 on iris-prod" in result.stdout
+    assert json.loads(as_json.stdout)["decision"] == "rolled_back"  # the result, still whole
+    if fail_on_rollback:
+        [line] = as_json.stderr.splitlines()
+        assert line == (
+            "error: The canary of iris-prod rolled back (--fail-on-rollback): "
+            f"{ROLLED_BACK['reason']}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("decision", "code"), [("rolled_back", 1), ("promoted", 0), ("rejected", 0)]
+)
+def test_fail_on_rollback_makes_a_rolled_back_redeploy_exit_1(
+    decision: str, code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result_json = {
+        "decision": decision,
+        "reason": "canary rolled_back: at 10%: error rate",
+        "champion": {"name": "iris", "version": "1"},
+        "challenger": {"name": "iris", "version": "2"},
+    }
+    monkeypatch.setattr(redeploy_cli, "run_flow", lambda flow, **params: result_json)
+
+    result = runner.invoke(
+        app, ["redeploy", "iris-prod", "--live-gate", "canary", "--fail-on-rollback", "--json"]
+    )
+
+    assert result.exit_code == code, result.output
+    assert json.loads(result.stdout)["decision"] == decision
+    assert ("--fail-on-rollback" in result.stderr) == (code == 1)
+
+
+@pytest.mark.parametrize("command", ["canary", "redeploy"])
+def test_fail_on_rollback_is_documented_in_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert "--fail-on-rollback" in result.output
+    assert "1 rolled back" in " ".join(result.output.split())
 
 
 def test_unknown_deployment_exits_3(registered_model: dict) -> None:
@@ -139,3 +264,39 @@ def test_a_canary_ended_by_a_signal_puts_all_traffic_back_and_stops_the_challeng
     assert routes.get("canary") is None and state["challenger"] is None
     assert served_version(iris_prod["endpoint_url"]) == "1"
     assert signal.getsignal(signal.SIGTERM) is before  # restored
+
+
+def test_a_rolled_back_canary_prints_each_progress_line_once_and_fails_on_rollback(
+    iris_prod: dict,  # noqa: F811
+    iris_features,
+    tmp_path: Path,
+) -> None:
+    v2 = register_behaviour(tmp_path, "faulty", iris_features)  # every IRIS_ROW fails on v2
+    load = VersionClient(iris_prod["endpoint_url"], max_seconds=120)
+    load.start()
+    try:
+        result = mlops(
+            "canary", "iris-prod", "--model", f"models:/iris/{v2}", "--steps", "30,100",
+            "--interval", "2", "--fail-on-rollback", "--json",
+        )  # fmt: skip
+    finally:
+        load.stop()
+
+    assert result.returncode == 1, result.stderr
+    out = json.loads(result.stdout)  # the result is printed whole before the exit code
+    assert out["decision"] == "rolled_back" and out["challenger_version"] == v2
+    lines = result.stderr.splitlines()
+
+    def count(pattern: str) -> int:
+        return sum(bool(re.search(pattern, line)) for line in lines)
+
+    # the challenger's start is announced before its (long) start-up, then its readiness
+    assert count(rf"starting challenger models:/iris/{v2} of 'iris-prod' on local:") == 1
+    assert count(rf"challenger models:/iris/{v2} of 'iris-prod' is ready at http") == 1
+    # a step's progress, its judgement and the rollback: once each (they used to show twice)
+    assert count(rf"canary v{v2} at 30%: \d+/2 s") >= 1
+    assert count(rf"canary v{v2} at 30% after \d+ s: regressed") == 1
+    assert count(rf"canary v{v2} rolled back at 30%") == 1
+    assert len(set(lines)) == len(lines)  # a record printed twice repeats its timestamp
+    assert lines[-1].startswith("error: The canary of iris-prod rolled back (--fail-on-rollback)")
+    assert served_version(iris_prod["endpoint_url"]) == "1"
