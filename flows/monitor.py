@@ -63,7 +63,7 @@ def monitor_deployment(
     capture_uri: str | None = None,
     model_uri: str | None = None,
     drift_config: DriftConfig | None = None,
-    cooldown_hours: Annotated[float, Field(ge=0)] = 24.0,
+    cooldown_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 24.0,
     task_runner: str | None = None,
 ) -> dict[str, Any]:
     """Validate and drift-test what DEPLOYMENT captured since the last run, signal drift, and

@@ -28,8 +28,8 @@ def mlops_pipeline(
     capture_uri: str | None = None,
     port: int | None = None,
     metric: str | None = None,
-    min_improvement: Annotated[float, Field(ge=0)] | None = None,
-    bake_seconds: Annotated[float, Field(ge=0)] | None = None,
+    min_improvement: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None,
+    bake_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None,
 ) -> dict[str, Any]:
     """Register SOURCE as the next version of model NAME and put it in service as DEPLOYMENT
     (default: NAME) on TARGET, then monitor what the deployment captured and redeploy on drift.

@@ -118,10 +118,10 @@ def canary(
     name: Annotated[str, Field(min_length=1)],
     model_uri: str,
     steps: str = "10,50,100",
-    interval: Annotated[float, Field(gt=0)] = 60.0,
+    interval: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0,
     sticky_header: str | None = None,
-    max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] | None = None,
-    max_p95_ratio: Annotated[float, Field(ge=1)] | None = None,
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None,
+    max_p95_ratio: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None,
     base_image: str | None = None,
 ) -> dict[str, Any]:
     """Shift deployment NAME's traffic to MODEL_URI in `steps` (percents, e.g. "10,50,100"),
@@ -168,8 +168,8 @@ def canary(
 def shadow(
     name: Annotated[str, Field(min_length=1)],
     model_uri: str,
-    percent: Annotated[float, Field(gt=0, le=100)] = 100.0,
-    duration: Annotated[float, Field(gt=0)] = 300.0,
+    percent: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 100.0,
+    duration: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 300.0,
     metric: str | None = None,
     base_image: str | None = None,
 ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -255,3 +256,28 @@ def format_time(value: Any) -> str:
     when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     return f"{when:%Y-%m-%d %H:%M:%S}Z"
+
+
+def finite(min: float | None = None, max: float | None = None) -> Callable[[Any], float]:  # noqa: A002
+    """`parser` for a float option: a finite number within [min, max] when given.
+
+    click's FLOAT takes "inf" and "nan", and an infinite interval or bake would hold a
+    challenger forever. Raises typer.BadParameter, shown as the option's invalid value.
+    """
+
+    def number(value: Any) -> float:
+        try:
+            parsed = float(value)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{value!r} is not a number.") from None
+        if not math.isfinite(parsed):
+            raise typer.BadParameter(f"{value!r} is not a finite number.")
+        if (min is not None and parsed < min) or (max is not None and parsed > max):
+            if min is not None and max is not None:
+                wanted = f"from {min:g} to {max:g}"
+            else:
+                wanted = f"of at least {min:g}" if min is not None else f"of at most {max:g}"
+            raise typer.BadParameter(f"{value!r} is out of range: use a number {wanted}.")
+        return parsed
+
+    return number

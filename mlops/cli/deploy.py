@@ -16,6 +16,7 @@ from mlops_pipeline.cli._output import (
     command,
     console,
     emit,
+    finite,
     format_time,
     print_table,
     run_flow,
@@ -174,8 +175,7 @@ def deploy_cmd(
     sample_rate: Annotated[
         float | None,
         typer.Option(
-            min=0.0,
-            max=1.0,
+            parser=finite(min=0.0, max=1.0),
             help="Share of requests captured [default: 1.0; an update keeps the deployment's].",
             show_default=False,
         ),

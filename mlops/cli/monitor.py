@@ -17,6 +17,7 @@ from mlops_pipeline.cli._output import (
     console,
     emit,
     err_console,
+    finite,
     print_table,
     run_flow,
 )
@@ -150,7 +151,8 @@ def monitor_cmd(
         int | None, typer.Option(min=1, help="Rows needed before a column is tested.")
     ] = None,
     cooldown_hours: Annotated[
-        float, typer.Option(min=0.0, help="Hours before one drift episode re-signals.")
+        float,
+        typer.Option(parser=finite(min=0.0), help="Hours before one drift episode re-signals."),
     ] = 24.0,
     task_runner: Annotated[
         str | None,

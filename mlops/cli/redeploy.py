@@ -18,6 +18,7 @@ from mlops_pipeline.cli._output import (
     command,
     console,
     emit,
+    finite,
     format_time,
     print_table,
     run_flow,
@@ -41,7 +42,7 @@ MetricOption = Annotated[
 MinImprovementOption = Annotated[
     float | None,
     typer.Option(
-        min=0.0,
+        parser=finite(min=0.0),
         help="How much better the challenger must score, in the metric's units "
         "(env MLOPS_REDEPLOY_MIN_IMPROVEMENT, default 0: any improvement; a tie never passes).",
         show_default=False,
@@ -50,7 +51,7 @@ MinImprovementOption = Annotated[
 BakeOption = Annotated[
     float | None,
     typer.Option(
-        min=0.0,
+        parser=finite(min=0.0),
         help="Seconds to watch the new version's error rate and p95 latency before promoting "
         "it (env MLOPS_BAKE_SECONDS, default 120; 0 skips the bake).",
         show_default=False,

@@ -24,6 +24,7 @@ from mlops_pipeline.cli._output import (
     command,
     console,
     emit,
+    finite,
     print_error,
     run_flow,
     show_progress,
@@ -149,7 +150,10 @@ def canary_cmd(
         str, typer.Option(help="Percents of traffic to the challenger, ending at 100.")
     ] = "10,50,100",
     interval: Annotated[
-        float, typer.Option(min=0.001, help="Seconds each step is watched before it is judged.")
+        float,
+        typer.Option(
+            parser=finite(min=0.001), help="Seconds each step is watched before it is judged."
+        ),
     ] = 60.0,
     sticky_header: Annotated[
         str | None,
@@ -162,8 +166,7 @@ def canary_cmd(
     max_error_rate_increase: Annotated[
         float | None,
         typer.Option(
-            min=0.0,
-            max=1.0,
+            parser=finite(min=0.0, max=1.0),
             help="Allowed challenger error rate above the champion's, absolute "
             "(env MLOPS_ROLLOUT_MAX_ERROR_RATE_INCREASE, default 0.01).",
             show_default=False,
@@ -172,7 +175,7 @@ def canary_cmd(
     max_p95_ratio: Annotated[
         float | None,
         typer.Option(
-            min=1.0,
+            parser=finite(min=1.0),
             help="Allowed challenger p95 / champion p95 (env MLOPS_ROLLOUT_MAX_P95_RATIO, "
             "default 1.5; rises under 5 ms never count).",
             show_default=False,
@@ -219,10 +222,14 @@ def shadow_cmd(
     name: Annotated[str, typer.Argument(help="Deployment name.")],
     model: ModelOption = None,
     percent: Annotated[
-        float, typer.Option(min=0.001, max=100.0, help="Percent of live requests mirrored.")
+        float,
+        typer.Option(
+            parser=finite(min=0.001, max=100.0), help="Percent of live requests mirrored."
+        ),
     ] = 100.0,
     duration: Annotated[
-        float, typer.Option(min=0.001, help="Seconds to mirror before the comparison.")
+        float,
+        typer.Option(parser=finite(min=0.001), help="Seconds to mirror before the comparison."),
     ] = 300.0,
     report: Annotated[
         bool,

@@ -12,7 +12,15 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from mlops_pipeline.cli._output import JsonOption, command, console, emit, err_console, print_table
+from mlops_pipeline.cli._output import (
+    JsonOption,
+    command,
+    console,
+    emit,
+    err_console,
+    finite,
+    print_table,
+)
 from mlops_pipeline.settings import get_settings
 
 if TYPE_CHECKING:
@@ -73,7 +81,10 @@ def serve(
     capture_uri: Annotated[
         str | None, typer.Option(help="fsspec URI for captured data (s3://, gs://, az://, ...).")
     ] = None,
-    sample_rate: Annotated[float, typer.Option(help="Share of requests to capture, 0..1.")] = 1.0,
+    sample_rate: Annotated[
+        float,
+        typer.Option(parser=finite(min=0.0, max=1.0), help="Share of requests to capture."),
+    ] = 1.0,
     api_key_file: Annotated[
         str | None, typer.Option(help="File: primary API key on line 1, optional secondary on 2.")
     ] = None,

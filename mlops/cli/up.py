@@ -22,6 +22,7 @@ from mlops_pipeline.cli._output import (
     console,
     emit,
     err_console,
+    finite,
     format_time,
     port_option,
     print_table,
@@ -170,7 +171,10 @@ def up_cmd(
         int | None, port_option("the webhook receiver", "MLOPS_WEBHOOK_PORT", DEFAULT_PORT)
     ] = None,
     timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds each component may take to become healthy.")
+        float,
+        typer.Option(
+            parser=finite(min=1), help="Seconds each component may take to become healthy."
+        ),
     ] = 120.0,
     as_json: JsonOption = False,
 ) -> None:
@@ -228,7 +232,8 @@ def render_down(result: dict[str, Any]) -> None:
 @command(app, "down")
 def down_cmd(
     timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait after SIGTERM before SIGKILL.")
+        float,
+        typer.Option(parser=finite(min=0), help="Seconds to wait after SIGTERM before SIGKILL."),
     ] = 30.0,
     as_json: JsonOption = False,
 ) -> None:

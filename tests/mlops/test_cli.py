@@ -116,6 +116,11 @@ def test_every_command_has_help():
             "error: Invalid value for '--chunk-rows': Input should be greater than or equal to 1. "
             "See `mlops score-batch --help`.",
         ),
+        (
+            ["canary", "x", "--model", "models:/x/1", "--interval", "inf"],
+            "error: Invalid value for '--interval': 'inf' is not a finite number. "
+            "See `mlops canary --help`.",
+        ),
         (["nosuch"], "error: No such command 'nosuch'. See `mlops --help`."),
         (["models", "show"], "error: Missing argument 'name'. See `mlops models show --help`."),
     ],

@@ -66,7 +66,7 @@ def test_a_skipped_redeploy_exits_0_with_the_json_contract(recorded_deployment) 
     [
         (["redeploy", "ghost"], 3, "No deployment named 'ghost'"),
         (["redeploy", "iris-prod", "--metric", "accurracy"], 2, "Metric 'accurracy'"),
-        (["redeploy", "iris-prod", "--min-improvement", "-1"], 2, "greater than or equal to 0"),
+        (["redeploy", "iris-prod", "--min-improvement", "-1"], 2, "use a number of at least 0"),
         (["redeploy", "iris-prod", "--challenger", "models:/wine/1"], 3, "'wine' is not"),
         (["redeploy", "iris-prod", "--challenger", "nightly"], 3, "no alias 'nightly'"),
         (["pipeline", "/nope/model.pkl", "--name", "iris"], 3, "/nope/model.pkl"),

@@ -89,6 +89,34 @@ def test_an_invalid_sticky_header_exits_2_before_any_challenger_starts(
     assert started == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["canary", "iris-prod", "--model", "models:/iris/2", "--interval", "inf"],
+        ["canary", "iris-prod", "--model", "models:/iris/2", "--interval", "nan"],
+        ["canary", "iris-prod", "--model", "models:/iris/2", "--max-p95-ratio", "nan"],
+        ["shadow", "iris-prod", "--model", "models:/iris/2", "--duration", "inf"],
+    ],
+)
+def test_a_number_that_is_not_finite_exits_2_before_any_challenger_starts(
+    args: list[str], mlops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an infinite interval or duration would hold the challenger forever
+    started: list[str] = []
+    monkeypatch.setattr(
+        LocalTarget, "start_challenger", lambda self, name, *a, **kw: started.append(name)
+    )
+
+    result = runner.invoke(app, args)
+
+    # the option parser's own check: a usage error naming the option and the value (the
+    # installed `mlops` prints it as one line: tests/mlops/test_cli.py)
+    assert result.exit_code == 2, result.output
+    text = re.sub(r"[\s│╭╮╰╯─]+", " ", result.output)
+    assert f"Invalid value for '{args[-2]}': '{args[-1]}' is not a finite number" in text
+    assert "Traceback" not in result.output and started == []
+
+
 @pytest.mark.parametrize("header", [None, "X-Client-ID", "x-tenant"])
 def test_parse_sticky_keeps_a_valid_header_name(header: str | None) -> None:
     from mlops_pipeline.rollout.canary import parse_sticky
