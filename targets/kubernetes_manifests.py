@@ -7,8 +7,10 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
 * Secret `NAME-api-keys` (only with `api_key_file`): the key file, mounted read-only at
   /run/mlops/api-keys; the service reads it through MLOPS_SERVING_API_KEY_FILE, so keys are
   never in the pod's environment.
-* Secret `NAME-proxy`: the admin token of the pods' proxies (key `token`), given to them as
-  an environment variable; the target makes a random one when it first creates NAME.
+* Secret `NAME-proxy`: the admin token of the pods' proxies (key `token`), mounted read-only
+  (optional) at /run/mlops-proxy/ and read through MLOPS_SERVING_PROXY_TOKEN_FILE, so a
+  rotated Secret reaches running pods once the kubelet refreshes the volume (no restart);
+  without it the admin API is off. The target makes a random one when it first creates NAME.
 * Deployment `NAME`: two containers per pod, both from the scoring image. `scoring` serves the
   model on 8081 (readiness on /ping, liveness on /health/live); `proxy` runs
   `python -m mlops_pipeline.serving.proxy` on 8080 (its admin API on 8082, in no Service)
@@ -70,6 +72,9 @@ PROXY_PORT = 8080  # the pod's serving port (named http): the proxy
 # the proxy's admin API (named admin): declared on the pod, in no Service; the controller
 # reaches it through the API server's pod proxy
 PROXY_ADMIN_PORT = 8082
+# the proxy's admin token as a file: a Secret volume follows the Secret, an env var never does
+PROXY_SECRETS_DIR = "/run/mlops-proxy"
+PROXY_TOKEN_VOLUME = "proxy-token"
 MODEL_PORT = 8081  # the scoring service's port (named model), behind the proxy
 TOKEN_KEY = "token"
 ROUTES_KEY = "routes"
@@ -181,30 +186,29 @@ SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}
 
 def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) -> dict[str, Any]:
     """The proxy sidecar of NAME's pods: the Service's port, forwarding to the scoring
-    container on 127.0.0.1; its token and start-up routes come from the Secret and ConfigMap
-    (both optional: without the Secret the admin API is off, without the ConfigMap no route)."""
+    container on 127.0.0.1; its token is a file of the Secret's volume (proxy_token_volume),
+    its start-up routes come from the ConfigMap (both optional: without the Secret the admin
+    API is off, without the ConfigMap no route)."""
     plain = {
         "host": "0.0.0.0",
         "port": str(PROXY_PORT),
         "admin_port": str(PROXY_ADMIN_PORT),
         "upstream": f"http://127.0.0.1:{MODEL_PORT}",
         "version": model.version,
-    }
-    refs = {
-        "token": ("secretKeyRef", proxy_secret_name(name), TOKEN_KEY),
-        "routes": ("configMapKeyRef", routes_name(name), ROUTES_KEY),
+        "token_file": f"{PROXY_SECRETS_DIR}/{TOKEN_KEY}",
     }
     env: list[dict[str, Any]] = [
         {"name": env_name(field, PROXY_ENV_PREFIX), "value": value}
         for field, value in plain.items()
     ]
-    env += [
+    env.append(
         {
-            "name": env_name(field, PROXY_ENV_PREFIX),
-            "valueFrom": {source: {"name": ref, "key": key, "optional": True}},
+            "name": env_name("routes", PROXY_ENV_PREFIX),
+            "valueFrom": {
+                "configMapKeyRef": {"name": routes_name(name), "key": ROUTES_KEY, "optional": True}
+            },
         }
-        for field, (source, ref, key) in refs.items()
-    ]
+    )
     return {
         "name": PROXY_CONTAINER,
         "image": image,
@@ -223,6 +227,18 @@ def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) ->
         "livenessProbe": _probe(LIVE_PATH, "http", **LIVENESS),
         "resources": PROXY_RESOURCES,
         "securityContext": SECURITY,
+        "volumeMounts": [
+            {"name": PROXY_TOKEN_VOLUME, "mountPath": PROXY_SECRETS_DIR, "readOnly": True}
+        ],
+    }
+
+
+def proxy_token_volume(name: str) -> dict[str, Any]:
+    """The pod volume of the Secret `NAME-proxy`: optional (a pod starts without it, its
+    admin API off), readable by the pod's group only."""
+    return {
+        "name": PROXY_TOKEN_VOLUME,
+        "secret": {"secretName": proxy_secret_name(name), "optional": True, "defaultMode": 0o440},
     }
 
 
@@ -276,6 +292,7 @@ def deployment_manifest(
     containers = [container]
     if not challenger:
         containers.append(proxy_container(name, model, image, settings.image_pull_policy))
+        volumes.append(proxy_token_volume(name))
     # the kubelet runs every container's preStop at once, then signals each: the scoring
     # container waits a little longer, so the requests the proxy relays until its own SIGTERM
     # (over pooled keep-alive connections too) still find a server that accepts them

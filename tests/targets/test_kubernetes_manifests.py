@@ -72,6 +72,10 @@ def test_every_manifest_validates_strictly_with_keys_and_a_capture_volume(tmp_pa
     assert pod["volumes"] == [
         {"name": "api-keys", "secret": {"secretName": "iris-prod-api-keys", "defaultMode": 0o440}},
         {"name": "capture", "persistentVolumeClaim": {"claimName": "iris-capture"}},
+        {
+            "name": "proxy-token",
+            "secret": {"secretName": "iris-prod-proxy", "optional": True, "defaultMode": 0o440},
+        },
     ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -419,9 +423,17 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
     assert env["MLOPS_SERVING_PROXY_VERSION"]["value"] == "3"
     # the admin API on its own port, which the Service does not expose
     assert env["MLOPS_SERVING_PROXY_ADMIN_PORT"]["value"] == "8082"
-    assert env["MLOPS_SERVING_PROXY_TOKEN"]["valueFrom"] == {
-        "secretKeyRef": {"name": "iris-prod-proxy", "key": "token", "optional": True}
+    # the token as a file of the Secret's volume, which follows a rotated Secret; never env
+    assert "MLOPS_SERVING_PROXY_TOKEN" not in env
+    assert env["MLOPS_SERVING_PROXY_TOKEN_FILE"]["value"] == "/run/mlops-proxy/token"
+    assert proxy["volumeMounts"] == [
+        {"name": "proxy-token", "mountPath": "/run/mlops-proxy", "readOnly": True}
+    ]
+    assert pod["volumes"][-1] == {
+        "name": "proxy-token",
+        "secret": {"secretName": "iris-prod-proxy", "optional": True, "defaultMode": 0o440},
     }
+    assert "secretKeyRef" not in str(docs[2])
     assert env["MLOPS_SERVING_PROXY_ROUTES"]["valueFrom"] == {
         "configMapKeyRef": {"name": "iris-prod-routes", "key": "routes", "optional": True}
     }
