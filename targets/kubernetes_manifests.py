@@ -26,9 +26,11 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
 
 While a live challenger runs (kubernetes.py), there are also a Deployment and a ClusterIP
 Service `NAME-challenger` (the challenger's scoring container alone, port 8081, labelled
-`mlops.challenger-of=NAME`), and a ConfigMap `NAME-routes` holding the proxies' current canary
-and shadow routes, which a proxy reads at start (MLOPS_SERVING_PROXY_ROUTES): a pod the HPA or a
-restart adds splits traffic as the others do.
+`mlops.challenger-of=NAME`; when the champion has an HPA and a PDB, the challenger gets its
+own from the same settings, and starts with as many pods as the champion runs), and a
+ConfigMap `NAME-routes` holding the proxies' current canary and shadow routes, which a proxy
+reads at start (MLOPS_SERVING_PROXY_ROUTES): a pod the HPA or a restart adds splits traffic
+as the others do.
 
 Capture in the cluster: `capture_uri` set to an fsspec URI (s3://, gs://, abfs://, ...) is
 passed to the service as it is (credentials come from the pod's identity or the service
@@ -254,7 +256,7 @@ def deployment_manifest(
 ) -> dict[str, Any]:
     """The apps/v1 Deployment of NAME serving `model` from `image`: scoring container and
     proxy sidecar; with `challenger`, `NAME-challenger` with the scoring container alone and
-    `settings.min_replicas` pods (no HPA scales it)."""
+    `settings.min_replicas` pods (challenger_manifests may size it otherwise)."""
     capture_uri, capture_volume = capture_target(config, settings)
     scoring = config.model_copy(update={"capture_uri": capture_uri, "api_key_file": None})
     env = serving_env(IMAGE_MODEL_DIR, model, scoring, host="0.0.0.0", port=MODEL_PORT, image=image)
@@ -412,42 +414,52 @@ def manifests(
             },
         }
     )
-    docs.append(
-        {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": name, **meta},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": settings.min_replicas,
-                "maxReplicas": settings.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": settings.cpu_target_percent,
-                            },
-                        },
-                    }
-                ],
-            },
-        }
-    )
-    docs.append(
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": {"name": name, **meta},
-            "spec": {
-                "maxUnavailable": settings.pdb_max_unavailable,
-                "selector": {"matchLabels": selector(name)},
-            },
-        }
-    )
+    docs.append(autoscaler_manifest(name, meta, settings))
+    docs.append(disruption_budget_manifest(name, meta, settings))
     return docs
+
+
+def autoscaler_manifest(
+    own: str, meta: dict[str, Any], settings: KubernetesSettings
+) -> dict[str, Any]:
+    """The autoscaling/v2 HorizontalPodAutoscaler of Deployment OWN (CPU utilisation)."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": own, **meta},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": own},
+            "minReplicas": settings.min_replicas,
+            "maxReplicas": settings.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": settings.cpu_target_percent,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def disruption_budget_manifest(
+    own: str, meta: dict[str, Any], settings: KubernetesSettings
+) -> dict[str, Any]:
+    """The policy/v1 PodDisruptionBudget of Deployment OWN's pods."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": own, **meta},
+        "spec": {
+            "maxUnavailable": settings.pdb_max_unavailable,
+            "selector": {"matchLabels": selector(own)},
+        },
+    }
 
 
 def challenger_manifests(
@@ -457,18 +469,22 @@ def challenger_manifests(
     config: DeployConfig,
     image: str,
     settings: KubernetesSettings,
+    *,
+    replicas: int | None = None,
+    autoscaled: bool = False,
+    disruption_budget: bool = False,
 ) -> list[dict[str, Any]]:
     """NAME's challenger in apply order: its ClusterIP Service first (so its DNS name exists
-    when the pods do), then its Deployment (the scoring container alone)."""
+    when the pods do), then its Deployment (the scoring container alone, `replicas` pods,
+    default `settings.min_replicas`), then, as the champion has them, its own
+    HorizontalPodAutoscaler (`autoscaled`) and PodDisruptionBudget (`disruption_budget`) from
+    the same settings: at the last canary step it takes all of the traffic."""
     own = challenger_name(name)
+    meta = {"namespace": namespace, "labels": labels(own) | {CHALLENGER_LABEL: name}}
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": own,
-            "namespace": namespace,
-            "labels": labels(own) | {CHALLENGER_LABEL: name},
-        },
+        "metadata": {"name": own, **meta},
         "spec": {
             "type": "ClusterIP",
             "selector": selector(own),
@@ -482,7 +498,15 @@ def challenger_manifests(
     deployment = deployment_manifest(
         name, namespace, model, config, image, settings, challenger=True
     )
-    return [service, deployment]
+    if replicas is not None:
+        # applied once, at the start: afterwards its HPA (if any) owns the count
+        deployment["spec"]["replicas"] = replicas
+    docs = [service, deployment]
+    if autoscaled:
+        docs.append(autoscaler_manifest(own, meta, settings))
+    if disruption_budget:
+        docs.append(disruption_budget_manifest(own, meta, settings))
+    return docs
 
 
 def routes_manifest(name: str, namespace: str, routes: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from mlops_pipeline.errors import (
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets import operations
 from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus
-from mlops_pipeline.targets.kubernetes import KubernetesTarget
+from mlops_pipeline.targets.kubernetes import KubernetesTarget, delete_order
 from mlops_pipeline.tracking import connect
 
 from tests.docker_support import IRIS_PAYLOAD
@@ -130,7 +130,8 @@ def test_delete_of_a_missing_deployment_succeeds(target, standin):
     before = len(standin.requests)
     target.delete("k8s-never-created")
     deletes = [r for r in standin.requests[before:] if r[0] == "DELETE"]
-    assert len(deletes) == 9  # every object asked, each answered 404, none an error
+    # every object asked (the challenger's HPA and PDB too), each answered 404, none an error
+    assert len(deletes) == len(delete_order("k8s-never-created")) == 11
 
 
 def test_never_ready_rollout_is_restored_and_the_old_version_keeps_serving(
