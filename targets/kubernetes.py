@@ -39,6 +39,7 @@ URI) or, inside a pod, the in-cluster service account (kubernetes_api).
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 import secrets
 import time
@@ -498,6 +499,9 @@ class KubernetesTarget(Target):
         """Every request to the challenger on every pod (and in the ConfigMap, so pods the
         rollout starts do the same), roll the champion Deployment to the challenger's model
         (maxUnavailable 0, watched as `update`), then remove the routes and the challenger.
+        Until the routes are cleared the champion HPA's minReplicas is held at the
+        challenger's pod count, so the champion cannot shrink under the load it takes over
+        (the configured value is applied back after, also on failure).
         Once the roll succeeded the promotion has happened: removing the routes (live pods)
         and the challenger (after the old, terminating pods are gone) is retried and logged,
         never raised; a challenger whose routes could not be removed is left running.
@@ -528,37 +532,59 @@ class KubernetesTarget(Target):
             api_keys=self._api_keys(config),
             proxy_token=self._stored_token(name),
         )
+        held, configured = _hold_autoscaler(docs, found)
         admin = self.proxy_admin(name)
         route = {"upstream": challenger_upstream(name), "percent": 100, "version": model.version}
         admin.set_routes(canary=route, shadow=None, drain_timeout=config.drain_timeout)
         logger.info("Promoting %s: rolling %s to %s", own, name, model.uri)
-        try:
-            self._roll(name, current, docs, config.ready_timeout)
-        except BaseException:
-            try:  # back on the champion; the rollout's error is the one raised
-                admin.set_routes(canary=None, shadow=None, drain_timeout=config.drain_timeout)
-            except MLOpsError as exc:
-                logger.error("Clearing the routes of %s failed: %s", name, exc.message)
-            raise
-        # every pod now runs the challenger's model itself: the rest is cleanup, which logs
-        # and retries but never fails the promotion. Terminating old pods keep their route to
-        # the challenger (the promoted version) until they are gone: then the challenger goes.
         drain = config.drain_timeout
-        if self._cleanup(
-            name,
-            "clear the routes",
-            lambda: admin.set_routes(canary=None, shadow=None, drain_timeout=drain),
-        ):
+        try:  # the champion keeps at least the challenger's pods until it serves everything
+            try:
+                self._roll(name, current, held, config.ready_timeout)
+            except BaseException:
+                try:  # back on the champion; the rollout's error is the one raised
+                    admin.set_routes(canary=None, shadow=None, drain_timeout=drain)
+                except MLOpsError as exc:
+                    logger.error("Clearing the routes of %s failed: %s", name, exc.message)
+                raise
+            # every pod now runs the challenger's model itself: the rest is cleanup, which
+            # logs and retries but never fails the promotion. Terminating old pods keep their
+            # route to the challenger (the promoted version) until they are gone: then the
+            # challenger goes.
+            cleared = self._cleanup(
+                name,
+                "clear the routes",
+                lambda: admin.set_routes(canary=None, shadow=None, drain_timeout=drain),
+            )
+        finally:
+            self._release_autoscaler(configured)
+        if cleared:
             self._cleanup(name, "remove the challenger", lambda: self._remove_challenger(name))
         else:
             logger.error(
                 "Promoted %s, but its pods may still route to %s (the same version), so it is "
                 "kept running: `kubectl -n %s delete configmap %s`, `kubectl -n %s rollout "
-                "restart deployment/%s`, then `kubectl -n %s delete deployment,service %s`.",
+                "restart deployment/%s`, then `kubectl -n %s delete deployment,service,hpa,pdb "
+                "%s`.",
                 name, own, self.namespace, routes_name(name), self.namespace, name,
                 self.namespace, own,
             )  # fmt: skip
         return self.get(name)
+
+    def _release_autoscaler(self, configured: dict[str, Any] | None) -> None:
+        """Apply the champion's configured HPA back after a promotion held its minReplicas;
+        a failure is logged with the command that does it (the promotion's outcome stands)."""
+        if configured is None:
+            return
+        try:
+            self.api.apply(configured)
+        except MLOpsError as exc:
+            name, low = configured["metadata"]["name"], configured["spec"]["minReplicas"]
+            logger.error(
+                "HPA %s keeps the minReplicas held for the promotion: restoring %d failed "
+                "(%s); `kubectl -n %s patch hpa %s -p '{\"spec\":{\"minReplicas\":%d}}'`.",
+                name, low, exc.message, self.namespace, name, low,
+            )  # fmt: skip
 
     def _cleanup(self, name: str, what: str, action: Callable[[], object]) -> bool:
         """Run `action` up to CLEANUP_ATTEMPTS times; True once it succeeded, False (logged)
@@ -779,6 +805,23 @@ class KubernetesTarget(Target):
                 field="image",
             )
         return image
+
+
+def _hold_autoscaler(
+    docs: list[dict[str, Any]], challenger: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(DOCS with the champion HPA's minReplicas raised to the challenger's pod count, at most
+    its maxReplicas; the configured HPA to apply back, None when DOCS have none). Held during
+    a promotion: the champion takes the challenger's whole load when the routes go, and its
+    HPA, which saw little CPU while the challenger served, must not scale it down meanwhile."""
+    configured = next((d for d in docs if d["kind"] == "HorizontalPodAutoscaler"), None)
+    if configured is None:
+        return docs, None
+    spec = configured["spec"]
+    running = int((challenger.get("spec") or {}).get("replicas") or 1)
+    held = copy.deepcopy(configured)
+    held["spec"]["minReplicas"] = min(max(spec["minReplicas"], running), spec["maxReplicas"])
+    return [held if d is configured else d for d in docs], configured
 
 
 def _grace(deployment: dict[str, Any] | None) -> float:
