@@ -51,10 +51,12 @@ it through a kubeconfig file:
 Failure modes tests control: `fail_next(method, path_regex, status)` answers the next
 matching request (pods/proxy calls included) with an error Status; an image that never
 answers /ping keeps its pods unready, so the rollout hits its progress deadline;
-`hold_pods(namespace, deployment, count)` keeps that many of the Deployment's next pods
+`scale(namespace, deployment, replicas)` sets a Deployment's replicas as an HPA scaling it
+does; `hold_pods(namespace, deployment, count)` keeps that many of the Deployment's next pods
 unscheduled (Pending, no node, no IP, no container started) until `release_pods`;
-`pod_proxy_put_delay` seconds delay every pods/proxy PUT (a slow pod, e.g. one draining), and
-`proxy_calls` records each pods/proxy call's (method, pod, start, end) on time.monotonic().
+`pod_proxy_put_delay` seconds delay every pods/proxy PUT (a slow pod, e.g. one draining);
+`applied` holds every applied body, and `proxy_calls` records each pods/proxy call's
+(method, pod, start, end) on time.monotonic().
 As the real API server (pod ResourceLocation), pods/proxy to a pod with no IP yet answers 400
 "address not allowed"; a pod gets its IP (and containerStatuses) at its first probe.
 """
@@ -409,6 +411,13 @@ class StandInApiServer:
                 self._run_pod(namespace, pod, rt)
             return [pod for pod, _ in waiting]
 
+    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        """Set the Deployment's spec.replicas, as its HPA does through the scale subresource
+        (still clamped into the HPA's range); the controller starts or stops pods."""
+        with self.lock:
+            found = self.objects[("Deployment", namespace, deployment)]
+            found["spec"]["replicas"] = replicas
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
             found = self.objects.get((kind, namespace, name))
@@ -644,6 +653,7 @@ class StandInApiServer:
         if not manager:
             return 400, _status(400, "BadRequest", "fieldManager is required for apply patch")
         applied = yaml.safe_load(body)
+        self.applied.append(copy.deepcopy(applied))
         if applied.get("kind") != kind or applied.get("metadata", {}).get("name") != name:
             return 400, _status(400, "BadRequest", "kind or name does not match the URL")
         existing = self.objects.get(key)
