@@ -14,12 +14,14 @@ times out gets the previous pod template applied back (the controller scales the
 ReplicaSet up again, if it scaled it down at all), and `DeploymentError` names why.
 
 Live challenger (canary, shadow): `start_challenger` applies a Deployment and a ClusterIP
-Service `NAME-challenger` (the challenger's scoring container alone) and waits until every
+Service `NAME-challenger` (the challenger's scoring container alone; with its own HPA and PDB
+when the champion has them, and as many pods as the champion runs) and waits until every
 champion pod's proxy finds it ready through that Service's DNS name; `proxy_admin` gives the
 rollout controller every champion pod's proxy as one ProxyAdmin (kubernetes_routes), which
 keeps the ConfigMap `NAME-routes` in step for pods that start later. `promote_challenger` sends
 every request to the challenger on every pod (and in the ConfigMap), rolls the champion
-Deployment to the challenger's model as `update` does, then removes the routes and the
+Deployment to the challenger's model as `update` does (its HPA's minReplicas held at the
+challenger's pod count meanwhile, restored after), then removes the routes and the
 challenger (cleanup: logged and retried, never a failed promotion); `stop_challenger` removes
 the routes (terminating pods' too, best effort), the ConfigMap and the challenger. Either
 deletes the challenger's Service only once no pod of NAME is terminating (bounded by the grace
@@ -37,6 +39,7 @@ URI) or, inside a pod, the in-cluster service account (kubernetes_api).
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 import secrets
 import time
@@ -98,14 +101,23 @@ GRACE_MARGIN = 10.0  # s beyond a pod's terminationGracePeriodSeconds before we 
 CLEANUP_ATTEMPTS = 3  # of each cleanup step after a promotion's successful roll
 
 
-def delete_order(name: str) -> list[tuple[str, str]]:
-    """(kind, object name) of everything of NAME, in removal order: traffic first (the
-    challenger, then the Service), the Secrets last (pods still read them while they stop)."""
+def challenger_objects(name: str) -> list[tuple[str, str]]:
+    """(kind, object name) of NAME's live challenger and its routes, in removal order: its
+    Service first (traffic), its HPA and PDB before the Deployment they scale and guard."""
     challenger = challenger_name(name)
     return [
         ("Service", challenger),
+        ("HorizontalPodAutoscaler", challenger),
+        ("PodDisruptionBudget", challenger),
         ("Deployment", challenger),
         ("ConfigMap", routes_name(name)),
+    ]
+
+
+def champion_objects(name: str) -> list[tuple[str, str]]:
+    """(kind, object name) of deployment NAME itself, in removal order: the Service first,
+    the Secrets last (pods still read them while they stop)."""
+    return [
         ("Service", name),
         ("HorizontalPodAutoscaler", name),
         ("PodDisruptionBudget", name),
@@ -113,6 +125,11 @@ def delete_order(name: str) -> list[tuple[str, str]]:
         ("Secret", secret_name(name)),
         ("Secret", proxy_secret_name(name)),
     ]
+
+
+def delete_order(name: str) -> list[tuple[str, str]]:
+    """(kind, object name) of everything of NAME, in removal order: the challenger first."""
+    return challenger_objects(name) + champion_objects(name)
 
 
 class KubernetesTarget(Target):
@@ -333,7 +350,9 @@ class KubernetesTarget(Target):
                 value=settings.image,
             )
         image = image_for(settings, self._require_image(image))
-        docs = challenger_manifests(name, self.namespace, model, config, image, settings)
+        docs = challenger_manifests(
+            name, self.namespace, model, config, image, settings, **self._sizing(name, settings)
+        )
         logger.info("Starting challenger %s (%s, %s) of %s", own, model.uri, image, name)
         deadline = time.monotonic() + config.ready_timeout
         try:
@@ -349,6 +368,20 @@ class KubernetesTarget(Target):
             self._remove_challenger(name, wait=False)  # it never had traffic
             raise
         return challenger_upstream(name)
+
+    def _sizing(self, name: str, settings: KubernetesSettings) -> dict[str, Any]:
+        """challenger_manifests' sizing for NAME's challenger: an HPA and a PDB as the champion
+        has them, and as many pods as the champion runs now (at least the HPA's minimum, at
+        most its maximum), so the challenger can take all of its traffic at the last step."""
+        champion = self.api.read("Deployment", name) or {}
+        running = int((champion.get("spec") or {}).get("replicas") or 0)
+        autoscaled = self.api.read("HorizontalPodAutoscaler", name) is not None
+        replicas = max(settings.min_replicas, running)
+        return {
+            "replicas": min(replicas, settings.max_replicas) if autoscaled else replicas,
+            "autoscaled": autoscaled,
+            "disruption_budget": self.api.read("PodDisruptionBudget", name) is not None,
+        }
 
     def _check_takes_routes(self, name: str, current: dict[str, Any]) -> None:
         """Raise ConflictError unless NAME's pods run the proxy sidecar with an admin token
@@ -400,8 +433,7 @@ class KubernetesTarget(Target):
         flushed). Returns at once when no challenger or routes exist (idempotent, also on a
         deployment created before live challengers). A route change that fails raises before
         anything is removed: the challenger keeps serving what it was sent."""
-        own = challenger_name(name)
-        left = [("Deployment", own), ("Service", own), ("ConfigMap", routes_name(name))]
+        left = challenger_objects(name)
         if all(self.api.read(kind, object_name) is None for kind, object_name in left):
             return
         if self.api.read("Deployment", name) is not None:
@@ -445,7 +477,8 @@ class KubernetesTarget(Target):
             time.sleep(POLL_SECONDS)
 
     def _remove_challenger(self, name: str, *, wait: bool = True) -> None:
-        """Delete NAME's challenger Service and Deployment and the routes ConfigMap.
+        """Delete NAME's challenger (challenger_objects: Service, HPA, PDB, Deployment) and the
+        routes ConfigMap.
 
         With `wait`: first until no pod of NAME is terminating (its proxy may still send to
         the challenger while endpoints catch up; bounded by the grace period + a margin), and
@@ -456,7 +489,7 @@ class KubernetesTarget(Target):
             grace = _grace(self.api.read("Deployment", name)) + GRACE_MARGIN
             self._wait_pods_gone(f"{DEPLOYMENT_LABEL}={name}", grace, terminating=True)
             own_grace = _grace(self.api.read("Deployment", own)) + GRACE_MARGIN
-        for kind, object_name in delete_order(name)[:3]:  # challenger Service, Deployment, routes
+        for kind, object_name in challenger_objects(name):
             if self.api.delete(kind, object_name):
                 logger.info("Deleted %s %s", kind, object_name)
         if wait:
@@ -466,6 +499,9 @@ class KubernetesTarget(Target):
         """Every request to the challenger on every pod (and in the ConfigMap, so pods the
         rollout starts do the same), roll the champion Deployment to the challenger's model
         (maxUnavailable 0, watched as `update`), then remove the routes and the challenger.
+        Until the routes are cleared the champion HPA's minReplicas is held at the
+        challenger's pod count, so the champion cannot shrink under the load it takes over
+        (the configured value is applied back after, also on failure).
         Once the roll succeeded the promotion has happened: removing the routes (live pods)
         and the challenger (after the old, terminating pods are gone) is retried and logged,
         never raised; a challenger whose routes could not be removed is left running.
@@ -496,37 +532,59 @@ class KubernetesTarget(Target):
             api_keys=self._api_keys(config),
             proxy_token=self._stored_token(name),
         )
+        held, configured = _hold_autoscaler(docs, found)
         admin = self.proxy_admin(name)
         route = {"upstream": challenger_upstream(name), "percent": 100, "version": model.version}
         admin.set_routes(canary=route, shadow=None, drain_timeout=config.drain_timeout)
         logger.info("Promoting %s: rolling %s to %s", own, name, model.uri)
-        try:
-            self._roll(name, current, docs, config.ready_timeout)
-        except BaseException:
-            try:  # back on the champion; the rollout's error is the one raised
-                admin.set_routes(canary=None, shadow=None, drain_timeout=config.drain_timeout)
-            except MLOpsError as exc:
-                logger.error("Clearing the routes of %s failed: %s", name, exc.message)
-            raise
-        # every pod now runs the challenger's model itself: the rest is cleanup, which logs
-        # and retries but never fails the promotion. Terminating old pods keep their route to
-        # the challenger (the promoted version) until they are gone: then the challenger goes.
         drain = config.drain_timeout
-        if self._cleanup(
-            name,
-            "clear the routes",
-            lambda: admin.set_routes(canary=None, shadow=None, drain_timeout=drain),
-        ):
+        try:  # the champion keeps at least the challenger's pods until it serves everything
+            try:
+                self._roll(name, current, held, config.ready_timeout)
+            except BaseException:
+                try:  # back on the champion; the rollout's error is the one raised
+                    admin.set_routes(canary=None, shadow=None, drain_timeout=drain)
+                except MLOpsError as exc:
+                    logger.error("Clearing the routes of %s failed: %s", name, exc.message)
+                raise
+            # every pod now runs the challenger's model itself: the rest is cleanup, which
+            # logs and retries but never fails the promotion. Terminating old pods keep their
+            # route to the challenger (the promoted version) until they are gone: then the
+            # challenger goes.
+            cleared = self._cleanup(
+                name,
+                "clear the routes",
+                lambda: admin.set_routes(canary=None, shadow=None, drain_timeout=drain),
+            )
+        finally:
+            self._release_autoscaler(configured)
+        if cleared:
             self._cleanup(name, "remove the challenger", lambda: self._remove_challenger(name))
         else:
             logger.error(
                 "Promoted %s, but its pods may still route to %s (the same version), so it is "
                 "kept running: `kubectl -n %s delete configmap %s`, `kubectl -n %s rollout "
-                "restart deployment/%s`, then `kubectl -n %s delete deployment,service %s`.",
+                "restart deployment/%s`, then `kubectl -n %s delete deployment,service,hpa,pdb "
+                "%s`.",
                 name, own, self.namespace, routes_name(name), self.namespace, name,
                 self.namespace, own,
             )  # fmt: skip
         return self.get(name)
+
+    def _release_autoscaler(self, configured: dict[str, Any] | None) -> None:
+        """Apply the champion's configured HPA back after a promotion held its minReplicas;
+        a failure is logged with the command that does it (the promotion's outcome stands)."""
+        if configured is None:
+            return
+        try:
+            self.api.apply(configured)
+        except MLOpsError as exc:
+            name, low = configured["metadata"]["name"], configured["spec"]["minReplicas"]
+            logger.error(
+                "HPA %s keeps the minReplicas held for the promotion: restoring %d failed "
+                "(%s); `kubectl -n %s patch hpa %s -p '{\"spec\":{\"minReplicas\":%d}}'`.",
+                name, low, exc.message, self.namespace, name, low,
+            )  # fmt: skip
 
     def _cleanup(self, name: str, what: str, action: Callable[[], object]) -> bool:
         """Run `action` up to CLEANUP_ATTEMPTS times; True once it succeeded, False (logged)
@@ -747,6 +805,23 @@ class KubernetesTarget(Target):
                 field="image",
             )
         return image
+
+
+def _hold_autoscaler(
+    docs: list[dict[str, Any]], challenger: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(DOCS with the champion HPA's minReplicas raised to the challenger's pod count, at most
+    its maxReplicas; the configured HPA to apply back, None when DOCS have none). Held during
+    a promotion: the champion takes the challenger's whole load when the routes go, and its
+    HPA, which saw little CPU while the challenger served, must not scale it down meanwhile."""
+    configured = next((d for d in docs if d["kind"] == "HorizontalPodAutoscaler"), None)
+    if configured is None:
+        return docs, None
+    spec = configured["spec"]
+    running = int((challenger.get("spec") or {}).get("replicas") or 1)
+    held = copy.deepcopy(configured)
+    held["spec"]["minReplicas"] = min(max(spec["minReplicas"], running), spec["maxReplicas"])
+    return [held if d is configured else d for d in docs], configured
 
 
 def _grace(deployment: dict[str, Any] | None) -> float:

@@ -7,8 +7,10 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
 * Secret `NAME-api-keys` (only with `api_key_file`): the key file, mounted read-only at
   /run/mlops/api-keys; the service reads it through MLOPS_SERVING_API_KEY_FILE, so keys are
   never in the pod's environment.
-* Secret `NAME-proxy`: the admin token of the pods' proxies (key `token`), given to them as
-  an environment variable; the target makes a random one when it first creates NAME.
+* Secret `NAME-proxy`: the admin token of the pods' proxies (key `token`), mounted read-only
+  (optional) at /run/mlops-proxy/ and read through MLOPS_SERVING_PROXY_TOKEN_FILE, so a
+  rotated Secret reaches running pods once the kubelet refreshes the volume (no restart);
+  without it the admin API is off. The target makes a random one when it first creates NAME.
 * Deployment `NAME`: two containers per pod, both from the scoring image. `scoring` serves the
   model on 8081 (readiness on /ping, liveness on /health/live); `proxy` runs
   `python -m mlops_pipeline.serving.proxy` on 8080 (its admin API on 8082, in no Service)
@@ -24,9 +26,11 @@ shape them. `manifests()` builds the objects a deployment NAME consists of, all 
 
 While a live challenger runs (kubernetes.py), there are also a Deployment and a ClusterIP
 Service `NAME-challenger` (the challenger's scoring container alone, port 8081, labelled
-`mlops.challenger-of=NAME`), and a ConfigMap `NAME-routes` holding the proxies' current canary
-and shadow routes, which a proxy reads at start (MLOPS_SERVING_PROXY_ROUTES): a pod the HPA or a
-restart adds splits traffic as the others do.
+`mlops.challenger-of=NAME`; when the champion has an HPA and a PDB, the challenger gets its
+own from the same settings, and starts with as many pods as the champion runs), and a
+ConfigMap `NAME-routes` holding the proxies' current canary and shadow routes, which a proxy
+reads at start (MLOPS_SERVING_PROXY_ROUTES): a pod the HPA or a restart adds splits traffic
+as the others do.
 
 Capture in the cluster: `capture_uri` set to an fsspec URI (s3://, gs://, abfs://, ...) is
 passed to the service as it is (credentials come from the pod's identity or the service
@@ -70,6 +74,9 @@ PROXY_PORT = 8080  # the pod's serving port (named http): the proxy
 # the proxy's admin API (named admin): declared on the pod, in no Service; the controller
 # reaches it through the API server's pod proxy
 PROXY_ADMIN_PORT = 8082
+# the proxy's admin token as a file: a Secret volume follows the Secret, an env var never does
+PROXY_SECRETS_DIR = "/run/mlops-proxy"
+PROXY_TOKEN_VOLUME = "proxy-token"
 MODEL_PORT = 8081  # the scoring service's port (named model), behind the proxy
 TOKEN_KEY = "token"
 ROUTES_KEY = "routes"
@@ -181,30 +188,29 @@ SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}
 
 def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) -> dict[str, Any]:
     """The proxy sidecar of NAME's pods: the Service's port, forwarding to the scoring
-    container on 127.0.0.1; its token and start-up routes come from the Secret and ConfigMap
-    (both optional: without the Secret the admin API is off, without the ConfigMap no route)."""
+    container on 127.0.0.1; its token is a file of the Secret's volume (proxy_token_volume),
+    its start-up routes come from the ConfigMap (both optional: without the Secret the admin
+    API is off, without the ConfigMap no route)."""
     plain = {
         "host": "0.0.0.0",
         "port": str(PROXY_PORT),
         "admin_port": str(PROXY_ADMIN_PORT),
         "upstream": f"http://127.0.0.1:{MODEL_PORT}",
         "version": model.version,
-    }
-    refs = {
-        "token": ("secretKeyRef", proxy_secret_name(name), TOKEN_KEY),
-        "routes": ("configMapKeyRef", routes_name(name), ROUTES_KEY),
+        "token_file": f"{PROXY_SECRETS_DIR}/{TOKEN_KEY}",
     }
     env: list[dict[str, Any]] = [
         {"name": env_name(field, PROXY_ENV_PREFIX), "value": value}
         for field, value in plain.items()
     ]
-    env += [
+    env.append(
         {
-            "name": env_name(field, PROXY_ENV_PREFIX),
-            "valueFrom": {source: {"name": ref, "key": key, "optional": True}},
+            "name": env_name("routes", PROXY_ENV_PREFIX),
+            "valueFrom": {
+                "configMapKeyRef": {"name": routes_name(name), "key": ROUTES_KEY, "optional": True}
+            },
         }
-        for field, (source, ref, key) in refs.items()
-    ]
+    )
     return {
         "name": PROXY_CONTAINER,
         "image": image,
@@ -223,6 +229,18 @@ def proxy_container(name: str, model: ModelRef, image: str, pull_policy: str) ->
         "livenessProbe": _probe(LIVE_PATH, "http", **LIVENESS),
         "resources": PROXY_RESOURCES,
         "securityContext": SECURITY,
+        "volumeMounts": [
+            {"name": PROXY_TOKEN_VOLUME, "mountPath": PROXY_SECRETS_DIR, "readOnly": True}
+        ],
+    }
+
+
+def proxy_token_volume(name: str) -> dict[str, Any]:
+    """The pod volume of the Secret `NAME-proxy`: optional (a pod starts without it, its
+    admin API off), readable by the pod's group only."""
+    return {
+        "name": PROXY_TOKEN_VOLUME,
+        "secret": {"secretName": proxy_secret_name(name), "optional": True, "defaultMode": 0o440},
     }
 
 
@@ -238,7 +256,7 @@ def deployment_manifest(
 ) -> dict[str, Any]:
     """The apps/v1 Deployment of NAME serving `model` from `image`: scoring container and
     proxy sidecar; with `challenger`, `NAME-challenger` with the scoring container alone and
-    `settings.min_replicas` pods (no HPA scales it)."""
+    `settings.min_replicas` pods (challenger_manifests may size it otherwise)."""
     capture_uri, capture_volume = capture_target(config, settings)
     scoring = config.model_copy(update={"capture_uri": capture_uri, "api_key_file": None})
     env = serving_env(IMAGE_MODEL_DIR, model, scoring, host="0.0.0.0", port=MODEL_PORT, image=image)
@@ -276,6 +294,7 @@ def deployment_manifest(
     containers = [container]
     if not challenger:
         containers.append(proxy_container(name, model, image, settings.image_pull_policy))
+        volumes.append(proxy_token_volume(name))
     # the kubelet runs every container's preStop at once, then signals each: the scoring
     # container waits a little longer, so the requests the proxy relays until its own SIGTERM
     # (over pooled keep-alive connections too) still find a server that accepts them
@@ -395,42 +414,52 @@ def manifests(
             },
         }
     )
-    docs.append(
-        {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": name, **meta},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": settings.min_replicas,
-                "maxReplicas": settings.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": settings.cpu_target_percent,
-                            },
-                        },
-                    }
-                ],
-            },
-        }
-    )
-    docs.append(
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": {"name": name, **meta},
-            "spec": {
-                "maxUnavailable": settings.pdb_max_unavailable,
-                "selector": {"matchLabels": selector(name)},
-            },
-        }
-    )
+    docs.append(autoscaler_manifest(name, meta, settings))
+    docs.append(disruption_budget_manifest(name, meta, settings))
     return docs
+
+
+def autoscaler_manifest(
+    own: str, meta: dict[str, Any], settings: KubernetesSettings
+) -> dict[str, Any]:
+    """The autoscaling/v2 HorizontalPodAutoscaler of Deployment OWN (CPU utilisation)."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": own, **meta},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": own},
+            "minReplicas": settings.min_replicas,
+            "maxReplicas": settings.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": settings.cpu_target_percent,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def disruption_budget_manifest(
+    own: str, meta: dict[str, Any], settings: KubernetesSettings
+) -> dict[str, Any]:
+    """The policy/v1 PodDisruptionBudget of Deployment OWN's pods."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": own, **meta},
+        "spec": {
+            "maxUnavailable": settings.pdb_max_unavailable,
+            "selector": {"matchLabels": selector(own)},
+        },
+    }
 
 
 def challenger_manifests(
@@ -440,18 +469,22 @@ def challenger_manifests(
     config: DeployConfig,
     image: str,
     settings: KubernetesSettings,
+    *,
+    replicas: int | None = None,
+    autoscaled: bool = False,
+    disruption_budget: bool = False,
 ) -> list[dict[str, Any]]:
     """NAME's challenger in apply order: its ClusterIP Service first (so its DNS name exists
-    when the pods do), then its Deployment (the scoring container alone)."""
+    when the pods do), then its Deployment (the scoring container alone, `replicas` pods,
+    default `settings.min_replicas`), then, as the champion has them, its own
+    HorizontalPodAutoscaler (`autoscaled`) and PodDisruptionBudget (`disruption_budget`) from
+    the same settings: at the last canary step it takes all of the traffic."""
     own = challenger_name(name)
+    meta = {"namespace": namespace, "labels": labels(own) | {CHALLENGER_LABEL: name}}
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": own,
-            "namespace": namespace,
-            "labels": labels(own) | {CHALLENGER_LABEL: name},
-        },
+        "metadata": {"name": own, **meta},
         "spec": {
             "type": "ClusterIP",
             "selector": selector(own),
@@ -465,7 +498,15 @@ def challenger_manifests(
     deployment = deployment_manifest(
         name, namespace, model, config, image, settings, challenger=True
     )
-    return [service, deployment]
+    if replicas is not None:
+        # applied once, at the start: afterwards its HPA (if any) owns the count
+        deployment["spec"]["replicas"] = replicas
+    docs = [service, deployment]
+    if autoscaled:
+        docs.append(autoscaler_manifest(own, meta, settings))
+    if disruption_budget:
+        docs.append(disruption_budget_manifest(own, meta, settings))
+    return docs
 
 
 def routes_manifest(name: str, namespace: str, routes: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,9 @@ from mlops_pipeline.targets.kubernetes_manifests import (
     DEPLOYMENT_LABEL,
     PROXY_ADMIN_PORT,
     PROXY_CONTAINER,
+    PROXY_SECRETS_DIR,
     ROUTES_KEY,
+    TOKEN_KEY,
     proxy_secret_name,
     routes_manifest,
     routes_name,
@@ -152,9 +154,11 @@ class PodProxyAdmin(ProxyAdmin):
         if status in (401, 403):
             name = self.deployment or self.pod
             return AuthError(
-                f"{what} ({status}: {message}): it holds no or another admin token (started "
-                f"before Secret {proxy_secret_name(name)} existed, or runs an older image).",
-                hint=f"Restart its pods: `kubectl rollout restart deployment/{name}`.",
+                f"{what} ({status}: {message}): it holds no or another admin token (its file "
+                f"{PROXY_SECRETS_DIR}/{TOKEN_KEY} from Secret {proxy_secret_name(name)} is "
+                "missing or not refreshed yet, or it runs an older image).",
+                hint="The kubelet refreshes a Secret's volume within about a minute; if it "
+                f"persists, restart its pods: `kubectl rollout restart deployment/{name}`.",
             )
         return BackendError(f"{what} with HTTP {status}: {message}")
 

@@ -24,7 +24,10 @@ it through a kubeconfig file:
 * each pod is REAL containers on the local Docker engine, one per container of the pod spec
   (image, command, env with `valueFrom` secretKeyRef/configMapKeyRef resolved when the pod
   starts, `optional` honoured, user from the securityContext, secret and PVC volumes as bind
-  mounts, CPU/memory limits; the image's HEALTHCHECK off, as the kubelet ignores it).
+  mounts, CPU/memory limits; the image's HEALTHCHECK off, as the kubelet ignores it). A
+  Secret volume is a host folder holding the Secret's keys as files (`optional`: the pod
+  starts without the Secret), rewritten when the Secret is applied or deleted, as the
+  kubelet's sync does (at once, where a kubelet takes up to a minute).
   Stand-in behaviour for the pod's one network namespace: the first container starts on the
   stand-in's own user-defined Docker network, and the others join its network stack
   (network_mode `container:<id>`), so they reach each other on 127.0.0.1; every containerPort
@@ -48,10 +51,12 @@ it through a kubeconfig file:
 Failure modes tests control: `fail_next(method, path_regex, status)` answers the next
 matching request (pods/proxy calls included) with an error Status; an image that never
 answers /ping keeps its pods unready, so the rollout hits its progress deadline;
-`hold_pods(namespace, deployment, count)` keeps that many of the Deployment's next pods
+`scale(namespace, deployment, replicas)` sets a Deployment's replicas as an HPA scaling it
+does; `hold_pods(namespace, deployment, count)` keeps that many of the Deployment's next pods
 unscheduled (Pending, no node, no IP, no container started) until `release_pods`;
-`pod_proxy_put_delay` seconds delay every pods/proxy PUT (a slow pod, e.g. one draining), and
-`proxy_calls` records each pods/proxy call's (method, pod, start, end) on time.monotonic().
+`pod_proxy_put_delay` seconds delay every pods/proxy PUT (a slow pod, e.g. one draining);
+`applied` holds every applied body, and `proxy_calls` records each pods/proxy call's
+(method, pod, start, end) on time.monotonic().
 As the real API server (pod ResourceLocation), pods/proxy to a pod with no IP yet answers 400
 "address not allowed"; a pod gets its IP (and containerStatuses) at its first probe.
 """
@@ -192,6 +197,40 @@ class PodRuntime:
         return None
 
 
+class SecretMount:
+    """A Secret volume of one pod: the Secret's keys as files in a host folder, which the
+    pod's containers bind-mount read-only. `write` makes the folder hold a Secret's keys
+    now, as the kubelet's periodic sync does (at once here, where a kubelet takes up to a
+    minute); each file is replaced atomically, so a reader sees the old or the new value.
+
+    Args:
+        source: the volume's `secret` (secretName, optional, defaultMode).
+        uid, gid: the files' owner (runAsUser, fsGroup), readable with defaultMode.
+    """
+
+    def __init__(
+        self, namespace: str, pod: str, folder: Path, source: dict, uid: int, gid: int
+    ) -> None:
+        self.namespace, self.pod, self.folder = namespace, pod, folder
+        self.source, self.uid, self.gid = source, uid, gid
+
+    def write(self, secret: dict[str, Any] | None) -> None:
+        """Files for `secret`'s keys, and no others. A deleted Secret (None) empties an
+        optional volume; a required one keeps its last files (the kubelet cannot fetch it)."""
+        if secret is None and not self.source.get("optional"):
+            return
+        data = {k: base64.b64decode(v) for k, v in ((secret or {}).get("data") or {}).items()}
+        for key, value in data.items():
+            staged = self.folder / f"..{key}.tmp"
+            staged.write_bytes(value)
+            staged.chmod(self.source.get("defaultMode", 0o644))
+            shutil.chown(staged, self.uid, self.gid)
+            staged.replace(self.folder / key)
+        for stale in self.folder.iterdir():
+            if stale.name not in data:
+                stale.unlink()
+
+
 class ServiceForwarder:
     """127.0.0.1:<nodePort> -> the next ready pod of the Service, one request at a time."""
 
@@ -274,7 +313,9 @@ class StandInApiServer:
         self.progress: dict[tuple[str, str], tuple[str, float]] = {}  # template hash, last
         self.failures: list[tuple[str, re.Pattern[str], int]] = []
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.applied: list[dict[str, Any]] = []  # every applied body, in order
         self.held: dict[tuple[str, str], int] = {}  # (namespace, deployment) -> pods to hold
+        self.secret_mounts: list[SecretMount] = []  # of live pods: rewritten on Secret changes
         self.pod_proxy_put_delay = 0.0
         self.proxy_calls: list[tuple[str, str, float, float]] = []
         self.lock = threading.RLock()
@@ -369,6 +410,13 @@ class StandInApiServer:
             for pod, rt in waiting:
                 self._run_pod(namespace, pod, rt)
             return [pod for pod, _ in waiting]
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        """Set the Deployment's spec.replicas, as its HPA does through the scale subresource
+        (still clamped into the HPA's range); the controller starts or stops pods."""
+        with self.lock:
+            found = self.objects[("Deployment", namespace, deployment)]
+            found["spec"]["replicas"] = replicas
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
@@ -605,6 +653,7 @@ class StandInApiServer:
         if not manager:
             return 400, _status(400, "BadRequest", "fieldManager is required for apply patch")
         applied = yaml.safe_load(body)
+        self.applied.append(copy.deepcopy(applied))
         if applied.get("kind") != kind or applied.get("metadata", {}).get("name") != name:
             return 400, _status(400, "BadRequest", "kind or name does not match the URL")
         existing = self.objects.get(key)
@@ -655,6 +704,8 @@ class StandInApiServer:
             }
             obj["data"] = {**obj.get("data", {}), **data}
         self.objects[key] = obj
+        if kind == "Secret":
+            self._sync_secret_mounts(namespace, name)
         exposed = kind == "Service" and obj["spec"].get("type") in ("NodePort", "LoadBalancer")
         if exposed and (namespace, name) not in self.forwarders:
             port = obj["spec"]["ports"][0]["nodePort"]
@@ -692,6 +743,8 @@ class StandInApiServer:
             self._terminate(namespace, name)  # listed, with deletionTimestamp, until it stopped
             return
         self.objects.pop(key)
+        if kind == "Secret":
+            self._sync_secret_mounts(namespace, name)
         if kind == "Service" and (namespace, name) in self.forwarders:
             self.forwarders.pop((namespace, name)).close()
         if kind == "Service":
@@ -700,6 +753,15 @@ class StandInApiServer:
             for ns, pod in list(self.pods):
                 if ns == namespace and self._owner(ns, pod) == name:
                     self._terminate(ns, pod)
+
+    def _sync_secret_mounts(self, namespace: str, secret: str) -> None:
+        """Rewrite the volumes of Secret `secret` in live pods (the kubelet's sync); forget
+        those of pods that are gone."""
+        self.secret_mounts = [m for m in self.secret_mounts if (m.namespace, m.pod) in self.pods]
+        found = self.objects.get(("Secret", namespace, secret))
+        for mount in self.secret_mounts:
+            if mount.namespace == namespace and mount.source["secretName"] == secret:
+                mount.write(found)
 
     def _drop_alias(self, namespace: str, service: str) -> None:
         """A deleted Service's name resolves no more (its ClusterIP and DNS record go at
@@ -995,18 +1057,18 @@ class StandInApiServer:
     def _volume(self, namespace: str, pod: str, volume: dict, security: dict) -> Path:
         uid, gid = security.get("runAsUser", 0), security.get("fsGroup", 0)
         if "secret" in volume:
-            secret = self.objects.get(("Secret", namespace, volume["secret"]["secretName"]))
-            if secret is None:  # kubelet keeps such a pod in ContainerCreating
-                raise RuntimeError(f"secret {volume['secret']['secretName']} not found")
-
+            source = volume["secret"]
+            secret = self.objects.get(("Secret", namespace, source["secretName"]))
+            if secret is None and not source.get("optional"):
+                # the kubelet keeps such a pod in ContainerCreating
+                raise RuntimeError(f"secret {source['secretName']} not found")
             folder = self.volumes / pod / volume["name"]
             if folder.is_dir():  # another container of the pod mounts it too
                 return folder
             folder.mkdir(parents=True)
-            for key, value in secret.get("data", {}).items():
-                (folder / key).write_bytes(base64.b64decode(value))
-                (folder / key).chmod(volume["secret"].get("defaultMode", 0o644))
-                shutil.chown(folder / key, uid, gid)
+            mount = SecretMount(namespace, pod, folder, source, uid, gid)
+            mount.write(secret)
+            self.secret_mounts.append(mount)
             return folder
         claim = self.volumes / "pvc" / volume["persistentVolumeClaim"]["claimName"]
         claim.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlops_pipeline.targets import kubernetes
 from mlops_pipeline.targets.base import ModelRef
 
 from tests.docker_support import build_iris_images
@@ -66,13 +67,10 @@ def kubeconfig(standin: StandInApiServer, tmp_path: Path, monkeypatch) -> Path:
 
 
 def challenger_objects(standin: StandInApiServer, name: str) -> list[dict]:
-    """What is left of NAME's challenger: its Deployment, Service and the routes ConfigMap."""
+    """What is left of NAME's challenger: its Deployment, Service, HPA, PDB and the routes
+    ConfigMap (the target's own list of them)."""
     return [
         found
-        for kind, object_name in (
-            ("Deployment", f"{name}-challenger"),
-            ("Service", f"{name}-challenger"),
-            ("ConfigMap", f"{name}-routes"),
-        )
+        for kind, object_name in kubernetes.challenger_objects(name)
         if (found := standin.get(kind, NAMESPACE, object_name)) is not None
     ]

@@ -4,6 +4,7 @@ made, on the local Docker engine, and whose Service forwards to them on 127.0.0.
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from mlops_pipeline.errors import (
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.targets import operations
 from mlops_pipeline.targets.base import DeployConfig, DeploymentStatus
-from mlops_pipeline.targets.kubernetes import KubernetesTarget
+from mlops_pipeline.targets.kubernetes import KubernetesTarget, delete_order
 from mlops_pipeline.tracking import connect
 
 from tests.docker_support import IRIS_PAYLOAD
@@ -83,6 +84,21 @@ def test_create_serves_through_the_service_then_delete_removes_all(
     assert container.attrs["Config"]["User"] == "10001:10001"
     assert "primary-key" not in str(container.attrs)  # mounted as a file, not in the env
     assert container.exec_run(["cat", "/run/mlops/api-keys"]).output == b"primary-key\n"
+    # the proxies' admin token: a file of the Secret's volume, not in the environment
+    (proxy,) = standin.containers(NAMESPACE, name, "proxy")
+    token_path = ["cat", "/run/mlops-proxy/token"]
+    token = base64.b64decode(standin.get("Secret", NAMESPACE, f"{name}-proxy")["data"]["token"])
+    assert proxy.exec_run(token_path).output == token
+    assert token.decode() not in str(proxy.attrs["Config"]["Env"])
+    # a rotated Secret reaches the running pod's file (the kubelet's volume sync): no restart
+    rotated = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-proxy", "namespace": NAMESPACE},
+        "stringData": {"token": "rotated-token"},
+    }
+    target.api.apply(rotated)
+    assert proxy.exec_run(token_path).output == b"rotated-token"
     assert standin.get("Secret", NAMESPACE, f"{name}-api-keys")["data"] == {
         "api-keys": "cHJpbWFyeS1rZXkK"
     }
@@ -114,7 +130,8 @@ def test_delete_of_a_missing_deployment_succeeds(target, standin):
     before = len(standin.requests)
     target.delete("k8s-never-created")
     deletes = [r for r in standin.requests[before:] if r[0] == "DELETE"]
-    assert len(deletes) == 9  # every object asked, each answered 404, none an error
+    # every object asked (the challenger's HPA and PDB too), each answered 404, none an error
+    assert len(deletes) == len(delete_order("k8s-never-created")) == 11
 
 
 def test_never_ready_rollout_is_restored_and_the_old_version_keeps_serving(

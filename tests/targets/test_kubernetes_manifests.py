@@ -72,6 +72,10 @@ def test_every_manifest_validates_strictly_with_keys_and_a_capture_volume(tmp_pa
     assert pod["volumes"] == [
         {"name": "api-keys", "secret": {"secretName": "iris-prod-api-keys", "defaultMode": 0o440}},
         {"name": "capture", "persistentVolumeClaim": {"claimName": "iris-capture"}},
+        {
+            "name": "proxy-token",
+            "secret": {"secretName": "iris-prod-proxy", "optional": True, "defaultMode": 0o440},
+        },
     ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -419,9 +423,17 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
     assert env["MLOPS_SERVING_PROXY_VERSION"]["value"] == "3"
     # the admin API on its own port, which the Service does not expose
     assert env["MLOPS_SERVING_PROXY_ADMIN_PORT"]["value"] == "8082"
-    assert env["MLOPS_SERVING_PROXY_TOKEN"]["valueFrom"] == {
-        "secretKeyRef": {"name": "iris-prod-proxy", "key": "token", "optional": True}
+    # the token as a file of the Secret's volume, which follows a rotated Secret; never env
+    assert "MLOPS_SERVING_PROXY_TOKEN" not in env
+    assert env["MLOPS_SERVING_PROXY_TOKEN_FILE"]["value"] == "/run/mlops-proxy/token"
+    assert proxy["volumeMounts"] == [
+        {"name": "proxy-token", "mountPath": "/run/mlops-proxy", "readOnly": True}
+    ]
+    assert pod["volumes"][-1] == {
+        "name": "proxy-token",
+        "secret": {"secretName": "iris-prod-proxy", "optional": True, "defaultMode": 0o440},
     }
+    assert "secretKeyRef" not in str(docs[2])
     assert env["MLOPS_SERVING_PROXY_ROUTES"]["valueFrom"] == {
         "configMapKeyRef": {"name": "iris-prod-routes", "key": "routes", "optional": True}
     }
@@ -458,6 +470,58 @@ def test_pods_run_a_proxy_sidecar_and_the_challenger_objects_validate(tmp_path: 
     assert challenger_env["MLOPS_SERVING_MODEL_VERSION"] == "4"
     assert challenger_env["MLOPS_SERVING_CAPTURE_URI"] == "s3://b/capture"
     assert challenger_upstream("iris-prod") == "http://iris-prod-challenger:8081"
+    assert "proxy-token" not in str(template)  # no proxy, no token
+
+
+def test_a_challenger_gets_its_own_hpa_and_pdb_sized_like_the_champion():
+    from mlops_pipeline.targets.kubernetes import challenger_objects, delete_order
+    from mlops_pipeline.targets.kubernetes_manifests import challenger_manifests
+
+    config = DeployConfig(options={"min_replicas": "2", "max_replicas": "6"})
+    settings = settings_for(config)
+    challenger = ModelRef("iris", "4")
+
+    sized = challenger_manifests(
+        "iris-prod", "ml", challenger, config, IMAGE, settings,
+        replicas=4, autoscaled=True, disruption_budget=True,
+    )  # fmt: skip
+    bare = challenger_manifests("iris-prod", "ml", challenger, config, IMAGE, settings)
+
+    assert validate_all(sized) == [
+        "Service",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ]
+    _, deployment, hpa, pdb = sized
+    assert deployment["spec"]["replicas"] == 4
+    own = "iris-prod-challenger"
+    assert {d["metadata"]["name"] for d in sized} == {own}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": own,
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert pdb["spec"] == {
+        "maxUnavailable": settings.pdb_max_unavailable,
+        "selector": {"matchLabels": {"mlops.deployment": own}},
+    }
+    for doc in sized:
+        assert doc["metadata"]["labels"]["mlops.challenger-of"] == "iris-prod"
+    # without them on the champion, none on the challenger; min_replicas pods
+    assert [d["kind"] for d in bare] == ["Service", "Deployment"]
+    assert bare[1]["spec"]["replicas"] == 2
+    # every object is deleted: each kind and name applied is in delete_order, the
+    # challenger's first
+    champion = manifests(
+        "iris-prod", "ml", MODEL, config, IMAGE, settings, api_keys="k", proxy_token="t"
+    )
+    applied = {(d["kind"], d["metadata"]["name"]) for d in [*champion, *sized]}
+    applied.add(("ConfigMap", "iris-prod-routes"))
+    order = delete_order("iris-prod")
+    assert applied == set(order) and len(order) == len(applied)
+    assert order[: len(challenger_objects("iris-prod"))] == challenger_objects("iris-prod")
 
 
 def test_dry_run_names_the_proxy_token_secret_without_a_value():
