@@ -4,8 +4,9 @@ requests, joined on the live request id from the captures.
 The scoring service captures a mirrored copy under the live request's id (the proxy sends it as
 `X-Shadow-Of`), in the challenger version's own partition. So for one capture URI:
 `model=M/version=<champion>` holds the live rows and `model=M/version=<challenger>` the shadow
-rows, and (`_request_id`, `_row`) pairs them. Feedback labels are sent for the live answer, so
-they live under the champion's feedback partition and label both sides of a pair.
+rows, and (`_request_id`, `_row`) pairs them. Feedback labels are sent for the live answer
+(whichever version's feedback partition stores them, `read_feedback`) and label both sides of a
+pair.
 """
 
 from __future__ import annotations
@@ -94,18 +95,23 @@ def compare_captures(
     Returns:
         ShadowComparison. Predictions that are all numeric (not integers with at most 20
         distinct values, which are taken as classes) are `numbers`; anything else `classes`.
-        The champion's error rate and latency are taken over the requests that were mirrored
-        (their ids appear in the shadow's capture), so both sides cover the same requests.
+        Both sides' figures (rows, requests, error rate, latency) are taken over the mirrored
+        requests only: the ids both captured. The challenger's own traffic (as a canary or a
+        champion before, or since a promotion) has ids of its own and never enters, nor does
+        the champion's traffic that was not mirrored.
 
     Raises:
         InvalidInputError: an unknown metric or one that needs probabilities.
     """
-    mirrored = set(challenger[REQUEST_ID]) if not challenger.empty else set()
+    mirrored: set[str] = set()
+    if not champion.empty and not challenger.empty:
+        mirrored = set(challenger[REQUEST_ID]) & set(champion[REQUEST_ID])
     live = champion[champion[REQUEST_ID].isin(mirrored)] if not champion.empty else champion
+    shadow = challenger[challenger[REQUEST_ID].isin(mirrored)] if mirrored else challenger[:0]
     c_req, c_err, c_p50, c_p95 = request_figures(live)
-    s_req, s_err, s_p50, s_p95 = request_figures(challenger)
+    s_req, s_err, s_p50, s_p95 = request_figures(shadow)
     ok_c = _scored(live)
-    ok_s = _scored(challenger)
+    ok_s = _scored(shadow)
     column = _prediction_column(ok_c, ok_s) if not ok_c.empty and not ok_s.empty else None
     base = {
         "champion_rows": len(ok_c),

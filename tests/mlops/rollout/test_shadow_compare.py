@@ -41,6 +41,35 @@ def test_labels_sent_per_request_or_per_row_are_compared_by_value(per_row: bool)
     assert result.champion_metric == 1.0 and result.challenger_metric == 0.75
 
 
+def test_only_mirrored_requests_enter_either_side() -> None:
+    # the challenger served a canary before (slow, failing, own ids), and the champion served
+    # requests that were not mirrored (a 50 % shadow): neither enters the figures
+    champion = captured([0, 1, 2, 1])
+    champion.loc[2:, LATENCY_MS] = 50.0  # r2, r3: not mirrored
+    own = captured([1] * 6).assign(**{REQUEST_ID: [f"canary-{i}" for i in range(6)]})
+    own[STATUS], own[LATENCY_MS] = 422, 900.0
+    challenger = pd.concat([captured([0, 1]), own], ignore_index=True)
+
+    result = compare_captures(champion, challenger)
+
+    assert result.champion_requests == result.challenger_requests == 2
+    assert result.champion_rows == result.challenger_rows == result.paired_rows == 2
+    assert result.champion_error_rate == result.challenger_error_rate == 0.0
+    assert result.challenger_p95_ms == 5.0 and result.champion_p95_ms == 5.0
+    assert result.agreement == 1.0
+
+
+def test_a_version_never_shadowed_pairs_nothing() -> None:
+    # a report asked of a version that only ran as a canary: no figures of its canary traffic
+    champion = captured([0, 1])
+    challenger = captured([1, 1]).assign(**{REQUEST_ID: ["c0", "c1"]})
+
+    result = compare_captures(champion, challenger)
+
+    assert result.paired_rows == 0 and result.kind == "none"
+    assert result.challenger_requests == 0 and result.challenger_error_rate is None
+
+
 def test_classes_compare_by_value_across_types() -> None:
     values = pd.Series([0, 0.0, "0", 1.5, "setosa", True, None], dtype=object)
     assert as_classes(values).tolist() == ["0", "0", "0", "1.5", "setosa", "True", "None"]
