@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from mlops_pipeline.errors import BackendError, BackendUnavailableError, ConflictError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,17 @@ class RouteFigures(BaseModel):
         "answers 422): a failure of that version, apart from the 5xx `errors`.",
     )
 
+    @computed_field  # in the JSON: what a verdict's error rate is
     @property
     def failures(self) -> int:
-        """Errors (5xx, connection failures, timeouts) plus 4xx answers."""
+        """Errors (5xx, connection failures, timeouts) plus 4xx answers: what the canary's
+        error rate judges (`compare`)."""
         return self.errors + self.client_errors
 
+    @computed_field
     @property
     def failure_rate(self) -> float | None:
+        """`failures` / `requests`; None without requests."""
         return self.failures / self.requests if self.requests else None
 
 

@@ -182,14 +182,20 @@ class WarmingProxy(ScriptedProxy):
         self.windows.append(window)
         if route == "primary":
             return fig("primary", 500, p95=10.0)
-        return fig("canary", 500, p95=300.0 if window > 6 else 11.0)
+        whole = window > 6
+        return fig("canary", 500, p95=300.0 if whole else 11.0).model_copy(
+            update={"p95_low_ms": 280.0 if whole else 10.5, "p95_high_ms": 320.0 if whole else 12.0}
+        )
 
 
 def test_the_first_steps_p95_leaves_the_warm_up_out() -> None:
     proxy = WarmingProxy()
     result = run(proxy, [100], RolloutPolicy(min_requests=50, warmup_seconds=4))
     assert result.outcome == "promote"
-    assert result.steps[0].comparison.challenger.p95_ms == 11.0
+    warm = result.steps[0].comparison.challenger
+    # the bounds come from the same warm window as the p95 (they were the whole window's once:
+    # an upper bound below its own p95 in the JSON, and a lower bound judged on the warm-up)
+    assert (warm.p95_low_ms, warm.p95_ms, warm.p95_high_ms) == (10.5, 11.0, 12.0)
     assert proxy.windows == [10.0, 10.0, 6.0, 6.0]
     # without the warm-up allowance the same step is a latency regression
     proxy = WarmingProxy()
@@ -215,3 +221,11 @@ def test_a_p95_burst_in_one_window_is_confirmed_before_it_rolls_back() -> None:
     proxy = ScriptedProxy([burst, burst])
     single = POLICY.model_copy(update={"latency_checks": 1})
     assert run(proxy, [100], single).outcome == "rolled_back" and proxy.script == [burst]
+
+
+def test_figures_in_json_carry_the_failure_rate_the_verdict_judged() -> None:
+    # a model that raises answers 422: client errors, not 5xx, yet the canary's failures
+    dumped = fig("canary", 55, client_errors=55).model_dump(mode="json")
+    assert (dumped["errors"], dumped["client_errors"]) == (0, 55)
+    assert (dumped["failures"], dumped["failure_rate"]) == (55, 1.0)
+    assert RouteFigures.model_validate(dumped).failures == 55  # read back from the ledger
