@@ -7,6 +7,7 @@ from typing import Any
 from mlops_pipeline.targets.base import DeployConfig, EnsembleConfig
 from mlops_pipeline.targets.operations import deploy_config
 from mlops_pipeline.tasks.deploy import (
+    check_no_challenger,
     check_scoring_code,
     create_deployment,
     delete_deployment,
@@ -81,6 +82,7 @@ def deploy(
     }
     given = {key: value for key, value in given.items() if value is not None}
     if action == "update":
+        check_no_challenger(name, "update")  # before an image build of minutes
         preflight_target(target)
         recorded = get_deployment(name).deploy_config
         changed = deploy_config(
@@ -102,6 +104,7 @@ def update_deployment(
     """Switch deployment NAME to MODEL_URI with zero downtime, keeping its settings."""
     current = get_deployment(name)
     model = resolve_model_uri(model_uri)
+    check_no_challenger(name, "update")  # before an image build of minutes
     preflight_target(current.target_uri)
     needs_image = target_needs_image(current.target_uri)
     image = build_image_tag(model.uri, base_image, current.deploy_config) if needs_image else None

@@ -21,7 +21,7 @@ from mlops_pipeline.redeploy.results import (
 from mlops_pipeline.redeploy.scrape import MetricsSnapshot
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.spec.store import redeploy_options
-from mlops_pipeline.tasks.deploy import get_deployment
+from mlops_pipeline.tasks.deploy import check_no_challenger, get_deployment
 from mlops_pipeline.tasks.orchestration import get_logger, run_flow
 from mlops_pipeline.tasks.redeploy import (
     bake,
@@ -112,6 +112,8 @@ def run_redeploy(
     # options given win over the deployment's applied spec (`redeploy:`), which wins over settings
     policy = redeploy_policy(**redeploy_options(name, metric, min_improvement, bake_seconds))
     current = get_deployment(name)
+    # before the gate's work (and a retrain): its switch or live gate would be refused anyway
+    check_no_challenger(name, "redeploy")
     champion = ModelRef(current.model_name, current.model_version)
     claim = claim_episode(name, trigger.episode_id, flow_run.get_id())
     if not claim.granted:
@@ -301,6 +303,7 @@ def shadow_gate(
         name=current.name,
         model_uri=candidate.uri,
         duration=max(policy.bake_seconds, 1.0),
+        length_option="--bake-seconds",
     )
     figures = result["shadow"]
     allowed = rollout_policy().max_error_rate_increase

@@ -22,7 +22,7 @@ from mlops_pipeline.deployment import Deployment, ModelRef
 from mlops_pipeline.errors import InvalidInputError, MLOpsError, NotFoundError
 from mlops_pipeline.flows.deploy import build_image_tag
 from mlops_pipeline.rollout.canary import CanaryResult
-from mlops_pipeline.rollout.results import RolloutDecision
+from mlops_pipeline.rollout.results import RolloutDecision, ShadowComparison
 from mlops_pipeline.settings import get_settings
 from mlops_pipeline.tasks.deploy import get_deployment, resolve_model_uri, target_needs_image
 from mlops_pipeline.tasks.orchestration import get_logger
@@ -31,6 +31,7 @@ from mlops_pipeline.tasks.rollout import (
     canary_steps,
     clear_routes,
     log_rollout_run,
+    parse_metric,
     parse_steps,
     parse_sticky,
     promote_challenger,
@@ -57,10 +58,26 @@ def _challenger(name: str, model_uri: str, base_image: str | None):
     return current, model, image
 
 
-NOTHING_PAIRED = (
-    "nothing to compare: no mirrored request was answered by both versions (send live traffic "
-    "during the shadow, or lengthen --duration)"
-)
+def nothing_paired(comparison: ShadowComparison, length_option: str) -> str:
+    """Why a shadow paired no row, from what each side captured in its window; names the
+    option that sets the window's length in the command that ran (`length_option`)."""
+    mirrored = comparison.challenger_requests
+    if not mirrored:
+        why = "the challenger captured no mirrored request"
+        todo = f"send live traffic during the shadow, or lengthen {length_option}"
+    elif not comparison.challenger_rows:
+        why = f"the challenger answered all {mirrored} mirrored requests with errors"
+        todo = "check that it loads and accepts the champion's requests (its log)"
+    elif not comparison.champion_requests:
+        why = f"the champion's captures hold none of the {mirrored} mirrored requests"
+        todo = "check the deployment's capture sample rate (below 1 it skips requests)"
+    elif not comparison.champion_rows:
+        why = f"the champion answered the {mirrored} mirrored requests only with errors"
+        todo = "check the champion's log"
+    else:
+        why = "the two versions' captured answers share no prediction column or row"
+        todo = "check that both versions answer with the same output columns"
+    return f"nothing to compare: {why} in the window ({todo})"
 
 
 def _readable_captures(current: Deployment) -> None:
@@ -172,12 +189,15 @@ def shadow(
     duration: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 300.0,
     metric: str | None = None,
     base_image: str | None = None,
+    length_option: str = "--duration",
 ) -> dict[str, Any]:
     """Mirror `percent` % of deployment NAME's live requests to MODEL_URI for `duration`
     seconds (its answers are discarded), then compare it with the champion: agreement or
     prediction differences, error rates, p50/p95 latency and `metric` on labelled rows. Writes
     the ledger row, an MLflow run and an HTML report; returns the `RolloutDecision` as JSON
-    (decision `shadowed`)."""
+    (decision `shadowed`). `length_option` is the caller's option that set `duration`, named
+    when nothing could be paired (`redeploy --live-gate shadow`: --bake-seconds)."""
+    metric = parse_metric(metric)  # before anything starts, not after the mirroring
     policy = rollout_policy()
     current, model, image = _challenger(name, model_uri, base_image)
     _readable_captures(current)
@@ -196,8 +216,9 @@ def shadow(
     )
     reason = f"{percent:g}% mirrored for {duration:g} s; {comparison.paired_rows} rows paired"
     if not comparison.paired_rows:
-        reason += f"; {NOTHING_PAIRED}"
-        get_logger(__name__).warning("shadow of %s: %s", name, NOTHING_PAIRED)
+        why = nothing_paired(comparison, length_option)
+        reason += f"; {why}"
+        get_logger(__name__).warning("shadow of %s: %s", name, why)
     decision = RolloutDecision(
         kind="shadow",
         deployment=name,
@@ -224,6 +245,7 @@ def shadow_report(
     mirrors to, else the last shadow recorded. A running shadow, or MODEL_URI's version never
     shadowed, is read from every capture of that version; the last recorded shadow of that
     version from its own window only (the version may have served live traffic since)."""
+    metric = parse_metric(metric)
     current = get_deployment(name)
     _readable_captures(current)
     version = resolve_model_uri(model_uri).version if model_uri else None

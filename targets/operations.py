@@ -22,6 +22,7 @@ from mlops_pipeline.targets.base import (
     EnsembleConfig,
     EnsembleMember,
     ModelRef,
+    Target,
     get_target,
     served_models,
     target_class,
@@ -308,6 +309,48 @@ def create_deployment(
     return deployment
 
 
+def check_no_challenger(name: str, action: str) -> None:
+    """Refuse to change NAME's champion while a live challenger (a canary's or a shadow's)
+    runs beside it: the switch would happen under the running rollout, which then judges,
+    promotes or stops against a champion it did not start with. `mlops undeploy` is not
+    refused: it removes the challenger too.
+
+    The target's health says whether one runs (it adds the proxy's `routes` then); a target
+    without live challengers is never refused, nor one that no longer runs NAME (the action
+    reports that itself).
+
+    Raises:
+        NotFoundError: no deployment NAME (exit 3).
+        ConflictError: a challenger runs (exit 4); the message names it and what to do.
+    """
+    current = ledger.get_deployment(name)
+    target = get_target(current.target_uri)
+    if type(target).start_challenger is Target.start_challenger:
+        return
+    try:
+        health = target.health(name)
+    except NotFoundError:
+        return
+    if "routes" not in health:
+        return
+    routes = health["routes"] or {}
+    running = [
+        f"version {route.get('version') or '?'} as a {kind} at {route.get('percent', 0):g} %"
+        for kind in ("canary", "shadow")
+        if (route := routes.get(kind))
+    ]
+    what = " and ".join(running) or "one starting or stopping, no traffic yet"
+    raise ConflictError(
+        f"Deployment '{name}' runs a live challenger ({what}); {action} would switch its "
+        "champion under it.",
+        hint=f"Wait for the running `mlops canary`/`mlops shadow {name}` (or `mlops redeploy "
+        "--live-gate`) to end, or stop it with Ctrl+C or SIGTERM (traffic goes back to the "
+        f"champion, the challenger stops); `mlops undeploy {name}` removes both.",
+        deployment=name,
+        action=action,
+    )
+
+
 def switch_deployment(
     name: str,
     model: ModelRef,
@@ -328,10 +371,11 @@ def switch_deployment(
 
     Raises:
         NotFoundError: no deployment NAME (exit 3).
-        ConflictError: `model` is of another model (exit 4).
+        ConflictError: `model` is of another model, or a live challenger runs (exit 4).
         Whatever the target raises while switching.
     """
     current = ledger.get_deployment(name)
+    check_no_challenger(name, action)
     if current.model_name != model.name:
         raise ConflictError(
             f"Deployment '{name}' serves model '{current.model_name}'; it cannot switch to "

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 rollout_policy = step(settings.rollout_policy, cache_policy=NO_CACHE)
 parse_steps = step(canary.parse_steps, cache_policy=NO_CACHE)
 parse_sticky = step(canary.parse_sticky, cache_policy=NO_CACHE)
+parse_metric = step(shadow.parse_metric, cache_policy=NO_CACHE)
 start_challenger = step(operations.start_challenger, cache_policy=NO_CACHE)
 stop_challenger = step(operations.stop_challenger, cache_policy=NO_CACHE, retries=1)
 promote_challenger = step(operations.promote_challenger, cache_policy=NO_CACHE)

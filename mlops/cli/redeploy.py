@@ -152,9 +152,22 @@ def redeploys_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """The redeploy decisions recorded in the ledger, oldest first."""
+    from mlops_pipeline import ledger
+    from mlops_pipeline.errors import NotFoundError
     from mlops_pipeline.redeploy.records import decisions
 
     rows = decisions(name)
+    if name and not rows and ledger.find_deployment(name) is None:
+        try:  # an undeployed one is still known by its history: it just has none
+            ledger.history(name)
+        except NotFoundError:
+            raise NotFoundError(
+                f"No deployment named '{name}' and no redeploys recorded for it.",
+                hint="Check the name with `mlops deployments list`, or leave it out to list "
+                "every redeploy.",
+                field="name",
+                value=name,
+            ) from None
 
     def render(items: list[dict[str, Any]]) -> None:
         if not items:

@@ -49,7 +49,8 @@ class CanaryResult(BaseModel):
 
 
 def parse_steps(text: str | list[float]) -> list[float]:
-    """`10,50,100` -> [10.0, 50.0, 100.0]: increasing percents in (0, 100], ending at 100.
+    """`10,50,100` -> [10.0, 50.0, 100.0]: increasing percents in (0, 100], ending at 100,
+    with at least one below 100 (the champion's figures there are the last step's baseline).
 
     Raises:
         InvalidInputError: anything else (the message names the value and the rule).
@@ -67,6 +68,14 @@ def parse_steps(text: str | list[float]) -> list[float]:
     if not ok or steps != sorted(set(steps)) or steps[-1] != 100:
         raise InvalidInputError(
             f"--steps {text!r} must be increasing percents in (0, 100] ending at 100.",
+            hint="Write e.g. --steps 10,50,100.",
+            field="steps",
+            value=str(text),
+        )
+    if len(steps) < 2:  # i.e. only 100
+        raise InvalidInputError(
+            f"--steps {text!r} needs a step below 100: at 100 % the champion serves nothing, "
+            "so the challenger has no champion figures to be judged against.",
             hint="Write e.g. --steps 10,50,100.",
             field="steps",
             value=str(text),

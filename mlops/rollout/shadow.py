@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.monitoring import captures
-from mlops_pipeline.redeploy.metrics import get_metric
+from mlops_pipeline.redeploy.metrics import METRICS, Metric
 from mlops_pipeline.rollout.admin import ProxyAdmin, RouteFigures
 from mlops_pipeline.rollout.results import ShadowComparison
 from mlops_pipeline.serving.contract import (
@@ -35,6 +35,37 @@ from mlops_pipeline.serving.contract import (
 log = logging.getLogger(__name__)
 
 CLASS_METRIC, NUMBER_METRIC = "accuracy", "rmse"
+
+
+def shadow_metric(name: str) -> Metric:
+    """The metric called `name` for a shadow's labelled rows (case and `-`/`_` insensitive).
+
+    The model's task cannot be known before its answers are captured (integer answers with
+    few values are classes, real numbers a regression: `compare_captures`), so a metric of the
+    other task is not refused here; one that needs probabilities always is (captures hold
+    only the answers).
+
+    Raises:
+        InvalidInputError: an unknown metric, or one that needs probabilities.
+    """
+    chosen = METRICS.get(name.strip().lower().replace("-", "_"))
+    if chosen is None or chosen.uses_proba:
+        usable = sorted(m.name for m in METRICS.values() if not m.uses_proba)
+        why = "is not a metric" if chosen is None else "needs probabilities, which captures lack"
+        raise InvalidInputError(
+            f"--metric {name!r} {why}; a shadow can compare {', '.join(usable)}.",
+            hint="Pass one of those, or leave --metric out (accuracy for classes, rmse for "
+            "numbers).",
+            field="metric",
+            value=name,
+        )
+    return chosen
+
+
+def parse_metric(name: str | None) -> str | None:
+    """`shadow_metric`'s canonical name, checked before the challenger starts; None keeps the
+    default (accuracy for classes, rmse for numbers, chosen from the answers)."""
+    return None if name is None else shadow_metric(name).name
 
 
 def read_version(
@@ -146,14 +177,7 @@ def compare_captures(
         labelled = labelled[labelled["label"].notna()]
         if not labelled.empty:
             name = metric or (NUMBER_METRIC if kind == "numbers" else CLASS_METRIC)
-            chosen = get_metric(name)
-            if chosen.uses_proba:
-                raise InvalidInputError(
-                    f"Metric {name!r} needs probabilities, which captures do not hold.",
-                    hint="Use e.g. accuracy, f1 or rmse.",
-                    field="metric",
-                    value=name,
-                )
+            chosen = shadow_metric(name)
             y = labelled["label"]
             pc, ps = labelled[f"{column}_c"], labelled[f"{column}_s"]
             if kind == "numbers":

@@ -117,6 +117,67 @@ def test_a_number_that_is_not_finite_exits_2_before_any_challenger_starts(
     assert "Traceback" not in result.output and started == []
 
 
+@pytest.mark.parametrize(
+    ("args", "field", "message"),
+    [
+        (["canary", "--steps", "100"], "steps", "--steps '100' needs a step below 100"),
+        (["shadow", "--metric", "nosuchmetric"], "metric", "--metric 'nosuchmetric' is not a"),
+        (["shadow", "--metric", "roc_auc"], "metric", "--metric 'roc_auc' needs probabilities"),
+        (["shadow", "--report", "--metric", "x"], "metric", "--metric 'x' is not a metric"),
+    ],
+)
+def test_bad_steps_or_metric_exit_2_before_any_challenger_starts(
+    args: list[str], field: str, message: str, mlops_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(
+        LocalTarget, "start_challenger", lambda self, name, *a, **kw: started.append(name)
+    )
+    command, *options = args
+
+    result = runner.invoke(app, [command, "iris-prod", "--model", "models:/iris/2", *options])
+    as_json = runner.invoke(
+        app, [command, "iris-prod", "--model", "models:/iris/2", *options, "--json"]
+    )
+
+    # refused before the deployment is even looked up (there is none: a later check exits 3)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {message}")
+    assert ("10,50,100" if field == "steps" else "accuracy, balanced_accuracy") in line
+    error = json.loads(as_json.stdout)["error"]
+    assert error["details"] == {"field": field, "value": options[-1]}
+    assert started == []
+
+
+def test_redeploys_of_an_unknown_deployment_exits_3(mlops_home: Path) -> None:
+    result = runner.invoke(app, ["redeploys", "nosuch", "--json"])
+
+    assert result.exit_code == 3, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "not_found"
+    assert error["message"].startswith("No deployment named 'nosuch' and no redeploys recorded")
+
+
+def test_redeploys_of_a_known_deployment_without_any_says_so(registered_model: dict) -> None:
+    from mlops_pipeline import ledger
+    from mlops_pipeline.deployment import Deployment
+
+    ledger.upsert_deployment(
+        Deployment(
+            name="iris-prod",
+            target_uri="local:",
+            model_name="iris",
+            model_version="1",
+            model_uri="models:/iris/1",
+        )
+    )
+
+    result = runner.invoke(app, ["redeploys", "iris-prod"])
+
+    assert result.exit_code == 0 and "No redeploys recorded." in result.output
+
+
 @pytest.mark.parametrize("header", [None, "X-Client-ID", "x-tenant"])
 def test_parse_sticky_keeps_a_valid_header_name(header: str | None) -> None:
     from mlops_pipeline.rollout.canary import parse_sticky
