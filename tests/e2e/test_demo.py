@@ -12,8 +12,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_rejects_a_weak_challenger_and_redeploys_on_drift_through_a_canary(
-    mlops_home, tmp_path
+    mlops_home, tmp_path, monkeypatch
 ):
+    # the demo's canary at 10 % judges a few dozen requests of an idle challenger against a
+    # busy champion; with the whole suite on 2 cores it once read 2.2x (14.1 ms against 5.7).
+    # This tests the loop, not the latency rule (tests/mlops/rollout has that): allow 3x.
+    monkeypatch.setenv("MLOPS_BAKE_MAX_P95_RATIO", "3")
     # the second run must start afresh: same names, new versions, its own captures
     for _ in range(2):
         result = run_flow(run_demo, workdir=tmp_path / "demo")

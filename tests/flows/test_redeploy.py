@@ -177,7 +177,8 @@ def test_a_challenger_that_regresses_on_live_traffic_is_rolled_back_during_the_b
         assert bake["observed"]["errors"] > 0
     else:
         assert bake["observed"]["errors"] == 0 and bake["p95_ratio"] > 1.5
-        assert bake["observed"]["p95_latency_ms"] > 50 > bake["baseline"]["p95_latency_ms"]
+        # relative, not in ms: the forest's p95 was 33 ms on a faster machine
+        assert bake["observed"]["p95_latency_ms"] > bake["baseline"]["p95_latency_ms"]
         assert bake["baseline"]["requests"] >= 20  # the champion's window during the redeploy
     assert served_version(endpoint) == champion and aliases(champion) == ["champion"]
     assert load.failures == []  # every request was answered, through both switches
