@@ -42,6 +42,13 @@ def served_version(endpoint: str) -> str:
     return str(httpx.get(f"{endpoint}/version", timeout=10).json()["model_version"])
 
 
+def scored_version(endpoint: str) -> str:
+    """The version that answers a scoring call (its X-Model-Version): what a canary's routes
+    decide, where GET /version always goes to the pod's own champion container."""
+    response = httpx.post(f"{endpoint}/invocations", json=IRIS_ROW, timeout=10)
+    return response.headers["x-model-version"]
+
+
 class LoadClient(threading.Thread):
     """Scores continuously through a stable endpoint and counts failed requests.
 

@@ -27,7 +27,7 @@ from mlops_pipeline.targets.kubernetes_manifests import (
 from mlops_pipeline.tracking import connect
 
 from tests.targets.kubernetes_support import NAMESPACE, OPTIONS, URI, V1, V2, challenger_objects
-from tests.targets.local_support import IRIS_ROW, LoadClient, served_version
+from tests.targets.local_support import IRIS_ROW, LoadClient, scored_version
 
 
 def config(**options: str) -> DeployConfig:
@@ -205,7 +205,8 @@ def test_a_promotion_whose_route_clearing_fails_is_still_a_promotion(
             standin.fail_next("DELETE", rf"/configmaps/{name}-routes$", 500)
         promoted = operations.promote_challenger(name, V2, image=k8s_images["2"])
         kept = standin.get("Deployment", NAMESPACE, f"{name}-challenger")
-        serving = served_version(url)
+        # a scoring call: an old pod still terminating answers GET /version with v1 itself
+        serving = scored_version(url)
         operations.stop_challenger(name, V2)  # what the flow's cleanup would do
         time.sleep(1)
         load.stop()
