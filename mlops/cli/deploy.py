@@ -20,6 +20,7 @@ from mlops_pipeline.cli._output import (
     format_time,
     print_table,
     run_flow,
+    show_progress,
 )
 
 app = typer.Typer()
@@ -499,13 +500,11 @@ def build_image_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Build a Docker image serving a model version; dependencies come from a host wheelhouse."""
-    import logging
-
     from mlops_pipeline import images
 
     # build steps as progress through Prefect's console handler (stderr; stdout stays JSON)
-    logging.getLogger("mlops_pipeline.images").setLevel(logging.INFO)
-    result = images.build_image(model_uri, tag=tag, base_image=base_image, no_cache=no_cache)
+    with show_progress("mlops_pipeline.images"):
+        result = images.build_image(model_uri, tag=tag, base_image=base_image, no_cache=no_cache)
     emit(
         result.to_dict(),
         as_json,

@@ -102,10 +102,6 @@ def serve(
         raise InvalidInputError(
             "--capture-dir and --capture-uri both given.", hint="Pass only one of them."
         )
-    if not 0.0 <= sample_rate <= 1.0:
-        raise InvalidInputError(
-            f"--sample-rate {sample_rate} is outside 0..1.", hint="Use e.g. --sample-rate 0.1."
-        )
     key_path = Path(api_key_file).resolve() if api_key_file else None
     if key_path and not key_path.is_file():
         raise NotFoundError(

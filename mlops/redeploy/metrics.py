@@ -95,13 +95,18 @@ METRICS: dict[str, Metric] = {
 }
 
 
+def metric_key(name: str) -> str:
+    """`name` as a key of METRICS: case and `-`/`_` insensitive, surrounding blanks ignored."""
+    return name.strip().lower().replace("-", "_")
+
+
 def get_metric(name: str) -> Metric:
-    """The gate metric called `name` (case and `-`/`_` insensitive).
+    """The gate metric called `name` (`metric_key`).
 
     Raises:
         InvalidInputError: no such metric; the message lists the supported ones.
     """
-    key = name.strip().lower().replace("-", "_")
+    key = metric_key(name)
     if key not in METRICS:
         raise InvalidInputError(
             f"Metric {name!r} is not supported by the gate; choose one of {sorted(METRICS)}.",

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.monitoring import captures
-from mlops_pipeline.redeploy.metrics import METRICS, Metric
+from mlops_pipeline.redeploy.metrics import METRICS, Metric, metric_key
 from mlops_pipeline.rollout.admin import ProxyAdmin, RouteFigures
 from mlops_pipeline.rollout.results import ShadowComparison
 from mlops_pipeline.serving.contract import (
@@ -48,7 +48,7 @@ def shadow_metric(name: str) -> Metric:
     Raises:
         InvalidInputError: an unknown metric, or one that needs probabilities.
     """
-    chosen = METRICS.get(name.strip().lower().replace("-", "_"))
+    chosen = METRICS.get(metric_key(name))
     if chosen is None or chosen.uses_proba:
         usable = sorted(m.name for m in METRICS.values() if not m.uses_proba)
         why = "is not a metric" if chosen is None else "needs probabilities, which captures lack"

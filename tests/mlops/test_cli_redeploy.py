@@ -92,6 +92,21 @@ def test_redeploys_without_any_says_so(mlops_home: Path) -> None:
     assert result.exit_code == 0 and "No redeploys recorded." in result.output
 
 
+def test_redeploys_of_an_unknown_deployment_exits_3(mlops_home: Path) -> None:
+    result = invoke("redeploys", "nosuch", "--json")
+
+    assert result.exit_code == 3, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "not_found"
+    assert error["message"].startswith("No deployment named 'nosuch' and no redeploys recorded")
+
+
+def test_redeploys_of_a_known_deployment_without_any_says_so(recorded_deployment) -> None:
+    result = invoke("redeploys", "iris-prod")
+
+    assert result.exit_code == 0 and "No redeploys recorded." in result.output
+
+
 def test_live_gate_is_an_option_and_a_bad_one_is_one_line(mlops_home: Path) -> None:
     assert "--live-gate" in invoke("redeploy", "--help").output
     bad = invoke("redeploy", "iris-prod", "--live-gate", "fast")

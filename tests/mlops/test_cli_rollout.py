@@ -150,34 +150,6 @@ def test_bad_steps_or_metric_exit_2_before_any_challenger_starts(
     assert started == []
 
 
-def test_redeploys_of_an_unknown_deployment_exits_3(mlops_home: Path) -> None:
-    result = runner.invoke(app, ["redeploys", "nosuch", "--json"])
-
-    assert result.exit_code == 3, result.output
-    error = json.loads(result.stdout)["error"]
-    assert error["code"] == "not_found"
-    assert error["message"].startswith("No deployment named 'nosuch' and no redeploys recorded")
-
-
-def test_redeploys_of_a_known_deployment_without_any_says_so(registered_model: dict) -> None:
-    from mlops_pipeline import ledger
-    from mlops_pipeline.deployment import Deployment
-
-    ledger.upsert_deployment(
-        Deployment(
-            name="iris-prod",
-            target_uri="local:",
-            model_name="iris",
-            model_version="1",
-            model_uri="models:/iris/1",
-        )
-    )
-
-    result = runner.invoke(app, ["redeploys", "iris-prod"])
-
-    assert result.exit_code == 0 and "No redeploys recorded." in result.output
-
-
 @pytest.mark.parametrize("header", [None, "X-Client-ID", "x-tenant"])
 def test_parse_sticky_keeps_a_valid_header_name(header: str | None) -> None:
     from mlops_pipeline.rollout.canary import parse_sticky
