@@ -21,6 +21,7 @@ from mlops_pipeline.tasks.deploy import (
     target_needs_image,
     validate_deployment_name,
 )
+from mlops_pipeline.tasks.redeploy import undo_promotion
 from prefect import flow
 
 
@@ -114,9 +115,14 @@ def update_deployment(
 @flow(name="rollback-deployment", log_prints=False)
 def rollback_deployment(name: str, reason: str | None = None) -> dict[str, Any]:
     """Return deployment NAME to the version it served before, with the settings it ran with
-    (an ensemble's members, capture, workers), with zero downtime."""
+    (an ensemble's members, capture, workers), with zero downtime. A rollback that undoes a
+    promotion moves `champion` back to the version it returns to (`undo_promotion`)."""
+    left = get_deployment(name)
     model, image, config = find_rollback_version(name)  # config None: keep the current ones
-    return switch_deployment(name, model, config, image, "rollback", reason).model_dump(mode="json")
+    switched = switch_deployment(name, model, config, image, "rollback", reason)
+    if left.model_name == model.name:
+        undo_promotion(model.name, left.model_version, model.version)
+    return switched.model_dump(mode="json")
 
 
 @flow(name="undeploy", log_prints=False)

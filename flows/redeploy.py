@@ -4,7 +4,7 @@ period, then promotion or rollback; one redeploy per drift episode."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from mlops_pipeline.deployment import Deployment, ModelRef
 from mlops_pipeline.flows.deploy import rollback_deployment, update_deployment
@@ -19,7 +19,7 @@ from mlops_pipeline.redeploy.results import (
     VersionScore,
 )
 from mlops_pipeline.redeploy.scrape import MetricsSnapshot
-from mlops_pipeline.settings import get_settings
+from mlops_pipeline.settings import LiveGate, get_settings
 from mlops_pipeline.spec.store import redeploy_options
 from mlops_pipeline.tasks.deploy import check_no_challenger, get_deployment
 from mlops_pipeline.tasks.orchestration import get_logger, run_flow
@@ -48,7 +48,6 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import Field
 
-LiveGate = Literal["none", "shadow", "canary"]
 #: the steps of a canary live gate; the bake period is spread over them
 LIVE_GATE_STEPS = "10,50,100"
 
@@ -70,7 +69,7 @@ def redeploy(
     episode_id: str | None = None,
     event_id: str | None = None,
     monitor_run_id: str | None = None,
-    live_gate: LiveGate = "none",
+    live_gate: LiveGate | None = None,
 ) -> dict[str, Any]:
     """Gate a challenger against deployment NAME's champion and, if it is better, switch to it
     with zero downtime, watch a bake period and promote it (or roll back on a regression).
@@ -81,7 +80,8 @@ def redeploy(
     episode's `episode_id` makes the run idempotent: one redeploy per episode. Returns the
     `RedeployDecision` as JSON: decision promoted | rejected | rolled_back | skipped.
 
-    `live_gate` adds a live test after the offline gate: `none` switches and bakes (above);
+    `live_gate` (default: the applied spec's `redeploy.live_gate`, else MLOPS_REDEPLOY_LIVE_
+    GATE, else `none`) adds a live test after the offline gate: `none` switches and bakes;
     `shadow` first mirrors live traffic to the challenger for `bake_seconds` and rejects it
     when its error rate is above the champion's by more than MLOPS_ROLLOUT_MAX_ERROR_RATE_
     INCREASE, else switches and bakes; `canary` replaces switch-and-bake by a canary (steps
@@ -105,12 +105,14 @@ def run_redeploy(
     metric: str | None,
     min_improvement: float | None,
     bake_seconds: float | None,
-    live_gate: LiveGate = "none",
+    live_gate: LiveGate | None = None,
 ) -> RedeployDecision:
     """The redeploy flow's recipe, returning the typed decision (recorded in the ledger and in
     an MLflow run of the `mlops-redeploy` experiment)."""
     # options given win over the deployment's applied spec (`redeploy:`), which wins over settings
-    policy = redeploy_policy(**redeploy_options(name, metric, min_improvement, bake_seconds))
+    policy = redeploy_policy(
+        **redeploy_options(name, metric, min_improvement, bake_seconds, live_gate)
+    )
     current = get_deployment(name)
     # before the gate's work (and a retrain): its switch or live gate would be refused anyway
     check_no_challenger(name, "redeploy")
@@ -127,7 +129,7 @@ def run_redeploy(
             trigger=trigger,
         )
     try:
-        decision = decide(current, champion, challenger, policy, trigger, live_gate)
+        decision = decide(current, champion, challenger, policy, trigger)
     except BaseException as exc:
         finish_redeploy(claim.id, None, f"{type(exc).__name__}: {exc}", trigger.episode_id)
         raise
@@ -143,10 +145,9 @@ def decide(
     challenger: str | None,
     policy: RedeployPolicy,
     trigger: TriggerInfo,
-    live_gate: LiveGate = "none",
 ) -> RedeployDecision:
     """Find or train the challenger, gate it, and switch, bake and promote or roll back (or
-    judge it live first: see `redeploy`'s `live_gate`)."""
+    judge it live first, as `policy.live_gate` says: see `redeploy`)."""
     champion_score = VersionScore(name=champion.name, version=champion.version)
     if challenger is None and policy.trainer is None:
         challenger = waiting_challenger(champion)
@@ -181,9 +182,9 @@ def decide(
         policy.min_improvement,
     )
     report = None
-    if gate.passed and live_gate == "shadow":
+    if gate.passed and policy.live_gate == "shadow":
         gate = shadow_gate(current, candidate, policy, gate)
-    if gate.passed and live_gate == "canary":
+    if gate.passed and policy.live_gate == "canary":
         report = canary_gate(current, candidate, policy)
     elif gate.passed:
         report = switch_and_bake(current, champion, candidate, policy, trigger, window_start)

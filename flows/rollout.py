@@ -29,6 +29,7 @@ from mlops_pipeline.tasks.orchestration import get_logger
 from mlops_pipeline.tasks.redeploy import promote
 from mlops_pipeline.tasks.rollout import (
     canary_steps,
+    check_metric_fits,
     clear_routes,
     log_rollout_run,
     parse_metric,
@@ -49,13 +50,14 @@ from prefect import flow
 from pydantic import Field
 
 
-def _challenger(name: str, model_uri: str, base_image: str | None):
-    """NAME's record, the challenger's resolved version and its image (image targets)."""
-    current = get_deployment(name)
+def _challenger(
+    current: Deployment, model_uri: str, base_image: str | None
+) -> tuple[ModelRef, str | None]:
+    """The challenger's resolved version and its image (built for image targets)."""
     model = resolve_model_uri(model_uri)
     needs_image = target_needs_image(current.target_uri)
     image = build_image_tag(model.uri, base_image) if needs_image else None
-    return current, model, image
+    return model, image
 
 
 def nothing_paired(comparison: ShadowComparison, length_option: str) -> str:
@@ -149,8 +151,10 @@ def canary(
     policy = rollout_policy(max_error_rate_increase, max_p95_ratio)
     percents = parse_steps(steps)
     sticky_header = parse_sticky(sticky_header)
-    current, model, image = _challenger(name, model_uri, base_image)
+    current = get_deployment(name)
+    model, image = _challenger(current, model_uri, base_image)
     champion = current.model_version
+    started_at = dt.datetime.now(dt.UTC)
     upstream = start_challenger(name, model, image)
     try:
         result: CanaryResult = canary_steps(
@@ -171,6 +175,7 @@ def canary(
         challenger_version=model.version,
         decision="promoted" if result.outcome == "promote" else "rolled_back",
         reason=result.reason,
+        started_at=started_at,
         steps=result.steps,
         sticky_header=sticky_header,
     )
@@ -199,9 +204,13 @@ def shadow(
     when nothing could be paired (`redeploy --live-gate shadow`: --bake-seconds)."""
     metric = parse_metric(metric)  # before anything starts, not after the mirroring
     policy = rollout_policy()
-    current, model, image = _challenger(name, model_uri, base_image)
+    current = get_deployment(name)
     _readable_captures(current)
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    # before the image build and the mirroring: a wrong-task metric would fail only at the end
+    check_metric_fits(current.capture_uri, current.model_name, current.model_version, metric)
+    model, image = _challenger(current, model_uri, base_image)
+    started_at = dt.datetime.now(dt.UTC)
+    since = started_at - dt.timedelta(seconds=1)
     upstream = start_challenger(name, model, image)
     try:
         figures = shadow_traffic(name, upstream, model.version, percent, duration)
@@ -231,6 +240,7 @@ def shadow(
         proxy=figures,
         window_start=since,
         window_end=until,
+        started_at=started_at,
     )
     return _finish(decision, report_html=True)
 

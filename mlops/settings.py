@@ -16,6 +16,9 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: how a redeploy judges a challenger on live traffic after the offline gate
+LiveGate = Literal["none", "shadow", "canary"]
+
 
 class Settings(BaseSettings):
     """mlops-pipeline settings; every field reads MLOPS_<FIELD> from the environment."""
@@ -95,6 +98,11 @@ class Settings(BaseSettings):
         default=0.2, gt=0, lt=1, description="Share of the labelled rows the gate holds out."
     )
     redeploy_seed: int = Field(default=0, description="Seed of the holdout split.")
+    redeploy_live_gate: LiveGate = Field(
+        default="none",
+        description="After the offline gate, judge the challenger on live traffic first: none "
+        "(switch and bake), shadow (mirrored copies) or canary (stepped split).",
+    )
     bake_seconds: float = Field(
         default=120.0, ge=0, description="Bake period after a switch, seconds (0 skips it)."
     )

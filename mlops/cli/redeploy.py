@@ -111,12 +111,15 @@ def redeploy_cmd(
         ),
     ] = None,
     live_gate: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="After the offline gate, judge the challenger on live traffic first: none "
-            "(switch and bake), shadow (mirrored copies) or canary (stepped split).",
+            "(switch and bake), shadow (mirrored copies) or canary (stepped split) (the "
+            "applied spec's redeploy.live_gate, else env MLOPS_REDEPLOY_LIVE_GATE, default "
+            "none).",
+            show_default=False,
         ),
-    ] = "none",
+    ] = None,
     fail_on_rollback: FailOnRollbackOption = False,
     as_json: JsonOption = False,
 ) -> None:

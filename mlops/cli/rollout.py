@@ -120,6 +120,12 @@ def render_rollout(d: dict[str, Any]) -> None:
                 f"{s['challenger_metric']:.4f}, champion {s['champion_metric']:.4f}",
                 highlight=False,
             )
+        elif s.get("metric_problem"):
+            console.print(
+                f"  metric not computed on {s['labelled_rows']} labelled rows: "
+                f"{s['metric_problem']}",
+                highlight=False,
+            )
     if d.get("report_path"):
         console.print(f"report: {d['report_path']}", highlight=False)
     console.print(f"reason: {d['reason']}", highlight=False)

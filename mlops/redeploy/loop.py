@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 from mlops_pipeline.deployment import DeployConfig, Deployment, ModelRef, load_predictor
@@ -34,7 +34,7 @@ from mlops_pipeline.registry.versions import (
     resolve_model_uri,
     set_model_alias,
 )
-from mlops_pipeline.settings import get_settings
+from mlops_pipeline.settings import LiveGate, get_settings
 from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,14 @@ CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 CHALLENGER = "challenger"
 
+LIVE_GATES: tuple[str, ...] = get_args(LiveGate)
+
 
 class RedeployPolicy(BaseModel):
     """How a redeploy judges a challenger: the gate's metric and holdout, and the bake period.
 
     Defaults come from the MLOPS_REDEPLOY_* and MLOPS_BAKE_* settings; a flow parameter or CLI
-    option overrides the metric, the minimum improvement and the bake's length.
+    option overrides the metric, the minimum improvement, the bake's length and the live gate.
     """
 
     metric: str
@@ -65,18 +67,20 @@ class RedeployPolicy(BaseModel):
     latency_checks: int = Field(default=2, ge=0)
     min_requests: int = Field(ge=1)
     trainer: str | None = None
+    live_gate: LiveGate = "none"
 
 
 def redeploy_policy(
     metric: str | None = None,
     min_improvement: float | None = None,
     bake_seconds: float | None = None,
+    live_gate: str | None = None,
 ) -> RedeployPolicy:
     """The settings' policy with the given overrides (None keeps the setting).
 
     Raises:
-        InvalidInputError: an unknown metric, a negative or non-finite minimum improvement or
-            bake length (the message names the value and the setting or option).
+        InvalidInputError: an unknown metric or live gate, a negative or non-finite minimum
+            improvement or bake length (the message names the value and the setting or option).
     """
     settings = get_settings()
     metric = metric or settings.redeploy_metric
@@ -88,6 +92,12 @@ def redeploy_policy(
                 field=option,
                 value=value,
             )
+    if live_gate is not None and live_gate not in LIVE_GATES:
+        raise InvalidInputError(
+            f"--live-gate must be one of {', '.join(LIVE_GATES)}, not {live_gate!r}.",
+            field="live_gate",
+            value=live_gate,
+        )
     return RedeployPolicy(
         metric=metric,
         min_improvement=(
@@ -105,6 +115,7 @@ def redeploy_policy(
         latency_checks=settings.bake_latency_checks,
         min_requests=settings.bake_min_requests,
         trainer=settings.trainer,
+        live_gate=settings.redeploy_live_gate if live_gate is None else live_gate,
     )
 
 
@@ -364,6 +375,30 @@ def promote(name: str, challenger_version: str, champion_version: str) -> None:
     set_model_alias(name, CHAMPION, challenger_version)
     if CHALLENGER in get_model_version(name, version=challenger_version).aliases:
         remove_model_alias(name, CHALLENGER)
+
+
+def undo_promotion(name: str, rolled_back_version: str, restored_version: str) -> bool:
+    """After a rollback of model NAME's deployment from `rolled_back_version` to
+    `restored_version`: when it undoes a promotion (the first holds `champion`, the second
+    `previous-champion`), `champion` moves back to the restored version and
+    `previous-champion` goes, so `models:/NAME@champion` is again what the deployment serves.
+    Any other rollback leaves the aliases alone. Returns whether they moved.
+
+    Raises:
+        NotFoundError: a version is not registered; BackendError: MLflow refused an alias change.
+    """
+    if rolled_back_version == restored_version:
+        return False
+    left = get_model_version(name, version=rolled_back_version)
+    restored = get_model_version(name, version=restored_version)
+    if CHAMPION not in left.aliases or PREVIOUS_CHAMPION not in restored.aliases:
+        return False
+    set_model_alias(name, CHAMPION, restored_version)
+    remove_model_alias(name, PREVIOUS_CHAMPION)
+    log.info(
+        "rollback of %s v%s: champion back to v%s", name, rolled_back_version, restored_version
+    )
+    return True
 
 
 def save_challenger(model: Any, training: pd.DataFrame, workdir: Path) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ ROLLOUT_EXPERIMENT = "mlops-rollout"
 
 
 def record_decision(decision: RolloutDecision) -> int:
-    """Insert the decision into the ledger; returns the row id.
+    """Insert the decision into the ledger, finished now; returns the row id.
 
     Raises:
         BackendError: the ledger database cannot be written.
@@ -34,7 +34,7 @@ def record_decision(decision: RolloutDecision) -> int:
     now = dt.datetime.now(dt.UTC)
     values = {
         "deployment": decision.deployment,
-        "started_at": now,
+        "started_at": decision.started_at or now,
         "finished_at": now,
         "who": actor(),
         "decision": decision.decision,

@@ -94,6 +94,11 @@ def render_report(decision: RolloutDecision) -> str:
                 f"{_fmt(s.max_abs_difference)}"
             )
         parts.append("</p>")
+        if s.metric_problem:
+            parts.append(
+                f"<p class='bad'>metric not computed on {s.labelled_rows} labelled rows: "
+                f"{html.escape(s.metric_problem)}</p>"
+            )
         chart_rows = [
             ("champion", s.champion_p50_ms, s.champion_p95_ms),
             ("shadow", s.challenger_p50_ms, s.challenger_p95_ms),

@@ -19,7 +19,8 @@ class ShadowComparison(BaseModel):
     `paired_rows` rows were answered by both. For class predictions `agreement` is the share
     of paired rows with equal predictions; for numbers `mean_abs_difference` and
     `max_abs_difference` (challenger - champion) are set instead. `labelled_rows` paired rows
-    have a feedback label; on them `metric` is computed for both (None without labels).
+    have a feedback label; on them `metric` is computed for both (None without labels, or with
+    `metric_problem` when the metric asked for is of the other task).
     """
 
     champion_rows: int = Field(ge=0, description="Mirrored rows the champion answered (2xx).")
@@ -33,6 +34,9 @@ class ShadowComparison(BaseModel):
     metric: str | None = None
     champion_metric: float | None = None
     challenger_metric: float | None = None
+    metric_problem: str | None = Field(
+        default=None, description="Why the metric was not computed (it does not fit `kind`)."
+    )
     champion_requests: int = Field(default=0, description="Captured live requests.")
     challenger_requests: int = Field(default=0, description="Captured shadow requests.")
     champion_error_rate: float | None = None
@@ -64,6 +68,9 @@ class RolloutDecision(BaseModel):
     )
     window_end: datetime | None = Field(
         default=None, description="UTC end of them; a later report reads the same window."
+    )
+    started_at: datetime | None = Field(
+        default=None, description="UTC start of the run (its challenger starting); None: now."
     )
     report_path: str | None = None
     mlflow_run_id: str | None = None

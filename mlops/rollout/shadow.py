@@ -35,15 +35,18 @@ from mlops_pipeline.serving.contract import (
 log = logging.getLogger(__name__)
 
 CLASS_METRIC, NUMBER_METRIC = "accuracy", "rmse"
+_KIND_TASK = {"classes": "classification", "numbers": "regression"}
+#: the champion's newest capture files that `check_metric_fits` reads its answers from
+RECENT_FILES = 5
 
 
 def shadow_metric(name: str) -> Metric:
     """The metric called `name` for a shadow's labelled rows (case and `-`/`_` insensitive).
 
-    The model's task cannot be known before its answers are captured (integer answers with
-    few values are classes, real numbers a regression: `compare_captures`), so a metric of the
-    other task is not refused here; one that needs probabilities always is (captures hold
-    only the answers).
+    The model's task is read from its captured answers (integer answers with few values are
+    classes, real numbers a regression: `compare_captures`), so a metric of the other task is
+    refused by `check_metric_fits` and `metric_mismatch`, not here; one that needs
+    probabilities always is (captures hold only the answers).
 
     Raises:
         InvalidInputError: an unknown metric, or one that needs probabilities.
@@ -66,6 +69,46 @@ def parse_metric(name: str | None) -> str | None:
     """`shadow_metric`'s canonical name, checked before the challenger starts; None keeps the
     default (accuracy for classes, rmse for numbers, chosen from the answers)."""
     return None if name is None else shadow_metric(name).name
+
+
+def metric_mismatch(chosen: Metric, kind: str, answers: str = "the answers") -> str | None:
+    """Why `chosen` cannot score `answers` of `kind` (`classes` or `numbers`), None when it
+    can: classes take a classification metric, numbers a regression one."""
+    task = _KIND_TASK.get(kind)
+    if task is None or chosen.task == task:
+        return None
+    usable = sorted(m.name for m in METRICS.values() if m.task == task and not m.uses_proba)
+    return (
+        f"--metric {chosen.name} is a {chosen.task} metric, but {answers} are {kind}; "
+        f"pass one of {', '.join(usable)}."
+    )
+
+
+def check_metric_fits(capture_uri: str, model_name: str, version: str, metric: str | None) -> None:
+    """Refuse, before a shadow starts, a `metric` of the other task than the champion's
+    answers: those in its newest capture files (the last `RECENT_FILES`) tell classes from
+    numbers as `compare_captures` does. No captured answers yet: nothing to refuse on.
+
+    Raises:
+        InvalidInputError: the metric does not fit the answers (exit 2).
+    """
+    if metric is None:
+        return
+    files = captures.list_capture_files(capture_uri, model_name, version)[-RECENT_FILES:]
+    if not files:
+        return
+    answers = _scored(captures.read_capture_files(capture_uri, files, {}).frame)
+    column = next((c for c in answers.columns if is_prediction_column(c)), None)
+    if column is None or answers.empty:
+        return
+    whose = f"version {version}'s recent answers"
+    problem = metric_mismatch(shadow_metric(metric), _kind(answers[column]), whose)
+    if problem:
+        raise InvalidInputError(
+            problem,
+            field="metric",
+            value=metric,
+        )
 
 
 def read_version(
@@ -178,13 +221,17 @@ def compare_captures(
         if not labelled.empty:
             name = metric or (NUMBER_METRIC if kind == "numbers" else CLASS_METRIC)
             chosen = shadow_metric(name)
+            result.labelled_rows = len(labelled)
+            result.metric_problem = metric_mismatch(chosen, kind)
+            if result.metric_problem:
+                log.warning("shadow metric not computed: %s", result.metric_problem)
+                return result
             y = labelled["label"]
             pc, ps = labelled[f"{column}_c"], labelled[f"{column}_s"]
             if kind == "numbers":
                 y, pc, ps = y.astype(float), pc.astype(float), ps.astype(float)
             else:  # labels may arrive as text, or as floats through the feedback join
                 y, pc, ps = as_classes(y), as_classes(pc), as_classes(ps)
-            result.labelled_rows = len(labelled)
             result.metric = chosen.name
             result.champion_metric = float(chosen.compute(y.to_numpy(), pc.to_numpy(), None))
             result.challenger_metric = float(chosen.compute(y.to_numpy(), ps.to_numpy(), None))
@@ -210,6 +257,10 @@ def _scored(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame[(frame[STATUS] == 200) & frame[ROW].notna()]
+
+
+def _kind(values: pd.Series) -> str:
+    return "numbers" if _numeric(values) else "classes"
 
 
 def _numeric(values: pd.Series) -> bool:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from mlops_pipeline.deployment import Combiner
 from mlops_pipeline.monitoring.drift_settings import DriftConfig
+from mlops_pipeline.settings import LiveGate
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -193,6 +194,11 @@ class RedeploySpec(BaseModel):
     )
     bake_seconds: float | None = Field(
         default=None, ge=0, description="Bake period after the switch (0 skips it)."
+    )
+    live_gate: LiveGate | None = Field(
+        default=None,
+        description="After the offline gate, judge the challenger on live traffic first: none "
+        "(switch and bake), shadow (mirrored copies) or canary (stepped split).",
     )
 
     @field_validator("metric")

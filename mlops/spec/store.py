@@ -100,12 +100,21 @@ def redeploy_settings(name: str) -> RedeploySpec | None:
 
 
 def redeploy_options(
-    name: str, metric: str | None, min_improvement: float | None, bake_seconds: float | None
+    name: str,
+    metric: str | None,
+    min_improvement: float | None,
+    bake_seconds: float | None,
+    live_gate: str | None = None,
 ) -> dict[str, Any]:
     """The redeploy policy's overrides for deployment NAME: each option given (a flow
     parameter, a CLI option), else its applied spec's `redeploy` value, else None (the
     MLOPS_REDEPLOY_* / MLOPS_BAKE_* setting applies)."""
-    given = {"metric": metric, "min_improvement": min_improvement, "bake_seconds": bake_seconds}
+    given = {
+        "metric": metric,
+        "min_improvement": min_improvement,
+        "bake_seconds": bake_seconds,
+        "live_gate": live_gate,
+    }
     spec = redeploy_settings(name)
     if spec is None:
         return given

@@ -8,6 +8,7 @@ import pytest
 from mlops_pipeline import inuse, ledger
 from mlops_pipeline.errors import ConflictError, InvalidInputError, NotFoundError
 from mlops_pipeline.flows.deploy import deploy, rollback_deployment, undeploy, update_deployment
+from mlops_pipeline.registry.versions import get_model_version
 from mlops_pipeline.tracking import connect
 
 from tests.targets.local_support import register_version, served_version
@@ -55,6 +56,8 @@ def test_deploy_update_rollback_undeploy(
     back = rollback_deployment(name="iris-prod", reason="drift on v2")
     assert back["model_version"] == "1" and served_version(endpoint) == "1"
     assert in_use("1") == {"iris-prod": "local:"} and in_use(v2) == {}
+    # v2 was never promoted (an update does not move aliases): `champion` stays on v1
+    assert get_model_version("iris", alias="champion").version == "1"
 
     removed = undeploy(name="iris-prod")
     assert removed["name"] == "iris-prod" and removed["status"] == "stopped"

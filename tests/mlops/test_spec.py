@@ -47,6 +47,7 @@ redeploy:
   metric: f1_macro
   min_improvement: 0.01
   bake_seconds: 300
+  live_gate: canary
 """
 
 ENSEMBLE = """\
@@ -178,7 +179,7 @@ def test_the_applied_spec_gives_the_redeploy_policy_under_the_given_options(
 ) -> None:
     from mlops_pipeline.spec.store import find_applied, redeploy_options, save_applied
 
-    given = {"metric": None, "min_improvement": None, "bake_seconds": 5.0}
+    given = {"metric": None, "min_improvement": None, "bake_seconds": 5.0, "live_gate": None}
     assert redeploy_options("iris-prod", **given) == given  # no spec: the settings apply
     spec = load_spec(write(tmp_path, FULL.replace("f1_macro", "f1"))).spec
     save_applied(spec, str(tmp_path / "deploy.yaml"), "ab" * 32)
@@ -186,7 +187,9 @@ def test_the_applied_spec_gives_the_redeploy_policy_under_the_given_options(
         "metric": "f1",
         "min_improvement": 0.01,
         "bake_seconds": 5.0,  # an option given wins over the spec
+        "live_gate": "canary",
     }
+    assert redeploy_options("iris-prod", **{**given, "live_gate": "none"})["live_gate"] == "none"
     applied = find_applied("iris-prod")
     assert applied.spec == spec and applied.scoring_code_sha256 == "ab" * 32
     # applying again replaces the record

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import httpx
 from mlops_pipeline import ledger
 from mlops_pipeline.flows import run_flow
+from mlops_pipeline.flows.deploy import rollback_deployment
 from mlops_pipeline.flows.rollout import canary
 from mlops_pipeline.inuse import deployments_using
 from mlops_pipeline.redeploy.records import decisions
@@ -78,6 +80,17 @@ def test_canary_promotes_under_load_with_no_failed_request(
     row = decisions("iris-prod")[-1]
     assert (row["decision"], row["challenger_version"]) == ("promoted", v2)
     assert row["details"]["kind"] == "canary" and result["mlflow_run_id"]
+    # the row spans the canary: from its challenger starting to the decision (3 steps of 2.5 s)
+    took = dt.datetime.fromisoformat(row["finished_at"]) - dt.datetime.fromisoformat(
+        row["started_at"]
+    )
+    assert took.total_seconds() >= 7.5
+
+    # a rollback undoes the promotion: v1 serves again and is `champion` again
+    back = run_flow(rollback_deployment, name="iris-prod", reason="v2 misbehaves")
+    assert back["model_version"] == "1" and served_version(endpoint) == "1"
+    assert get_model_version("iris", alias="champion").version == "1"
+    assert "previous-champion" not in get_model_version("iris", version="1").aliases
 
 
 def test_canary_rolls_back_a_failing_challenger(

@@ -36,6 +36,8 @@ def test_redeploy_with_a_canary_live_gate_promotes_under_load(
     # a shared 2-core test machine is noisy, so p95 may be 3x (test_canary_local checks p95)
     monkeypatch.setenv("MLOPS_ROLLOUT_WARMUP_SECONDS", "2")
     monkeypatch.setenv("MLOPS_BAKE_MAX_P95_RATIO", "3")
+    # the live gate from the setting, as a scheduled or drift-triggered run gets it
+    monkeypatch.setenv("MLOPS_REDEPLOY_LIVE_GATE", "canary")
     get_settings.cache_clear()
     endpoint = iris_prod["endpoint_url"]
     with httpx.Client(timeout=30) as client:
@@ -63,7 +65,7 @@ def test_redeploy_with_a_canary_live_gate_promotes_under_load(
     try:
         result = run_flow(
             redeploy, name="iris-prod", challenger=f"models:/iris/{v2}", metric="log_loss",
-            bake_seconds=15, live_gate="canary",
+            bake_seconds=15,
         )  # fmt: skip
     finally:
         load.stop()

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 from mlops_pipeline import ledger
+from mlops_pipeline.errors import InvalidInputError
 from mlops_pipeline.flows import run_flow
 from mlops_pipeline.flows.rollout import shadow, shadow_report
 from mlops_pipeline.redeploy.records import decisions
+from mlops_pipeline.targets.operations import check_no_challenger
 from mlops_pipeline.tasks.demo import wait_for_captures
 
 from tests.mlops.rollout.support import register_behaviour
@@ -152,3 +155,13 @@ def test_shadow_report_on_demand_agreement_and_labelled_metric(
     assert s["challenger_requests"] == out["result"]["shadow"]["challenger_requests"]
     window = out["result"]["window_start"], out["result"]["window_end"]
     assert all(window) and report["window_start"] == window[0]
+
+    # a regression metric on class answers: the report says why it has no metric; a new
+    # shadow refuses it before its challenger starts (no new ledger row, no route)
+    wrong = run_flow(shadow_report, name="iris-prod", metric="rmse")["shadow"]
+    assert wrong["metric"] is None and "rmse is a regression metric" in wrong["metric_problem"]
+    rows_before = len(decisions("iris-prod"))
+    with pytest.raises(InvalidInputError, match="rmse is a regression metric, but version 1"):
+        run_flow(shadow, name="iris-prod", model_uri=f"models:/iris/{v2}", metric="rmse")
+    assert len(decisions("iris-prod")) == rows_before
+    check_no_challenger("iris-prod", "test")  # raises ConflictError while one runs
