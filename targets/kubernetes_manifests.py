@@ -34,7 +34,10 @@ as the others do.
 
 Capture in the cluster: `capture_uri` set to an fsspec URI (s3://, gs://, abfs://, ...) is
 passed to the service as it is (credentials come from the pod's identity or the service
-account; the image needs the fsspec driver: s3fs, adlfs, gcsfs in the model's requirements);
+account, or from the Secret `env_secret` names, whose keys become the scoring containers'
+environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, and AWS_ENDPOINT_URL for an
+S3-compatible store; the image needs the fsspec driver: s3fs, adlfs, gcsfs in the model's
+requirements, or MLOPS_IMAGE_EXTRAS=s3);
 with `capture_pvc` set, that PersistentVolumeClaim is mounted at /var/lib/mlops/capture and the
 service writes there (no capture_uri with it). A local path means nothing inside a cluster and
 is refused.
@@ -291,6 +294,8 @@ def deployment_manifest(
         "securityContext": SECURITY,
         "volumeMounts": mounts,
     }
+    if settings.env_secret:  # the challenger's too: it captures where the champion does
+        container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
     containers = [container]
     if not challenger:
         containers.append(proxy_container(name, model, image, settings.image_pull_policy))

@@ -63,6 +63,12 @@ class KubernetesSettings(BaseSettings):
     capture_pvc: str | None = Field(
         default=None, description="PersistentVolumeClaim mounted for capture (see module doc)."
     )
+    env_secret: str | None = Field(
+        default=None,
+        description="A Secret in the namespace (yours, not the target's) whose keys become "
+        "environment variables of the scoring containers, e.g. object-storage credentials and "
+        "endpoint for capture (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="When the kubelet pulls the image."
     )
@@ -89,6 +95,8 @@ _SUFFIX = {
     **{s: Fraction(1024**i) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
 }
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$")
+# a Secret's name: a DNS subdomain (RFC 1123), at most 253 characters
+_SECRET = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
@@ -210,6 +218,14 @@ def _option_problems(settings: KubernetesSettings) -> list[tuple[str, str]]:
                 "registry",
                 f"Kubernetes option registry={settings.registry!r} is not a registry "
                 "(e.g. registry.example.com:5000 or myacr.azurecr.io/team).",
+            )
+        )
+    if settings.env_secret is not None and not _SECRET.match(settings.env_secret):
+        problems.append(
+            (
+                "env_secret",
+                f"Kubernetes option env_secret={settings.env_secret!r} is not a Secret name "
+                "(lowercase letters, digits, '-' and '.', e.g. capture-s3).",
             )
         )
     if settings.image is not None and not IMAGE_REFERENCE.match(settings.image):

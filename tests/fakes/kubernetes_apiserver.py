@@ -22,12 +22,13 @@ it through a kubeconfig file:
   after progressDeadlineSeconds without progress; an HPA only clamps replicas into
   [minReplicas, maxReplicas] (no metrics).
 * each pod is REAL containers on the local Docker engine, one per container of the pod spec
-  (image, command, env with `valueFrom` secretKeyRef/configMapKeyRef resolved when the pod
-  starts, `optional` honoured, user from the securityContext, secret and PVC volumes as bind
-  mounts, CPU/memory limits; the image's HEALTHCHECK off, as the kubelet ignores it). A
-  Secret volume is a host folder holding the Secret's keys as files (`optional`: the pod
-  starts without the Secret), rewritten when the Secret is applied or deleted, as the
-  kubelet's sync does (at once, where a kubelet takes up to a minute).
+  (image, command, env with `valueFrom` secretKeyRef/configMapKeyRef and `envFrom`
+  secretRef/configMapRef resolved when the pod starts, `optional` honoured, user from the
+  securityContext, secret and PVC volumes as bind mounts, CPU/memory limits; the image's
+  HEALTHCHECK off, as the kubelet ignores it). A Secret volume is a host folder holding the
+  Secret's keys as files (`optional`: the pod starts without the Secret), rewritten when the
+  Secret is applied or deleted, as the kubelet's sync does (at once, where a kubelet takes up
+  to a minute).
   Stand-in behaviour for the pod's one network namespace: the first container starts on the
   stand-in's own user-defined Docker network, and the others join its network stack
   (network_mode `container:<id>`), so they reach each other on 127.0.0.1; every containerPort
@@ -992,14 +993,29 @@ class StandInApiServer:
         return sorted(names)
 
     def _env(self, namespace: str, container: dict) -> dict[str, str]:
-        """A container's environment with `valueFrom` Secret and ConfigMap keys resolved now,
-        as the kubelet does when it starts a container; an optional missing one is left out.
+        """A container's environment with `envFrom` Secrets and ConfigMaps (every key, after
+        `prefix`) and `valueFrom` keys resolved now, as the kubelet does when it starts a
+        container; `env` wins over `envFrom`; an optional missing one is left out.
 
         Raises:
             RuntimeError: a required Secret, ConfigMap or key is missing (the kubelet keeps
                 such a pod in CreateContainerConfigError).
         """
         env = {}
+        for source in container.get("envFrom", []):
+            kind, ref = (
+                ("Secret", source["secretRef"])
+                if "secretRef" in source
+                else ("ConfigMap", source["configMapRef"])
+            )
+            obj = self.objects.get((kind, namespace, ref["name"]))
+            if obj is None:
+                if not ref.get("optional"):
+                    raise RuntimeError(f"{kind} {ref['name']} not found")
+                continue
+            for key, value in (obj.get("data") or {}).items():
+                decoded = base64.b64decode(value).decode() if kind == "Secret" else value
+                env[source.get("prefix", "") + key] = decoded
         for item in container.get("env", []):
             if "value" in item:
                 env[item["name"]] = item["value"]

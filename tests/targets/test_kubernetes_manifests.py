@@ -528,3 +528,35 @@ def test_dry_run_names_the_proxy_token_secret_without_a_value():
     text = KubernetesTarget("kubernetes:/ml").render("iris", MODEL, DeployConfig(), image=IMAGE)
     assert "kubectl -n ml create secret generic iris-proxy --from-literal=token=" in text
     assert "kind: Secret" not in text
+
+
+def test_env_secret_gives_both_versions_scoring_containers_its_keys_and_validates():
+    from mlops_pipeline.targets.kubernetes_manifests import challenger_manifests
+
+    config = DeployConfig(capture_uri="s3://b/capture", options={"env_secret": "capture-s3"})
+    settings = settings_for(config)
+    docs = manifests("iris-prod", "ml", MODEL, config, IMAGE, settings)
+    challenger = challenger_manifests(
+        "iris-prod", "ml", ModelRef("iris", "4"), config, IMAGE, settings
+    )
+
+    validate_all([*docs, *challenger])
+
+    scoring, proxy = docs[0]["spec"]["template"]["spec"]["containers"]
+    (shadow,) = challenger[1]["spec"]["template"]["spec"]["containers"]
+    expected = [{"secretRef": {"name": "capture-s3"}}]
+    # the containers that capture get the Secret's keys; the proxy writes nothing
+    assert scoring["envFrom"] == shadow["envFrom"] == expected
+    assert "envFrom" not in proxy
+    assert "capture-s3" not in str(docs[0]["spec"]["template"]["spec"]["volumes"])
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"] == []  # not ours
+    without = manifests(
+        "iris-prod", "ml", MODEL, DeployConfig(), IMAGE, settings_for(DeployConfig())
+    )
+    assert "envFrom" not in without[0]["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("secret", ["Capture_S3", "-s3", "s3-", "a" * 254])
+def test_env_secret_must_be_a_secret_name(secret):
+    with pytest.raises(InvalidInputError, match=f"env_secret='{secret}' is not a Secret name"):
+        settings_for(DeployConfig(options={"env_secret": secret}))
