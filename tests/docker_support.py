@@ -47,6 +47,7 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def docker_engine():
     """A client for a reachable engine that holds the test base image."""
+    import docker  # before its submodules: see tests/mlops/test_docker_imports.py
     import docker.errors
     from mlops_pipeline.targets.docker import docker_client
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 from pathlib import Path
 
+import docker
 import docker.errors
 import httpx
 import mlflow

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -284,12 +285,22 @@ def test_sticky_canary_through_the_cli_keeps_each_client_on_one_version(
     )
 
 
+@pytest.fixture
+def ctrl_c_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal: a run started in the background
+    (`make test &`) inherits SIGINT ignored, which Python keeps (and the command with it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_canary_ended_by_a_signal_puts_all_traffic_back_and_stops_the_challenger(
     sig: signal.Signals,
     iris_prod: dict,  # noqa: F811
     iris_model_dir,
     mlops_home,
+    ctrl_c_interrupts: None,
 ) -> None:
     # a CI job's timeout sends SIGTERM: it used to kill the command mid-step, leaving 50 % of
     # the traffic on an unjudged challenger that no command could stop

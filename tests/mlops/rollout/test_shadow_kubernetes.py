@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import docker.errors
 import httpx
 import mlflow
