@@ -54,8 +54,11 @@ mlflow.models.set_model(Challenger())
 """
 
 
-def register_behaviour(tmp_path: Path, behaviour: str, iris_features: pd.DataFrame) -> str:
-    """Register a challenger model of `behaviour` (BEHAVIOURS) as the next iris version."""
+def register_behaviour(
+    tmp_path: Path, behaviour: str, iris_features: pd.DataFrame, model: str = "iris"
+) -> str:
+    """Register a challenger model of `behaviour` (BEHAVIOURS) as the next version of
+    `model`."""
     from mlflow.models import infer_signature
 
     code = tmp_path / f"{behaviour}_model.py"
@@ -65,7 +68,7 @@ def register_behaviour(tmp_path: Path, behaviour: str, iris_features: pd.DataFra
     with warnings.catch_warnings():  # MLflow asks for an input example
         warnings.simplefilter("ignore", UserWarning)
         mlflow.pyfunc.save_model(model_dir, python_model=str(code), signature=signature)
-    return register_version(model_dir)
+    return register_version(model_dir, name=model)
 
 
 class VersionClient(threading.Thread):

@@ -13,14 +13,12 @@ import contextlib
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
 import httpx
-import mlflow
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -39,7 +37,7 @@ from mlops_pipeline.targets.kubernetes_api import KubernetesApi
 
 from tests.docker_support import BASE_IMAGE, docker_build_env  # noqa: F401 (fixture)
 from tests.fakes.s3_container import S3Container, build_moto_image, s3_container
-from tests.mlops.rollout.support import BEHAVIOURS, CODE
+from tests.mlops.rollout.support import register_behaviour
 from tests.targets import kubernetes_support
 from tests.targets.kubernetes_support import NAMESPACE, OPTIONS, URI, challenger_objects
 from tests.targets.local_support import register_version
@@ -82,21 +80,6 @@ def s3_store(docker_engine, standin, moto_image: str, monkeypatch) -> Iterator[S
         s3fs.S3FileSystem.clear_instance_cache()  # none made for another endpoint
         yield store
     s3fs.S3FileSystem.clear_instance_cache()
-
-
-def _register_behaviour(tmp_path: Path, model: str, behaviour: str, features) -> str:
-    """support.register_behaviour's model, as the next version of `model` (not `iris`: the
-    images this test builds are tagged mlops/<model>:<version>, which other tests share)."""
-    from mlflow.models import infer_signature
-
-    code = tmp_path / f"{behaviour}_model.py"
-    code.write_text(CODE.format(body=BEHAVIOURS[behaviour]))
-    model_dir = tmp_path / f"{behaviour}-model"
-    signature = infer_signature(features, pd.Series([0] * len(features)))
-    with warnings.catch_warnings():  # MLflow asks for an input example
-        warnings.simplefilter("ignore", UserWarning)
-        mlflow.pyfunc.save_model(model_dir, python_model=str(code), signature=signature)
-    return register_version(model_dir, name=model)
 
 
 def _fs() -> s3fs.S3FileSystem:
@@ -157,7 +140,7 @@ def test_shadow_flow_on_kubernetes_with_s3_captures_never_answers_clients_and_re
             capture_uri=f"s3://{root}", options={**OPTIONS, "env_secret": secret},
             ready_timeout=120.0,
         )  # fmt: skip
-        v2 = _register_behaviour(tmp_path, model, "ones", iris_features)
+        v2 = register_behaviour(tmp_path, "ones", iris_features, model=model)
         endpoint = created["endpoint_url"]
         expected = httpx.post(f"{endpoint}/invocations", json=PAYLOAD, timeout=30).json()
         out: dict = {}
