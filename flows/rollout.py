@@ -24,7 +24,12 @@ from mlops_pipeline.flows.deploy import build_image_tag
 from mlops_pipeline.rollout.canary import CanaryResult
 from mlops_pipeline.rollout.results import RolloutDecision, ShadowComparison
 from mlops_pipeline.settings import get_settings
-from mlops_pipeline.tasks.deploy import get_deployment, resolve_model_uri, target_needs_image
+from mlops_pipeline.tasks.deploy import (
+    check_no_challenger,
+    get_deployment,
+    resolve_model_uri,
+    target_needs_image,
+)
 from mlops_pipeline.tasks.orchestration import get_logger
 from mlops_pipeline.tasks.redeploy import promote
 from mlops_pipeline.tasks.rollout import (
@@ -132,6 +137,10 @@ def _finish(decision: RolloutDecision, report_html: bool) -> dict[str, Any]:
     return decision.model_dump(mode="json")
 
 
+#: why a canary or a shadow cannot start beside a running one
+ONE_CHALLENGER = "would start a second challenger beside it (one at a time)"
+
+
 @flow(name="canary", log_prints=False)
 def canary(
     name: Annotated[str, Field(min_length=1)],
@@ -152,6 +161,7 @@ def canary(
     percents = parse_steps(steps)
     sticky_header = parse_sticky(sticky_header)
     current = get_deployment(name)
+    check_no_challenger(name, "a canary", ONE_CHALLENGER)  # before an image build of minutes
     model, image = _challenger(current, model_uri, base_image)
     champion = current.model_version
     started_at = dt.datetime.now(dt.UTC)
@@ -205,6 +215,7 @@ def shadow(
     metric = parse_metric(metric)  # before anything starts, not after the mirroring
     policy = rollout_policy()
     current = get_deployment(name)
+    check_no_challenger(name, "a shadow", ONE_CHALLENGER)
     _readable_captures(current)
     # before the image build and the mirroring: a wrong-task metric would fail only at the end
     check_metric_fits(current.capture_uri, current.model_name, current.model_version, metric)

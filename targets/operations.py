@@ -309,11 +309,14 @@ def create_deployment(
     return deployment
 
 
-def check_no_challenger(name: str, action: str) -> None:
+def check_no_challenger(
+    name: str, action: str, clash: str = "would switch its champion under it"
+) -> None:
     """Refuse to change NAME's champion while a live challenger (a canary's or a shadow's)
     runs beside it: the switch would happen under the running rollout, which then judges,
     promotes or stops against a champion it did not start with. `mlops undeploy` is not
-    refused: it removes the challenger too.
+    refused: it removes the challenger too. A canary or a shadow checks it before its image
+    build, with `clash` saying why it cannot start (one challenger at a time).
 
     The target's health says whether one runs (it adds the proxy's `routes` then); a target
     without live challengers is never refused, nor one that no longer runs NAME (the action
@@ -341,8 +344,7 @@ def check_no_challenger(name: str, action: str) -> None:
     ]
     what = " and ".join(running) or "one starting or stopping, no traffic yet"
     raise ConflictError(
-        f"Deployment '{name}' runs a live challenger ({what}); {action} would switch its "
-        "champion under it.",
+        f"Deployment '{name}' runs a live challenger ({what}); {action} {clash}.",
         hint=f"Wait for the running `mlops canary`/`mlops shadow {name}` (or `mlops redeploy "
         "--live-gate`) to end, or stop it with Ctrl+C or SIGTERM (traffic goes back to the "
         f"champion, the challenger stops); `mlops undeploy {name}` removes both.",

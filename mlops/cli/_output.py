@@ -72,7 +72,8 @@ def traceback_wanted() -> bool:
 
 # a command run from the terminal (not the step runner, whose log keeps every traceback)
 _in_command = False
-_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+# prefect.flows: "Parameter validation failed" with every parameter, before the command's line
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flows")
 
 
 class StepErrorsOffTheTerminal(logging.Filter):
@@ -256,6 +257,21 @@ def format_time(value: Any) -> str:
     when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     return f"{when:%Y-%m-%d %H:%M:%S}Z"
+
+
+def one_of(*values: str) -> Callable[[Any], str]:
+    """`parser` for a text option that takes one of `values` (exactly as written).
+
+    Checked by the option, so the error names it (a flow parameter's check names the
+    parameter). Raises typer.BadParameter, shown as the option's invalid value.
+    """
+
+    def pick(value: Any) -> str:
+        if value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(values)}.")
+        return value
+
+    return pick
 
 
 def finite(min: float | None = None, max: float | None = None) -> Callable[[Any], float]:  # noqa: A002

@@ -10,7 +10,7 @@ steps, the challenger starting) goes to stderr, one line each.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from mlops_pipeline.cli._output import (
@@ -20,11 +20,13 @@ from mlops_pipeline.cli._output import (
     emit,
     finite,
     format_time,
+    one_of,
     print_table,
     run_flow,
     show_progress,
 )
 from mlops_pipeline.cli.rollout import PROGRESS_LOGGERS, FailOnRollbackOption, exit_if_rolled_back
+from mlops_pipeline.settings import LiveGate
 
 app = typer.Typer()
 
@@ -113,6 +115,7 @@ def redeploy_cmd(
     live_gate: Annotated[
         str | None,
         typer.Option(
+            parser=one_of(*get_args(LiveGate)),
             help="After the offline gate, judge the challenger on live traffic first: none "
             "(switch and bake), shadow (mirrored copies) or canary (stepped split) (the "
             "applied spec's redeploy.live_gate, else env MLOPS_REDEPLOY_LIVE_GATE, default "

@@ -121,6 +121,16 @@ def test_every_command_has_help():
             "error: Invalid value for '--interval': 'inf' is not a finite number. "
             "See `mlops canary --help`.",
         ),
+        (
+            ["redeploy", "x", "--live-gate", "fast"],
+            "error: Invalid value for '--live-gate': 'fast' is not one of none, shadow, canary. "
+            "See `mlops redeploy --help`.",
+        ),
+        (  # a flow parameter's own check: one line too, not Prefect's log of every parameter
+            ["redeploy", "", "--challenger", "models:/x/1"],
+            "error: Flow 'redeploy' parameter name='': String should have at least 1 character. "
+            "Check the command's options (`--help`).",
+        ),
         (["nosuch"], "error: No such command 'nosuch'. See `mlops --help`."),
         (["models", "show"], "error: Missing argument 'name'. See `mlops models show --help`."),
     ],

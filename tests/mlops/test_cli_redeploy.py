@@ -111,5 +111,5 @@ def test_live_gate_is_an_option_and_a_bad_one_is_one_line(mlops_home: Path) -> N
     assert "--live-gate" in invoke("redeploy", "--help").output
     bad = invoke("redeploy", "iris-prod", "--live-gate", "fast")
     assert bad.exit_code == 2, bad.output
-    assert "live_gate" in bad.stderr and "'fast'" in bad.stderr
+    assert "--live-gate" in bad.stderr and "'fast' is not one of none, shadow, canary" in bad.stderr
     assert "Traceback" not in bad.output

@@ -56,6 +56,15 @@ def test_a_running_challenger_blocks_every_champion_switch_until_it_stops(
             f"10 %); {'update' if action == 'deploy' else action} would switch its champion"
         ), error["message"]
         assert "Ctrl+C" in error["message"] and "mlops undeploy iris-c" in error["message"]
+    # a second canary or shadow is refused before it builds or starts anything
+    pid = _challenger_pid(mlops_home, "iris-c")
+    for kind in ("canary", "shadow"):
+        args = [kind, "iris-c", "--model", "models:/iris/1", "--json"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 4, (kind, result.output)
+        message = json.loads(result.stdout)["error"]["message"]
+        assert f"10 %); a {kind} would start a second challenger beside it" in message, message
+        assert _challenger_pid(mlops_home, "iris-c") == pid and pid_alive(pid)
     with pytest.raises(ConflictError):  # the operation itself refuses too, for any caller
         operations.switch_deployment("iris-c", ModelRef("iris", "1"))
     assert served_version(deployed["endpoint_url"]) == newer
